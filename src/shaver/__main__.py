@@ -1,0 +1,5 @@
+import sys
+
+from shaver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,346 @@
+"""The prepared dataset: the on-disk contract between data preparation and every later stage.
+
+Layout of a prepared directory (format version 1)::
+
+    meta.json            format, version, library version, spec, field_names, field_dims,
+                         rows per split, positive rate per split, checksums, fingerprint, ...
+    vocab.json           per field: its values in local-id order (local id 0 is the OOV id)
+    frequencies.npy      int64 (num_features,): occurrences of each global id on the train split
+    {split}_ids.npy      int32 (rows, fields): global ids (field offsets already applied)
+    {split}_labels.npy   float32 (rows,): 0/1 labels
+    {split}_rows.npy     int64 (rows,): 0-based data-line number of each row in the raw input
+                         (the split assignment, traceable back to the source)
+
+``split`` is one of ``train``, ``val``, ``test``. Rows of one split are contiguous, so an
+epoch reads slices of one memory map. Global id of (field f, local id j) is
+``offsets[f] + j`` with ``offsets = cumsum([0] + field_dims[:-1])``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shaver import __version__
+from shaver.errors import DataError
+
+FORMAT = "shaver-prepared"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+#: Named groups of splits accepted wherever a split is asked for.
+SPLIT_GROUPS = {"train+val": ("train", "val"), "all": SPLITS}
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(
+    field_names: Sequence[str], field_dims: Sequence[int], vocab_sha256: str
+) -> str:
+    """Fingerprint of a feature map: what a model trained on the data depends on."""
+    payload = json.dumps(
+        {"fields": list(field_names), "dims": [int(d) for d in field_dims], "vocab": vocab_sha256},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def resolve_splits(split: str | Sequence[str]) -> tuple[str, ...]:
+    """``"train"`` -> ``("train",)``, ``"train+val"`` -> ``("train", "val")``; validated."""
+    if isinstance(split, str):
+        names = SPLIT_GROUPS.get(split) or tuple(s for s in split.split("+") if s)
+    else:
+        names = tuple(split)
+    bad = [s for s in names if s not in SPLITS]
+    if bad or not names:
+        raise DataError(
+            f"unknown split {split!r}: expected one of {', '.join(SPLITS)}, "
+            f"a '+'-joined combination, or one of {', '.join(SPLIT_GROUPS)}"
+        )
+    return names
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: ``x`` int64 (batch, fields) global ids, ``y`` float32 (batch,) labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class PreparedDataset:
+    """Read access to a prepared directory (memory-mapped; nothing is loaded until used)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not self.path.is_dir():
+            raise DataError(f"{self.path}: not a prepared dataset directory (it does not exist)")
+        if not meta_path.is_file():
+            raise DataError(f"{self.path}: not a prepared dataset (meta.json is missing)")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{meta_path}: corrupt JSON ({exc})") from exc
+        if self.meta.get("format") != FORMAT:
+            raise DataError(f"{meta_path}: format is {self.meta.get('format')!r}, expected {FORMAT!r}")
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise DataError(
+                f"{meta_path}: format_version {self.meta.get('format_version')!r} is not "
+                f"supported (this shaver reads version {FORMAT_VERSION})"
+            )
+        self._maps: dict[str, np.ndarray] = {}
+
+    # -- feature map ---------------------------------------------------------------------
+    @property
+    def field_names(self) -> list[str]:
+        return list(self.meta["field_names"])
+
+    @property
+    def field_dims(self) -> list[int]:
+        """Rows of each field in the global table (OOV id included)."""
+        return [int(d) for d in self.meta["field_dims"]]
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.meta["field_dims"])
+
+    @property
+    def num_features(self) -> int:
+        """Rows of the global embedding table: ``sum(field_dims)``."""
+        return int(sum(self.field_dims))
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """int64 (fields,): global id of each field's local id 0."""
+        return np.concatenate([[0], np.cumsum(self.field_dims)[:-1]]).astype(np.int64)
+
+    @cached_property
+    def row_field(self) -> np.ndarray:
+        """int64 (num_features,): the field of each global row."""
+        return np.repeat(np.arange(self.num_fields, dtype=np.int64), self.field_dims)
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["fingerprint"])
+
+    @cached_property
+    def frequencies(self) -> np.ndarray:
+        """int64 (num_features,): occurrences of each global id on the train split."""
+        return self._load("frequencies.npy", mmap=False)
+
+    @cached_property
+    def vocabularies(self) -> dict[str, list[str]]:
+        """Per field, its raw values in local-id order (index 0 is the OOV token)."""
+        path = self.path / "vocab.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: missing") from exc
+
+    # -- rows ----------------------------------------------------------------------------
+    def num_rows(self, split: str | Sequence[str] = "train") -> int:
+        return int(sum(self.meta["rows"][s] for s in resolve_splits(split)))
+
+    def ids(self, split: str) -> np.ndarray:
+        """int32 (rows, fields) memory map of one split's global ids."""
+        (split,) = resolve_splits(split)
+        return self._load(f"{split}_ids.npy")
+
+    def labels(self, split: str) -> np.ndarray:
+        """float32 (rows,) memory map of one split's labels."""
+        (split,) = resolve_splits(split)
+        return self._load(f"{split}_labels.npy")
+
+    def arrays(self, split: str | Sequence[str] = "train") -> tuple[np.ndarray, np.ndarray]:
+        """``(x int64 (rows, fields), y float32 (rows,))`` of one or more splits, in memory."""
+        names = resolve_splits(split)
+        xs = [np.asarray(self.ids(s), dtype=np.int64) for s in names]
+        ys = [np.asarray(self.labels(s), dtype=np.float32) for s in names]
+        return np.concatenate(xs), np.concatenate(ys)
+
+    def batches(
+        self,
+        split: str | Sequence[str] = "train",
+        batch_size: int = 4096,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Batch]:
+        """Iterate over batches of one or more splits.
+
+        Without ``shuffle``, batches are contiguous slices of the memory maps. With it, the
+        order is a permutation drawn from ``(seed, epoch)``; each batch gathers its rows
+        (sorted, for locality) from the map. ``limit`` caps the rows taken (after shuffling).
+        """
+        if batch_size <= 0:
+            raise DataError(f"batch_size must be positive, got {batch_size}")
+        names = resolve_splits(split)
+        maps = [(self.ids(s), self.labels(s)) for s in names]
+        sizes = np.array([len(y) for _, y in maps], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        total = int(starts[-1])
+        n = total if limit is None else min(total, int(limit))
+        order = None
+        if shuffle:
+            order = np.random.default_rng([seed, epoch]).permutation(total)[:n]
+        stop = n - n % batch_size if drop_last else n
+        for lo in range(0, stop, batch_size):
+            hi = min(lo + batch_size, stop)
+            if order is None:
+                idx = np.arange(lo, hi)
+            else:
+                idx = np.sort(order[lo:hi])
+            yield self._gather(maps, starts, idx)
+
+    @staticmethod
+    def _gather(maps, starts: np.ndarray, idx: np.ndarray) -> Batch:
+        xs, ys = [], []
+        for k, (ids, labels) in enumerate(maps):
+            part = idx[(idx >= starts[k]) & (idx < starts[k + 1])] - starts[k]
+            if len(part) == 0:
+                continue
+            if len(part) == part[-1] - part[0] + 1:  # contiguous: a plain slice
+                sl = slice(int(part[0]), int(part[-1]) + 1)
+                xs.append(ids[sl])
+                ys.append(labels[sl])
+            else:
+                xs.append(ids[part])
+                ys.append(labels[part])
+        x = np.concatenate(xs).astype(np.int64, copy=False)
+        y = np.concatenate(ys).astype(np.float32, copy=False)
+        return Batch(x=x, y=y)
+
+    def verify(self) -> None:
+        """Recompute every checksum in meta.json; raise :class:`DataError` on a mismatch."""
+        for name, digest in sorted(self.meta.get("checksums", {}).items()):
+            path = self.path / name
+            if not path.is_file():
+                raise DataError(f"{path}: missing (listed in meta.json)")
+            if sha256_file(path) != digest:
+                raise DataError(f"{path}: checksum mismatch (file changed or corrupt)")
+
+    def _load(self, name: str, mmap: bool = True) -> np.ndarray:
+        if name in self._maps:
+            return self._maps[name]
+        path = self.path / name
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except FileNotFoundError as exc:
+            raise DataError(f"{path}: missing from the prepared dataset") from exc
+        except ValueError as exc:
+            raise DataError(f"{path}: corrupt or not a .npy array ({exc})") from exc
+        self._maps[name] = arr
+        return arr
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{s}={self.meta['rows'][s]}" for s in SPLITS)
+        return (
+            f"PreparedDataset({str(self.path)!r}, fields={self.num_fields}, "
+            f"features={self.num_features}, {rows})"
+        )
+
+
+def open_dataset(path: str | os.PathLike[str]) -> PreparedDataset:
+    """Open a prepared dataset directory."""
+    return PreparedDataset(path)
+
+
+def write_prepared(
+    out: str | os.PathLike[str],
+    *,
+    field_names: Sequence[str],
+    vocabularies: Mapping[str, Sequence[str]],
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    frequencies: np.ndarray,
+    spec: Mapping[str, Any] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> PreparedDataset:
+    """Write a prepared directory from in-memory arrays, atomically.
+
+    ``splits`` maps split name -> ``(ids int (rows, fields) global, labels (rows,), rows int64)``.
+    Used by tests, the built-in datasets and any caller that already holds the arrays;
+    the streaming preparer writes the same files itself via :func:`finalize_prepared`.
+    Refuses to overwrite an existing ``out``.
+    """
+    out = Path(out)
+    if out.exists():
+        raise DataError(f"{out}: output directory already exists (choose another or remove it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for split in SPLITS:
+            ids, labels, rows = splits.get(split, (None, None, None))
+            if ids is None:
+                ids = np.zeros((0, len(field_names)), np.int32)
+                labels = np.zeros(0, np.float32)
+                rows = np.zeros(0, np.int64)
+            np.save(tmp / f"{split}_ids.npy", np.ascontiguousarray(ids, dtype=np.int32))
+            np.save(tmp / f"{split}_labels.npy", np.asarray(labels, dtype=np.float32))
+            np.save(tmp / f"{split}_rows.npy", np.asarray(rows, dtype=np.int64))
+        np.save(tmp / "frequencies.npy", np.asarray(frequencies, dtype=np.int64))
+        vocab = {f: list(vocabularies[f]) for f in field_names}
+        (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        finalize_prepared(tmp, out, field_names=field_names,
+                          field_dims=[len(vocab[f]) for f in field_names],
+                          spec=spec, extra_meta=extra_meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedDataset(out)
+
+
+def finalize_prepared(
+    tmp: Path,
+    out: Path,
+    *,
+    field_names: Sequence[str],
+    field_dims: Sequence[int],
+    spec: Mapping[str, Any] | None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Write meta.json (checksums, counts, fingerprint) into ``tmp`` and rename it to ``out``."""
+    rows, pos = {}, {}
+    for split in SPLITS:
+        labels = np.load(tmp / f"{split}_labels.npy", mmap_mode="r", allow_pickle=False)
+        rows[split] = int(len(labels))
+        pos[split] = float(labels.mean()) if len(labels) else None
+    files = sorted(p.name for p in tmp.iterdir() if p.name != "meta.json")
+    checksums = {name: sha256_file(tmp / name) for name in files}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "field_names": list(field_names),
+        "field_dims": [int(d) for d in field_dims],
+        "num_features": int(sum(field_dims)),
+        "rows": rows,
+        "positive_rate": pos,
+        "fingerprint": dataset_fingerprint(field_names, field_dims, checksums["vocab.json"]),
+        "checksums": checksums,
+        "spec": dict(spec or {}),
+        **dict(extra_meta or {}),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        raise DataError(f"{out}: output directory already exists (choose another or remove it)")
+    os.replace(tmp, out)

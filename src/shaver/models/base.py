@@ -1,0 +1,90 @@
+"""The model interface every stage after training relies on.
+
+A shaver model is an ``nn.Module`` with
+
+* ``field_dims``: list of rows per field; ``embed_dim``: d;
+* ``embedding``: a module mapping global ids ``x`` LongTensor (batch, fields) to
+  ``(batch, fields, d)``, with a ``weight`` tensor (num_features, d). Attribution and pruning
+  swap it for a masked or compressed module without touching anything else;
+* ``head(emb, x)``: ``emb`` (batch, fields, d) and ``x`` (batch, fields) -> logits (batch,).
+  ``x`` is there for first-order (per-id) terms; a head must not read the embedding table;
+* ``forward(x) = head(embedding(x), x)``;
+* ``config()``: a JSON-able dict from which ``shaver.models.registry.build_model`` rebuilds it.
+
+Ids are GLOBAL: the prepared dataset already applied the field offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from shaver.errors import ModelError
+
+
+class CTRModel(nn.Module):
+    """Base class: one flat embedding table over all fields, and a dense head."""
+
+    #: Registry name of the model (set by subclasses).
+    name: str = "base"
+
+    def __init__(self, field_dims: Sequence[int], embed_dim: int = 16):
+        super().__init__()
+        if not field_dims or any(int(d) <= 0 for d in field_dims):
+            raise ModelError(f"field_dims must be positive integers, got {list(field_dims)}")
+        if embed_dim <= 0:
+            raise ModelError(f"embed_dim must be positive, got {embed_dim}")
+        self.field_dims = [int(d) for d in field_dims]
+        self.embed_dim = int(embed_dim)
+        self.num_fields = len(self.field_dims)
+        self.num_features = int(sum(self.field_dims))
+        self.embedding: nn.Module = nn.Embedding(self.num_features, self.embed_dim)
+        offsets = torch.tensor([0, *self.field_dims[:-1]], dtype=torch.long).cumsum(0)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.register_buffer(
+            "row_field",
+            torch.repeat_interleave(torch.arange(self.num_fields), torch.tensor(self.field_dims)),
+            persistent=False,
+        )
+
+    def head(self, emb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """emb: (batch, fields, d), x: LongTensor (batch, fields) -> logits (batch,)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: LongTensor (batch, fields) of global ids -> logits (batch,)."""
+        return self.head(self.embedding(x), x)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments, with the registry ``name``."""
+        return {"name": self.name, "field_dims": self.field_dims, "embed_dim": self.embed_dim}
+
+
+def check_model_interface(model: Any) -> None:
+    """Raise :class:`ModelError` naming what ``model`` lacks of the shaver interface."""
+    missing = []
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    emb = getattr(model, "embedding", None)
+    if emb is None or not callable(emb):
+        missing.append("`embedding` (a module mapping ids (batch, fields) to (batch, fields, d))")
+    elif not isinstance(getattr(emb, "weight", None), torch.Tensor) or emb.weight.dim() != 2:
+        missing.append("`embedding.weight` (a 2-D tensor: num_features x d)")
+    if not callable(getattr(model, "head", None)):
+        missing.append("`head(emb, x)` returning logits (batch,)")
+    if not getattr(model, "field_dims", None):
+        missing.append("`field_dims` (rows per field)")
+    if missing:
+        raise ModelError(
+            f"{type(model).__name__} lacks the shaver model interface: missing "
+            + "; ".join(missing)
+            + ". See shaver.models.base for the contract."
+        )
+    if sum(model.field_dims) != model.embedding.weight.shape[0]:
+        raise ModelError(
+            f"{type(model).__name__}: sum(field_dims) = {sum(model.field_dims)} but the "
+            f"embedding table has {model.embedding.weight.shape[0]} rows"
+        )
