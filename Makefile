@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?=
 
-.PHONY: demo test test-all lint bench setup clean browser-deps
+.PHONY: demo test test-slow test-all lint bench setup clean browser-deps
 
 setup: $(STAMP)
 
@@ -26,9 +26,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Includes the slow tests (end-to-end, browser rendering, distributed runs).
-test-all: $(STAMP) browser-deps
-	$(PY) -m pytest -q -m "slow or not slow"
+# Only the slow tests (end-to-end, browser rendering, distributed runs); CI runs them too.
+test-slow: $(STAMP) browser-deps
+	$(PY) -m pytest -q -m slow
+
+test-all: test test-slow
 
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
