@@ -1,0 +1,129 @@
+"""The result of an attribution: Shapley value of every embedding entry, with its provenance.
+
+File format (safetensors, written atomically)::
+
+    tensors   phi (n, d) float32, stderr (n, d) float32, codebook (m, d) float32
+    metadata  format="shaver-attribution", format_version="1", and JSON strings:
+              count, placeholder, settings, model_fingerprint, dataset_fingerprint, field_dims
+
+Loading never unpickles; a missing, truncated or foreign file raises :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from shaver.errors import CheckpointError
+
+FORMAT = "shaver-attribution"
+FORMAT_VERSION = 1
+PLACEHOLDERS = ("codebook", "zero")
+_META_KEYS = ("count", "placeholder", "settings", "model_fingerprint", "dataset_fingerprint",
+              "field_dims")
+
+
+@dataclass
+class Attribution:
+    """Shapley values of the n x d embedding entries of one model on one dataset.
+
+    phi: float32 (n, d), mean loss increase when the entry is replaced by its placeholder
+    (> 0: useful entry); stderr: float32 (n, d) standard error of phi; count: samples seen;
+    codebook: float32 (m, d) per-field placeholder (zeros for ``placeholder="zero"``).
+    """
+
+    phi: torch.Tensor
+    stderr: torch.Tensor
+    count: int
+    codebook: torch.Tensor
+    placeholder: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    model_fingerprint: str = ""
+    dataset_fingerprint: str = ""
+    field_dims: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.phi = self.phi.detach().to("cpu", torch.float32).contiguous()
+        self.stderr = self.stderr.detach().to("cpu", torch.float32).contiguous()
+        self.codebook = self.codebook.detach().to("cpu", torch.float32).contiguous()
+        self.count = int(self.count)
+        self.field_dims = [int(v) for v in self.field_dims]
+        if self.placeholder not in PLACEHOLDERS:
+            raise CheckpointError(
+                f"placeholder must be one of {', '.join(PLACEHOLDERS)}, got {self.placeholder!r}")
+        if self.phi.dim() != 2 or self.stderr.shape != self.phi.shape:
+            raise CheckpointError(
+                f"phi and stderr must be (n, d) of one shape, got {tuple(self.phi.shape)} and "
+                f"{tuple(self.stderr.shape)}")
+        if self.codebook.dim() != 2 or self.codebook.shape[1] != self.phi.shape[1]:
+            raise CheckpointError(
+                f"codebook must be (fields, {self.phi.shape[1]}), got {tuple(self.codebook.shape)}")
+        if self.field_dims and (sum(self.field_dims) != self.phi.shape[0]
+                                or len(self.field_dims) != self.codebook.shape[0]):
+            raise CheckpointError(
+                f"field_dims {self.field_dims} do not match phi rows {self.phi.shape[0]} and "
+                f"codebook fields {self.codebook.shape[0]}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n, d) of the embedding table."""
+        return (int(self.phi.shape[0]), int(self.phi.shape[1]))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the result to ``path`` (safetensors) atomically; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+        for key in _META_KEYS:
+            meta[key] = json.dumps(getattr(self, key), sort_keys=True)
+        tensors = {"phi": self.phi, "stderr": self.stderr, "codebook": self.codebook}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Attribution:
+        """Read a file written by :meth:`save`; :class:`CheckpointError` on a bad file."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: attribution file not found")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta.get("format_version") != str(FORMAT_VERSION):
+            raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not "
+                                  f"supported (this shaver reads {FORMAT_VERSION})")
+        missing = [k for k in ("phi", "stderr", "codebook") if k not in tensors]
+        missing += [k for k in _META_KEYS if k not in meta]
+        if missing:
+            raise CheckpointError(f"{path}: missing {', '.join(missing)}")
+        try:
+            fields = {k: json.loads(meta[k]) for k in _META_KEYS}
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
+        return cls(phi=tensors["phi"], stderr=tensors["stderr"], codebook=tensors["codebook"],
+                   **fields)
+
+    def __repr__(self) -> str:
+        n, d = self.shape
+        return (f"Attribution(entries={n}x{d}, count={self.count}, placeholder={self.placeholder!r}, "
+                f"model={self.model_fingerprint!r}, dataset={self.dataset_fingerprint!r})")
