@@ -1,0 +1,130 @@
+"""One block of raw rows -> labels, split ids and coded field tokens, bad rows removed.
+
+Both passes of :mod:`shaver.data.prepare` decode blocks with this code, so they see the
+same rows. A value a transform rejects is an error naming file, line and field, or with
+``skip_bad_lines`` drops its rows (counted)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shaver.data.joins import SideTable
+from shaver.data.readers import BadLines, Block
+from shaver.data.spec import DatasetSpec, FieldSpec
+from shaver.data.tokens import (
+    MISSING,
+    BadValue,
+    Coded,
+    code_column,
+    field_tokens,
+    label_values,
+    numeric_sample,
+    split_by_value,
+)
+from shaver.errors import DataError
+
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class Decoded:
+    """``labels`` float32 (rows,), ``split`` int8 (rows,) 0/1/2, ``lines`` int64 (rows,),
+    ``fields``: per field a :class:`Coded` (tokens; quantile fields before edges: raw text)."""
+
+    labels: np.ndarray
+    split: np.ndarray
+    lines: np.ndarray
+    fields: list[Coded]
+
+
+@dataclass
+class BlockContext:
+    spec: DatasetSpec
+    path: Path
+    header_lines: int
+    skip_bad_lines: bool
+    bad: BadLines
+    tables: dict[str, SideTable]
+    edges: dict[str, np.ndarray]
+    fixed_split: int | None
+    rng: np.random.Generator
+
+
+def _checked(ctx: BlockContext, block: Block, coded: Coded, what: str, fn: Callable,
+             bad_rows: np.ndarray, placeholder: str = MISSING):
+    """``fn(coded.values)``; on a :class:`BadValue` raise, or mark its rows bad and retry."""
+    values = list(coded.values)
+    while True:
+        try:
+            return fn(values)
+        except BadValue as exc:
+            rows = np.flatnonzero(coded.codes == exc.index)
+            line = int(block.lines[rows[0]]) + ctx.header_lines + 1
+            if not ctx.skip_bad_lines:
+                raise DataError(f"{ctx.path}:{line}: {what}: {exc.message}") from None
+            bad_rows[rows] = True
+            for r in rows[:3]:
+                ctx.bad.note(ctx.path, int(block.lines[r]) + ctx.header_lines + 1,
+                             f"{what}: {exc.message}")
+            values[exc.index] = placeholder
+
+
+def _field_coded(ctx: BlockContext, block: Block, f: FieldSpec, cache: dict, joined: dict,
+                 bad_rows: np.ndarray) -> Coded:
+    if f.source:
+        raw = ctx.tables[f.source].column(f.column, joined[f.source])
+    else:
+        if f.column not in cache:
+            cache[f.column] = code_column(block.columns[f.column])
+        raw = cache[f.column]
+    if f.kind == "numeric" and f.discretiser == "quantile" and f.name not in ctx.edges:
+        _checked(ctx, block, raw, f"field {f.name!r}", numeric_sample, bad_rows)
+        return raw
+    tokens = _checked(ctx, block, raw, f"field {f.name!r}",
+                      lambda v: field_tokens(f, v, ctx.edges.get(f.name)), bad_rows)
+    return Coded(tokens, raw.codes)
+
+
+def decode_block(ctx: BlockContext, block: Block) -> Decoded:
+    """Decode one block (see the module docstring)."""
+    spec = ctx.spec
+    n = len(block)
+    draws = ctx.rng.random(n) if ctx.fixed_split is None and spec.split.method == "random" \
+        else None
+    bad_rows = np.zeros(n, dtype=bool)
+    cache: dict[str, Coded] = {}
+    label_coded = code_column(block.columns[spec.label.column])
+    cache[spec.label.column] = label_coded
+    per_value = _checked(ctx, block, label_coded, f"column {spec.label.column!r}",
+                         lambda v: label_values(spec.label, v), bad_rows, placeholder="0")
+    labels = per_value[label_coded.codes]
+    split = _split_ids(ctx, block, draws, cache)
+    joined = {name: t.lookup(cache.setdefault(t.join.key, code_column(block.columns[t.join.key])))
+              for name, t in ctx.tables.items()}
+    fields = [_field_coded(ctx, block, f, cache, joined, bad_rows) for f in spec.fields]
+    lines = block.lines
+    if bad_rows.any():
+        ctx.bad.count += int(bad_rows.sum())
+        keep = np.flatnonzero(~bad_rows)
+        labels, split, lines = labels[keep], split[keep], lines[keep]
+        fields = [c.take(keep) for c in fields]
+    return Decoded(labels, split, lines, fields)
+
+
+def _split_ids(ctx: BlockContext, block: Block, draws: np.ndarray | None,
+               cache: dict[str, Coded]) -> np.ndarray:
+    s = ctx.spec.split
+    n = len(block)
+    if ctx.fixed_split is not None:
+        return np.full(n, ctx.fixed_split, dtype=np.int8)
+    if draws is not None:
+        edges = np.cumsum(s.fractions)[:2]
+        return np.searchsorted(edges, draws, side="right").astype(np.int8)
+    if s.column not in cache:
+        cache[s.column] = code_column(block.columns[s.column])
+    coded = cache[s.column]
+    return split_by_value(coded.values, s.val_from, s.test_from)[coded.codes]

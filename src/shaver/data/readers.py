@@ -1,0 +1,209 @@
+"""Streaming readers: raw files -> blocks of text columns (pyarrow arrays of strings).
+
+Every value is read as text (empty = missing). Text files are parsed by pyarrow's CSV
+reader in blocks, so nothing holds the whole file. pyarrow is imported lazily; without it
+preparation stops with a clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shaver.data.spec import InputSpec
+from shaver.errors import DataError
+
+log = logging.getLogger(__name__)
+BLOCK_BYTES = 1 << 24
+
+
+def arrow() -> Any:
+    """``(pyarrow, pyarrow.compute, pyarrow.csv)``, or a clear error when pyarrow is missing."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pcsv
+    except ImportError as exc:  # pragma: no cover - pyarrow is installed in the test env
+        raise DataError(
+            "preparing data needs pyarrow: pip install 'shaver-rec[parquet]' (or pyarrow)"
+        ) from exc
+    return pa, pc, pcsv
+
+
+@dataclass
+class BadLines:
+    """Lines skipped with ``--skip-bad-lines``: how many, and the first few (1-based)."""
+
+    count: int = 0
+    first: list[str] = field(default_factory=list)
+    line_numbers: list[int] = field(default_factory=list)
+
+    def add(self, path: Path, line: int | None, why: str) -> None:
+        """Count a skipped line (its number is kept to trace kept rows to raw lines)."""
+        self.count += 1
+        if line is not None:
+            self.line_numbers.append(line)
+        self.note(path, line, why)
+
+    def note(self, path: Path, line: int | None, why: str) -> None:
+        """Keep an example (the first 20) without counting it."""
+        if len(self.first) < 20:
+            self.first.append(f"{path}:{line if line is not None else '?'}: {why}")
+
+
+@dataclass
+class Block:
+    """``columns``: name -> pyarrow string array (rows,); ``lines``: int64 (rows,) 0-based
+    data-line number of each row in its file (header excluded)."""
+
+    columns: dict[str, Any]
+    lines: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+def header_lines(inp: InputSpec) -> int:
+    return 0 if inp.header is False or inp.format == "parquet" else 1
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            first = f.read(1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the input ({exc.strerror or exc})") from exc
+    if not first:
+        raise DataError(f"{path}: empty file (expected data rows)")
+
+
+def text_columns(path: Path, inp: InputSpec) -> list[str]:
+    """Column names of a text file: the spec's, checked against the header when there is one."""
+    if inp.header is not True:
+        return list(inp.columns)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        names = f.readline().rstrip("\r\n").split(inp.sep)
+    names = [n.strip('"') for n in names]
+    if inp.columns and names != list(inp.columns):
+        raise DataError(
+            f"{path}:1: header has columns {names[:8]}{'...' if len(names) > 8 else ''} "
+            f"({len(names)}), expected {list(inp.columns)[:8]}... ({len(inp.columns)})"
+        )
+    return names
+
+
+def read_blocks(
+    path: str | Path,
+    inp: InputSpec,
+    needed: Sequence[str],
+    *,
+    skip_bad_lines: bool = False,
+    bad: BadLines | None = None,
+    block_bytes: int = BLOCK_BYTES,
+) -> Iterator[Block]:
+    """Yield blocks of the ``needed`` columns (as text) of one raw file."""
+    path = Path(path)
+    _check_readable(path)
+    if inp.format == "parquet":
+        yield from _parquet_blocks(path, needed)
+    else:
+        yield from _text_blocks(path, inp, needed, skip_bad_lines, bad or BadLines(), block_bytes)
+
+
+def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
+                 bad: BadLines, block_bytes: int) -> Iterator[Block]:
+    pa, pc, pcsv = arrow()
+    names = text_columns(path, inp)
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(names)})")
+    n_head = header_lines(inp)
+    state: dict[str, Any] = {}
+    skipped_before = len(bad.line_numbers)
+
+    def on_invalid(row: Any) -> str:
+        why = f"found {row.actual_columns} columns, expected {row.expected_columns}"
+        if skip:
+            bad.add(path, row.number, why)
+            return "skip"
+        state["error"] = (row.number, why, row.text)
+        return "error"
+
+    reader_opts = pcsv.ReadOptions(column_names=names, skip_rows=n_head, use_threads=not skip,
+                                   block_size=block_bytes)
+    parse_opts = pcsv.ParseOptions(delimiter=inp.sep,
+                                   quote_char='"' if inp.format == "csv" else False,
+                                   ignore_empty_lines=False, invalid_row_handler=on_invalid)
+    convert_opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in needed},
+                                       include_columns=list(needed), strings_can_be_null=False)
+    kept = 0
+    try:
+        reader = pcsv.open_csv(path, read_options=reader_opts, parse_options=parse_opts,
+                               convert_options=convert_opts)
+        for batch in reader:
+            n = batch.num_rows
+            lines = np.arange(kept, kept + n, dtype=np.int64)
+            if skip and len(bad.line_numbers) > skipped_before:
+                lines = _shift_past_skipped(lines, bad.line_numbers[skipped_before:], n_head)
+            kept += n
+            yield Block({c: batch.column(c) for c in needed}, lines)
+    except pa.ArrowInvalid as exc:
+        if "error" in state:
+            number, why, text = state["error"]
+            line = number if number is not None else _find_line(path, text)
+            raise DataError(f"{path}:{line}: {why} (the spec's column list, or "
+                            f"--skip-bad-lines to skip such lines)") from None
+        raise DataError(f"{path}: cannot parse ({exc})") from exc
+
+
+def _shift_past_skipped(kept: np.ndarray, skipped_1based: list[int], n_head: int) -> np.ndarray:
+    """Kept-row indices -> data-line numbers, given the (1-based) lines that were skipped."""
+    skipped = np.sort(np.asarray(skipped_1based, dtype=np.int64) - 1 - n_head)
+    # the k-th kept line is d = k + #{j: skipped[j] - j <= k}
+    shifted = skipped - np.arange(len(skipped), dtype=np.int64)
+    return kept + np.searchsorted(shifted, kept, side="right")
+
+
+def _find_line(path: Path, text: str) -> int | str:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        for number, line in enumerate(f, start=1):
+            if line.rstrip("\r\n") == text:
+                return number
+    return "?"
+
+
+def _parquet_blocks(path: Path, needed: Sequence[str]) -> Iterator[Block]:
+    pa, pc, _ = arrow()
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover
+        raise DataError("reading Parquet needs pyarrow with Parquet support") from exc
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    names = pf.schema_arrow.names
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(names)})")
+    start = 0
+    for batch in pf.iter_batches(batch_size=1 << 20, columns=list(needed)):
+        cols = {c: pc.fill_null(pc.cast(batch.column(c), pa.string()), "") for c in needed}
+        n = batch.num_rows
+        yield Block(cols, np.arange(start, start + n, dtype=np.int64))
+        start += n
+
+
+def read_table(path: Path, inp: InputSpec, needed: Sequence[str]) -> Block:
+    """A whole (small) file as one block: side tables of joins."""
+    blocks = list(read_blocks(path, inp, needed))
+    pa, _, _ = arrow()
+    cols = {c: pa.concat_arrays([b.columns[c] for b in blocks]) if blocks else pa.array([], pa.string())
+            for c in needed}
+    lines = np.concatenate([b.lines for b in blocks]) if blocks else np.zeros(0, np.int64)
+    return Block(cols, lines)

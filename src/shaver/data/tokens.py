@@ -1,0 +1,200 @@
+"""Raw text -> tokens, per field: discretisers, derived fields, labels, split keys.
+
+Work is done on the distinct values of a block (a block holds up to millions of rows but
+far fewer distinct values): a column becomes ``Coded(values, codes)`` where ``values`` are
+the distinct texts and ``codes`` int32 (rows,) index them; a transform maps ``values`` only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shaver.data.spec import FieldSpec, LabelSpec
+
+MISSING = ""
+
+
+class BadValue(ValueError):
+    """A distinct value (``index`` into ``Coded.values``) that a transform rejects."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index = index
+        self.message = message
+
+
+@dataclass
+class Coded:
+    """``values``: distinct tokens (list of str, may repeat after a transform);
+    ``codes``: int32 (rows,) index into ``values``."""
+
+    values: list[str]
+    codes: np.ndarray
+
+    def map(self, fn: Callable[[list[str]], list[str]]) -> Coded:
+        return Coded(fn(self.values), self.codes)
+
+    def take(self, rows: np.ndarray) -> Coded:
+        return Coded(self.values, self.codes[rows])
+
+
+def code_column(col: Any) -> Coded:
+    """pyarrow string array (rows,) -> :class:`Coded`."""
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(col)
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    return Coded(enc.dictionary.to_pylist(), codes)
+
+
+# -- numeric discretisers -------------------------------------------------------------------
+def _ints(values: list[str]) -> list[int | None]:
+    out: list[int | None] = []
+    for i, v in enumerate(values):
+        if v == MISSING:
+            out.append(None)
+            continue
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise BadValue(i, f"{v!r} is not an integer") from None
+    return out
+
+
+def _floats(values: list[str]) -> list[float | None]:
+    out: list[float | None] = []
+    for i, v in enumerate(values):
+        if v == MISSING:
+            out.append(None)
+            continue
+        try:
+            x = float(v)
+        except ValueError:
+            raise BadValue(i, f"{v!r} is not a number") from None
+        if math.isnan(x):
+            out.append(None)
+        else:
+            out.append(x)
+    return out
+
+
+def criteo_token(v: int | None) -> str:
+    """Criteo's integer discretiser: v > 2 -> "L" + int(ln(v)^2), else the value itself.
+    The "L" keeps the two ranges apart (the bare formula maps 2 and 5 alike)."""
+    if v is None:
+        return MISSING
+    return f"L{int(math.log(v) ** 2)}" if v > 2 else str(v)
+
+
+def log2_token(x: float | None) -> str:
+    """x >= 1 -> "L" + floor(log2(x)); smaller values -> floor(x) as text."""
+    if x is None:
+        return MISSING
+    return f"L{math.floor(math.log2(x))}" if x >= 1 else str(math.floor(x))
+
+
+def quantile_token(x: float | None, edges: np.ndarray) -> str:
+    if x is None:
+        return MISSING
+    return f"Q{int(np.searchsorted(edges, x, side='right'))}"
+
+
+def quantile_edges(sample: np.ndarray, bins: int) -> np.ndarray:
+    """Distinct inner quantile edges of a float sample (at most ``bins - 1``)."""
+    if len(sample) == 0:
+        return np.zeros(0)
+    qs = np.quantile(sample, np.arange(1, bins) / bins)
+    return np.unique(qs)
+
+
+def quantile_vocab(edges: np.ndarray) -> list[str]:
+    return [MISSING] + [f"Q{k}" for k in range(len(edges) + 1)]
+
+
+# -- derived fields -------------------------------------------------------------------------
+def _yymmddhh(i: int, v: str) -> datetime.datetime:
+    try:
+        if len(v) != 8:
+            raise ValueError
+        return datetime.datetime(2000 + int(v[:2]), int(v[2:4]), int(v[4:6]), int(v[6:8]))
+    except ValueError:
+        raise BadValue(i, f"{v!r} is not a YYMMDDHH time") from None
+
+
+def derive(kind: str, values: list[str]) -> list[str]:
+    """Tokens of a derived field from the distinct texts of its column."""
+    if kind == "hour_of_day":
+        return [MISSING if v == MISSING else str(_yymmddhh(i, v).hour)
+                for i, v in enumerate(values)]
+    if kind == "weekday":
+        return [MISSING if v == MISSING else str(_yymmddhh(i, v).weekday())
+                for i, v in enumerate(values)]
+    if kind == "first_token":
+        return [v.split(" ", 1)[0] for v in values]
+    if kind == "libfm_index":
+        return [v.split(":", 1)[0] for v in values]
+    raise ValueError(f"unknown derivation {kind!r}")  # unreachable: the spec validates kinds
+
+
+def field_tokens(f: FieldSpec, values: list[str], edges: np.ndarray | None = None) -> list[str]:
+    """Tokens of field ``f`` for its column's distinct texts (raises :class:`BadValue`)."""
+    if f.derive is not None:
+        values = derive(f.derive, values)
+    if f.kind == "categorical":
+        return values
+    if f.discretiser == "criteo":
+        return [criteo_token(v) for v in _ints(values)]
+    if f.discretiser == "log2":
+        return [log2_token(x) for x in _floats(values)]
+    assert edges is not None, "quantile edges are computed before tokens"
+    return [quantile_token(x, edges) for x in _floats(values)]
+
+
+def numeric_sample(values: list[str]) -> np.ndarray:
+    """float64 (distinct,) numbers of a quantile field's distinct texts (NaN = missing)."""
+    return np.array([np.nan if x is None else x for x in _floats(values)], dtype=np.float64)
+
+
+# -- labels and split keys ------------------------------------------------------------------
+def label_values(spec: LabelSpec, values: list[str]) -> np.ndarray:
+    """float32 (distinct,) 0/1 labels of the label column's distinct texts."""
+    out = np.zeros(len(values), dtype=np.float32)
+    for i, v in enumerate(values):
+        if spec.rule == "binary":
+            if v not in ("0", "1"):
+                raise BadValue(i, f"label {v!r} is not 0 or 1")
+            out[i] = float(v)
+        elif spec.rule == "positive":
+            if not v.isdigit():
+                raise BadValue(i, f"label {v!r} is not a non-negative integer count")
+            out[i] = float(int(v) > 0)
+        else:
+            try:
+                out[i] = float(float(v) >= spec.threshold)
+            except ValueError:
+                raise BadValue(i, f"label {v!r} is not a number") from None
+    return out
+
+
+def _cmp_key(v: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(v), "")
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def split_by_value(values: list[str], val_from: str, test_from: str) -> np.ndarray:
+    """int8 (distinct,): 2 when value >= test_from, 1 when >= val_from, else 0.
+    Compared as numbers when both sides are numbers, as text otherwise."""
+    def ge(a: str, b: str) -> bool:
+        ka, kb = _cmp_key(a), _cmp_key(b)
+        return ka >= kb if ka[0] == kb[0] else a >= b
+
+    return np.array([2 if ge(v, test_from) else 1 if ge(v, val_from) else 0 for v in values],
+                    dtype=np.int8)
