@@ -1,0 +1,143 @@
+"""Export a pruned model to one shaver artifact file, and load it back.
+
+The file format (container, layouts, sections) is described in
+:mod:`shaver.runtime.container` and :mod:`shaver.runtime.layout`; sizes in
+:mod:`shaver.deploy.size`. Section names:
+
+* ``emb.<f>.values`` / ``emb.<f>.mask`` / ``emb.<f>.count`` / ``emb.<f>.cols`` per field ``f``,
+  ``emb.scales`` (int8 only), ``codebook`` (m, d) fp32;
+* ``first_order/<state-dict name>``: per-id tables (DeepFM/FM ``linear.weight.weight``);
+* ``head/<state-dict name>``: every other tensor of the model (fp32; int64 counters);
+* ``feature_map`` (optional JSON: dataset meta + vocabularies) and ``info`` (fixed 4 KiB
+  JSON: budget, metrics, fingerprints, provenance).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shaver import __version__
+from shaver.deploy.size import encode_feature_map, encode_info, head_tensors, plan_artifact
+from shaver.errors import ArtifactError, ShaverError
+from shaver.runtime.container import SectionSpec, container_bytes, write_container
+from shaver.runtime.layout import encode_embedding
+from shaver.runtime.model import Artifact, load_artifact
+
+log = logging.getLogger(__name__)
+#: Keys of pruned.json copied into the artifact's ``info`` section.
+INFO_KEYS = ("budget", "scorer", "order", "codebook", "placeholder", "kept", "total",
+             "finetuned", "metrics", "model_fingerprint", "dataset", "artifact_bytes")
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_artifact` wrote: ``path``, ``bytes`` and the per-kind breakdown."""
+
+    path: Path
+    bytes: int
+    breakdown: dict[str, int]
+
+
+def embedding_state(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weight (n, d) f32, mask bool (n, d), codebook (m, d) f32) of a model's embedding.
+
+    A MaskedEmbedding gives its mask and codebook; a plain embedding counts as fully kept.
+    """
+    emb = model.embedding
+    weight = emb.weight.detach().float().cpu().numpy()
+    mask = getattr(emb, "mask", None)
+    codebook = getattr(emb, "codebook", None)
+    if mask is None:
+        mask_np = np.ones(weight.shape, dtype=bool)
+    else:
+        mask_np = mask.detach().cpu().numpy().astype(bool)
+    m = len(model.field_dims)
+    codebook_np = (np.zeros((m, weight.shape[1]), np.float32) if codebook is None
+                   else codebook.detach().float().cpu().numpy())
+    return weight, mask_np, codebook_np
+
+
+def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: str | os.PathLike[str],
+                    *, value_dtype: str = "fp32", metadata: Mapping[str, Any] | None = None,
+                    include_feature_map: bool = True) -> ExportResult:
+    """Write the artifact of a pruned model (or a pruned directory) to ``out_path``.
+
+    source: a model with the shaver interface (its embedding a MaskedEmbedding, or a plain
+    embedding = nothing pruned), or a directory written by ``shaver.pruning.io.save_pruned``.
+    metadata: free JSON (budget, metrics, ...; at most 4 KiB) plus an optional
+    ``feature_map`` entry (dataset meta + vocabularies) that lets the runtime encode raw rows.
+    From a pruned directory, the info of pruned.json and (when ``include_feature_map`` and the
+    dataset is still there) its feature map are added. The write is atomic.
+    """
+    model, meta = _resolve_source(source, metadata, include_feature_map)
+    model = model.cpu().eval()
+    weight, mask, codebook = embedding_state(model)
+    fields, specs = plan_artifact(model, mask, value_dtype, meta)
+    layouts, emb_sections = encode_embedding(weight, mask, codebook, model.field_dims, value_dtype)
+    if layouts != fields["embedding"]["layouts"]:  # pragma: no cover - same function both times
+        raise ArtifactError("internal error: layout plan changed between sizing and encoding")
+    arrays = dict((spec.name, arr) for spec, arr in emb_sections)
+    state = head_tensors(model)
+    for spec in specs:
+        if spec.name.startswith(("head/", "first_order/")):
+            arrays[spec.name] = state[spec.name.split("/", 1)[1]].detach().cpu().numpy()
+    meta = dict(meta)
+    if "feature_map" in meta:
+        arrays["feature_map"] = np.frombuffer(encode_feature_map(meta.pop("feature_map")), np.uint8)
+    meta.setdefault("library_version", __version__)
+    arrays["info"] = np.frombuffer(encode_info(meta), np.uint8)
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
+    written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs])
+    if written != container_bytes(fields, specs):  # pragma: no cover - guarded by tests
+        raise ArtifactError("internal error: written size differs from the planned size")
+    log.info("wrote %s (%d bytes, %s)", out_path, written, value_dtype)
+    return ExportResult(out_path, written, load_artifact(out_path).breakdown())
+
+
+def _resolve_source(source: Any, metadata: Mapping[str, Any] | None,
+                    include_feature_map: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+    meta = dict(metadata or {})
+    if isinstance(source, torch.nn.Module):
+        return source, meta
+    path = Path(source)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a pruned directory (expected pruned.json + "
+                            "model.safetensors) nor a model")
+    from shaver.pruning.io import load_pruned
+    pruned = load_pruned(path, device="cpu")
+    info = {k: pruned.info[k] for k in INFO_KEYS if k in pruned.info}
+    info["source"] = str(path)
+    if include_feature_map and "feature_map" not in meta:
+        feature_map = feature_map_of(pruned.info.get("dataset", {}).get("path"))
+        if feature_map is not None:
+            meta["feature_map"] = feature_map
+    return pruned.model, {**info, **meta}
+
+
+def feature_map_of(dataset_path: str | None) -> dict[str, Any] | None:
+    """{"meta": ..., "vocab": ...} of a prepared dataset, or None if it cannot be opened."""
+    if not dataset_path:
+        return None
+    from shaver.data.store import open_dataset
+    try:
+        dataset = open_dataset(dataset_path)
+        vocab = dataset.vocabularies
+    except (ShaverError, OSError) as exc:
+        log.warning("no feature map in the artifact: dataset %s unavailable (%s)", dataset_path, exc)
+        return None
+    meta = {k: v for k, v in dataset.meta.items() if k != "checksums"}
+    return {"meta": meta, "vocab": vocab() if callable(vocab) else vocab}
+
+
+__all__ = ["Artifact", "ExportResult", "SectionSpec", "embedding_state", "export_artifact",
+           "feature_map_of", "load_artifact"]

@@ -1,0 +1,129 @@
+"""Exact artifact sizes, before writing anything (used by byte budgets).
+
+``predict_artifact_bytes(model, mask)`` lays out the same sections, header included, that
+:func:`shaver.deploy.artifact.export_artifact` writes, so the number is the file size to the
+byte. Only the keep-mask's per-row counts are needed (one vectorised pass), plus O(fields)
+work: well under 0.1 s for a 1M x 16 mask.
+
+What the size does and does not depend on:
+
+* model config, field_dims, d, head and first-order tensor shapes, value dtype, the mask;
+* the feature map (dataset meta + vocabularies) when ``metadata["feature_map"]`` is given
+  (a dict, or its bytes from :func:`encode_feature_map` to avoid re-encoding it per call);
+* NOT on the volatile metadata (budget, metrics, provenance...): it lives in the fixed-size
+  ``info`` section of :data:`INFO_BYTES` bytes (JSON padded with spaces); export raises
+  :class:`ArtifactError` if it does not fit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from shaver.errors import ArtifactError
+from shaver.models.base import check_model_interface
+from shaver.runtime.container import SectionSpec, container_bytes
+from shaver.runtime.layout import check_value_dtype, choose_layouts, embedding_specs
+
+INFO_BYTES = 4096
+_TORCH_TO_SECTION = {torch.int64: "i64", torch.uint8: "u8", torch.int8: "i8"}
+
+
+def encode_feature_map(feature_map: Mapping[str, Any] | bytes) -> bytes:
+    """Canonical UTF-8 JSON of a feature map (``{"meta": ..., "vocab": ...}``)."""
+    if isinstance(feature_map, bytes):
+        return feature_map
+    return json.dumps(feature_map, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def encode_info(info: Mapping[str, Any]) -> bytes:
+    """The fixed-size ``info`` section: JSON padded with spaces to :data:`INFO_BYTES`."""
+    try:
+        raw = json.dumps(dict(info), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                         allow_nan=False, default=_jsonable).encode("ascii")
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"artifact metadata is not JSON-serialisable ({exc})") from exc
+    if len(raw) > INFO_BYTES:
+        raise ArtifactError(f"artifact metadata takes {len(raw)} bytes of JSON, more than the "
+                            f"{INFO_BYTES} reserved for it; pass less metadata")
+    return raw + b" " * (INFO_BYTES - len(raw))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def head_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state outside the embedding (name -> tensor), in state-dict order."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("embedding.")}
+
+
+def head_specs(model: torch.nn.Module, value_dtype: str) -> list[SectionSpec]:
+    """Sections of the first-order tables (leading dim = n; fp32, else fp16) and the head."""
+    n = int(model.embedding.weight.shape[0])
+    specs = []
+    for name, tensor in head_tensors(model).items():
+        shape = tuple(int(s) for s in tensor.shape)
+        if tensor.is_floating_point():
+            if tensor.dim() == 2 and shape[0] == n and n > 1:
+                dtype = "f32" if value_dtype == "fp32" else "f16"
+                specs.append(SectionSpec(f"first_order/{name}", "first_order", dtype, shape))
+                continue
+            specs.append(SectionSpec(f"head/{name}", "head", "f32", shape))
+        elif tensor.dtype in _TORCH_TO_SECTION:
+            specs.append(SectionSpec(f"head/{name}", "head", _TORCH_TO_SECTION[tensor.dtype], shape))
+        else:
+            raise ArtifactError(f"head tensor {name} has unsupported dtype {tensor.dtype}")
+    return specs
+
+
+def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
+                  metadata: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[SectionSpec]]:
+    """Header fields and section specs of the artifact (no data)."""
+    check_model_interface(model)
+    check_value_dtype(value_dtype)
+    mask = np.asarray(mask)
+    n, d = (int(s) for s in model.embedding.weight.shape)
+    if mask.dtype != np.bool_ or mask.shape != (n, d):
+        raise ArtifactError(f"mask must be bool of shape ({n}, {d}), got {mask.dtype} {mask.shape}")
+    field_dims = [int(v) for v in model.field_dims]
+    layouts, kept = choose_layouts(mask, field_dims, value_dtype)
+    specs = embedding_specs(field_dims, d, layouts, kept, value_dtype)
+    specs += head_specs(model, value_dtype)
+    metadata = dict(metadata or {})
+    feature_map = metadata.pop("feature_map", None)
+    if feature_map is not None:
+        specs.append(SectionSpec("feature_map", "metadata", "json",
+                                 (len(encode_feature_map(feature_map)),)))
+    encode_info(metadata)  # fails early when the volatile metadata cannot fit
+    specs.append(SectionSpec("info", "metadata", "json", (INFO_BYTES,)))
+    fields = {"model": model.config(),
+              "embedding": {"dim": d, "field_dims": field_dims, "layouts": layouts,
+                            "value_dtype": value_dtype}}
+    return fields, specs
+
+
+def predict_artifact_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dtype: str = "fp32",
+                           metadata: Mapping[str, Any] | None = None) -> int:
+    """Exact size in bytes of the artifact ``export_artifact`` writes for ``model`` + ``mask``.
+
+    mask: bool (n, d), True = kept. ``metadata``: see the module docstring (only its
+    ``feature_map`` entry changes the size).
+    """
+    fields, specs = plan_artifact(model, mask, value_dtype, metadata)
+    return container_bytes(fields, specs)
+
+
+def minimum_artifact_bytes(model: torch.nn.Module, *, value_dtype: str = "fp32",
+                           metadata: Mapping[str, Any] | None = None) -> int:
+    """Size of the artifact with every embedding entry pruned (the budget's floor)."""
+    n, d = (int(s) for s in model.embedding.weight.shape)
+    return predict_artifact_bytes(model, np.zeros((n, d), dtype=bool), value_dtype=value_dtype,
+                                  metadata=metadata)

@@ -1,0 +1,221 @@
+"""Compressed embedding layouts: choose, encode and decode (numpy only).
+
+The table (n, d) is stored field by field; each field takes the smallest of three layouts
+(``v`` = bytes per stored value: 4 fp32, 2 fp16, 1 int8; R rows, K kept entries):
+
+* ``dense``: every entry of the *effective* table (kept value, or the field's codebook value
+  where pruned): R*d*v bytes, no index. Wins when almost everything is kept.
+* ``bitmask``: a d-bit keep-mask per row (``ceil(d/8)`` bytes, bit j of a row = column j,
+  least significant bit first) + the kept values row-major: R*ceil(d/8) + K*v bytes. The
+  start of a row's values is the popcount prefix sum, computed once when the file is loaded
+  (so the file holds no offsets: exactly 2 index bytes per row for d = 16).
+* ``sparse`` (CSR with uint8 columns and uint8 per-row counts instead of int32 pointers; only
+  for d <= 255): R + K + K*v bytes. Wins when fewer than about one entry per row is kept.
+
+A kept entry is kept because its mask bit is set, whatever its value: kept values that are
+exactly 0 stay kept (unlike the authors' CSR, which drops stored zeros). int8 values carry one
+fp32 scale per field (symmetric, max |value| / 127) in the section ``emb.scales``.
+
+Decoding builds one global structure for lookups: packed masks (n, ceil(d/8)), row pointers
+(n + 1), the values, the per-field scales and the codebook (m, d). The codebook of an entry is
+chosen by the field its *id* belongs to (not by its position in the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from shaver.errors import ArtifactError
+from shaver.runtime.container import SectionSpec
+
+VALUE_DTYPES = {"fp32": "f32", "fp16": "f16", "int8": "i8"}
+VALUE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+LAYOUTS = ("dense", "bitmask", "sparse")
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+def check_value_dtype(value_dtype: str) -> str:
+    if value_dtype not in VALUE_DTYPES:
+        raise ArtifactError(f"value dtype must be one of {', '.join(VALUE_DTYPES)}, "
+                            f"got {value_dtype!r}")
+    return value_dtype
+
+
+def field_bounds(field_dims: Sequence[int]) -> np.ndarray:
+    """int64 (m + 1,): first global row of each field, then n."""
+    return np.concatenate([[0], np.cumsum(np.asarray(field_dims, dtype=np.int64))])
+
+
+def choose_layouts(mask: np.ndarray, field_dims: Sequence[int],
+                   value_dtype: str) -> tuple[list[str], np.ndarray]:
+    """Smallest layout per field and the kept count per field, from a bool mask (n, d).
+
+    Vectorised: one row count over the mask plus O(m) work.
+    """
+    n, d = mask.shape
+    bounds = field_bounds(field_dims)
+    if bounds[-1] != n:
+        raise ArtifactError(f"mask has {n} rows but the fields hold {bounds[-1]}")
+    row_counts = np.count_nonzero(mask, axis=1)
+    kept = np.add.reduceat(row_counts, bounds[:-1]) if n else np.zeros(0, np.int64)
+    rows = np.diff(bounds)
+    v = VALUE_BYTES[check_value_dtype(value_dtype)]
+    costs = [rows * d * v, rows * ((d + 7) // 8) + kept * v]
+    if d <= 255:
+        costs.append(rows + kept * (1 + v))
+    best = np.argmin(np.stack(costs), axis=0)
+    return [LAYOUTS[int(i)] for i in best], kept.astype(np.int64)
+
+
+def embedding_specs(field_dims: Sequence[int], dim: int, layouts: Sequence[str],
+                    kept: Sequence[int], value_dtype: str) -> list[SectionSpec]:
+    """The sections holding the compressed table (values, index, scales, codebook)."""
+    vdt = VALUE_DTYPES[value_dtype]
+    specs: list[SectionSpec] = []
+    for f, (rows, lay, k) in enumerate(zip(field_dims, layouts, kept)):
+        rows, k = int(rows), int(k)
+        if lay == "dense":
+            specs.append(SectionSpec(f"emb.{f}.values", "values", vdt, (rows, dim)))
+            continue
+        if lay == "bitmask":
+            specs.append(SectionSpec(f"emb.{f}.mask", "index", "u8", (rows, (dim + 7) // 8)))
+        else:
+            specs.append(SectionSpec(f"emb.{f}.count", "index", "u8", (rows,)))
+            specs.append(SectionSpec(f"emb.{f}.cols", "index", "u8", (k,)))
+        specs.append(SectionSpec(f"emb.{f}.values", "values", vdt, (k,)))
+    if value_dtype == "int8":
+        specs.append(SectionSpec("emb.scales", "values", "f32", (len(field_dims),)))
+    specs.append(SectionSpec("codebook", "codebook", "f32", (len(field_dims), dim)))
+    return specs
+
+
+def _quantize(values: np.ndarray, value_dtype: str) -> tuple[np.ndarray, float]:
+    if value_dtype == "fp32":
+        return values.astype(np.float32), 1.0
+    if value_dtype == "fp16":
+        return values.astype(np.float16), 1.0
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    scale = peak / 127.0 if peak > 0 else 1.0
+    return np.clip(np.rint(values / scale), -127, 127).astype(np.int8), scale
+
+
+def encode_embedding(weight: np.ndarray, mask: np.ndarray, codebook: np.ndarray,
+                     field_dims: Sequence[int], value_dtype: str
+                     ) -> tuple[list[str], list[tuple[SectionSpec, np.ndarray]]]:
+    """weight float (n, d), mask bool (n, d), codebook (m, d) -> layouts and section arrays."""
+    n, d = weight.shape
+    layouts, kept = choose_layouts(mask, field_dims, value_dtype)
+    specs = {s.name: s for s in embedding_specs(field_dims, d, layouts, kept, value_dtype)}
+    bounds = field_bounds(field_dims)
+    out: list[tuple[SectionSpec, np.ndarray]] = []
+    scales = np.ones(len(field_dims), dtype=np.float32)
+    for f, lay in enumerate(layouts):
+        w, mk = weight[bounds[f]:bounds[f + 1]], mask[bounds[f]:bounds[f + 1]]
+        if lay == "dense":
+            stored = np.where(mk, w, codebook[f][None, :])
+        else:
+            stored = w[mk]
+            if lay == "bitmask":
+                out.append((specs[f"emb.{f}.mask"], np.packbits(mk, axis=1, bitorder="little")))
+            else:
+                out.append((specs[f"emb.{f}.count"], mk.sum(axis=1).astype(np.uint8)))
+                out.append((specs[f"emb.{f}.cols"], np.nonzero(mk)[1].astype(np.uint8)))
+        quantized, scales[f] = _quantize(stored, value_dtype)
+        out.append((specs[f"emb.{f}.values"], quantized))
+    if value_dtype == "int8":
+        out.append((specs["emb.scales"], scales))
+    out.append((specs["codebook"], codebook.astype(np.float32)))
+    return layouts, out
+
+
+@dataclass
+class EmbeddingTables:
+    """Decoded compressed table, ready for lookups.
+
+    masks: uint8 (n, ceil(d/8)); row_ptr: int64 (n + 1,); values: (K + 1,) stored dtype (one
+    trailing 0 so that masked-out gathers stay in bounds); scales: float32 (m,);
+    codebook: float32 (m, d); bounds: int64 (m + 1,).
+    """
+
+    masks: np.ndarray
+    row_ptr: np.ndarray
+    values: np.ndarray
+    scales: np.ndarray
+    codebook: np.ndarray
+    bounds: np.ndarray
+    dim: int
+
+    def lookup(self, x: np.ndarray) -> np.ndarray:
+        """x: int64 (batch, fields) global ids (already range-checked) -> float32 (batch, fields, d)."""
+        field = np.searchsorted(self.bounds, x, side="right") - 1
+        bits = np.unpackbits(self.masks[x], axis=-1, bitorder="little")[..., :self.dim]
+        pos = self.row_ptr[x][..., None] + np.cumsum(bits, axis=-1, dtype=np.int64) - 1
+        kept = bits.astype(bool)
+        vals = self.values[np.where(kept, pos, self.values.size - 1)].astype(np.float32)
+        vals *= self.scales[field][..., None]
+        return np.where(kept, vals, self.codebook[field])
+
+
+def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], dim: int,
+                     layouts: Sequence[str], value_dtype: str, where: str) -> EmbeddingTables:
+    """Rebuild :class:`EmbeddingTables` from section arrays, validating every index."""
+    nb = (dim + 7) // 8
+    masks, values = [], []
+    full_row = np.packbits(np.ones(dim, dtype=bool), bitorder="little")
+    for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
+        vals = _section(arrays, f"emb.{f}.values", where)
+        if lay == "dense":
+            _expect(vals.shape == (rows, dim), where, f"emb.{f}.values shape")
+            masks.append(np.broadcast_to(full_row, (rows, nb)))
+        elif lay == "bitmask":
+            mk = _section(arrays, f"emb.{f}.mask", where)
+            _expect(mk.shape == (rows, nb), where, f"emb.{f}.mask shape")
+            _expect(not np.any(np.unpackbits(mk, axis=1, bitorder="little")[:, dim:]), where,
+                    f"emb.{f}.mask padding bits")
+            _expect(int(_POPCOUNT[mk].sum()) == vals.size, where, f"emb.{f} kept count")
+            masks.append(mk)
+        elif lay == "sparse":
+            masks.append(_sparse_to_mask(arrays, f, rows, dim, vals.size, where))
+        else:
+            raise ArtifactError(f"{where}: unknown layout {lay!r} for field {f}")
+        values.append(vals.reshape(-1))
+    mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
+    counts = _POPCOUNT[mask_all].sum(axis=1) if mask_all.size else np.zeros(0, np.int64)
+    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    stored = np.concatenate([*values, np.zeros(1, dtype=values[0].dtype if values else np.float32)])
+    m = len(field_dims)
+    scales = (_section(arrays, "emb.scales", where) if value_dtype == "int8"
+              else np.ones(m, np.float32))
+    codebook = _section(arrays, "codebook", where)
+    _expect(codebook.shape == (m, dim) and scales.shape == (m,), where, "codebook/scales shape")
+    _expect(bool(np.all(np.isfinite(scales))), where, "finite scales")
+    return EmbeddingTables(mask_all, row_ptr, stored, scales.astype(np.float32),
+                           codebook.astype(np.float32), field_bounds(field_dims), dim)
+
+
+def _sparse_to_mask(arrays: dict[str, np.ndarray], f: int, rows: int, dim: int, k: int,
+                    where: str) -> np.ndarray:
+    counts = _section(arrays, f"emb.{f}.count", where)
+    cols = _section(arrays, f"emb.{f}.cols", where)
+    _expect(counts.shape == (rows,) and cols.shape == (k,), where, f"emb.{f} sparse shapes")
+    _expect(int(counts.sum(dtype=np.int64)) == k and bool(np.all(cols < dim)), where,
+            f"emb.{f} sparse index")
+    bits = np.zeros((rows, dim), dtype=bool)
+    bits[np.repeat(np.arange(rows), counts), cols] = True
+    # Columns must be strictly increasing within each row: regenerate and compare.
+    _expect(np.array_equal(np.nonzero(bits)[1], cols), where, f"emb.{f} column order")
+    return np.packbits(bits, axis=1, bitorder="little")
+
+
+def _section(arrays: dict[str, np.ndarray], name: str, where: str) -> np.ndarray:
+    if name not in arrays:
+        raise ArtifactError(f"{where}: section {name} is missing")
+    return arrays[name]
+
+
+def _expect(ok: bool, where: str, what: str) -> None:
+    if not ok:
+        raise ArtifactError(f"{where}: inconsistent {what}")

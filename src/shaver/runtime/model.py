@@ -1,0 +1,145 @@
+"""Load a shaver artifact and predict with numpy only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from shaver.errors import ArtifactError, DataError
+from shaver.runtime.container import KINDS, PREAMBLE, Container, read_container
+from shaver.runtime.heads import Head, build_head
+from shaver.runtime.layout import (
+    LAYOUTS,
+    VALUE_DTYPES,
+    EmbeddingTables,
+    decode_embedding,
+)
+
+
+class Artifact:
+    """A loaded, validated artifact: compressed embedding + head, ready to predict.
+
+    Attributes: ``config`` (model config dict), ``field_dims``, ``dim``, ``value_dtype``,
+    ``layouts`` (per field), ``tables`` (:class:`EmbeddingTables`), ``head_tensors`` and
+    ``first_order`` (name -> array), ``info`` (budget, metrics, provenance),
+    ``feature_map`` (dataset meta + vocabularies, or None), ``size`` (file bytes).
+    """
+
+    def __init__(self, container: Container):
+        self.container = container
+        self.path = container.path
+        self.size = container.size
+        where = container.path
+        try:
+            self.config: dict[str, Any] = dict(container.header["model"])
+            emb = container.header["embedding"]
+            self.field_dims = [int(v) for v in emb["field_dims"]]
+            self.dim = int(emb["dim"])
+            self.value_dtype = str(emb["value_dtype"])
+            self.layouts = [str(v) for v in emb["layouts"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{where}: header lacks the model description ({exc})") from exc
+        if (self.value_dtype not in VALUE_DTYPES or len(self.layouts) != len(self.field_dims)
+                or any(v not in LAYOUTS for v in self.layouts) or self.dim <= 0
+                or any(v <= 0 for v in self.field_dims)):
+            raise ArtifactError(f"{where}: inconsistent embedding description in the header")
+        arrays = container.arrays
+        self.tables: EmbeddingTables = decode_embedding(
+            arrays, self.field_dims, self.dim, self.layouts, self.value_dtype, where)
+        self.first_order = _by_prefix(arrays, "first_order/")
+        self.head_tensors = _by_prefix(arrays, "head/")
+        self.info: dict[str, Any] = container.json("info") if "info" in arrays else {}
+        self.feature_map = container.json("feature_map") if "feature_map" in arrays else None
+        self._head: Head | None = None
+        self._encoder: Any = None
+
+    # -- prediction -------------------------------------------------------------------------
+    @property
+    def head(self) -> Head:
+        """The numpy head (built on first use, checked on a one-row batch)."""
+        if self._head is None:
+            head = build_head(self.config, self.head_tensors, self.first_order)
+            probe = self.tables.bounds[:-1][None, :]
+            try:
+                out = np.asarray(head(self.tables.lookup(probe), probe))
+            except (ValueError, IndexError, KeyError) as exc:
+                raise ArtifactError(f"{self.path}: head tensors do not fit the model ({exc})") \
+                    from exc
+            if out.shape != (1,):
+                raise ArtifactError(f"{self.path}: head returns shape {out.shape}, expected (1,)")
+            self._head = head
+        return self._head
+
+    def check_ids(self, x: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+        """Validate global ids int (batch, fields): column f must hold ids of field f."""
+        x = np.asarray(x)
+        m = len(self.field_dims)
+        if x.ndim != 2 or x.shape[1] != m or not np.issubdtype(x.dtype, np.integer):
+            raise DataError(f"ids must be an integer array (batch, {m}), got {x.dtype} {x.shape}")
+        x = x.astype(np.int64)
+        lo, hi = self.tables.bounds[:-1], self.tables.bounds[1:]
+        bad = (x < lo) | (x >= hi)
+        if bad.any():
+            row, col = (int(v[0]) for v in np.nonzero(bad))
+            raise DataError(f"id {x[row, col]} in row {row}, field {col} is outside that "
+                            f"field's range [{lo[col]}, {hi[col]})")
+        return x
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """x: int (batch, fields) global ids -> float32 (batch, fields, d)."""
+        return self.tables.lookup(self.check_ids(x))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """x: int (batch, fields) global ids -> float32 logits (batch,)."""
+        x = self.check_ids(x)
+        return np.asarray(self.head(self.tables.lookup(x), x), dtype=np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """x: int (batch, fields) global ids -> click probabilities float32 (batch,)."""
+        z = self.logits(x).astype(np.float64)
+        return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
+
+    def encode_rows(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
+        """Raw rows (field name -> raw string) -> global ids via the stored feature map."""
+        if self._encoder is None:
+            if self.feature_map is None:
+                raise DataError(f"{self.path}: the artifact has no feature map (vocabularies); "
+                                "pass global ids instead")
+            from shaver.runtime.encode import make_encoder
+            self._encoder = make_encoder(self.feature_map, self.path)
+        return np.asarray(self._encoder(rows), dtype=np.int64)
+
+    def predict_rows(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
+        """Raw rows -> probabilities (batch,). Unseen values take their field's OOV id."""
+        return self.predict(self.encode_rows(rows))
+
+    # -- description ------------------------------------------------------------------------
+    def breakdown(self) -> dict[str, int]:
+        """Bytes per kind (values, index, codebook, first_order, head, metadata); sums to size.
+
+        ``metadata`` includes the preamble, the header and the alignment padding.
+        """
+        out = dict.fromkeys(KINDS, 0)
+        for entry in self.container.table:
+            out[entry[1]] += int(entry[5])
+        out["metadata"] += self.size - sum(out.values())
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Artifact({self.config.get('name')!r}, rows={sum(self.field_dims)}, "
+                f"dim={self.dim}, {self.value_dtype}, {self.size} bytes)")
+
+
+def _by_prefix(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def load_artifact(path: str | os.PathLike[str]) -> Artifact:
+    """Read and validate ``path``; raise :class:`ArtifactError` on any defect."""
+    return Artifact(read_container(path))
+
+
+__all__ = ["Artifact", "load_artifact", "PREAMBLE"]
