@@ -103,13 +103,13 @@ def test_bytes_budget_is_the_largest_fitting_cut():
     order = PruneOrder(rng.standard_normal((30, 4)))
     total = 120
     for limit in (100, 101, 150, 333, 700):
-        kept = resolve_bytes(Budget.bytes_(limit), fake_size, order.mask, total, minimum=100)
+        kept = resolve_bytes(Budget.bytes_(limit), fake_size, order.mask, total)
         assert fake_size(order.mask(kept)) <= limit
         if kept < total:
             assert fake_size(order.mask(kept + 1)) > limit
-    assert resolve_bytes(Budget.bytes_(10**6), fake_size, order.mask, total, 100) == total
+    assert resolve_bytes(Budget.bytes_(10**6), fake_size, order.mask, total) == total
     with pytest.raises(BudgetError, match="minimum artifact size of 100 bytes"):
-        resolve_bytes(Budget.bytes_(99), fake_size, order.mask, total, minimum=100)
+        resolve_bytes(Budget.bytes_(99), fake_size, order.mask, total)
 
 
 @settings(max_examples=40, deadline=None)

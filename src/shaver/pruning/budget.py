@@ -193,21 +193,26 @@ def resolve_bytes(
     size_of: Callable[[np.ndarray], int],
     mask_for: Callable[[int], np.ndarray],
     total: int,
-    minimum: int,
 ) -> int:
     """Largest kept count K whose artifact ``size_of(mask_for(K))`` fits ``budget`` bytes.
 
-    Binary search over K in [0, total]; ``minimum`` is the artifact size with nothing kept.
+    Binary search over K in [0, total] keeping ``size(lo) <= limit < size(hi)``, so the
+    result always fits (and is the largest fitting cut when the size grows with K, as it
+    does for any table of realistic size). A budget under both the all-pruned and the
+    all-kept artifact raises :class:`BudgetError` stating the minimum.
     """
     limit = int(budget.value)
-    if limit < minimum:
+    full = size_of(mask_for(total))
+    if full <= limit:
+        return total
+    empty = size_of(mask_for(0))
+    if empty > limit:
+        minimum = min(empty, full)
         raise BudgetError(
             f"budget {budget.label} is below this model's minimum artifact size of {minimum} "
             f"bytes ({minimum / 2**20:.3f} MiB: dense head, first-order weights, codebook and "
             f"index with every embedding entry pruned)"
         )
-    if size_of(mask_for(total)) <= limit:
-        return total
     lo, hi = 0, total  # size(lo) fits, size(hi) does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
