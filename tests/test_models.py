@@ -14,6 +14,7 @@ from shaver.errors import ModelError
 from shaver.models.base import check_model_interface
 from shaver.models.layers import MLP, CrossNetworkMix, CrossNetworkV2, FactorizationMachine
 from shaver.models.registry import MODEL_NAMES, build_model
+from train_data import one_thread  # noqa: F401
 
 FIELD_DIMS = [3, 5, 4, 2]
 SMALL = {"lr": {}, "fm": {"embed_dim": 4}, "deepfm": {"embed_dim": 4, "mlp_dims": [8, 8]},

@@ -6,6 +6,8 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from shaver.errors import ModelError
 from shaver.models.base import CTRModel
 from shaver.models.dcn import DCNV2, DCNMix
@@ -37,6 +39,8 @@ def model_options(name: str) -> dict[str, Any]:
 def build_model(
     name_or_config: str | Mapping[str, Any],
     field_dims: Sequence[int] | None = None,
+    *,
+    seed: int | None = None,
     **overrides: Any,
 ) -> CTRModel:
     """Build a model.
@@ -44,7 +48,9 @@ def build_model(
     ``name_or_config`` is a registry name (see :data:`MODEL_NAMES`) or a dict as returned by
     ``model.config()`` (``{"name": ..., "field_dims": ..., <sizes>}``). ``field_dims`` and
     ``overrides`` (e.g. ``embed_dim=8, mlp_dims=[64, 64]``) take precedence over the dict.
-    Unknown options raise :class:`ModelError` naming the accepted ones.
+    Unknown options raise :class:`ModelError` naming the accepted ones. With ``seed`` the
+    initial weights come from ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``
+    (the caller's global random state is left as it was).
     """
     if isinstance(name_or_config, Mapping):
         config = dict(name_or_config)
@@ -67,6 +73,10 @@ def build_model(
             f"accepted: {', '.join(accepted)}"
         )
     try:
-        return cls(**config)
+        if seed is None:
+            return cls(**config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return cls(**config)
     except TypeError as exc:
         raise ModelError(f"model {cls.name!r}: bad options {config} ({exc})") from exc
