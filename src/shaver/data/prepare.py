@@ -10,6 +10,7 @@ Output appears only when complete (a temporary directory renamed at the end).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -32,6 +33,8 @@ from shaver.data.vocab import OOV_TOKEN, NumericSample, TokenCounts, local_ids, 
 from shaver.errors import DataError
 
 log = logging.getLogger(__name__)
+#: Global ids are stored as int32.
+MAX_FEATURES = 2**31 - 1
 Inputs = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]
 
 
@@ -146,7 +149,7 @@ def _count_pass(reader: _Reader, bad: BadLines) -> tuple[dict[str, int], list, l
 def _encode_pass(reader: _Reader, tmp: Path, rows: dict[str, int], vocabs: list[list[str]]) -> None:
     dims = [len(v) for v in vocabs]
     offsets = np.concatenate([[0], np.cumsum(dims)[:-1]]).astype(np.int64)
-    if int(sum(dims)) >= 2**31:
+    if int(sum(dims)) > MAX_FEATURES:
         raise DataError(f"{sum(dims)} features do not fit int32 ids (raise min_count)")
     tables = [lookup_table(v) for v in vocabs]
     nf = len(vocabs)
@@ -219,8 +222,6 @@ def prepare_dataset(
     try:
         _encode_pass(reader, tmp, rows, vocabs)
         vocab = {f.name: v for f, v in zip(spec.fields, vocabs)}
-        import json
-
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
         extra = {
             "inputs": [{"path": str(p), "bytes": p.stat().st_size} for p, _ in files],

@@ -156,8 +156,8 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
         if "error" in state:
             number, why, text = state["error"]
             line = number if number is not None else _find_line(path, text)
-            raise DataError(f"{path}:{line}: {why} (the spec's column list, or "
-                            f"--skip-bad-lines to skip such lines)") from None
+            raise DataError(f"{path}:{line}: {why} (use --skip-bad-lines to skip such "
+                            f"lines)") from None
         raise DataError(f"{path}: cannot parse ({exc})") from exc
 
 

@@ -20,6 +20,7 @@ token (numeric) or a derived token; the empty text (missing) is a token of its o
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,8 +150,8 @@ class DatasetSpec:
         return self.min_count if f.min_count is None else f.min_count
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict; ``from_dict(to_dict())`` round-trips."""
-        return asdict(self)
+        """Plain JSON-able dict (lists, not tuples); ``from_dict(to_dict())`` round-trips."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DatasetSpec:
