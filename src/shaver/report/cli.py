@@ -1,0 +1,133 @@
+"""``shaver bench``, ``shaver report`` and ``shaver demo``: argument parsing only; the work is
+done by :mod:`shaver.report.harness`, :mod:`shaver.report.html` and :mod:`shaver.report.demo`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shaver.report.schema import ReportError
+
+DEFAULT_METHODS = "shaver,shaver-zero,magnitude,random,taylor,ptq"
+DEFAULT_SPARSITY = "0.5,0.8,0.9,0.95,0.99,0.999"
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench``, ``report`` and ``demo`` subcommands."""
+    _register_bench(sub)
+    _register_report(sub)
+    _register_demo(sub)
+
+
+def _register_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark grid: models x methods x budgets x seeds (resumable)",
+        description="Train (or reuse) base models, attribute, prune with each method at each "
+        "budget, evaluate, and write results.csv / results.json / report.html under --out. "
+        "Finished cells are skipped when the command is run again.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="a prepared dataset directory (shaver data prepare)")
+    src.add_argument("--dataset", help="a built-in dataset: movielens-100k or synthetic-criteo")
+    p.add_argument("--rows", type=int, default=200_000,
+                   help="rows of synthetic-criteo (default 200000)")
+    p.add_argument("--models", type=_csv, default=["deepfm"], help="comma list (default deepfm)")
+    p.add_argument("--methods", type=_csv, default=_csv(DEFAULT_METHODS),
+                   help=f"comma list (default {DEFAULT_METHODS})")
+    p.add_argument("--sparsity", type=_csv, default=_csv(DEFAULT_SPARSITY),
+                   help=f"comma list of sparsities (default {DEFAULT_SPARSITY})")
+    p.add_argument("--seeds", type=_ints, default=[0], help="comma list of seeds (default 0)")
+    p.add_argument("--epochs", type=int, default=10, help="max training epochs (default 10)")
+    p.add_argument("--batch-size", type=int, default=2048, help="training batch (default 2048)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="attribution stopping tolerance (default 0.01)")
+    p.add_argument("--max-samples", type=int, default=None, help="attribution sample cap")
+    p.add_argument("--max-seconds", type=float, default=None, help="attribution time cap")
+    p.add_argument("--device", default=None, help="cpu, cuda or auto (default auto)")
+    p.add_argument("--out", required=True, type=Path, help="output folder, e.g. reports/NAME")
+    p.add_argument("--no-html", action="store_true",
+                   help="skip report.html (render it later with `shaver report OUT`)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_bench)
+
+
+def _register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="render a benchmark folder or report.json as one HTML file",
+        description="Render the self-contained HTML report (plots embedded) from a `shaver "
+        "bench` output folder or a report.json document.")
+    p.add_argument("source", type=Path, help="a bench output folder or a report.json file")
+    p.add_argument("--out", type=Path, default=None,
+                   help="HTML file to write (default: report.html beside the source)")
+    p.add_argument("--format", choices=("png", "svg"), default="png",
+                   help="image format embedded in the page (default png)")
+    p.set_defaults(func=_run_report)
+
+
+def _register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="the whole pipeline on a small dataset in a few minutes",
+        description="Prepare a dataset, train DeepFM, attribute, prune at several budgets, "
+        "export an artifact and write the HTML report; prints a short table.")
+    p.add_argument("--dataset", default="movielens-100k",
+                   help="movielens-100k (default) or synthetic-criteo")
+    p.add_argument("--rows", type=int, default=100_000,
+                   help="rows of synthetic-criteo (default 100000)")
+    p.add_argument("--out", type=Path, default=Path("reports/demo"),
+                   help="output folder (default reports/demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from shaver.report.harness import BenchConfig, run_bench
+
+    config = BenchConfig(
+        data=args.data, dataset=args.dataset, rows=args.rows, models=args.models,
+        methods=args.methods, sparsities=[float(s) for s in args.sparsity], seeds=args.seeds,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, tolerance=args.tolerance,
+        max_samples=args.max_samples, max_seconds=args.max_seconds, device=args.device,
+        html=not args.no_html)
+    outcome = run_bench(config, args.out, quiet=args.quiet)
+    print(outcome.table())
+    print(f"results: {outcome.results_csv}")
+    if outcome.report_html is not None:
+        print(f"report:  {outcome.report_html}")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from shaver.report.html import write_report
+
+    source: Path = args.source
+    document = source / "report.json" if source.is_dir() else source
+    if not document.is_file():
+        raise ReportError(f"{document}: no report document (run `shaver bench` first)")
+    out = args.out or document.with_name("report.html")
+    path = write_report(document, out, image_format=args.format)
+    print(f"report: {path}")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from shaver.report.demo import run_demo
+
+    outcome = run_demo(dataset=args.dataset, rows=args.rows, out=args.out, seed=args.seed,
+                       quiet=args.quiet)
+    print(outcome.table())
+    print(f"\nreport:   {outcome.report_html}\nartifact: {outcome.artifact}")
+    print(f"total {outcome.seconds:.0f} s")
+    return 0

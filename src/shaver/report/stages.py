@@ -1,0 +1,142 @@
+"""The pipeline stages as the benchmark and the demo use them: thin calls into the stages'
+public Python APIs (data, train, attribution), each reusing its output when it is already on
+disk so that a benchmark can be resumed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shaver.data.store import PreparedDataset, open_dataset
+from shaver.report.schema import ReportError, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+BUILTIN_DATASETS = ("movielens-100k", "synthetic-criteo")
+
+
+def open_bench_data(*, data: str | os.PathLike[str] | None, dataset: str | None, rows: int,
+                    workdir: Path, seed: int = 0, quiet: bool = False
+                    ) -> tuple[str, PreparedDataset]:
+    """(name, dataset): a prepared directory, the built-in MovieLens-100k, or synthetic Criteo
+    data generated and prepared once under ``workdir`` (reused when present)."""
+    if data is not None:
+        return Path(data).name, open_dataset(data)
+    if dataset == "movielens-100k":
+        from shaver.data.builtin import load_builtin
+
+        return dataset, load_builtin(dataset, quiet=quiet)
+    if dataset == "synthetic-criteo":
+        return dataset, _synthetic_criteo(rows, workdir, seed, quiet)
+    raise ReportError(f"unknown dataset {dataset!r}: expected one of {', '.join(BUILTIN_DATASETS)}"
+                      " or a prepared directory (--data DIR)")
+
+
+def _synthetic_criteo(rows: int, workdir: Path, seed: int, quiet: bool) -> PreparedDataset:
+    from shaver.data.prepare import prepare_dataset
+    from shaver.data.synthetic import synth_criteo
+
+    if rows < 1000:
+        raise ReportError(f"synthetic-criteo needs at least 1000 rows, got {rows}")
+    prepared = workdir / f"synthetic-criteo-{rows}-s{seed}"
+    if (prepared / "meta.json").is_file():
+        return open_dataset(prepared)
+    workdir.mkdir(parents=True, exist_ok=True)
+    raw = workdir / f"synthetic-criteo-{rows}-s{seed}.txt"
+    synth_criteo(raw, rows, seed=seed)
+    try:
+        return prepare_dataset("criteo", raw, prepared, seed=seed, quiet=quiet)
+    finally:
+        raw.unlink(missing_ok=True)
+        Path(f"{raw}.json").unlink(missing_ok=True)
+
+
+@dataclass
+class TrainedBase:
+    """A trained base model and what it cost: ``epoch_seconds`` per training epoch."""
+
+    model: torch.nn.Module
+    run_dir: Path
+    test: dict[str, Any]
+    epoch_seconds: list[float]
+    reused: bool
+
+
+def train_or_reuse(dataset: PreparedDataset, model_name: str, seed: int, run_dir: Path, *,
+                   epochs: int, lr: float, batch_size: int, device: str | None,
+                   quiet: bool) -> TrainedBase:
+    """Train ``model_name`` into ``run_dir`` (via ``<run_dir>.partial``, resumed if a previous
+    run was interrupted), or load it when ``run_dir`` is complete."""
+    from shaver.models.registry import build_model
+    from shaver.train.checkpoint import check_dataset, load_run
+    from shaver.train.loop import evaluate, fit
+
+    if (run_dir / "config.json").is_file():
+        run = load_run(run_dir, device=device)
+        check_dataset(dataset, run.dataset_fingerprint, f"run {run_dir}")
+        metrics = run.config.get("metrics", {})
+        test = metrics.get("test") or evaluate(run.model, dataset, "test", device=device)
+        seconds = [float(h["seconds"]) for h in metrics.get("history", [])]
+        return TrainedBase(run.model, run_dir, test, seconds, reused=True)
+    partial = run_dir.with_name(run_dir.name + ".partial")
+    resume = (partial / "config.json").is_file()
+    if partial.exists() and not resume:
+        shutil.rmtree(partial)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        model = build_model(model_name, dataset.field_dims)
+    result = fit(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                 device=device, out_dir=partial, resume=resume, quiet=quiet)
+    os.replace(partial, run_dir)
+    test = result.test or evaluate(result.model, dataset, "test", device=device)
+    seconds = [float(h["seconds"]) for h in result.history]
+    return TrainedBase(result.model, run_dir, test, seconds, reused=False)
+
+
+def field_dim_mean_abs(phi: torch.Tensor, field_dims: list[int]) -> list[list[float]]:
+    """(fields, d) mean |phi| over each field's rows, as nested lists."""
+    values = phi.detach().abs().double().cpu().numpy()
+    bounds = np.cumsum([0, *field_dims])
+    return [values[bounds[f]:bounds[f + 1]].mean(axis=0).round(10).tolist()
+            for f in range(len(field_dims))]
+
+
+def attribute_or_reuse(model: torch.nn.Module, dataset: PreparedDataset, *, placeholder: str,
+                       seed: int, path: Path, options: dict[str, Any], quiet: bool
+                       ) -> tuple[Any, dict[str, Any]]:
+    """(Attribution, record for the report): computed once, stored at ``path`` (safetensors)
+    with its report record beside it (``.json``); a killed run resumes from ``.ckpt``."""
+    from shaver.attribution.api import attribute
+    from shaver.attribution.result import Attribution
+
+    record_path = path.with_suffix(".json")
+    if path.is_file() and record_path.is_file():
+        return Attribution.load(path), json.loads(record_path.read_text())
+    started = time.perf_counter()
+    result = attribute(model, dataset, placeholder=placeholder, seed=seed, quiet=quiet,
+                       checkpoint_path=path.with_suffix(".ckpt"),
+                       resume=path.with_suffix(".ckpt").exists(), **options)
+    seconds = time.perf_counter() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.save(path)
+    settings = dict(result.settings or {})
+    record = {
+        "placeholder": placeholder, "seed": seed, "samples": int(result.count),
+        "seconds": seconds, "tolerance": settings.get("tolerance", options.get("tolerance")),
+        "field_names": list(dataset.field_names),
+        "mean_abs_phi": field_dim_mean_abs(result.phi, list(result.field_dims)),
+        "trace": list(settings.get("trace", [])),
+    }
+    atomic_write_text(record_path, json.dumps(record))
+    path.with_suffix(".ckpt").unlink(missing_ok=True)
+    return result, record

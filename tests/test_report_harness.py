@@ -1,0 +1,144 @@
+"""`shaver bench` on a tiny learnable dataset: the grid, resume, and bad settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from shaver.report.cells import CellStore
+from shaver.report.cli import register
+from shaver.report.harness import BenchConfig, run_bench
+from shaver.report.schema import ReportError, load_document, read_results_csv
+from train_data import make_learnable
+
+METHODS = ("magnitude", "random", "taylor")
+SPARSITIES = (0.5, 0.9)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _few_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench-data") / "tiny"
+    make_learnable(path, rows=1500)
+    return path
+
+
+def _config(data_dir, **overrides) -> BenchConfig:
+    settings = dict(data=str(data_dir), dataset=None, models=["fm"], methods=list(METHODS),
+                    sparsities=list(SPARSITIES), seeds=[0], epochs=2, batch_size=256,
+                    device="cpu", html=False)
+    settings.update(overrides)
+    return BenchConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def bench(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "run"
+    return out, run_bench(_config(data_dir, html=True), out, quiet=True)
+
+
+def test_grid_has_one_row_per_cell(bench):
+    out, outcome = bench
+    keys = {r.key for r in outcome.rows}
+    expected = {("tiny", "fm", m, f"sparsity={s:g}", 0) for m in METHODS for s in SPARSITIES}
+    assert keys == expected | {("tiny", "fm", "base", "full", 0)}
+    assert outcome.computed == len(keys)
+    for row in outcome.rows:
+        assert 0.0 <= row.auc <= 1.0 and row.logloss > 0
+        assert row.kept == round(row.total * (1 - row.sparsity))
+        assert sum(row.kept_per_field) == row.kept
+        assert row.artifact_bytes > 0
+    by_budget = {r.budget: r.artifact_bytes for r in outcome.rows if r.method == "magnitude"}
+    assert by_budget["sparsity=0.9"] < by_budget["sparsity=0.5"]
+
+
+def test_outputs_agree_with_each_other(bench):
+    out, outcome = bench
+    assert read_results_csv(out / "results.csv") == outcome.rows
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["rows"]) == len(outcome.rows)
+    assert {s["method"] for s in data["summary"]} == {"base", *METHODS}
+    doc = load_document(out / "report.json")
+    assert doc["results"] == outcome.rows
+    steps = {t["step"] for t in doc["timings"]}
+    assert "training epoch" in steps and "score once (taylor)" in steps
+    assert "prune per new budget (magnitude)" in steps
+    assert (out / "report.html").read_text().count("data:image/png") >= 2
+
+
+def test_rerun_skips_finished_cells(bench, data_dir):
+    out, first = bench
+    again = run_bench(_config(data_dir), out, quiet=True)
+    assert again.computed == 0
+    assert again.rows == first.rows
+
+
+def test_a_torn_cell_is_recomputed_and_nothing_else(bench, data_dir):
+    out, first = bench
+    cells = out / "cells.jsonl"
+    lines = cells.read_text().splitlines(keepends=True)
+    cells.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    assert len(CellStore(cells)) == len(lines) - 1  # torn line dropped, file rewritten clean
+    again = run_bench(_config(data_dir), out, quiet=True)
+    assert again.computed == 1
+    assert {r.key for r in again.rows} == {r.key for r in first.rows}
+
+
+def test_new_budget_adds_only_its_cells(bench, data_dir):
+    out, first = bench
+    more = run_bench(_config(data_dir, sparsities=[0.5, 0.9, 0.99]), out, quiet=True)
+    assert more.computed == len(METHODS)
+
+
+def test_other_settings_are_refused(bench, data_dir):
+    out, _ = bench
+    with pytest.raises(ReportError, match=r"other settings \(epochs\)"):
+        run_bench(_config(data_dir, epochs=3), out, quiet=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"methods": ["pep"]}, "unknown method 'pep'"),
+        ({"sparsities": [1.0]}, r"sparsities must lie in \(0, 1\)"),
+        ({"seeds": []}, "at least one model, one method and one seed"),
+        ({"data": None, "dataset": "criteo-full"}, "unknown dataset 'criteo-full'"),
+    ],
+)
+def test_bad_settings_are_named(data_dir, tmp_path, overrides, message):
+    with pytest.raises(ReportError, match=message):
+        run_bench(_config(data_dir, **overrides), tmp_path / "out", quiet=True)
+
+
+def run_cli(argv: list[str]) -> int:
+    """The report stage's subcommands alone (the CLI holds no logic of its own)."""
+    parser = argparse.ArgumentParser(prog="shaver")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_bench_prints_table_and_report_command(bench, data_dir, capsys):
+    out, _ = bench
+    code = run_cli(["bench", "--data", str(data_dir), "--models", "fm", "--methods",
+                 ",".join(METHODS), "--sparsity", "0.5,0.9,0.99", "--epochs", "2",
+                 "--batch-size", "256", "--device", "cpu", "--out", str(out), "-q", "--no-html"])
+    text = capsys.readouterr().out
+    assert code == 0 and "magnitude" in text and "results.csv" in text
+    assert run_cli(["report", str(out), "--out", str(out / "again.html")]) == 0
+    assert (out / "again.html").stat().st_size > 10_000
+
+
+def test_cli_report_without_document_fails(tmp_path):
+    with pytest.raises(ReportError, match="no report document"):
+        run_cli(["report", str(tmp_path)])
