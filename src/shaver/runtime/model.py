@@ -109,7 +109,7 @@ class Artifact:
                 raise DataError(f"{self.path}: the artifact has no feature map (vocabularies); "
                                 "pass global ids instead")
             from shaver.runtime.encode import make_encoder
-            self._encoder = make_encoder(self.feature_map, self.path)
+            self._encoder = make_encoder(self.feature_map, self.path, self.field_dims)
         return np.asarray(self._encoder(rows), dtype=np.int64)
 
     def predict_rows(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
