@@ -56,6 +56,18 @@ class DistContext:
         dist.all_gather(parts, padded)
         return torch.cat([p[:c] for p, c in zip(parts, counts)]).cpu()
 
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+        DDP broadcasts buffers before each forward, so after an epoch's last step the
+        ranks' running statistics differ by that one step; this makes them equal.
+        """
+        if not self.enabled:
+            return
+        for buf in model.buffers():
+            if buf.is_floating_point() or buf.dtype == torch.long:
+                dist.broadcast(buf.data, src=0)
+
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 

@@ -108,6 +108,7 @@ def _train_epoch(model: nn.Module, step_model: nn.Module, opt: torch.optim.Optim
                             rows_per_s=f"{seen * ctx.world / (time.perf_counter() - start):.0f}")
         bar.update()
     bar.close()
+    ctx.sync_buffers(model)
     total, rows = ctx.sum([float(loss_sum), float(seen)])
     return total / max(rows, 1), rows / max(time.perf_counter() - start, 1e-9)
 
