@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from shaver.attribution.result import Attribution
+from shaver.deploy.artifact import export_artifact, feature_map_of
 from shaver.deploy.size import minimum_artifact_bytes, predict_artifact_bytes
 from shaver.errors import BudgetError, FingerprintMismatch, ShaverError
 from shaver.pruning.api import Pruner, as_scores, prune
@@ -67,7 +68,8 @@ def test_one_sort_serves_every_budget_with_nested_masks(dataset):
     for r, mask in zip(results, masks):
         if 0 < r.kept < r.total:
             assert np.abs(phi)[mask].min() >= np.abs(phi)[~mask].max()
-        assert r.artifact_bytes == predict_artifact_bytes(model, mask)
+        assert r.artifact_bytes == predict_artifact_bytes(
+            model, mask, metadata={"feature_map": feature_map_of(str(dataset.path))})
         assert 0 <= r.metrics["auc"] <= 1 and r.metrics["logloss"] > 0
         assert r.info["dataset"]["fingerprint"] == dataset.fingerprint
         # pruned entries read the attribution's codebook
@@ -150,3 +152,20 @@ def test_evaluate_needs_a_dataset():
     model = TinyModel().eval()
     with pytest.raises(ScoreError, match="evaluate=True needs a dataset"):
         prune(model, np.ones((N, DIM)), [0.5], evaluate=True)
+
+
+def test_byte_counts_match_the_exported_artifact(dataset, tmp_path):
+    from shaver.models.registry import build_model
+    from shaver.pruning.io import save_pruned
+
+    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM).eval()
+    scores = np.random.default_rng(0).standard_normal((N, DIM))
+    meta = {"feature_map": feature_map_of(str(dataset.path))}
+    middle = (minimum_artifact_bytes(model, metadata=meta)
+              + predict_artifact_bytes(model, np.ones((N, DIM), bool), metadata=meta)) // 2
+    for result in prune(model, scores, [0.0, 0.5, 0.9, Budget.bytes_(middle)], dataset=dataset):
+        assert result.artifact_bytes <= middle or result.budget.kind != "bytes"
+        info = {**result.info, "artifact_bytes": result.artifact_bytes}
+        out = save_pruned(tmp_path / result.budget.label.replace("=", "-"), result.model, info)
+        exported = export_artifact(out, tmp_path / f"{out.name}.shaver")
+        assert exported.bytes == result.artifact_bytes == exported.path.stat().st_size

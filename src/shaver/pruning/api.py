@@ -197,6 +197,7 @@ def prune(
     finetune_config: FinetuneConfig | None = None,
     value_dtype: str = "fp32",
     size_metadata: dict[str, Any] | None = None,
+    include_feature_map: bool = True,
     device: str | torch.device | None = None,
     quiet: bool = True,
 ) -> list[PruneResult]:
@@ -205,10 +206,14 @@ def prune(
     budgets: Budget objects or values read by :meth:`Budget.parse` (0.95 sparsity, 1000 kept
     entries, "2MiB"); all are validated before any work. ``evaluate`` (default: when a
     dataset is given) adds test ``{"auc", "logloss"}``; ``finetune_config`` fine-tunes each
-    pruned model (mask fixed) on ``dataset`` before that evaluation. Returns one
-    :class:`PruneResult` per budget, in the given order.
+    pruned model (mask fixed) on ``dataset`` before that evaluation. Byte counts are those of
+    ``shaver.deploy.artifact.export_artifact`` on the saved pruned directory: with a dataset
+    and ``include_feature_map``, its feature map (vocabularies) is counted, as export adds it.
+    Returns one :class:`PruneResult` per budget, in the given order.
     """
     budgets = as_budgets(budgets)
+    if size_metadata is None and dataset is not None and include_feature_map:
+        size_metadata = _feature_map_metadata(dataset)
     if finetune_config is not None and dataset is None:
         raise ScoreError("fine-tuning needs a dataset")
     pruner = Pruner(model, scores_or_attribution, order=order, codebook=codebook,
@@ -234,6 +239,14 @@ def prune(
                  result.total, result.artifact_bytes, result.metrics.get("auc"), result.seconds)
         results.append(result)
     return results
+
+
+def _feature_map_metadata(dataset: PreparedDataset) -> dict[str, Any] | None:
+    from shaver.deploy.artifact import feature_map_of
+    from shaver.deploy.size import encode_feature_map
+
+    feature_map = feature_map_of(str(dataset.path))
+    return None if feature_map is None else {"feature_map": encode_feature_map(feature_map)}
 
 
 def _test_metrics(model: nn.Module, dataset: PreparedDataset | None,

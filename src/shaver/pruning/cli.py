@@ -1,0 +1,75 @@
+"""``shaver prune``: a thin wrapper over :func:`shaver.pruning.runner.prune_run`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from shaver.errors import BudgetError
+from shaver.pruning.budget import parse_budget_list
+from shaver.pruning.codebook import CODEBOOK_MODES
+from shaver.pruning.finetune import FinetuneConfig
+from shaver.pruning.order import ORDERS
+from shaver.pruning.scorers import PLACEHOLDERS, SCORERS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``shaver prune`` to the ``shaver`` parser."""
+    p = sub.add_parser(
+        "prune", help="prune a trained run's embedding table to one or many budgets",
+        description="Sort the entry scores once, cut at every budget, write one pruned "
+        "directory per budget plus results.csv/results.json, and print the table. Budgets: "
+        "--sparsity (fraction replaced), --params (kept entries), --bytes (artifact size); "
+        "each takes a comma-separated list and they can be combined.")
+    p.add_argument("--run", type=Path, required=True, help="run directory (shaver train --out)")
+    p.add_argument("--attribution", type=Path, default=None,
+                   help="attribution file (default: RUN/attribution-codebook.safetensors)")
+    p.add_argument("--sparsity", default=None, metavar="S[,S...]",
+                   help="fractions of entries replaced, e.g. 0.5,0.8,0.95,0.99,0.999")
+    p.add_argument("--params", default=None, metavar="N[,N...]",
+                   help="numbers of kept embedding entries (integers)")
+    p.add_argument("--bytes", default=None, metavar="SIZE[,SIZE...]",
+                   help="artifact sizes, e.g. 2MiB,500KB,123456B")
+    p.add_argument("--scorer", choices=SCORERS, default="shapley", help="importance scores")
+    p.add_argument("--placeholder", choices=PLACEHOLDERS, default=None,
+                   help="value of pruned entries for magnitude/random/taylor (default zero; "
+                   "shapley uses its attribution's)")
+    p.add_argument("--order", choices=ORDERS, default="abs",
+                   help="abs: prune smallest |score| first (the authors); signed: lowest first")
+    p.add_argument("--codebook", choices=CODEBOOK_MODES, default="fixed",
+                   help="refit: refit each field's placeholder on the entries pruned")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune kept entries and head after pruning (mask fixed)")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default RUN/pruned)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset directory (default: the run's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random scorer and fine-tuning")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or table")
+    p.set_defaults(func=_prune)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from shaver.pruning.runner import format_table, prune_run
+
+    budgets = []
+    for kind in ("sparsity", "params", "bytes"):
+        text = getattr(args, kind)
+        if text is not None:
+            budgets += parse_budget_list(text, kind)
+    if not budgets:
+        raise BudgetError("give at least one budget: --sparsity, --params or --bytes")
+    config = None
+    if args.finetune:
+        config = FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
+    rows = prune_run(args.run, budgets, attribution=args.attribution, scorer=args.scorer,
+                     placeholder=args.placeholder, order=args.order, codebook=args.codebook,
+                     finetune_config=config, out=args.out, data_dir=args.data, seed=args.seed,
+                     device=args.device, quiet=args.quiet)
+    if not args.quiet:
+        print(format_table(rows))
+        print(f"wrote {len(rows)} pruned directories and results.csv/json under "
+              f"{Path(rows[0]['path']).parent}")
+    return 0

@@ -1,0 +1,139 @@
+"""`shaver prune` end to end on a tiny run, its bad-input errors, and the PTQ baseline."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from shaver.attribution.result import Attribution
+from shaver.cli import main
+from shaver.deploy.size import predict_artifact_bytes
+from shaver.errors import ShaverError
+from shaver.models.registry import build_model
+from shaver.pruning.io import load_pruned
+from shaver.pruning.quantize import (
+    QuantizeConfig,
+    quantize_,
+    quantize_table,
+    quantized_artifact_bytes,
+)
+from shaver.train.checkpoint import model_fingerprint, save_run
+from test_pruning_util import DIM, FIELD_DIMS, random_ids, tiny_dataset
+
+N = sum(FIELD_DIMS)
+
+
+@pytest.fixture(autouse=True)
+def only_prune_cli(monkeypatch):
+    """Other stages' CLIs may still be in the works: build the parser with `prune` alone."""
+    monkeypatch.setattr("shaver.cli.STAGE_CLIS", ("shaver.pruning.cli",))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    dataset = tiny_dataset(root / "ds")
+    torch.manual_seed(0)
+    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM, mlp_dims=[8]).eval()
+    run = save_run(root / "run", model, dataset=dataset, metrics={}, seed=0, train_config={})
+    phi = torch.from_numpy(np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32))
+    Attribution(phi=phi, stderr=torch.zeros(N, DIM), count=5,
+                codebook=torch.ones(len(FIELD_DIMS), DIM), placeholder="codebook",
+                model_fingerprint=model_fingerprint(model),
+                dataset_fingerprint=dataset.fingerprint,
+                field_dims=FIELD_DIMS).save(run / "attribution-codebook.safetensors")
+    return run
+
+
+def test_prune_writes_dirs_and_tables(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["prune", "--run", str(run_dir), "--sparsity", "0,0.5,0.9", "--params", "7",
+                 "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "sparsity=0.5" in printed and "params=7" in printed and "AUC" in printed
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["budget"] for r in rows] == ["sparsity=0", "sparsity=0.5", "sparsity=0.9",
+                                           "params=7"]
+    with open(out / "results.csv") as f:
+        assert [r["kept"] for r in csv.DictReader(f)] == [str(r["kept"]) for r in rows]
+    assert rows[3]["kept"] == 7
+    first = load_pruned(rows[0]["path"])
+    assert first.info["kept"] == N * DIM and first.info["scorer"] == "shapley"
+    x = random_ids(30)
+    from shaver.train.checkpoint import load_run
+
+    with torch.no_grad():
+        assert torch.equal(first.model(x), load_run(run_dir, device="cpu").model(x))
+    for r in rows:
+        info = load_pruned(r["path"]).info
+        assert info["artifact_bytes"] == r["bytes"] and info["metrics"]["auc"] == r["auc"]
+
+
+def test_prune_other_scorers_and_options(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", "--run", str(run_dir), "--scorer", "magnitude", "--order", "signed",
+                 "--codebook", "refit", "--bytes", "1MiB", "--out", str(out), "-q"]) == 0
+    assert capsys.readouterr().out == ""
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["scorer"] == "magnitude" and row["codebook"] == "refit"
+    assert row["kept"] == N * DIM  # 1 MiB holds the whole tiny table
+    assert main(["prune", "--run", str(run_dir), "--scorer", "random", "--sparsity", "0.5",
+                 "--finetune", "--finetune-epochs", "1", "--out", str(out), "-q"]) == 0
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["finetuned"] is True and row["path"].endswith("random-zero-abs-fixed-ft-sparsity-0.5")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sparsity", "1.5"], r"\[0, 1\]"),
+    (["--params", "1.0"], "integer count"),
+    (["--bytes", "10B"], "minimum artifact size"),
+    ([], "at least one budget"),
+    (["--sparsity", "0.5", "--attribution", "missing.safetensors"], "not found"),
+])
+def test_prune_bad_input(run_dir, tmp_path, capsys, argv, message):
+    code = main(["prune", "--run", str(run_dir), "--out", str(tmp_path / "o"), *argv])
+    assert code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+
+
+def test_prune_rejects_an_attribution_of_another_model(run_dir, tmp_path, capsys):
+    other = Attribution.load(run_dir / "attribution-codebook.safetensors")
+    other.model_fingerprint = "0" * 16
+    other.save(tmp_path / "other.safetensors")
+    code = main(["prune", "--run", str(run_dir), "--attribution", str(tmp_path / "other.safetensors"),
+                 "--sparsity", "0.5", "--out", str(tmp_path / "o")])
+    assert code == 2 and "computed for model 0000000000000000" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        main(["prune", "--run", str(run_dir), "--scorer", "l1", "--sparsity", "0.5"])
+
+
+def test_ptq_quantisation_error_and_bytes():
+    torch.manual_seed(0)
+    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM, mlp_dims=[8]).eval()
+    w = model.embedding.weight.detach().clone()
+    for bits in (16, 8, 4):
+        for gran in ("row", "table"):
+            cfg = QuantizeConfig(bits, gran)
+            q, scales, deq = quantize_table(w, cfg)
+            qmax = 2 ** (bits - 1) - 1
+            assert int(q.abs().max()) <= qmax
+            per_entry = scales[:, None] if gran == "row" else scales
+            assert torch.all((deq - w).abs() <= per_entry / 2 + 1e-6)
+            nbytes = quantized_artifact_bytes(model, cfg)
+            full = predict_artifact_bytes(model, np.ones((N, DIM), bool))
+            assert nbytes["rest"] == full - N * DIM * 4 - len(FIELD_DIMS) * DIM * 4
+            assert nbytes["values"] == -(-N * DIM * bits // 8)
+            assert nbytes["scales"] == 4 * (N if gran == "row" else 1)
+            assert nbytes["total"] == sum(v for k, v in nbytes.items() if k != "total")
+    quantize_(model, QuantizeConfig(8, "table"))
+    assert not torch.equal(model.embedding.weight, w)
+    with pytest.raises(ShaverError, match="bits"):
+        QuantizeConfig(3)
+    with pytest.raises(ShaverError, match="granularity"):
+        QuantizeConfig(8, "column")
