@@ -125,19 +125,21 @@ def test_cross_v2_matches_a_loop():
         assert torch.allclose(net(x0)[b], xl)
 
 
-def test_cross_mix_matches_a_loop():
+@pytest.mark.parametrize("gate", ["softmax", "identity"])
+def test_cross_mix_matches_a_loop(gate):
     torch.manual_seed(0)
-    net = CrossNetworkMix(dim=3, num_layers=2, num_experts=2, rank=2).double()
+    net = CrossNetworkMix(dim=3, num_layers=2, num_experts=2, rank=2, gate=gate).double()
     x0 = torch.randn(3, 3, dtype=torch.float64)
     out = net(x0)
     for b in range(3):
         xl = x0[b]
         for i in range(2):
-            gate = torch.softmax(net.gates[i].weight @ xl, dim=0)
+            weights = net.gates[i].weight @ xl
+            weights = torch.softmax(weights, dim=0) if gate == "softmax" else weights
             mix = torch.zeros(3, dtype=torch.float64)
             for e in range(2):
                 low = torch.tanh(net.c[i][e].T @ torch.tanh(net.v[i][e].T @ xl))
-                mix += gate[e] * x0[b] * (net.u[i][e] @ low + net.bias[i])
+                mix += weights[e] * x0[b] * (net.u[i][e] @ low + net.bias[i])
             xl = mix + xl
         assert torch.allclose(out[b], xl)
 
@@ -160,6 +162,7 @@ def test_mlp_without_output_layer():
         (lambda: build_model("dcn-v2", FIELD_DIMS, structure="side"), "structure"),
         (lambda: build_model("dcn-v2", FIELD_DIMS, cross_layers=0), "cross layers"),
         (lambda: build_model("dcn-mix", FIELD_DIMS, rank=0), "rank"),
+        (lambda: build_model("dcn-mix", FIELD_DIMS, gate="relu"), "gate"),
         (lambda: build_model("fm", [3, 0]), "field_dims"),
         (lambda: build_model("fm", [3], embed_dim=0), "embed_dim"),
         (lambda: build_model("fm", [3], embed_dim="x"), "bad options"),

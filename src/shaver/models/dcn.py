@@ -70,20 +70,23 @@ class DCNV2(_CrossModel):
 
 
 class DCNMix(_CrossModel):
-    """DCN-Mix: cross layers as a gated mixture of ``num_experts`` rank-``rank`` experts."""
+    """DCN-Mix: cross layers as a gated mixture of ``num_experts`` rank-``rank`` experts
+    (``gate``: "softmax" as in DCN-V2, or "identity" as in the Shaver authors' code)."""
 
     name = "dcn-mix"
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, cross_layers: int = 3,
                  num_experts: int = 4, rank: int = 64,
                  mlp_dims: Sequence[int] = (400, 400, 400), dropout: float = 0.2,
-                 structure: str = "stacked"):
+                 structure: str = "stacked", gate: str = "softmax"):
         self.num_experts = int(num_experts)
         self.rank = int(rank)
+        self.gate = gate
         super().__init__(field_dims, embed_dim, cross_layers, mlp_dims, dropout, structure)
 
     def _cross(self, dim: int, layers: int) -> nn.Module:
-        return CrossNetworkMix(dim, layers, self.num_experts, self.rank)
+        return CrossNetworkMix(dim, layers, self.num_experts, self.rank, self.gate)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "num_experts": self.num_experts, "rank": self.rank}
+        return {**super().config(), "num_experts": self.num_experts, "rank": self.rank,
+                "gate": self.gate}

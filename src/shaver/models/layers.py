@@ -111,16 +111,25 @@ class CrossNetworkV2(nn.Module):
         return x
 
 
+GATES = ("softmax", "identity")
+
+
 class CrossNetworkMix(nn.Module):
     """DCN-Mix cross layers: a gated mixture of low-rank experts per layer.
 
     Expert e of layer l: E(x) = x_0 * (U_e tanh(C_e tanh(V_e^T x_l)) + b_l); the layer output is
-    sum_e softmax(g(x_l))_e E(x) + x_l (as in DCN-V2's "mixture of low-rank" variant).
+    sum_e G(x_l)_e E(x) + x_l (DCN-V2's "mixture of low-rank" variant) with gate weights
+    G = softmax(g(x_l)) (``gate="softmax"``, as in DCN-V2) or g(x_l) itself
+    (``gate="identity"``, the Shaver authors' default).
     forward: (batch, dim) -> (batch, dim).
     """
 
-    def __init__(self, dim: int, num_layers: int, num_experts: int = 4, rank: int = 64):
+    def __init__(self, dim: int, num_layers: int, num_experts: int = 4, rank: int = 64,
+                 gate: str = "softmax"):
         super().__init__()
+        if gate not in GATES:
+            raise ModelError(f"gate must be one of {', '.join(GATES)}, got {gate!r}")
+        self.gate = gate
         if min(num_layers, num_experts, rank) <= 0:
             raise ModelError(
                 f"cross layers, experts and rank must be positive, got "
@@ -147,6 +156,9 @@ class CrossNetworkMix(nn.Module):
             low = torch.tanh(torch.einsum("ber,ers->bes", low, self.c[i]))
             up = torch.einsum("bes,eds->bed", low, self.u[i]) + self.bias[i]  # (b, e, dim)
             experts = x0.unsqueeze(1) * up
-            gate = torch.softmax(self.gates[i](x), dim=1).unsqueeze(2)  # (batch, experts, 1)
+            gate = self.gates[i](x)  # (batch, experts)
+            if self.gate == "softmax":
+                gate = torch.softmax(gate, dim=1)
+            gate = gate.unsqueeze(2)
             x = (experts * gate).sum(dim=1) + x
         return x
