@@ -91,10 +91,7 @@ def train_or_reuse(dataset: PreparedDataset, model_name: str, seed: int, run_dir
     resume = (partial / "config.json").is_file()
     if partial.exists() and not resume:
         shutil.rmtree(partial)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        model = build_model(model_name, dataset.field_dims)
+    model = build_model(model_name, dataset.field_dims, seed=seed)  # same as `shaver train`
     result = fit(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                  device=device, out_dir=partial, resume=resume, quiet=quiet)
     os.replace(partial, run_dir)
