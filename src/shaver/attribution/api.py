@@ -1,0 +1,152 @@
+"""``attribute(model, dataset)``: the Shapley value of every embedding entry (METHOD.md 2-4)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.codebook import field_codebook, zero_codebook
+from shaver.attribution.distributed import DistContext, rank_device
+from shaver.attribution.estimator.common import DTYPES, ENGINES, make_engine
+from shaver.attribution.imputer import PlaceholderImputer
+from shaver.attribution.result import PLACEHOLDERS, Attribution
+from shaver.attribution.runner import StopRule, StreamConfig, run_stream
+from shaver.attribution.sampling import SampleSource
+from shaver.data.store import PreparedDataset, open_dataset
+from shaver.errors import AttributionError, FingerprintMismatch
+from shaver.models.base import check_model_interface
+from shaver.train.checkpoint import model_fingerprint
+from shaver.train.device import pick_device
+
+log = logging.getLogger(__name__)
+
+
+def _check_options(placeholder: str, dtype: str, engine: str, tolerance: float | None,
+                   max_samples: int | None, batch_size: int) -> None:
+    for what, value, allowed in (("placeholder", placeholder, PLACEHOLDERS),
+                                 ("dtype", dtype, DTYPES), ("engine", engine, ENGINES)):
+        if value not in allowed:
+            raise AttributionError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+    if tolerance is not None and tolerance <= 0:
+        raise AttributionError(f"tolerance must be > 0 (or None), got {tolerance}")
+    if max_samples is not None and max_samples < 1:
+        raise AttributionError(f"max_samples must be >= 1 (or None), got {max_samples}")
+    if batch_size < 1:
+        raise AttributionError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def check_model_dataset(model: nn.Module, dataset: PreparedDataset) -> None:
+    """Raise :class:`FingerprintMismatch` when ``model`` was not built for ``dataset``."""
+    carried = getattr(model, "dataset_fingerprint", None)
+    if carried and carried != dataset.fingerprint:
+        raise FingerprintMismatch(
+            f"{dataset.path}: dataset fingerprint {dataset.fingerprint}, but the model was "
+            f"trained on a dataset with fingerprint {carried}")
+    if list(model.field_dims) != dataset.field_dims:
+        raise FingerprintMismatch(
+            f"{dataset.path}: field_dims {dataset.field_dims} do not match the model's "
+            f"{list(model.field_dims)} (model and data from different datasets)")
+
+
+def attribute(
+    model: nn.Module,
+    dataset: PreparedDataset | str | os.PathLike[str],
+    *,
+    placeholder: str = "codebook",
+    data: str = "train+val",
+    tolerance: float | None = 0.01,
+    max_samples: int | None = None,
+    max_seconds: float | None = None,
+    batch_size: int = 1024,
+    antithetic: bool = False,
+    dtype: str = "fp32",
+    engine: str = "fast",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    checkpoint_every_s: float = 60.0,
+    max_rows: int = 32768,
+) -> Attribution:
+    """Shapley value of every entry of ``model.embedding.weight`` (n, d) on ``dataset``.
+
+    One random permutation per sample over its m*d active entries (METHOD.md section 3);
+    removed entries take ``placeholder`` ("codebook": frequency-weighted per-field mean over
+    ``data``; "zero"). ``data``: splits, optionally ":FRACTION" or ":COUNT" (see
+    :mod:`shaver.attribution.sampling`). Stops after one full pass over the data once
+    max(stderr) / (max(phi) - min(phi)) < ``tolerance``, or at ``max_samples`` /
+    ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
+    same credits faster. ``antithetic`` averages each permutation with its reverse; ``dtype``
+    "bf16" runs dense layers in bfloat16. ``checkpoint_path`` saves the running state (every
+    ``checkpoint_every_s`` and at the end); ``resume`` continues from it. Under
+    torch.distributed each rank takes a shard; every rank returns the merged result.
+    """
+    check_model_interface(model)
+    _check_options(placeholder, dtype, engine, tolerance, max_samples, batch_size)
+    if not isinstance(dataset, PreparedDataset):
+        dataset = open_dataset(dataset)
+    check_model_dataset(model, dataset)
+    ctx = DistContext.current()
+    dev = rank_device(pick_device(device))
+    source = SampleSource(dataset, data, seed=seed)
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        weight = model.embedding.weight.detach()
+        m, d = dataset.num_fields, int(weight.shape[1])
+        book = (field_codebook(weight, dataset.field_dims, source.frequencies())
+                if placeholder == "codebook" else zero_codebook(m, d))
+        fingerprint = model_fingerprint(model)
+        settings = {"format": 1, "placeholder": placeholder, "data": data, "seed": int(seed),
+                    "antithetic": bool(antithetic), "dtype": dtype,
+                    "model_fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint}
+        imputer = PlaceholderImputer(model, book)
+        eng = make_engine(engine, imputer, dtype=dtype, max_rows=max_rows)
+        acc, cursor = _initial_state(weight.shape[0] * d, dev, checkpoint_path, resume, settings)
+        rule = StopRule(tolerance=tolerance, max_samples=max_samples, max_seconds=max_seconds)
+        config = StreamConfig(seed=seed, batch_size=batch_size, antithetic=antithetic,
+                              checkpoint_path=Path(checkpoint_path) if checkpoint_path else None,
+                              checkpoint_every_s=checkpoint_every_s, settings=settings,
+                              quiet=quiet)
+        began = time.monotonic()
+        cursor, reason = run_stream(eng, source, acc, cursor=cursor, rule=rule, config=config,
+                                    embed_dim=d, ctx=ctx)
+        info: dict[str, Any] = {
+            **settings, "engine": engine, "path": getattr(eng, "path_name", engine),
+            "tolerance": tolerance, "max_samples": max_samples, "max_seconds": max_seconds,
+            "batch_size": batch_size, "stop_reason": reason, "convergence_ratio":
+            acc.convergence_ratio(), "passes": cursor / source.size, "data_rows": source.size,
+            "seconds": time.monotonic() - began, "world_size": ctx.world}
+        n = weight.shape[0]
+        return Attribution(phi=acc.phi().view(n, d).float(), stderr=acc.stderr().view(n, d).float(),
+                           count=acc.count, codebook=book, placeholder=placeholder,
+                           settings=info, model_fingerprint=fingerprint,
+                           dataset_fingerprint=dataset.fingerprint,
+                           field_dims=dataset.field_dims)
+    finally:
+        model.train(was_training)
+
+
+def _initial_state(entries: int, device: torch.device, checkpoint_path, resume: bool,
+                   settings: dict[str, Any]) -> tuple[Accumulator, int]:
+    if not resume:
+        return Accumulator(entries, device), 0
+    if checkpoint_path is None:
+        raise AttributionError("resume=True needs a checkpoint_path to resume from")
+    if not Path(checkpoint_path).is_file():
+        log.info("no resume state at %s: starting from scratch", checkpoint_path)
+        return Accumulator(entries, device), 0
+    acc, cursor = Accumulator.load(checkpoint_path, settings=settings, device=device)
+    if acc.sum.numel() != entries:
+        raise AttributionError(f"{checkpoint_path}: resume state has {acc.sum.numel()} entries, "
+                               f"the model has {entries}")
+    log.info("resuming from %s at sample %d", checkpoint_path, cursor)
+    return acc, cursor

@@ -1,0 +1,125 @@
+"""Ways to evaluate every state of a walk: the generic path and model-specific fast paths.
+
+A path's ``walk_logits(x, emb, base, perm)`` takes x (b, m), emb and base (b, m, d) (the
+sample's embedding and placeholders) and perm (b, P = m*d), and returns logits (b, P + 1):
+column t is the model's logit with the first t entries of ``perm`` replaced.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shaver.attribution.estimator.mlp import FoldedMLP, fold_mlp
+
+
+class WalkPath(Protocol):
+    name: str
+
+    def walk_logits(self, x: torch.Tensor, emb: torch.Tensor, base: torch.Tensor,
+                    perm: torch.Tensor) -> torch.Tensor: ...
+
+
+def walk_deltas(emb: torch.Tensor, base: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """(b, P): change of the entry removed at each step (placeholder - value), step order."""
+    return (base - emb).reshape(emb.shape[0], -1).gather(1, perm)
+
+
+def prefix_sums(start: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """start (b, *s), steps (b, P, *s) -> (b, P + 1, *s): start, start + steps[0], ..."""
+    out = torch.empty(steps.shape[0], steps.shape[1] + 1, *steps.shape[2:],
+                      dtype=steps.dtype, device=steps.device)
+    out[:, 0] = start
+    torch.cumsum(steps, dim=1, out=out[:, 1:])
+    out[:, 1:] += start.unsqueeze(1)
+    return out
+
+
+class GenericPath:
+    """Any model of the interface: materialise every state and call ``model.head`` once."""
+
+    name = "generic"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def walk_logits(self, x, emb, base, perm):
+        b, m, d = emb.shape
+        players = m * d
+        rank = torch.empty_like(perm).scatter_(
+            1, perm, torch.arange(players, device=perm.device).expand_as(perm))
+        steps = torch.arange(players + 1, device=perm.device).view(1, -1, 1)
+        drop = rank.unsqueeze(1) < steps  # (b, P+1, P)
+        states = torch.where(drop, base.reshape(b, 1, players), emb.reshape(b, 1, players))
+        logits = self.model.head(states.view(b * (players + 1), m, d),
+                                 x.repeat_interleave(players + 1, dim=0))
+        return logits.float().view(b, players + 1)
+
+
+class FMMLPPath:
+    """logit = first_order(x) + FM(emb) + MLP(emb.flatten(1)) (DeepFM; FM without the MLP).
+
+    The first-order term does not depend on the embedding; the FM term follows its per-column
+    sums and total sum of squares, updated by one entry per step; the MLP's first layer
+    (batch norm folded in) is updated incrementally: z_t = z_{t-1} + W[:, j_t] * delta_t.
+    Only the MLP's later layers run on every state.
+    """
+
+    name = "fm-mlp"
+
+    def __init__(self, linear: nn.Module | None, use_fm: bool, mlp: FoldedMLP | None):
+        self.linear, self.use_fm, self.mlp = linear, use_fm, mlp
+
+    def walk_logits(self, x, emb, base, perm):
+        b, m, d = emb.shape
+        delta = walk_deltas(emb, base, perm)
+        logits = torch.zeros(b, m * d + 1, device=emb.device)
+        if self.linear is not None:
+            logits += self.linear(x).float().reshape(b, 1)
+        if self.use_fm:
+            logits += self._fm(emb, base, perm, delta)
+        if self.mlp is not None:
+            logits += self._mlp(emb, perm, delta)
+        return logits
+
+    @staticmethod
+    def _fm(emb, base, perm, delta):
+        b, m, d = emb.shape
+        e64, d64 = emb.double(), delta.double()
+        col_steps = torch.zeros(b, m * d, d, dtype=torch.float64, device=emb.device)
+        col_steps.scatter_(2, (perm % d).unsqueeze(2), d64.unsqueeze(2))
+        sums = prefix_sums(e64.sum(1), col_steps)  # (b, P+1, d)
+        sq_steps = (base.double() ** 2 - e64 ** 2).reshape(b, -1).gather(1, perm)
+        squares = prefix_sums(e64.pow(2).sum((1, 2)), sq_steps)  # (b, P+1)
+        return (0.5 * (sums.pow(2).sum(2) - squares)).float()
+
+    def _mlp(self, emb, perm, delta):
+        first = self.mlp.layers[0]
+        z0 = F.linear(emb.reshape(emb.shape[0], -1), first.weight, first.bias)
+        steps = first.weight_t[perm] * delta.unsqueeze(2)  # (b, P, H1)
+        z = prefix_sums(z0, steps)
+        return self.mlp.forward_from_first(z.flatten(0, 1)).view(emb.shape[0], -1)
+
+
+def find_fast_path(model: nn.Module) -> WalkPath | None:
+    """A model-specific path for ``model``, or None (the engine then uses the generic path).
+
+    Recognised by structure (``linear`` / ``fm`` / ``mlp`` modules of a DeepFM or FM); the
+    engine still checks it against the generic path before trusting it.
+    """
+    from shaver.models.layers import FactorizationMachine
+
+    fm = getattr(model, "fm", None)
+    mlp = getattr(model, "mlp", None)
+    linear = getattr(model, "linear", None)
+    if not isinstance(fm, FactorizationMachine) or getattr(model, "cross", None) is not None:
+        return None
+    folded = None
+    if mlp is not None:
+        folded = fold_mlp(mlp)
+        if folded is None or folded.out_features != 1:
+            return None
+    return FMMLPPath(linear if isinstance(linear, nn.Module) else None, True, folded)

@@ -1,0 +1,39 @@
+"""The reference loop, as the authors run it: one head evaluation per permutation step.
+
+For a batch, start from the full coalition, then remove one entry per step (for every sample
+at once, each along its own permutation) and evaluate the imputer on the whole batch. Kept
+for tests and as the in-run benchmark baseline; the fast engine must match it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shaver.attribution.estimator.common import bce, precision
+from shaver.attribution.imputer import PlaceholderImputer
+
+
+class ReferenceEngine:
+    """m*d + 1 imputer calls per batch. dtype: ``"fp32"`` or ``"bf16"`` (autocast head)."""
+
+    name = "reference"
+
+    def __init__(self, imputer: PlaceholderImputer, *, dtype: str = "fp32"):
+        self.imputer = imputer
+        self.dtype = dtype
+        self.device = imputer.placeholder.device
+        precision(dtype, self.device)  # validates dtype
+
+    @torch.no_grad()
+    def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        """x (B, m), y (B,), perm (B, m*d) -> losses (B, m*d + 1) along the walk."""
+        batch, players = perm.shape
+        keep = torch.ones(batch, players, dtype=torch.bool, device=x.device)
+        rows = torch.arange(batch, device=x.device)
+        out = torch.empty(batch, players + 1, device=x.device)
+        with precision(self.dtype, self.device):
+            out[:, 0] = bce(self.imputer(x, keep), y)
+            for t in range(players):
+                keep[rows, perm[:, t]] = False
+                out[:, t + 1] = bce(self.imputer(x, keep), y)
+        return out

@@ -1,0 +1,152 @@
+"""The attribution loop: rounds of batches, credits into the accumulator, stopping rule,
+periodic checkpoints, progress. Works the same on one process and on N ranks."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.distributed import DistContext
+from shaver.attribution.estimator.common import Engine, entry_credits, global_entries
+from shaver.attribution.permutations import sample_permutations
+from shaver.attribution.sampling import SampleSource
+from shaver.errors import AttributionError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StopRule:
+    """SAGE's rule after ``min_passes`` over D, plus hard caps (None = no cap)."""
+
+    tolerance: float | None = 0.01
+    max_samples: int | None = None
+    max_seconds: float | None = None
+    min_passes: float = 1.0
+
+
+@dataclass
+class StreamConfig:
+    seed: int = 0
+    batch_size: int = 1024
+    antithetic: bool = False
+    checkpoint_path: Path | None = None
+    checkpoint_every_s: float = 60.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
+
+
+def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
+                  antithetic: bool) -> torch.Tensor:
+    """Per-sample credits (B, P) in entry order; antithetic: mean over perm and its reverse."""
+    if not antithetic:
+        return entry_credits(engine.losses(x, y, perm), perm)
+    both = torch.cat([perm, perm.flip(1)])
+    losses = engine.losses(torch.cat([x, x]), torch.cat([y, y]), both)
+    credits = entry_credits(losses, both)
+    return 0.5 * (credits[: x.shape[0]] + credits[x.shape[0]:])
+
+
+def _check_finite(credits: torch.Tensor, lo: int) -> bool:
+    bad = ~torch.isfinite(credits).all(1)
+    if bool(bad.any()):
+        first = lo + int(bad.nonzero()[0, 0])
+        log.error("non-finite loss at sample %d of the attribution stream", first)
+        return False
+    return True
+
+
+def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor: int,
+               rule: StopRule, config: StreamConfig, embed_dim: int,
+               ctx: DistContext | None = None) -> tuple[int, str]:
+    """Attribute samples ``cursor, cursor+1, ...`` into ``acc`` until the rule stops it.
+
+    Returns (cursor after the last sample, stop reason: "converged", "max_samples",
+    "max_seconds"). With N ranks, each round gives rank r the batch starting at
+    ``cursor + r * batch_size``; ``acc`` holds the merged state on every rank.
+    """
+    ctx = ctx or DistContext.current()
+    device = acc.sum.device
+    pending = Accumulator(acc.sum.numel(), device) if ctx.world > 1 else acc
+    players = source.dataset.num_fields * embed_dim
+    limit = math.inf if rule.max_samples is None else int(rule.max_samples)
+    start, last_save = time.monotonic(), time.monotonic()
+    bar = tqdm(total=_bar_total(rule, source, cursor, math.inf), initial=min(cursor, limit),
+               unit="sample", disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
+    reason = "max_samples" if cursor >= limit else ""
+    try:
+        while not reason:
+            round_hi = int(min(cursor + ctx.world * config.batch_size, limit))
+            lo = cursor + ctx.rank * config.batch_size
+            hi = min(lo + config.batch_size, round_hi)
+            finite = True
+            if lo < hi:
+                x_np, y_np = source.batch(lo, hi)
+                x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+                perm = sample_permutations(config.seed, lo, hi - lo, players, device)
+                credits = batch_credits(engine, x, y, perm, config.antithetic)
+                finite = _check_finite(credits, lo)
+                if finite:
+                    pending.add(global_entries(x, embed_dim), credits)
+            flags = torch.tensor([0.0 if finite else 1.0,
+                                  float(time.monotonic() - start >= (rule.max_seconds or math.inf))],
+                                 device=device)
+            ctx.any(flags)
+            if flags[0] > 0:
+                raise AttributionError(
+                    f"the loss became NaN/inf on samples {cursor}..{round_hi - 1} of the "
+                    f"attribution stream (check the model and the placeholder values)")
+            if ctx.world > 1:
+                _merge_pending(ctx, acc, pending)
+            bar.update(round_hi - cursor)
+            cursor = round_hi
+            ratio = acc.convergence_ratio()
+            reason = _stop_reason(rule, source, cursor, ratio, bool(flags[1] > 0))
+            bar.total = _bar_total(rule, source, cursor, ratio)
+            bar.set_postfix(ratio=f"{ratio:.4f}", refresh=False)
+            now = time.monotonic()
+            if config.checkpoint_path and ctx.is_main and (
+                    reason or now - last_save >= config.checkpoint_every_s):
+                acc.save(config.checkpoint_path, cursor=cursor, settings=config.settings)
+                last_save = now
+    finally:
+        bar.close()
+    log.info("attribution stopped (%s) after %d samples, ratio %.4g", reason, acc.count,
+             acc.convergence_ratio())
+    return cursor, reason
+
+
+def _merge_pending(ctx: DistContext, acc: Accumulator, pending: Accumulator) -> None:
+    count = torch.tensor([float(pending.count)], dtype=torch.float64, device=acc.sum.device)
+    ctx.all_reduce_sum(pending.sum, pending.sumsq, count)
+    pending.count = int(count.item())
+    acc.merge(pending)
+    pending.reset()
+
+
+def _stop_reason(rule: StopRule, source: SampleSource, cursor: int, ratio: float,
+                 out_of_time: bool) -> str:
+    if rule.max_samples is not None and cursor >= rule.max_samples:
+        return "max_samples"
+    if (rule.tolerance is not None and cursor >= rule.min_passes * source.size
+            and ratio < rule.tolerance):
+        return "converged"
+    return "max_seconds" if out_of_time else ""
+
+
+def _bar_total(rule: StopRule, source: SampleSource, cursor: int, ratio: float) -> int:
+    """Samples expected in all: the cap, else max(min passes, stderr-scaled estimate)."""
+    if rule.max_samples is not None:
+        return int(rule.max_samples)
+    floor = int(math.ceil(rule.min_passes * source.size))
+    if rule.tolerance is None or not math.isfinite(ratio) or cursor == 0:
+        return max(floor, cursor)
+    return int(max(floor, cursor, cursor * (ratio / rule.tolerance) ** 2))
