@@ -1,0 +1,122 @@
+"""``shaver export``, ``shaver inspect``, ``shaver predict``: thin wrappers over the deploy API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shaver.errors import ArtifactError
+
+KIND_LABELS = {"values": "values", "index": "index", "codebook": "codebook",
+               "first_order": "first-order", "head": "head", "metadata": "metadata"}
+
+
+def register(sub: Any) -> None:
+    """Add the deployment subcommands to the ``shaver`` parser."""
+    p = sub.add_parser("export", help="write a pruned model as a compact artifact or ONNX",
+                       description="Export a pruned directory (or an artifact, for ONNX) to "
+                       "a shaver artifact or an ONNX graph.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pruned", metavar="DIR", help="pruned directory (shaver prune)")
+    src.add_argument("--artifact", metavar="FILE", help="existing artifact (for --format onnx)")
+    p.add_argument("--format", choices=("shaver", "onnx"), default="shaver")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="storage of the kept embedding values (default fp32)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.shaver "
+                   "or DIR/model.onnx)")
+    p.add_argument("--no-feature-map", action="store_true",
+                   help="leave the vocabularies out (the artifact then predicts from ids only)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("inspect", help="print an artifact's byte breakdown",
+                       description="Validate an artifact and print its bytes per part.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("predict", help="score rows with an artifact (numpy runtime)",
+                       description="Predict click probabilities for the rows of a CSV file.")
+    p.add_argument("--artifact", required=True, metavar="FILE")
+    p.add_argument("--input", required=True, metavar="CSV",
+                   help="rows with a header of raw field names (or global ids with --ids)")
+    p.add_argument("--ids", action="store_true", help="the CSV holds global ids, one per field")
+    p.add_argument("--output", metavar="CSV", help="write scores here (default: stdout)")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from shaver.deploy.artifact import export_artifact
+
+    base = Path(args.pruned or Path(args.artifact).parent)
+    out = Path(args.out) if args.out else base / f"model.{args.format}"
+    if args.format == "shaver":
+        if not args.pruned:
+            raise ArtifactError("--format shaver exports a pruned directory: pass --pruned DIR")
+        result = export_artifact(args.pruned, out, value_dtype=args.dtype,
+                                 include_feature_map=not args.no_feature_map)
+        print(f"wrote {result.path} ({result.bytes:,} bytes)")
+        _print_breakdown(result.breakdown, result.bytes)
+        return 0
+    from shaver.deploy.onnx_export import export_onnx
+
+    if args.artifact:
+        path = export_onnx(args.artifact, out)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            art = export_artifact(args.pruned, Path(tmp) / "model.shaver", value_dtype=args.dtype,
+                                  include_feature_map=False)
+            path = export_onnx(art.path, out)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes; checked with onnxruntime)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from shaver.runtime import load_artifact
+
+    art = load_artifact(args.file)
+    parts = art.breakdown()
+    if args.json:
+        print(json.dumps({"bytes": art.size, "breakdown": parts, "model": art.config,
+                          "value_dtype": art.value_dtype, "layouts": art.layouts,
+                          "info": art.info}, indent=2, sort_keys=True))
+        return 0
+    rows = sum(art.field_dims)
+    print(f"{args.file}: shaver artifact v1, model {art.config.get('name')}, {rows:,} rows x "
+          f"{art.dim}, {len(art.field_dims)} fields, values {art.value_dtype}")
+    counts = {lay: art.layouts.count(lay) for lay in dict.fromkeys(art.layouts)}
+    print("layouts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    kept = int(art.tables.row_ptr[-1])
+    print(f"stored entries: {kept:,} of {rows * art.dim:,}; index {parts['index'] / rows:.3f} "
+          f"bytes/row")
+    _print_breakdown(parts, art.size)
+    budget = art.info.get("budget")
+    if budget:
+        print(f"budget: {budget.get('label', budget)}; metrics: {art.info.get('metrics', {})}")
+    return 0
+
+
+def _print_breakdown(parts: dict[str, int], total: int) -> None:
+    for kind, nbytes in parts.items():
+        print(f"  {KIND_LABELS[kind]:<12} {nbytes:>14,}  {100 * nbytes / max(total, 1):5.1f}%")
+    print(f"  {'total':<12} {total:>14,}")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from shaver.runtime import load_artifact
+    from shaver.runtime.csvio import read_id_rows, read_raw_rows, write_scores
+
+    art = load_artifact(args.artifact)
+    if args.ids:
+        scores = art.predict(read_id_rows(args.input, len(art.field_dims)))
+    else:
+        scores = art.predict_rows(read_raw_rows(args.input))
+    text = write_scores(args.output, scores)
+    if args.output:
+        print(f"wrote {len(scores)} scores to {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,92 @@
+"""ONNX export of a whole artifact model, compressed embedding included, in standard ops.
+
+The graph keeps the artifact's compact table as initializers (packed keep-masks uint8,
+row pointers, kept values in their stored dtype, per-field scales, codebook) and decodes
+rows with Gather (masks, row pointers), BitwiseAnd (bit unpacking), CumSum (rank of a kept
+entry in its row), Gather (values) and Where (kept value vs the field's codebook); the head
+follows as ordinary MatMul/Add/Relu... Inputs: ``ids`` int64 (batch, fields) global ids.
+Outputs: ``logit`` and ``probability`` float32 (batch,).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shaver.deploy.embedding import compressed_model
+from shaver.errors import ArtifactError
+from shaver.runtime.model import Artifact, load_artifact
+
+log = logging.getLogger(__name__)
+OPSET = 18
+
+
+class _WithProbability(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit = self.model(ids)
+        return logit, torch.sigmoid(logit)
+
+
+def export_onnx(artifact: Artifact | str | os.PathLike[str], out_path: str | os.PathLike[str],
+                *, opset: int = OPSET, check: bool = True, seed: int = 0) -> Path:
+    """Write the ONNX graph of ``artifact`` to ``out_path`` (atomically).
+
+    With ``check`` (and onnxruntime installed), runs onnxruntime on 64 random rows and
+    raises :class:`ArtifactError` if its logits differ from the torch model's by > 1e-4.
+    """
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    model = _WithProbability(compressed_model(art)).eval()
+    example = torch.as_tensor(_random_ids(art, 2, seed))
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), input_names=["ids"],
+                              output_names=["logit", "probability"], opset_version=opset,
+                              dynamic_axes={"ids": {0: "batch"}, "logit": {0: "batch"},
+                                            "probability": {0: "batch"}}, dynamo=False)
+        if check:
+            check_onnx(tmp, model, art, seed)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s (%d bytes)", out_path, out_path.stat().st_size)
+    return out_path
+
+
+def _random_ids(art: Artifact, batch: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lo, hi = art.tables.bounds[:-1], art.tables.bounds[1:]
+    return rng.integers(lo, hi, size=(batch, len(lo))).astype(np.int64)
+
+
+def check_onnx(path: str | os.PathLike[str], model: nn.Module, art: Artifact, seed: int = 0,
+               batch: int = 64, atol: float = 1e-4) -> float:
+    """Max |logit difference| between onnxruntime and torch on random ids; raise if > atol."""
+    try:
+        import onnxruntime as ort
+    except ImportError:  # pragma: no cover - onnxruntime is in the onnx extra
+        log.warning("onnxruntime is not installed: the ONNX graph was not checked")
+        return float("nan")
+    x = _random_ids(art, batch, seed + 1)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["logit"], {"ids": x})[0]
+    with torch.no_grad():
+        ref = model(torch.as_tensor(x))[0].numpy()
+    diff = float(np.abs(got - ref).max())
+    if not diff <= atol:
+        raise ArtifactError(f"ONNX check failed: onnxruntime and torch logits differ by {diff}")
+    return diff
