@@ -68,6 +68,16 @@ class _Settings:
                 raise TrainingError(f"{message}, got {self}")
 
 
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """Adam with L2 ``weight_decay``; the fused kernel on CPU and CUDA (same update rule,
+    several times faster on a 1M-row table than the per-tensor loop)."""
+    fused = device.type in ("cpu", "cuda") and all(
+        p.dtype == torch.float32 for p in model.parameters())
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
+                            fused=fused or None)
+
+
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
@@ -176,7 +186,7 @@ def fit(
 def _fit(model: CTRModel, dataset: PreparedDataset, train: SplitSource, val: SplitSource,
          s: _Settings, ctx: DistContext, out: Path | None, resume: bool, quiet: bool,
          eval_batch: int) -> TrainResult:
-    opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = make_optimizer(model, s.lr, s.weight_decay, ctx.device)
     identity = {"model": model.config(), "dataset": dataset.fingerprint, "seed": s.seed}
     progress, best = Progress(), _copy_state(model)
     if resume and out is not None:
