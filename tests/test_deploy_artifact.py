@@ -153,3 +153,15 @@ def test_runtime_rejects_ids_outside_their_field(tmp_path):
         art.predict(x[:, :2])
     with pytest.raises(DataError, match="no feature map"):
         art.predict_rows([{"a": "1"}])
+
+
+@pytest.mark.parametrize("dim", [16, 200])
+def test_block_pointers_equal_the_prefix_sum(dim):
+    from shaver.runtime.layout import block_pointers
+
+    counts = np.random.default_rng(dim).integers(0, dim + 1, 1000)
+    block_ptr, in_block = block_pointers(counts, dim)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rows = np.arange(1000)
+    np.testing.assert_array_equal(block_ptr[rows >> 8] + in_block[rows], starts)
+    assert in_block.dtype == (np.int16 if dim <= 128 else np.int32)

@@ -89,7 +89,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           f"{art.dim}, {len(art.field_dims)} fields, values {art.value_dtype}")
     counts = {lay: art.layouts.count(lay) for lay in dict.fromkeys(art.layouts)}
     print("layouts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    kept = int(art.tables.row_ptr[-1])
+    kept = art.tables.kept
     print(f"stored entries: {kept:,} of {rows * art.dim:,}; index {parts['index'] / rows:.3f} "
           f"bytes/row")
     _print_breakdown(parts, art.size)

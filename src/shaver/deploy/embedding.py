@@ -23,7 +23,8 @@ class CompressedEmbedding(nn.Module):
     """Compressed embedding table (n rows, d columns, m fields).
 
     Buffers: ``masks`` uint8 (n, ceil(d/8)) keep-bits (bit j = column j, LSB first);
-    ``row_ptr`` int64 (n,): index of each row's first kept value; ``values`` (K + 1,) kept
+    ``block_ptr`` int64 (ceil(n/256),) and ``in_block`` int16 (n,): a row's first stored
+    value is ``block_ptr[r >> 8] + in_block[r]``; ``values`` (K + 1,) kept
     values (fp32, fp16 or int8; a trailing 0 for masked-out gathers); ``scales`` float32 (m,);
     ``codebook`` float32 (m, d); ``field_starts`` int64 (m - 1,): first row of fields 1..m-1.
 
@@ -32,14 +33,16 @@ class CompressedEmbedding(nn.Module):
     field the id belongs to.
     """
 
-    def __init__(self, masks: np.ndarray, row_ptr: np.ndarray, values: np.ndarray,
+    def __init__(self, masks: np.ndarray, block_ptr: np.ndarray, in_block: np.ndarray,
+                 values: np.ndarray,
                  scales: np.ndarray, codebook: np.ndarray, bounds: np.ndarray, dim: int):
         super().__init__()
         self.embedding_dim = int(dim)
         self.num_embeddings = int(masks.shape[0])
         self.field_dims = [int(v) for v in np.diff(bounds)]
         self.register_buffer("masks", torch.from_numpy(np.ascontiguousarray(masks)))
-        self.register_buffer("row_ptr", torch.from_numpy(row_ptr[:-1].astype(np.int64)))
+        self.register_buffer("block_ptr", torch.from_numpy(np.array(block_ptr, dtype=np.int64)))
+        self.register_buffer("in_block", torch.from_numpy(np.array(in_block)))
         self.register_buffer("values", torch.from_numpy(np.array(values)))
         self.register_buffer("scales", torch.from_numpy(np.array(scales, dtype=np.float32)))
         self.register_buffer("codebook", torch.from_numpy(np.array(codebook, dtype=np.float32)))
@@ -52,7 +55,7 @@ class CompressedEmbedding(nn.Module):
         """Build from a loaded :class:`Artifact` or an artifact path."""
         art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
         t = art.tables
-        return cls(t.masks, t.row_ptr, t.values, t.scales, t.codebook, t.bounds, t.dim)
+        return cls(t.masks, t.block_ptr, t.in_block, t.values, t.scales, t.codebook, t.bounds, t.dim)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -69,7 +72,9 @@ class CompressedEmbedding(nn.Module):
         bytes_ = self.masks[x].unsqueeze(-1)                       # (..., nb, 1)
         bits = torch.bitwise_and(bytes_, self.bit_values) > 0      # (..., nb, 8)
         bits = bits.reshape(*x.shape, nb * 8)[..., :self.embedding_dim]
-        pos = self.row_ptr[x].unsqueeze(-1) + torch.cumsum(bits.to(torch.int64), dim=-1) - 1
+        start = (self.block_ptr[torch.div(x, 256, rounding_mode="floor")]
+                 + self.in_block[x].to(torch.int64))
+        pos = start.unsqueeze(-1) + torch.cumsum(bits.to(torch.int64), dim=-1) - 1
         pos = torch.where(bits, pos, torch.full_like(pos, self.values.shape[0] - 1))
         vals = self.values[pos].to(torch.float32) * self.scales[field].unsqueeze(-1)
         return torch.where(bits, vals, self.codebook[field])

@@ -34,6 +34,7 @@ from shaver.runtime.container import SectionSpec
 VALUE_DTYPES = {"fp32": "f32", "fp16": "f16", "int8": "i8"}
 VALUE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 LAYOUTS = ("dense", "bitmask", "sparse")
+BLOCK_SHIFT = 8  # row pointers in memory: one int64 per 256 rows + a small in-block offset
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 
@@ -135,24 +136,36 @@ def encode_embedding(weight: np.ndarray, mask: np.ndarray, codebook: np.ndarray,
 class EmbeddingTables:
     """Decoded compressed table, ready for lookups.
 
-    masks: uint8 (n, ceil(d/8)); row_ptr: int64 (n + 1,); values: (K + 1,) stored dtype (one
-    trailing 0 so that masked-out gathers stay in bounds); scales: float32 (m,);
-    codebook: float32 (m, d); bounds: int64 (m + 1,).
+    masks: uint8 (n, ceil(d/8)); values: (K + 1,) stored dtype (one trailing 0 so that
+    masked-out gathers stay in bounds); scales: float32 (m,); codebook: float32 (m, d);
+    bounds: int64 (m + 1,). A row's first value is ``block_ptr[r >> 8] + in_block[r]``:
+    block_ptr int64 (ceil(n / 256),) and in_block int16 (n,) (int32 when d > 128), about
+    2 bytes per row in memory instead of 8 for a full int64 row-pointer array.
     """
 
     masks: np.ndarray
-    row_ptr: np.ndarray
+    block_ptr: np.ndarray
+    in_block: np.ndarray
     values: np.ndarray
     scales: np.ndarray
     codebook: np.ndarray
     bounds: np.ndarray
     dim: int
 
+    @property
+    def kept(self) -> int:
+        """Number of stored values (kept entries, or every entry of dense fields)."""
+        return int(self.values.size - 1)
+
+    def row_start(self, x: np.ndarray) -> np.ndarray:
+        """int64 index of the first stored value of each row in ``x``."""
+        return self.block_ptr[x >> BLOCK_SHIFT] + self.in_block[x]
+
     def lookup(self, x: np.ndarray) -> np.ndarray:
         """x: int64 (batch, fields) global ids (already range-checked) -> float32 (batch, fields, d)."""
         field = np.searchsorted(self.bounds, x, side="right") - 1
         bits = np.unpackbits(self.masks[x], axis=-1, bitorder="little")[..., :self.dim]
-        pos = self.row_ptr[x][..., None] + np.cumsum(bits, axis=-1, dtype=np.int64) - 1
+        pos = self.row_start(x)[..., None] + np.cumsum(bits, axis=-1, dtype=np.int64) - 1
         kept = bits.astype(bool)
         vals = self.values[np.where(kept, pos, self.values.size - 1)].astype(np.float32)
         vals *= self.scales[field][..., None]
@@ -184,7 +197,7 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
         values.append(vals.reshape(-1))
     mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
     counts = _POPCOUNT[mask_all].sum(axis=1) if mask_all.size else np.zeros(0, np.int64)
-    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    block_ptr, in_block = block_pointers(counts, dim)
     stored = np.concatenate([*values, np.zeros(1, dtype=values[0].dtype if values else np.float32)])
     m = len(field_dims)
     scales = (_section(arrays, "emb.scales", where) if value_dtype == "int8"
@@ -192,8 +205,17 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
     codebook = _section(arrays, "codebook", where)
     _expect(codebook.shape == (m, dim) and scales.shape == (m,), where, "codebook/scales shape")
     _expect(bool(np.all(np.isfinite(scales))), where, "finite scales")
-    return EmbeddingTables(mask_all, row_ptr, stored, scales.astype(np.float32),
+    return EmbeddingTables(mask_all, block_ptr, in_block, stored, scales.astype(np.float32),
                            codebook.astype(np.float32), field_bounds(field_dims), dim)
+
+
+def block_pointers(counts: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row stored counts (n,) -> (block_ptr int64 (ceil(n/256),), in_block int16/32 (n,))."""
+    n = counts.size
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    block_ptr = starts[::1 << BLOCK_SHIFT].copy()
+    in_block = starts - np.repeat(block_ptr, 1 << BLOCK_SHIFT)[:n]
+    return block_ptr, in_block.astype(np.int16 if dim <= 128 else np.int32)
 
 
 def _sparse_to_mask(arrays: dict[str, np.ndarray], f: int, rows: int, dim: int, k: int,
