@@ -14,7 +14,7 @@ from shaver.report.harness import BenchConfig, run_bench
 from shaver.report.schema import ReportError, load_document, read_results_csv
 from train_data import make_learnable
 
-METHODS = ("magnitude", "random", "taylor")
+METHODS = ("shaver", "shaver-zero", "magnitude", "random", "taylor")
 SPARSITIES = (0.5, 0.9)
 
 
@@ -36,7 +36,7 @@ def data_dir(tmp_path_factory):
 def _config(data_dir, **overrides) -> BenchConfig:
     settings = dict(data=str(data_dir), dataset=None, models=["fm"], methods=list(METHODS),
                     sparsities=list(SPARSITIES), seeds=[0], epochs=2, batch_size=256,
-                    device="cpu", html=False)
+                    device="cpu", html=False, max_samples=3000)
     settings.update(overrides)
     return BenchConfig(**settings)
 
@@ -72,7 +72,17 @@ def test_outputs_agree_with_each_other(bench):
     assert doc["results"] == outcome.rows
     steps = {t["step"] for t in doc["timings"]}
     assert "training epoch" in steps and "score once (taylor)" in steps
-    assert "prune per new budget (magnitude)" in steps
+    assert "prune per new budget (magnitude)" in steps and "attribute once" in steps
+    records = {a["placeholder"]: a for a in doc["attributions"]}
+    assert set(records) == {"codebook", "zero"}
+    for record in records.values():
+        trace = record["trace"]
+        assert len(trace) >= 3
+        assert [t["samples"] for t in trace] == sorted(t["samples"] for t in trace)
+        assert trace[-1]["samples"] == record["samples"] > 0
+        assert len(record["mean_abs_phi"]) == 4 and len(record["mean_abs_phi"][0]) == 16
+    assert (out / "attributions" / "fm-s0-codebook.safetensors").is_file()
+    assert not list((out / "attributions").glob("*.ckpt"))  # resume state removed when done
     assert (out / "report.html").read_text().count("data:image/png") >= 2
 
 
@@ -106,6 +116,12 @@ def test_other_settings_are_refused(bench, data_dir):
         run_bench(_config(data_dir, epochs=3), out, quiet=True)
 
 
+def test_attribution_needs_a_stopping_rule(data_dir, tmp_path):
+    config = _config(data_dir, methods=["shaver"], tolerance=None, max_samples=None)
+    with pytest.raises(ReportError, match="attribution needs a stopping rule"):
+        run_bench(config, tmp_path / "out", quiet=True)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -132,7 +148,8 @@ def test_cli_bench_prints_table_and_report_command(bench, data_dir, capsys):
     out, _ = bench
     code = run_cli(["bench", "--data", str(data_dir), "--models", "fm", "--methods",
                  ",".join(METHODS), "--sparsity", "0.5,0.9,0.99", "--epochs", "2",
-                 "--batch-size", "256", "--device", "cpu", "--out", str(out), "-q", "--no-html"])
+                 "--batch-size", "256", "--device", "cpu", "--max-samples", "3000",
+                 "--out", str(out), "-q", "--no-html"])
     text = capsys.readouterr().out
     assert code == 0 and "magnitude" in text and "results.csv" in text
     assert run_cli(["report", str(out), "--out", str(out / "again.html")]) == 0

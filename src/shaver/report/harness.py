@@ -52,7 +52,7 @@ class BenchConfig:
     epochs: int = 10
     batch_size: int = 2048
     lr: float = 1e-3
-    tolerance: float = 0.01
+    tolerance: float | None = 0.01
     max_samples: int | None = None
     max_seconds: float | None = None
     device: str | None = None

@@ -165,7 +165,8 @@ def convergence_figure(attributions: Sequence[Mapping[str, Any]], fmt: str = "pn
     tolerances = set()
     for rec in attributions:
         trace = rec.get("trace") or []
-        pts = [(t["samples"], t["ratio"]) for t in trace if t.get("ratio") not in (None, 0)]
+        pts = [(t["samples"], t["ratio"]) for t in trace
+               if t.get("ratio") is not None and math.isfinite(t["ratio"]) and t["ratio"] > 0]
         if not pts:
             continue
         xs, ys = zip(*pts)

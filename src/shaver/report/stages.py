@@ -108,32 +108,74 @@ def field_dim_mean_abs(phi: torch.Tensor, field_dims: list[int]) -> list[list[fl
             for f in range(len(field_dims))]
 
 
+#: Samples of the first attribution chunk (at most 1/8 of a pass); each next chunk is 1.6x
+#: larger: the points of the convergence trace.
+FIRST_CHUNK = 4096
+CHUNK_GROWTH = 1.6
+
+
 def attribute_or_reuse(model: torch.nn.Module, dataset: PreparedDataset, *, placeholder: str,
                        seed: int, path: Path, options: dict[str, Any], quiet: bool
                        ) -> tuple[Any, dict[str, Any]]:
     """(Attribution, record for the report): computed once, stored at ``path`` (safetensors)
-    with its report record beside it (``.json``); a killed run resumes from ``.ckpt``."""
-    from shaver.attribution.api import attribute
+    with its report record beside it (``.json``); a killed run resumes from ``.ckpt``.
+
+    ``options``: tolerance, max_samples, max_seconds, device (and any other keyword of
+    ``shaver.attribution.api.attribute``)."""
     from shaver.attribution.result import Attribution
 
     record_path = path.with_suffix(".json")
     if path.is_file() and record_path.is_file():
         return Attribution.load(path), json.loads(record_path.read_text())
-    started = time.perf_counter()
-    result = attribute(model, dataset, placeholder=placeholder, seed=seed, quiet=quiet,
-                       checkpoint_path=path.with_suffix(".ckpt"),
-                       resume=path.with_suffix(".ckpt").exists(), **options)
-    seconds = time.perf_counter() - started
+    checkpoint = path.with_suffix(".ckpt")
+    result, trace, seconds = attribute_with_trace(model, dataset, placeholder=placeholder,
+                                                  seed=seed, checkpoint=checkpoint,
+                                                  options=options, quiet=quiet)
     path.parent.mkdir(parents=True, exist_ok=True)
     result.save(path)
-    settings = dict(result.settings or {})
     record = {
         "placeholder": placeholder, "seed": seed, "samples": int(result.count),
-        "seconds": seconds, "tolerance": settings.get("tolerance", options.get("tolerance")),
+        "seconds": seconds, "tolerance": options.get("tolerance"),
+        "stop_reason": result.settings.get("stop_reason"),
         "field_names": list(dataset.field_names),
         "mean_abs_phi": field_dim_mean_abs(result.phi, list(result.field_dims)),
-        "trace": list(settings.get("trace", [])),
+        "trace": trace,
     }
     atomic_write_text(record_path, json.dumps(record))
-    path.with_suffix(".ckpt").unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     return result, record
+
+
+def attribute_with_trace(model: torch.nn.Module, dataset: PreparedDataset, *, placeholder: str,
+                         seed: int, checkpoint: Path, options: dict[str, Any], quiet: bool
+                         ) -> tuple[Any, list[dict[str, float]], float]:
+    """Run ``attribute`` in growing chunks, each resuming the previous one's saved state (the
+    same samples and permutations as one uninterrupted run), recording the stopping ratio
+    after each chunk: (Attribution, trace [{samples, seconds, ratio}], seconds)."""
+    from shaver.attribution.api import attribute
+
+    opts = dict(options)
+    tolerance = opts.pop("tolerance", 0.01)
+    max_samples = opts.pop("max_samples", None)
+    max_seconds = opts.pop("max_seconds", None)
+    if tolerance is None and max_samples is None and max_seconds is None:
+        raise ReportError("attribution needs a stopping rule: a tolerance, max_samples or "
+                          "max_seconds")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    trace: list[dict[str, float]] = []
+    rows = dataset.num_rows(opts.get("data", "train+val"))
+    spent, target = 0.0, max(256, min(FIRST_CHUNK, rows // 8))  # a few points per pass
+    while True:
+        cap = target if max_samples is None else min(target, int(max_samples))
+        left = None if max_seconds is None else max(float(max_seconds) - spent, 1e-3)
+        started = time.perf_counter()
+        result = attribute(model, dataset, placeholder=placeholder, seed=seed,
+                           tolerance=tolerance, max_samples=cap, max_seconds=left,
+                           checkpoint_path=checkpoint, resume=True, quiet=quiet, **opts)
+        spent += time.perf_counter() - started
+        ratio = float(result.settings.get("convergence_ratio", float("nan")))
+        trace.append({"samples": int(result.count), "seconds": round(spent, 4), "ratio": ratio})
+        reason = result.settings.get("stop_reason")
+        if reason in ("converged", "max_seconds") or cap == max_samples:
+            return result, trace, spent
+        target = int(target * CHUNK_GROWTH)
