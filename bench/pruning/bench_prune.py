@@ -22,6 +22,7 @@ Measured in one run, medians of --repeats:
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -36,6 +37,7 @@ from shaver.models.registry import build_model
 from shaver.pruning.api import Pruner
 from shaver.pruning.budget import Budget
 from shaver.train.checkpoint import model_fingerprint
+from shaver.train.device import pick_device
 
 CRITEO_TRAIN_ROWS = int(45_840_617 * 0.8)
 FIELDS = 39
@@ -59,24 +61,28 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def train_epoch_seconds(model, batches: int, batch_size: int, seed: int) -> float:
+def train_epoch_seconds(model, batches: int, batch_size: int, seed: int,
+                        device: torch.device) -> float:
     gen = torch.Generator().manual_seed(seed)
     offsets = torch.tensor([0, *np.cumsum(model.field_dims)[:-1]])
     dims = torch.tensor(model.field_dims)
+    model = copy.deepcopy(model).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     times = []
     for step in range(batches + 1):
-        x = (torch.rand(batch_size, len(dims), generator=gen) * dims).long() + offsets
-        y = (torch.rand(batch_size, generator=gen) < 0.25).float()
+        x = ((torch.rand(batch_size, len(dims), generator=gen) * dims).long() + offsets).to(device)
+        y = (torch.rand(batch_size, generator=gen) < 0.25).float().to(device)
+        sync()
         start = time.perf_counter()
         loss = F.binary_cross_entropy_with_logits(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()
         if step:  # the first step warms up allocators
             times.append(time.perf_counter() - start)
-    model.eval()
     return statistics.median(times) * CRITEO_TRAIN_ROWS / batch_size
 
 
@@ -87,6 +93,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--train-batches", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    ap.add_argument("--device", default=None,
+                    help="device of the training-epoch estimate (auto: cuda when available); "
+                    "pruning itself runs on the CPU")
     ap.add_argument("--quick", action="store_true", help="100k rows, 3 repeats, 3 batches")
     args = ap.parse_args()
     if args.quick:
@@ -117,7 +126,8 @@ def main() -> None:
     byte_budget = Budget.bytes_(int(empty + 0.2 * (full - empty)))
     t_bytes, result = median_time(lambda: pruner.cut(byte_budget), max(1, args.repeats // 2))
     t_resort = t_sort + t_cut
-    t_epoch = train_epoch_seconds(model, args.train_batches, 4096, seed=0)
+    device = pick_device(args.device)
+    t_epoch = train_epoch_seconds(model, args.train_batches, 4096, seed=0, device=device)
     print(f"table {n} x {d} ({len(dims)} fields), DeepFM, torch threads {torch.get_num_threads()}")
     print(f"load stored attribution       {t_load:8.3f} s (once)")
     print(f"sort scores once              {t_sort:8.3f} s (once)")
@@ -128,7 +138,7 @@ def main() -> None:
     print(f"baseline: re-sort per budget  {t_resort:8.3f} s  -> stored order is "
           f"{t_resort / t_cut:.1f}x faster")
     print(f"one DeepFM training epoch     {t_epoch:8.1f} s  (extrapolated from "
-          f"{args.train_batches} Adam steps at batch 4096 to {CRITEO_TRAIN_ROWS} rows; no "
+          f"{args.train_batches} Adam steps at batch 4096 on {device.type} to {CRITEO_TRAIN_ROWS} rows; no "
           f"data loading) -> a new budget costs {t_cut / t_epoch:.2e} of an epoch")
 
 

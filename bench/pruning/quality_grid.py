@@ -1,0 +1,172 @@
+"""Quality grid: method x sparsity -> test AUC / LogLoss on MovieLens-100k.
+
+Command (the numbers in the pruning report came from the first line)::
+
+    .venv/bin/python bench/pruning/quality_grid.py --work runs/quality-grid
+    .venv/bin/python bench/pruning/quality_grid.py --quick --work /tmp/qg   # smoke test
+
+For each model (DeepFM, DCN-Mix; paper sizes: d = 16, MLP 400-400-400): train once (seeded,
+early stopping on val AUC), attribute once per placeholder (codebook, zero; train+val,
+tolerance 0.01 or --attr-seconds), then prune with every method at every sparsity:
+
+* shaver-cb (codebook placeholder) and shaver-zero, orders abs / signed, codebook fixed / refit
+  (refit only for the codebook placeholder);
+* magnitude |w| and random (seeded) and taylor |w dL/dw| (zero placeholder), abs order;
+* ptq int16 / int8 / int4, per row and per table (no sparsity; placed by bytes).
+
+Trained runs and attributions are cached in --work. Writes grid.csv / grid.json there and
+prints a table (bytes = exact deployable-artifact size, feature map not included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from shaver.attribution.api import attribute
+from shaver.attribution.result import Attribution
+from shaver.data.builtin import load_builtin
+from shaver.models.registry import build_model
+from shaver.pruning.api import prune
+from shaver.pruning.quantize import QuantizeConfig, quantize_, quantized_artifact_bytes
+from shaver.pruning.scorers import compute_scores, data_frequencies
+from shaver.train.checkpoint import load_run
+from shaver.train.loop import evaluate, fit
+
+DEVICE: str | None = None  # set from --device (None: cuda when available)
+SPARSITIES = (0.5, 0.8, 0.95, 0.99, 0.999)
+MODELS = ("deepfm", "dcn-mix")
+
+
+def trained(name: str, dataset, work: Path, epochs: int, seed: int):
+    run_dir = work / f"run-{name}"
+    if (run_dir / "config.json").exists():
+        return load_run(run_dir, device=DEVICE).model
+    torch.manual_seed(seed)
+    model = build_model(name, dataset.field_dims, embed_dim=16)
+    fit(model, dataset, epochs=epochs, lr=1e-3, weight_decay=1e-5, batch_size=2048,
+        patience=2, seed=seed, device=DEVICE, out_dir=run_dir, quiet=True)
+    return load_run(run_dir, device=DEVICE).model
+
+
+def attribution(model, dataset, work: Path, name: str, placeholder: str, seconds: float,
+                seed: int) -> Attribution:
+    path = work / f"run-{name}" / f"attribution-{placeholder}.safetensors"
+    if path.exists():
+        return Attribution.load(path)
+    started = time.perf_counter()
+    result = attribute(model, dataset, placeholder=placeholder, data="train+val",
+                       tolerance=0.01, max_seconds=seconds, seed=seed, device=DEVICE, quiet=True)
+    result.settings["wall_seconds"] = time.perf_counter() - started
+    result.save(path)
+    return result
+
+
+def method_rows(model, dataset, attrs, sparsities, seed: int, freq) -> list[dict]:
+    variants = []
+    for order in ("abs", "signed"):
+        for cb in ("fixed", "refit"):
+            variants.append((f"shaver-cb/{order}/{cb}", attrs["codebook"], order, cb))
+        variants.append((f"shaver-zero/{order}/fixed", attrs["zero"], order, "fixed"))
+    for scorer in ("magnitude", "random", "taylor"):
+        scores = compute_scores(scorer, model, dataset=dataset, placeholder="zero", seed=seed,
+                                device=DEVICE)
+        variants.append((f"{scorer}/abs/fixed", scores, "abs", "fixed"))
+    rows = []
+    for label, scores, order, cb in variants:
+        for r in prune(model, scores, list(sparsities), order=order, codebook=cb,
+                       dataset=dataset, frequencies=freq, include_feature_map=False,
+                       device=DEVICE):
+            rows.append({"method": label, "sparsity": r.budget.value, "kept": r.kept,
+                         "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
+                         "logloss": r.metrics["logloss"], "seconds": round(r.seconds, 4)})
+    return rows
+
+
+def ptq_rows(model, dataset) -> list[dict]:
+    rows = []
+    for bits in (16, 8, 4):
+        for gran in ("row", "table"):
+            cfg = QuantizeConfig(bits, gran)
+            q = quantize_(copy.deepcopy(model), cfg)
+            m = evaluate(q, dataset, "test", device=DEVICE)
+            rows.append({"method": f"ptq/{cfg.label}", "sparsity": None, "kept": None,
+                         "bytes": quantized_artifact_bytes(model, cfg)["total"],
+                         "auc": m["auc"], "logloss": m["logloss"], "seconds": None})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("runs/quality-grid"))
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--attr-seconds", type=float, default=600.0,
+                    help="cap on each attribution's wall time (it records the samples seen)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default=None, help="auto (default), cpu, cuda")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="where the built-in dataset is cached (default ~/.cache/shaver)")
+    ap.add_argument("--quick", action="store_true", help="1 epoch, 20 s attributions, 2 sparsities")
+    args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sparsities = (0.5, 0.95) if args.quick else SPARSITIES
+    if args.quick:
+        args.epochs, args.attr_seconds = 1, 20.0
+    args.work.mkdir(parents=True, exist_ok=True)
+    dataset = load_builtin("movielens-100k", args.cache_dir, quiet=True)
+    freq = data_frequencies(dataset, "train+val")
+    rows = []
+    for name in args.models.split(","):
+        model = trained(name, dataset, args.work, args.epochs, args.seed)
+        base = evaluate(model, dataset, "test", device=DEVICE)
+        attrs = {p: attribution(model, dataset, args.work, name, p, args.attr_seconds, args.seed)
+                 for p in ("codebook", "zero")}
+        meta = {p: {"count": a.count, "seconds": a.settings.get("wall_seconds")}
+                for p, a in attrs.items()}
+        found = [{"method": "base", "sparsity": 0.0, "kept": None, "bytes": None,
+                  "auc": base["auc"], "logloss": base["logloss"], "seconds": None,
+                  "attribution": meta}]
+        found += method_rows(model, dataset, attrs, sparsities, args.seed, freq)
+        found += ptq_rows(model, dataset)
+        rows += [{"model": name, **r} for r in found]
+        print_table(name, found)
+    with open(args.work / "grid.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "method", "sparsity", "kept", "bytes",
+                                               "auc", "logloss", "seconds"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.work / "grid.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def print_table(name: str, rows: list[dict]) -> None:
+    print(f"\n== {name} (test AUC / LogLoss) ==")
+    base = rows[0]
+    print(f"base: AUC {base['auc']:.4f}  LogLoss {base['logloss']:.4f}  attribution "
+          f"{base['attribution']}")
+    methods = [r["method"] for r in rows if r["sparsity"] not in (None, 0.0)]
+    methods = list(dict.fromkeys(methods))
+    sparsities = sorted({r["sparsity"] for r in rows if r["sparsity"] not in (None, 0.0)})
+    print(f"{'method':<26}" + "".join(f"{s:>16}" for s in sparsities))
+    for m in methods:
+        cells = {r["sparsity"]: r for r in rows if r["method"] == m}
+        print(f"{m:<26}" + "".join(f"{cells[s]['auc']:>8.4f}/{cells[s]['logloss']:.4f}"
+                                    if s in cells else f"{'':>16}" for s in sparsities))
+    for r in rows:
+        if r["method"].startswith("ptq"):
+            print(f"{r['method']:<26} bytes {r['bytes']:>9}  AUC {r['auc']:.4f}  "
+                  f"LogLoss {r['logloss']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
