@@ -198,3 +198,21 @@ def test_golden_bytes(tmp_path):
     np.testing.assert_allclose(art.logits(np.array([[0, 2]])), [logit])
     # row 1 keeps an exact zero; row 4 keeps only column 1
     np.testing.assert_allclose(art.logits(np.array([[1, 4]])), [0.0 + 2.0 + 1.0 - 2.0 - 0.5])
+
+
+def test_decoder_rejects_bad_bitmasks():
+    from shaver.runtime.layout import decode_embedding, encode_embedding
+    weight = np.arange(50, dtype=np.float32).reshape(10, 5)
+    mask = np.random.default_rng(0).random((10, 5)) < 0.5
+    layouts, sections = encode_embedding(weight, mask, np.zeros((1, 5)), [10], "fp16")
+    assert layouts == ["bitmask"]
+    arrays = {spec.name: arr.copy() for spec, arr in sections}
+    tables = decode_embedding(arrays, [10], 5, layouts, "fp16", "mem")
+    assert tables.kept == mask.sum()
+    arrays["emb.0.mask"][3, 0] |= 0x80  # a bit beyond d = 5
+    with pytest.raises(ArtifactError, match="padding bits"):
+        decode_embedding(arrays, [10], 5, layouts, "fp16", "mem")
+    arrays["emb.0.mask"][3, 0] &= 0x1F
+    arrays["emb.0.mask"][3, 0] ^= 0x01  # one kept entry more or less than stored values
+    with pytest.raises(ArtifactError, match="kept count"):
+        decode_embedding(arrays, [10], 5, layouts, "fp16", "mem")

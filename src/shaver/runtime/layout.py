@@ -35,7 +35,7 @@ VALUE_DTYPES = {"fp32": "f32", "fp16": "f16", "int8": "i8"}
 VALUE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 LAYOUTS = ("dense", "bitmask", "sparse")
 BLOCK_SHIFT = 8  # row pointers in memory: one int64 per 256 rows + a small in-block offset
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def check_value_dtype(value_dtype: str) -> str:
@@ -60,8 +60,9 @@ def choose_layouts(mask: np.ndarray, field_dims: Sequence[int],
     bounds = field_bounds(field_dims)
     if bounds[-1] != n:
         raise ArtifactError(f"mask has {n} rows but the fields hold {bounds[-1]}")
-    row_counts = np.count_nonzero(mask, axis=1)
-    kept = np.add.reduceat(row_counts, bounds[:-1]) if n else np.zeros(0, np.int64)
+    # Whole-slice counts (no per-row pass): count_nonzero of a contiguous bool block is fast.
+    kept = np.array([np.count_nonzero(mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
+                    dtype=np.int64)
     rows = np.diff(bounds)
     v = VALUE_BYTES[check_value_dtype(value_dtype)]
     costs = [rows * d * v, rows * ((d + 7) // 8) + kept * v]
@@ -176,28 +177,31 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
                      layouts: Sequence[str], value_dtype: str, where: str) -> EmbeddingTables:
     """Rebuild :class:`EmbeddingTables` from section arrays, validating every index."""
     nb = (dim + 7) // 8
-    masks, values = [], []
+    masks, values, counts = [], [], []
     full_row = np.packbits(np.ones(dim, dtype=bool), bitorder="little")
     for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
         vals = _section(arrays, f"emb.{f}.values", where)
         if lay == "dense":
             _expect(vals.shape == (rows, dim), where, f"emb.{f}.values shape")
             masks.append(np.broadcast_to(full_row, (rows, nb)))
+            counts.append(np.full(rows, dim, dtype=np.int64))
         elif lay == "bitmask":
             mk = _section(arrays, f"emb.{f}.mask", where)
             _expect(mk.shape == (rows, nb), where, f"emb.{f}.mask shape")
-            _expect(not np.any(np.unpackbits(mk, axis=1, bitorder="little")[:, dim:]), where,
-                    f"emb.{f}.mask padding bits")
-            _expect(int(_POPCOUNT[mk].sum()) == vals.size, where, f"emb.{f} kept count")
+            if dim % 8:
+                _expect(not np.any(mk[:, -1] >> (dim % 8)), where, f"emb.{f}.mask padding bits")
+            row_counts = _POPCOUNT[mk].sum(axis=1, dtype=np.int64)
+            _expect(int(row_counts.sum()) == vals.size, where, f"emb.{f} kept count")
             masks.append(mk)
+            counts.append(row_counts)
         elif lay == "sparse":
             masks.append(_sparse_to_mask(arrays, f, rows, dim, vals.size, where))
+            counts.append(arrays[f"emb.{f}.count"].astype(np.int64))
         else:
             raise ArtifactError(f"{where}: unknown layout {lay!r} for field {f}")
         values.append(vals.reshape(-1))
     mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
-    counts = _POPCOUNT[mask_all].sum(axis=1) if mask_all.size else np.zeros(0, np.int64)
-    block_ptr, in_block = block_pointers(counts, dim)
+    block_ptr, in_block = block_pointers(np.concatenate(counts), dim)
     stored = np.concatenate([*values, np.zeros(1, dtype=values[0].dtype if values else np.float32)])
     m = len(field_dims)
     scales = (_section(arrays, "emb.scales", where) if value_dtype == "int8"
