@@ -33,7 +33,7 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 @dataclass
 class Decoded:
     """``labels`` float32 (rows,), ``split`` int8 (rows,) 0/1/2, ``lines`` int64 (rows,),
-    ``fields``: per field a :class:`Coded` (tokens; quantile fields before edges: raw text)."""
+    ``fields``: per field a :class:`Coded` (its tokens; for quantile fields the raw text)."""
 
     labels: np.ndarray
     split: np.ndarray
@@ -49,7 +49,6 @@ class BlockContext:
     skip_bad_lines: bool
     bad: BadLines
     tables: dict[str, SideTable]
-    edges: dict[str, np.ndarray]
     fixed_split: int | None
     rng: np.random.Generator
 
@@ -81,11 +80,11 @@ def _field_coded(ctx: BlockContext, block: Block, f: FieldSpec, cache: dict, joi
         if f.column not in cache:
             cache[f.column] = code_column(block.columns[f.column])
         raw = cache[f.column]
-    if f.kind == "numeric" and f.discretiser == "quantile" and f.name not in ctx.edges:
+    if f.kind == "numeric" and f.discretiser == "quantile":  # binned once counts are known
         _checked(ctx, block, raw, f"field {f.name!r}", numeric_sample, bad_rows)
         return raw
     tokens = _checked(ctx, block, raw, f"field {f.name!r}",
-                      lambda v: field_tokens(f, v, ctx.edges.get(f.name)), bad_rows)
+                      lambda v: field_tokens(f, v), bad_rows)
     return Coded(tokens, raw.codes)
 
 

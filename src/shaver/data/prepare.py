@@ -1,10 +1,13 @@
 """Streaming preparation: raw files + spec -> prepared directory (see ``store``).
 
-Pass 1 reads every block, checks labels and values, assigns splits and counts tokens on
-the train split (plus a sample for quantile edges). Vocabularies follow. Pass 2 reads the
-files again and writes global ids straight into memory-mapped .npy files sized by pass 1.
-Memory holds one block (16 MiB of text) and the vocabularies, never the raw file.
-Output appears only when complete (a temporary directory renamed at the end).
+Pass 1 (count) reads the raw text once, block by block: it checks labels and values,
+assigns splits, gives every token a provisional id (first appearance) and counts tokens on
+the train split; the provisional ids of each row go to a temporary binary file (4 bytes a
+field a row, the size of the output). The vocabularies are then fixed from the counts.
+Pass 2 (encode) streams that binary file, maps provisional ids to global ids with one
+array lookup per field, and writes each split's memory-mapped .npy files sized by pass 1.
+Memory holds one block (16 MiB of text) and one entry per distinct value, never the raw
+file. Output appears only when complete (a temporary directory renamed at the end).
 """
 
 from __future__ import annotations
@@ -28,8 +31,7 @@ from shaver.data.presets import load_preset
 from shaver.data.readers import BLOCK_BYTES, BadLines, header_lines, read_blocks
 from shaver.data.spec import DatasetSpec
 from shaver.data.store import SPLITS, PreparedDataset, finalize_prepared
-from shaver.data.tokens import quantile_edges, quantile_vocab
-from shaver.data.vocab import OOV_TOKEN, NumericSample, TokenCounts, local_ids, lookup_table
+from shaver.data.vocab import OOV_TOKEN, FieldIndex, QuantileIndex
 from shaver.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -102,20 +104,19 @@ def _needed_columns(spec: DatasetSpec) -> list[str]:
 
 
 class _Reader:
-    """Both passes read the inputs through this, so they decode the same rows."""
+    """Reads the raw inputs once, block by block, into decoded rows."""
 
     def __init__(self, spec, inputs, tables, seed, skip_bad_lines, block_bytes, quiet):
         self.spec, self.inputs, self.tables = spec, inputs, tables
         self.seed, self.skip, self.block_bytes, self.quiet = seed, skip_bad_lines, block_bytes, quiet
         self.needed = _needed_columns(spec)
-        self.edges: dict[str, np.ndarray] = {}
 
-    def blocks(self, desc: str, bad: BadLines) -> Iterator[Decoded]:
+    def blocks(self, bad: BadLines) -> Iterator[Decoded]:
         rng = np.random.default_rng(self.seed)
-        with tqdm(desc=desc, unit=" rows", disable=self.quiet, unit_scale=True) as bar:
+        with tqdm(desc="read", unit=" rows", disable=self.quiet, unit_scale=True) as bar:
             for path, fixed in self.inputs:
                 ctx = BlockContext(self.spec, path, header_lines(self.spec.input), self.skip,
-                                   bad, self.tables, self.edges, fixed, rng)
+                                   bad, self.tables, fixed, rng)
                 for block in read_blocks(path, self.spec.input, self.needed,
                                          skip_bad_lines=self.skip, bad=bad,
                                          block_bytes=self.block_bytes):
@@ -123,68 +124,83 @@ class _Reader:
                     yield decode_block(ctx, block)
 
 
-def _count_pass(reader: _Reader, bad: BadLines) -> tuple[dict[str, int], list, list]:
+def _read_pass(reader: _Reader, tmp: Path, bad: BadLines) -> tuple[dict[str, int], list]:
+    """Pass 1: provisional ids of every row (to tmp/*.bin) and train counts per field."""
     spec = reader.spec
     rows = dict.fromkeys(SPLITS, 0)
-    counters: list[Any] = [
-        NumericSample() if f.discretiser == "quantile" else TokenCounts() for f in spec.fields]
-    for dec in reader.blocks("count", bad):
-        for name, sid in SPLIT_IDS.items():
-            rows[name] += int(np.count_nonzero(dec.split == sid))
-        train = np.flatnonzero(dec.split == 0)
-        for counter, coded in zip(counters, dec.fields):
-            counter.add(coded, train)
+    indexes = [QuantileIndex(f.bins) if f.discretiser == "quantile" else FieldIndex()
+               for f in spec.fields]
+    with open(tmp / "pids.bin", "wb") as pids_f, open(tmp / "labels.bin", "wb") as labels_f, \
+            open(tmp / "split.bin", "wb") as split_f, open(tmp / "lines.bin", "wb") as lines_f:
+        for dec in reader.blocks(bad):
+            train = dec.split == 0
+            pids = np.empty((len(dec.labels), len(indexes)), dtype=np.int32)
+            for j, (index, coded) in enumerate(zip(indexes, dec.fields)):
+                col = index.ids(coded)
+                index.count(col[train])
+                pids[:, j] = col
+            for name, sid in SPLIT_IDS.items():
+                rows[name] += int(np.count_nonzero(dec.split == sid))
+            pids_f.write(pids.tobytes())
+            labels_f.write(dec.labels.astype(np.float32).tobytes())
+            split_f.write(dec.split.astype(np.int8).tobytes())
+            lines_f.write(dec.lines.astype(np.int64).tobytes())
     if sum(rows.values()) == 0:
         raise DataError(f"{reader.inputs[0][0]}: no data rows (expected at least one)")
-    vocabs = []
-    for f, counter in zip(spec.fields, counters):
-        if isinstance(counter, NumericSample):
-            reader.edges[f.name] = quantile_edges(counter.values(), f.bins)
-            vocabs.append([OOV_TOKEN, *quantile_vocab(reader.edges[f.name])])
-        else:
-            vocabs.append(counter.vocabulary(spec.min_count_of(f)))
-    return rows, vocabs, counters
+    return rows, indexes
 
 
-def _encode_pass(reader: _Reader, tmp: Path, rows: dict[str, int], vocabs: list[list[str]]) -> None:
-    dims = [len(v) for v in vocabs]
-    offsets = np.concatenate([[0], np.cumsum(dims)[:-1]]).astype(np.int64)
-    if int(sum(dims)) > MAX_FEATURES:
-        raise DataError(f"{sum(dims)} features do not fit int32 ids (raise min_count)")
-    tables = [lookup_table(v) for v in vocabs]
-    nf = len(vocabs)
-    outs = {}
+def _remap_pass(tmp: Path, rows: dict[str, int], maps: list[np.ndarray], chunk: int = 1 << 20) -> None:
+    """Pass 2: provisional ids -> global ids, written per split into memory-mapped .npy."""
+    total, nf = sum(rows.values()), len(maps)
+    pids = np.memmap(tmp / "pids.bin", dtype=np.int32, mode="r", shape=(total, nf))
+    labels = np.memmap(tmp / "labels.bin", dtype=np.float32, mode="r", shape=(total,))
+    split = np.memmap(tmp / "split.bin", dtype=np.int8, mode="r", shape=(total,))
+    lines = np.memmap(tmp / "lines.bin", dtype=np.int64, mode="r", shape=(total,))
+    outs, cursor = {}, dict.fromkeys(SPLITS, 0)
     for name in SPLITS:
         outs[name] = (
             np.lib.format.open_memmap(tmp / f"{name}_ids.npy", "w+", np.int32, (rows[name], nf)),
             np.lib.format.open_memmap(tmp / f"{name}_labels.npy", "w+", np.float32, (rows[name],)),
             np.lib.format.open_memmap(tmp / f"{name}_rows.npy", "w+", np.int64, (rows[name],)),
         )
-    cursor = dict.fromkeys(SPLITS, 0)
-    freq = np.zeros(int(sum(dims)), dtype=np.int64)
-    for dec in reader.blocks("encode", BadLines()):
-        ids = np.empty((len(dec.labels), nf), dtype=np.int32)
-        for j, (table, coded) in enumerate(zip(tables, dec.fields)):
-            ids[:, j] = local_ids(table, coded) + offsets[j]
+    # one lookup table for all fields: field j's provisional ids start at starts[j]
+    starts = np.concatenate([[0], np.cumsum([len(m) for m in maps])[:-1]]).astype(np.int32)
+    joined = np.concatenate(maps) if maps else np.zeros(0, np.int32)
+    for lo in range(0, total, chunk):
+        hi = min(lo + chunk, total)
+        block = np.asarray(pids[lo:hi]) + starts
+        ids = joined.take(block)
+        sp = np.asarray(split[lo:hi])
         for name, sid in SPLIT_IDS.items():
-            sel = np.flatnonzero(dec.split == sid)
-            lo, hi = cursor[name], cursor[name] + len(sel)
-            if hi > rows[name]:
-                raise DataError(f"{reader.inputs[0][0]}: the input changed between passes")
+            sel = np.flatnonzero(sp == sid)
+            a, b = cursor[name], cursor[name] + len(sel)
             x_out, y_out, r_out = outs[name]
-            x_out[lo:hi] = ids[sel]
-            y_out[lo:hi] = dec.labels[sel]
-            r_out[lo:hi] = dec.lines[sel]
-            cursor[name] = hi
-            if sid == 0:
-                freq += np.bincount(ids[sel].ravel(), minlength=len(freq))
-    if cursor != rows:
-        raise DataError(f"{reader.inputs[0][0]}: the input changed between passes")
+            x_out[a:b] = ids[sel]
+            y_out[a:b] = labels[lo:hi][sel]
+            r_out[a:b] = lines[lo:hi][sel]
+            cursor[name] = b
     for arrays in outs.values():
         for arr in arrays:
             arr.flush()
-    del outs
-    np.save(tmp / "frequencies.npy", freq)
+    del outs, pids, labels, split, lines
+    for name in ("pids", "labels", "split", "lines"):
+        (tmp / f"{name}.bin").unlink()
+
+
+def _vocabularies(spec: DatasetSpec, indexes: list) -> tuple[list[list[str]], list[np.ndarray], np.ndarray]:
+    """Per field the vocabulary and the map provisional id -> global id; train frequencies."""
+    finished = [index.finish(spec.min_count_of(f)) for f, index in zip(spec.fields, indexes)]
+    vocabs = [v for v, _ in finished]
+    dims = [len(v) for v in vocabs]
+    if int(sum(dims)) > MAX_FEATURES:
+        raise DataError(f"{sum(dims)} features do not fit int32 ids (raise min_count)")
+    offsets = np.concatenate([[0], np.cumsum(dims)[:-1]]).astype(np.int64)
+    maps = [(local + off).astype(np.int32) for (_, local), off in zip(finished, offsets)]
+    freq = np.zeros(int(sum(dims)), dtype=np.int64)
+    for m, index in zip(maps, indexes):
+        np.add.at(freq, m, index.counts[:len(m)])
+    return vocabs, maps, freq
 
 
 def prepare_dataset(
@@ -216,23 +232,28 @@ def prepare_dataset(
     spec, tables = _side_tables(spec, files[0][0], joins)
     reader = _Reader(spec, files, tables, spec.split.seed, skip_bad_lines, block_bytes, quiet)
     bad = BadLines()
-    rows, vocabs, _ = _count_pass(reader, bad)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _encode_pass(reader, tmp, rows, vocabs)
+        rows, indexes = _read_pass(reader, tmp, bad)
+        vocabs, maps, freq = _vocabularies(spec, indexes)
+        _remap_pass(tmp, rows, maps)
+        np.save(tmp / "frequencies.npy", freq)
         vocab = {f.name: v for f, v in zip(spec.fields, vocabs)}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        edges = {f.name: [float(x) for x in index.edges]
+                 for f, index in zip(spec.fields, indexes) if isinstance(index, QuantileIndex)}
         extra = {
             "inputs": [{"path": str(p), "bytes": p.stat().st_size} for p, _ in files],
             "joins": {n: {"path": str(t.path), "rows": t.rows} for n, t in tables.items()},
             "skipped_lines": bad.count,
             "skipped_examples": bad.first,
-            "quantile_edges": {k: [float(x) for x in v] for k, v in reader.edges.items()},
+            "quantile_edges": edges,
             "oov_token": OOV_TOKEN,
         }
-        finalize_prepared(tmp, out, field_names=spec.field_names, field_dims=[len(v) for v in vocabs],
-                          spec=spec.to_dict(), extra_meta=extra)
+        finalize_prepared(tmp, out, field_names=spec.field_names,
+                          field_dims=[len(v) for v in vocabs], spec=spec.to_dict(),
+                          extra_meta=extra)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -105,14 +105,6 @@ def quantile_token(x: float | None, edges: np.ndarray) -> str:
     return f"Q{int(np.searchsorted(edges, x, side='right'))}"
 
 
-def quantile_edges(sample: np.ndarray, bins: int) -> np.ndarray:
-    """Distinct inner quantile edges of a float sample (at most ``bins - 1``)."""
-    if len(sample) == 0:
-        return np.zeros(0)
-    qs = np.quantile(sample, np.arange(1, bins) / bins)
-    return np.unique(qs)
-
-
 def quantile_vocab(edges: np.ndarray) -> list[str]:
     return [MISSING] + [f"Q{k}" for k in range(len(edges) + 1)]
 
@@ -142,6 +134,75 @@ def derive(kind: str, values: list[str]) -> list[str]:
     raise ValueError(f"unknown derivation {kind!r}")  # unreachable: the spec validates kinds
 
 
+def _parsed(values: list[str], integer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(numbers, missing)`` of distinct texts, parsed by numpy in one call; the per-value
+    Python parser only runs to find the offending value when numpy refuses one."""
+    text = np.array(values, dtype=str) if values else np.zeros(0, dtype="U1")
+    missing = text == MISSING
+    kind = np.int64 if integer else np.float64
+    try:
+        numbers = np.where(missing, "0", text).astype(kind)
+    except (ValueError, OverflowError):
+        (_ints if integer else _floats)(values)  # raises BadValue naming the first bad one
+        for i, v in enumerate(values):  # Python accepted them all: one is out of range
+            try:
+                np.array([v]).astype(kind)
+            except (ValueError, OverflowError):
+                raise BadValue(i, f"{v!r} is out of the 64-bit range") from None
+        raise  # pragma: no cover - numpy refused the array but no single value
+    if not integer:
+        missing |= np.isnan(numbers)
+        infinite = np.flatnonzero(np.isinf(numbers))
+        if len(infinite):
+            i = int(infinite[0])
+            raise BadValue(i, f"{values[i]!r} is not a finite number")
+    return numbers, missing
+
+
+def _texts_of_codes(codes: np.ndarray, fmt: Callable[[int], str]) -> list[str]:
+    """Token texts for an int array of codes, formatting each distinct code once."""
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    texts = np.array([fmt(int(c)) for c in distinct], dtype=object)
+    return texts[inverse.reshape(-1)].tolist()
+
+
+MISSING_CODE = -(2**62)
+LOG_CODE = 2**40  # codes >= LOG_CODE stand for "L" + (code - LOG_CODE)
+
+
+def _code_text(code: int) -> str:
+    if code == MISSING_CODE:
+        return MISSING
+    return f"L{code - LOG_CODE}" if code >= LOG_CODE else str(code)
+
+
+def criteo_tokens(values: list[str]) -> list[str]:
+    """Vectorised :func:`criteo_token` over distinct texts (raises :class:`BadValue`)."""
+    v, missing = _parsed(values, integer=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.floor(np.log(np.maximum(v, 1).astype(np.float64)) ** 2).astype(np.int64)
+    codes = np.where(v > 2, logs + LOG_CODE, v)
+    return _texts_of_codes(np.where(missing, MISSING_CODE, codes), _code_text)
+
+
+def log2_tokens(values: list[str]) -> list[str]:
+    """Vectorised :func:`log2_token` over distinct texts."""
+    x, missing = _parsed(values, integer=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.floor(np.log2(np.where(x >= 1, x, 1.0))).astype(np.int64)
+        small = np.floor(np.where(x < 1, x, 0.0))
+    small = np.clip(small, -(2**39), 2**39).astype(np.int64)
+    codes = np.where(x >= 1, logs + LOG_CODE, small)
+    return _texts_of_codes(np.where(missing, MISSING_CODE, codes), _code_text)
+
+
+def quantile_tokens(values: list[str], edges: np.ndarray) -> list[str]:
+    x, missing = _parsed(values, integer=False)
+    bins = np.searchsorted(edges, x, side="right")
+    codes = np.where(missing, MISSING_CODE, bins)
+    return _texts_of_codes(codes, lambda c: MISSING if c == MISSING_CODE else f"Q{c}")
+
+
 def field_tokens(f: FieldSpec, values: list[str], edges: np.ndarray | None = None) -> list[str]:
     """Tokens of field ``f`` for its column's distinct texts (raises :class:`BadValue`)."""
     if f.derive is not None:
@@ -149,16 +210,17 @@ def field_tokens(f: FieldSpec, values: list[str], edges: np.ndarray | None = Non
     if f.kind == "categorical":
         return values
     if f.discretiser == "criteo":
-        return [criteo_token(v) for v in _ints(values)]
+        return criteo_tokens(values)
     if f.discretiser == "log2":
-        return [log2_token(x) for x in _floats(values)]
+        return log2_tokens(values)
     assert edges is not None, "quantile edges are computed before tokens"
-    return [quantile_token(x, edges) for x in _floats(values)]
+    return quantile_tokens(values, edges)
 
 
 def numeric_sample(values: list[str]) -> np.ndarray:
     """float64 (distinct,) numbers of a quantile field's distinct texts (NaN = missing)."""
-    return np.array([np.nan if x is None else x for x in _floats(values)], dtype=np.float64)
+    x, missing = _parsed(values, integer=False)
+    return np.where(missing, np.nan, x)
 
 
 # -- labels and split keys ------------------------------------------------------------------

@@ -1,79 +1,94 @@
-"""Counting tokens (pass 1) and building vocabularies: value -> local id, OOV id 0.
+"""Vocabularies: provisional ids while reading, final local ids once counts are known.
 
-Order is deterministic: local ids 1.. go to the kept values by descending train count,
-ties broken by the value's text. Values seen fewer than ``min_count`` times on the train
-split share the field's OOV id (0)."""
+While the raw text is read (once), each field's tokens get provisional ids in order of
+first appearance and their train-split occurrences are counted. Then the vocabulary is
+fixed: local id 0 is the field's OOV id; ids 1.. go to the values seen at least
+``min_count`` times on the train split, by descending count, ties broken by the value's
+text, so the result does not depend on reading order or block size. Quantile fields bin
+their raw numbers with edges computed exactly from the train counts.
+"""
 
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 
-from shaver.data.tokens import Coded, numeric_sample
+from shaver.data.tokens import MISSING, Coded, numeric_sample, quantile_vocab
 
 #: The label of local id 0 in vocab.json (never looked up as a value).
 OOV_TOKEN = "__OOV__"
 
 
-class TokenCounts:
-    """Occurrences of each token of one field on the train split."""
+class FieldIndex:
+    """Provisional ids and train counts of one field's tokens."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+        self.table: dict[str, int] = {}
+        self.counts = np.zeros(1024, dtype=np.int64)
 
-    def add(self, coded: Coded, rows: np.ndarray) -> None:
-        """Count the tokens at ``rows`` (int indices into ``coded.codes``)."""
-        if len(rows) == 0:
-            return
-        per_value = np.bincount(coded.codes[rows], minlength=len(coded.values))
-        counts = self.counts
-        for value, c in zip(coded.values, per_value.tolist()):
-            if c:
-                counts[value] = counts.get(value, 0) + c
+    def ids(self, coded: Coded) -> np.ndarray:
+        """int32 (rows,) provisional ids of coded tokens (new tokens get new ids)."""
+        table = self.table
+        values = coded.values
+        pids = np.fromiter(map(table.get, values, repeat(-1)), dtype=np.int64, count=len(values))
+        for i in np.flatnonzero(pids < 0).tolist():
+            pids[i] = table.setdefault(values[i], len(table))
+        return pids.astype(np.int32)[coded.codes]
 
-    def vocabulary(self, min_count: int) -> list[str]:
-        """``[OOV_TOKEN, kept values...]`` in local-id order."""
-        kept = [(-c, v) for v, c in self.counts.items() if c >= min_count]
-        kept.sort()
-        return [OOV_TOKEN] + [v for _, v in kept]
+    def count(self, pids: np.ndarray) -> None:
+        """Add occurrences of provisional ids (the train rows of a block)."""
+        per_id = np.bincount(pids, minlength=len(self.table))
+        if len(per_id) > len(self.counts):
+            grown = np.zeros(max(len(per_id), 2 * len(self.counts)), dtype=np.int64)
+            grown[:len(self.counts)] = self.counts
+            self.counts = grown
+        self.counts[:len(per_id)] += per_id
+
+    def finish(self, min_count: int) -> tuple[list[str], np.ndarray]:
+        """``(vocab, local)``: ``vocab = [OOV_TOKEN, kept values...]`` in local-id order and
+        ``local`` int32 (provisional ids,) the local id of each provisional id."""
+        keys = list(self.table)
+        counts = self.counts[:len(keys)]
+        kept = np.flatnonzero(counts >= min_count).tolist()
+        kept.sort(key=lambda p: (-int(counts[p]), keys[p]))
+        local = np.zeros(len(keys), dtype=np.int32)
+        local[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+        return [OOV_TOKEN] + [keys[p] for p in kept], local
 
 
-class NumericSample:
-    """A uniform, deterministic sample of a numeric field's train values (for quantile
-    edges): every ``stride``-th value is kept; the stride doubles when the sample is full."""
+class QuantileIndex(FieldIndex):
+    """Provisional ids over a quantile field's raw numbers; bins fixed at :meth:`finish`."""
 
-    def __init__(self, capacity: int = 1 << 21) -> None:
-        self.capacity = capacity
-        self.stride = 1
-        self.seen = 0
-        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
-        self.size = 0
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+        self.edges = np.zeros(0)
 
-    def add(self, coded: Coded, rows: np.ndarray) -> None:
-        values = numeric_sample(coded.values)[coded.codes[rows]]
-        index = np.arange(self.seen, self.seen + len(values), dtype=np.int64)
-        self.seen += len(values)
-        keep = (index % self.stride == 0) & ~np.isnan(values)
-        self.parts.append((index[keep], values[keep]))
-        self.size += int(keep.sum())
-        while self.size > self.capacity:
-            self.stride *= 2
-            self.parts = [(i[i % self.stride == 0], v[i % self.stride == 0]) for i, v in self.parts]
-            self.size = sum(len(i) for i, _ in self.parts)
+    def finish(self, min_count: int) -> tuple[list[str], np.ndarray]:
+        keys = list(self.table)
+        x = numeric_sample(keys) if keys else np.zeros(0)
+        w = self.counts[:len(keys)]
+        seen = ~np.isnan(x) & (w > 0)
+        self.edges = weighted_quantile_edges(x[seen], w[seen], self.bins)
+        vocab = [OOV_TOKEN, *quantile_vocab(self.edges)]
+        bins = np.searchsorted(self.edges, x, side="right") + 2  # local ids of Q0.. start at 2
+        local = np.where(np.isnan(x), vocab.index(MISSING), bins).astype(np.int32)
+        return vocab, local
 
-    def values(self) -> np.ndarray:
-        if not self.parts:
-            return np.zeros(0)
-        return np.concatenate([v for _, v in self.parts])
+
+def weighted_quantile_edges(x: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:
+    """Distinct inner edges: the smallest value whose cumulative weight reaches k/bins of the
+    total, k = 1..bins-1 (the inverted-CDF quantile of the weighted values)."""
+    if len(x) == 0:
+        return np.zeros(0)
+    order = np.argsort(x, kind="stable")
+    cum = np.cumsum(weights[order])
+    targets = cum[-1] * np.arange(1, bins) / bins
+    idx = np.searchsorted(cum, targets, side="left")
+    return np.unique(x[order][np.minimum(idx, len(x) - 1)])
 
 
 def lookup_table(vocab: list[str]) -> dict[str, int]:
     """value -> local id for a vocabulary (``vocab[0]`` is the OOV label, not a value)."""
     return {v: i for i, v in enumerate(vocab) if i > 0}
-
-
-def local_ids(table: dict[str, int], coded: Coded) -> np.ndarray:
-    """int32 (rows,) local ids of coded tokens; unseen -> 0 (OOV)."""
-    get = table.get
-    per_value = np.fromiter((get(v, 0) for v in coded.values), dtype=np.int32,
-                            count=len(coded.values))
-    return per_value[coded.codes]
