@@ -85,9 +85,11 @@ def test_cli_export_inspect_predict(pruned_dir, tmp_path, capsys):
     directory, model = pruned_dir
     out = tmp_path / "m.shaver"
     assert run(["export", "--pruned", directory, "--out", out]) == 0
-    assert "wrote" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "wrote" in text and "pruned.json counted 123 bytes" in text
     assert run(["inspect", out]) == 0
     text = capsys.readouterr().out
+    assert "feature map of" in text
     for word in ("values", "index", "codebook", "first-order", "head", "metadata", "total",
                  "sparsity=0.5"):
         assert word in text

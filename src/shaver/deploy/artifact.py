@@ -39,11 +39,13 @@ INFO_KEYS = ("budget", "scorer", "order", "codebook", "placeholder", "kept", "to
 
 @dataclass
 class ExportResult:
-    """What :func:`export_artifact` wrote: ``path``, ``bytes`` and the per-kind breakdown."""
+    """What :func:`export_artifact` wrote: ``path``, ``bytes``, the per-kind breakdown and
+    the ``info`` stored in the artifact (budget, metrics, ...)."""
 
     path: Path
     bytes: int
     breakdown: dict[str, int]
+    info: dict[str, Any]
 
 
 def embedding_state(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,7 +103,8 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     if written != container_bytes(fields, specs):  # pragma: no cover - guarded by tests
         raise ArtifactError("internal error: written size differs from the planned size")
     log.info("wrote %s (%d bytes, %s)", out_path, written, value_dtype)
-    return ExportResult(out_path, written, load_artifact(out_path).breakdown())
+    loaded = load_artifact(out_path)
+    return ExportResult(out_path, written, loaded.breakdown(), loaded.info)
 
 
 def _resolve_source(source: Any, metadata: Mapping[str, Any] | None,

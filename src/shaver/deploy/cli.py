@@ -59,6 +59,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         result = export_artifact(args.pruned, out, value_dtype=args.dtype,
                                  include_feature_map=not args.no_feature_map)
         print(f"wrote {result.path} ({result.bytes:,} bytes)")
+        budgeted = result.info.get("artifact_bytes")
+        if isinstance(budgeted, int) and budgeted != result.bytes:
+            print(f"note: pruned.json counted {budgeted:,} bytes for this model; the file "
+                  f"differs by {result.bytes - budgeted:+,} bytes (feature map, value dtype)")
         _print_breakdown(result.breakdown, result.bytes)
         return 0
     from shaver.deploy.onnx_export import export_onnx
@@ -93,6 +97,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"stored entries: {kept:,} of {rows * art.dim:,}; index {parts['index'] / rows:.3f} "
           f"bytes/row")
     _print_breakdown(parts, art.size)
+    fmap = next((e[5] for e in art.container.table if e[0] == "feature_map"), 0)
+    if fmap:
+        print(f"  (metadata includes a feature map of {fmap:,} bytes: vocabularies for raw rows)")
     budget = art.info.get("budget")
     if budget:
         print(f"budget: {budget.get('label', budget)}; metrics: {art.info.get('metrics', {})}")
