@@ -1,0 +1,103 @@
+"""`shaver data prepare | info | synth`: help, outputs, errors as exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from shaver.data.cli import register
+from shaver.errors import ShaverError
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Parse with only the data stage registered; handle errors like shaver.cli.main."""
+    parser = argparse.ArgumentParser(prog="shaver")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except ShaverError as exc:
+        print(f"error: {exc}", file=__import__("sys").stderr)
+        code = 2
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("cmd", [["data"], ["data", "prepare"], ["data", "info"],
+                                 ["data", "synth"]])
+def test_help(cmd, capsys):
+    parser = argparse.ArgumentParser(prog="shaver")
+    register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args([*cmd, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: shaver data" in capsys.readouterr().out
+
+
+def test_prepare_then_info(tmp_path, capsys):
+    out = tmp_path / "c"
+    code, text, _ = run(["data", "prepare", "--preset", "criteo", "--input",
+                         str(FIX / "criteo_small.txt"), "--out", str(out), "-q"], capsys)
+    assert code == 0 and "features:" in text and "train" in text
+    code, text, _ = run(["data", "info", str(out), "--verify"], capsys)
+    assert code == 0 and "checksums: ok" in text and "C26" in text
+    (out / "vocab.json").write_text("{}")
+    code, _, err = run(["data", "info", str(out), "--verify"], capsys)
+    assert code == 2 and err == f"error: {out / 'vocab.json'}: checksum mismatch (file changed or corrupt)\n"
+
+
+def test_prepare_with_spec_join_and_skip(tmp_path, capsys):
+    spec = tmp_path / "kdd.yaml"
+    from shaver.data.presets import PRESET_DIR
+
+    spec.write_text((PRESET_DIR / "kdd12.yaml").read_text().replace("min_count: 10", "min_count: 1"))
+    data = tmp_path / "train.txt"
+    data.write_text((FIX / "kdd12_small.txt").read_text() + "1\t2\n")
+    code, text, _ = run(["data", "prepare", "--spec", str(spec), "--input", str(data), "--out",
+                         str(tmp_path / "k"), "--join", f"profile={FIX / 'userid_profile.txt'}",
+                         "--skip-bad-lines", "--seed", "5", "-q"], capsys)
+    assert code == 0
+    assert "skipped bad lines: 1" in text and f"{data}:25: found 2 columns, expected 12" in text
+
+
+def test_prepare_given_files(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    from shaver.data.presets import PRESET_DIR
+
+    spec.write_text((PRESET_DIR / "criteo.yaml").read_text().replace(
+        "split: {method: random, fractions: [0.8, 0.1, 0.1], seed: 2024}", "split: {method: files}"))
+    f = str(FIX / "criteo_small.txt")
+    code, text, _ = run(["data", "prepare", "--spec", str(spec), "--input", f"train={f}",
+                         f"val={f}", f"test={f}", "--out", str(tmp_path / "o"), "-q"], capsys)
+    assert code == 0 and __import__("re").search(r"train 40 .*, val 40 .*, test 40 ", text)
+    code, _, err = run(["data", "prepare", "--spec", str(spec), "--input", f"train={f}", f,
+                        "--out", str(tmp_path / "o2"), "-q"], capsys)
+    assert code == 2 and "give either plain paths or train=/val=/test=" in err
+
+
+def test_prepare_errors_exit_2(tmp_path, capsys):
+    code, _, err = run(["data", "prepare", "--preset", "nope", "--input", "x", "--out",
+                        str(tmp_path / "o")], capsys)
+    assert code == 2 and err.startswith("error: unknown preset 'nope'")
+    code, _, err = run(["data", "info", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "not a prepared dataset directory" in err
+
+
+def test_bad_join_argument(capsys):
+    parser = argparse.ArgumentParser(prog="shaver")
+    register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["data", "prepare", "--preset", "kdd12", "--input", "x", "--out", "o",
+                           "--join", "profile"])
+    assert "expected NAME=PATH, got 'profile'" in capsys.readouterr().err
+
+
+def test_synth(tmp_path, capsys):
+    code, text, _ = run(["data", "synth", "--rows", "2000", "--out", str(tmp_path / "s.txt"),
+                         "--scale", "0.001", "-q"], capsys)
+    assert code == 0 and "wrote 2000 rows" in text and "hidden model AUC" in text
+    assert len((tmp_path / "s.txt").read_text().splitlines()) == 2000
