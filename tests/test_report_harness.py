@@ -34,7 +34,7 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, **overrides) -> BenchConfig:
-    settings = dict(data=str(data_dir), dataset=None, models=["fm"], methods=list(METHODS),
+    settings = dict(data=str(data_dir), dataset=None, models=["fm"], methods=[*METHODS, "ptq"],
                     sparsities=list(SPARSITIES), seeds=[0], epochs=2, batch_size=256,
                     device="cpu", html=False, max_samples=3000)
     settings.update(overrides)
@@ -51,9 +51,13 @@ def test_grid_has_one_row_per_cell(bench):
     out, outcome = bench
     keys = {r.key for r in outcome.rows}
     expected = {("tiny", "fm", m, f"sparsity={s:g}", 0) for m in METHODS for s in SPARSITIES}
+    expected |= {("tiny", "fm", "ptq", f"int{b}", 0) for b in (16, 8, 4)}
     assert keys == expected | {("tiny", "fm", "base", "full", 0)}
     assert outcome.computed == len(keys)
-    for row in outcome.rows:
+    ptq = {r.budget: r for r in outcome.rows if r.method == "ptq"}
+    assert ptq["int4"].kept_bytes * 4 == ptq["int16"].kept_bytes  # packed values
+    assert ptq["int4"].artifact_bytes < ptq["int8"].artifact_bytes < ptq["int16"].artifact_bytes
+    for row in (r for r in outcome.rows if r.method != "ptq"):
         assert 0.0 <= row.auc <= 1.0 and row.logloss > 0
         assert row.kept == round(row.total * (1 - row.sparsity))
         assert sum(row.kept_per_field) == row.kept
@@ -67,7 +71,7 @@ def test_outputs_agree_with_each_other(bench):
     assert read_results_csv(out / "results.csv") == outcome.rows
     data = json.loads((out / "results.json").read_text())
     assert len(data["rows"]) == len(outcome.rows)
-    assert {s["method"] for s in data["summary"]} == {"base", *METHODS}
+    assert {s["method"] for s in data["summary"]} == {"base", "ptq", *METHODS}
     doc = load_document(out / "report.json")
     assert doc["results"] == outcome.rows
     steps = {t["step"] for t in doc["timings"]}
@@ -147,7 +151,7 @@ def run_cli(argv: list[str]) -> int:
 def test_cli_bench_prints_table_and_report_command(bench, data_dir, capsys):
     out, _ = bench
     code = run_cli(["bench", "--data", str(data_dir), "--models", "fm", "--methods",
-                 ",".join(METHODS), "--sparsity", "0.5,0.9,0.99", "--epochs", "2",
+                 ",".join([*METHODS, "ptq"]), "--sparsity", "0.5,0.9,0.99", "--epochs", "2",
                  "--batch-size", "256", "--device", "cpu", "--max-samples", "3000",
                  "--out", str(out), "-q", "--no-html"])
     text = capsys.readouterr().out

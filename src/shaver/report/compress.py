@@ -5,7 +5,7 @@ rows. Pruning goes through ``shaver.pruning.api.prune`` (one sort serves every b
 
 from __future__ import annotations
 
-import importlib
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -159,19 +159,20 @@ def run_method(ctx: CellContext, method: str, labels: Sequence[str],
 
 
 def _ptq_row(ctx: CellContext, label: str) -> ResultRow:
-    try:
-        quantize = importlib.import_module("shaver.pruning.quantize")
-    except ModuleNotFoundError as exc:
-        raise ReportError("method 'ptq' needs shaver.pruning.quantize, which this install "
-                          "does not have; drop 'ptq' from --methods") from exc
-    bits = int(label.removeprefix("int"))
+    """Post-training quantisation (per-row absmax scales) of the whole table to ``intN``.
+
+    ``kept_bytes``: the packed quantised values; ``artifact_bytes``: the pruning stage's count
+    of the same artifact with those values in one dense section (head etc. counted alike)."""
+    from shaver.pruning.quantize import QuantizeConfig, quantize_, quantized_artifact_bytes
+
+    config = QuantizeConfig(bits=int(label.removeprefix("int")), granularity="row")
     started = time.perf_counter()
-    model = quantize.quantize_model(ctx.base, bits=bits)
+    model = quantize_(copy.deepcopy(ctx.base), config)
     seconds = time.perf_counter() - started
+    sizes = quantized_artifact_bytes(ctx.base, config)
     metrics, eval_seconds = _evaluate(ctx, model)
     n, d = _table(ctx.base)
     return ctx.row(method="ptq", budget=label, sparsity=0.0, kept=n * d, total=n * d,
-                   kept_bytes=quantize.quantized_bytes(ctx.base, bits=bits),
-                   artifact_bytes=None, auc=float(metrics["auc"]),
-                   logloss=float(metrics["logloss"]), seconds=seconds, eval_seconds=eval_seconds,
-                   kept_per_field=None)
+                   kept_bytes=sizes["values"], artifact_bytes=sizes["total"],
+                   auc=float(metrics["auc"]), logloss=float(metrics["logloss"]), seconds=seconds,
+                   eval_seconds=eval_seconds, kept_per_field=None)
