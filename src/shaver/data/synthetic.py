@@ -135,11 +135,12 @@ class _Generator:
         return [ints, cats], self.model.logits(keys)
 
 
-def _calibrate(gen: _Generator, target: float) -> None:
-    """Set the hidden model's bias so the mean click probability is ``target``."""
+def _calibrate(gen: _Generator, target: float, pilot_rows: int) -> None:
+    """Set the hidden model's bias so the mean click probability on ``pilot_rows`` pilot
+    rows (drawn from their own stream) is ``target``."""
     pilot = _Generator(gen.model.seed + 7_777_777, 1.0)
     pilot.cards, pilot.zipf_s, pilot.salts, pilot.model = gen.cards, gen.zipf_s, gen.salts, gen.model
-    _, logits = pilot.chunk(100_000)
+    _, logits = pilot.chunk(pilot_rows)
     lo, hi = -20.0, 20.0
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -185,7 +186,7 @@ def synth_criteo(out_path: str | os.PathLike[str], rows: int, *, seed: int = 0,
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     gen = _Generator(seed, scale)
-    _calibrate(gen, positive_rate)
+    _calibrate(gen, positive_rate, pilot_rows=min(100_000, max(20_000, rows)))
     probs = np.empty(rows, dtype=np.float32)
     labels_all = np.empty(rows, dtype=bool)
     tmp = out.with_name(f".{out.name}.tmp")
