@@ -85,7 +85,7 @@ def test_forged_headers_with_valid_checksums_raise(artifact_bytes):
             0, "zzzzz"),
         "section emb.0.mask is missing": lambda h: h["embedding"]["layouts"].__setitem__(
             0, "bitmask"),
-        "emb.1.values shape": lambda h: h["embedding"]["layouts"].__setitem__(1, "dense"),
+        "count of stored values": lambda h: h["embedding"]["layouts"].__setitem__(1, "dense"),
         "section emb.1.count is missing": lambda h: h["embedding"]["layouts"].__setitem__(
             1, "sparse"),
         "emb.1.mask shape": lambda h: h["embedding"]["field_dims"].__setitem__(1, 21),
@@ -182,7 +182,7 @@ def golden_model():
     return model
 
 
-GOLDEN_SHA256 = "ff6f2d5cb90fac79cd7a43f1db8d339025cd1e9bcacdc054dac079ffaca44bbd"
+GOLDEN_SHA256 = "0fe9e8edba72a73dacbdc1e7dfc317cb2dea5b9225befd7c839e0c1c44be8dd4"
 
 
 def test_golden_bytes(tmp_path):
@@ -214,5 +214,5 @@ def test_decoder_rejects_bad_bitmasks():
         decode_embedding(arrays, [10], 5, layouts, "fp16", "mem")
     arrays["emb.0.mask"][3, 0] &= 0x1F
     arrays["emb.0.mask"][3, 0] ^= 0x01  # one kept entry more or less than stored values
-    with pytest.raises(ArtifactError, match="kept count"):
+    with pytest.raises(ArtifactError, match="count of stored values"):
         decode_embedding(arrays, [10], 5, layouts, "fp16", "mem")

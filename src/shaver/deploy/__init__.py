@@ -1,1 +1,30 @@
-"""shaver.deploy"""
+"""shaver.deploy: compact on-device artifacts, a compressed embedding module, ONNX export.
+
+API
+    size.predict_artifact_bytes(model, mask, *, value_dtype, metadata) -> int  (exact file size)
+    size.minimum_artifact_bytes(model, *, value_dtype, metadata) -> int        (all pruned)
+    artifact.export_artifact(model_or_pruned_dir, out, *, value_dtype, metadata,
+                             include_feature_map) -> ExportResult
+    artifact.load_artifact(path) -> shaver.runtime.Artifact                    (numpy only)
+    embedding.CompressedEmbedding / embedding.compressed_model(artifact)       (torch)
+    onnx_export.export_onnx(artifact, out) -> Path                             (checked with ORT)
+    CLI: shaver export | inspect | predict                                     (deploy/cli.py)
+
+Artifact format v1 (one file; details in shaver.runtime.container / shaver.runtime.layout)
+    24-byte preamble: magic b"\\x89SHAVER\\n", uint32 version, uint32 header length,
+    uint32 header CRC-32, uint32 reserved (0); a JSON header (sorted keys, space-padded to
+    8 bytes) with the model config, the embedding description (dim, field_dims, per-field
+    layout, value dtype) and the section table [name, kind, dtype, shape, offset, nbytes,
+    crc32]; then the 8-byte-aligned sections. Every section has its own CRC-32; the loader
+    checks magic, version, bounds, shapes, dtypes, alignment, checksums and index
+    consistency and raises ArtifactError on any defect. Nothing is unpickled.
+
+    Embedding, per field, the smallest of: ``dense`` (effective rows), ``bitmask`` (d-bit
+    keep-mask per row + kept values; exactly ceil(d/8) index bytes per row, offsets are
+    recomputed by popcount at load), ``sparse`` (uint8 count per row + uint8 column per kept
+    value). Values fp32 / fp16 / int8 (one fp32 scale per field). Codebook (m, d) fp32.
+    First-order tables (DeepFM/FM) fp32, or fp16 with fp16/int8 values. Head tensors fp32.
+    ``feature_map`` (optional JSON: dataset meta + vocabularies, for raw rows) and ``info``
+    (budget, metrics, provenance) in a fixed 4096-byte JSON section, so that the size does
+    not depend on values decided after the budget search.
+"""

@@ -43,7 +43,9 @@ class CompressedEmbedding(nn.Module):
         self.register_buffer("masks", torch.from_numpy(np.ascontiguousarray(masks)))
         self.register_buffer("block_ptr", torch.from_numpy(np.array(block_ptr, dtype=np.int64)))
         self.register_buffer("in_block", torch.from_numpy(np.array(in_block)))
-        self.register_buffer("values", torch.from_numpy(np.array(values)))
+        # One trailing 0 so that gathers at masked-out positions stay in bounds.
+        padded = np.concatenate([values, np.zeros(1, values.dtype)])
+        self.register_buffer("values", torch.from_numpy(padded))
         self.register_buffer("scales", torch.from_numpy(np.array(scales, dtype=np.float32)))
         self.register_buffer("codebook", torch.from_numpy(np.array(codebook, dtype=np.float32)))
         self.register_buffer("field_starts", torch.from_numpy(bounds[1:-1].astype(np.int64)))

@@ -75,19 +75,22 @@ def choose_layouts(mask: np.ndarray, field_dims: Sequence[int],
 def embedding_specs(field_dims: Sequence[int], dim: int, layouts: Sequence[str],
                     kept: Sequence[int], value_dtype: str) -> list[SectionSpec]:
     """The sections holding the compressed table (values, index, scales, codebook)."""
-    vdt = VALUE_DTYPES[value_dtype]
     specs: list[SectionSpec] = []
+    stored = 0
     for f, (rows, lay, k) in enumerate(zip(field_dims, layouts, kept)):
         rows, k = int(rows), int(k)
         if lay == "dense":
-            specs.append(SectionSpec(f"emb.{f}.values", "values", vdt, (rows, dim)))
+            stored += rows * dim
             continue
+        stored += k
         if lay == "bitmask":
             specs.append(SectionSpec(f"emb.{f}.mask", "index", "u8", (rows, (dim + 7) // 8)))
         else:
             specs.append(SectionSpec(f"emb.{f}.count", "index", "u8", (rows,)))
             specs.append(SectionSpec(f"emb.{f}.cols", "index", "u8", (k,)))
-        specs.append(SectionSpec(f"emb.{f}.values", "values", vdt, (k,)))
+    # All fields' stored values in one section (field order, row-major): the runtime uses it
+    # in place, without a copy.
+    specs.append(SectionSpec("emb.values", "values", VALUE_DTYPES[value_dtype], (stored,)))
     if value_dtype == "int8":
         specs.append(SectionSpec("emb.scales", "values", "f32", (len(field_dims),)))
     specs.append(SectionSpec("codebook", "codebook", "f32", (len(field_dims), dim)))
@@ -114,6 +117,7 @@ def encode_embedding(weight: np.ndarray, mask: np.ndarray, codebook: np.ndarray,
     bounds = field_bounds(field_dims)
     out: list[tuple[SectionSpec, np.ndarray]] = []
     scales = np.ones(len(field_dims), dtype=np.float32)
+    chunks = []
     for f, lay in enumerate(layouts):
         w, mk = weight[bounds[f]:bounds[f + 1]], mask[bounds[f]:bounds[f + 1]]
         if lay == "dense":
@@ -125,8 +129,10 @@ def encode_embedding(weight: np.ndarray, mask: np.ndarray, codebook: np.ndarray,
             else:
                 out.append((specs[f"emb.{f}.count"], mk.sum(axis=1).astype(np.uint8)))
                 out.append((specs[f"emb.{f}.cols"], np.nonzero(mk)[1].astype(np.uint8)))
-        quantized, scales[f] = _quantize(stored, value_dtype)
-        out.append((specs[f"emb.{f}.values"], quantized))
+        quantized, scales[f] = _quantize(stored.reshape(-1), value_dtype)
+        chunks.append(quantized)
+    dtype = {"fp32": np.float32, "fp16": np.float16, "int8": np.int8}[value_dtype]
+    out.append((specs["emb.values"], np.concatenate(chunks) if chunks else np.zeros(0, dtype)))
     if value_dtype == "int8":
         out.append((specs["emb.scales"], scales))
     out.append((specs["codebook"], codebook.astype(np.float32)))
@@ -137,8 +143,8 @@ def encode_embedding(weight: np.ndarray, mask: np.ndarray, codebook: np.ndarray,
 class EmbeddingTables:
     """Decoded compressed table, ready for lookups.
 
-    masks: uint8 (n, ceil(d/8)); values: (K + 1,) stored dtype (one trailing 0 so that
-    masked-out gathers stay in bounds); scales: float32 (m,); codebook: float32 (m, d);
+    masks: uint8 (n, ceil(d/8)); values: (K,) stored dtype (a view of the file);
+    scales: float32 (m,); codebook: float32 (m, d);
     bounds: int64 (m + 1,). A row's first value is ``block_ptr[r >> 8] + in_block[r]``:
     block_ptr int64 (ceil(n / 256),) and in_block int16 (n,) (int32 when d > 128), about
     2 bytes per row in memory instead of 8 for a full int64 row-pointer array.
@@ -156,7 +162,7 @@ class EmbeddingTables:
     @property
     def kept(self) -> int:
         """Number of stored values (kept entries, or every entry of dense fields)."""
-        return int(self.values.size - 1)
+        return int(self.values.size)
 
     def row_start(self, x: np.ndarray) -> np.ndarray:
         """int64 index of the first stored value of each row in ``x``."""
@@ -168,7 +174,8 @@ class EmbeddingTables:
         bits = np.unpackbits(self.masks[x], axis=-1, bitorder="little")[..., :self.dim]
         pos = self.row_start(x)[..., None] + np.cumsum(bits, axis=-1, dtype=np.int64) - 1
         kept = bits.astype(bool)
-        vals = self.values[np.where(kept, pos, self.values.size - 1)].astype(np.float32)
+        vals = self.values[np.where(kept, pos, 0)].astype(np.float32) if self.values.size \
+            else np.zeros(pos.shape, np.float32)
         vals *= self.scales[field][..., None]
         return np.where(kept, vals, self.codebook[field])
 
@@ -177,12 +184,11 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
                      layouts: Sequence[str], value_dtype: str, where: str) -> EmbeddingTables:
     """Rebuild :class:`EmbeddingTables` from section arrays, validating every index."""
     nb = (dim + 7) // 8
-    masks, values, counts = [], [], []
+    masks, counts = [], []
+    values = _section(arrays, "emb.values", where)
     full_row = np.packbits(np.ones(dim, dtype=bool), bitorder="little")
     for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
-        vals = _section(arrays, f"emb.{f}.values", where)
         if lay == "dense":
-            _expect(vals.shape == (rows, dim), where, f"emb.{f}.values shape")
             masks.append(np.broadcast_to(full_row, (rows, nb)))
             counts.append(np.full(rows, dim, dtype=np.int64))
         elif lay == "bitmask":
@@ -191,25 +197,25 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
             if dim % 8:
                 _expect(not np.any(mk[:, -1] >> (dim % 8)), where, f"emb.{f}.mask padding bits")
             row_counts = _POPCOUNT[mk].sum(axis=1, dtype=np.int64)
-            _expect(int(row_counts.sum()) == vals.size, where, f"emb.{f} kept count")
             masks.append(mk)
             counts.append(row_counts)
         elif lay == "sparse":
-            masks.append(_sparse_to_mask(arrays, f, rows, dim, vals.size, where))
+            masks.append(_sparse_to_mask(arrays, f, rows, dim, where))
             counts.append(arrays[f"emb.{f}.count"].astype(np.int64))
         else:
             raise ArtifactError(f"{where}: unknown layout {lay!r} for field {f}")
-        values.append(vals.reshape(-1))
     mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
-    block_ptr, in_block = block_pointers(np.concatenate(counts), dim)
-    stored = np.concatenate([*values, np.zeros(1, dtype=values[0].dtype if values else np.float32)])
+    counts_all = np.concatenate(counts)
+    _expect(values.ndim == 1 and int(counts_all.sum()) == values.size, where,
+            "count of stored values")
+    block_ptr, in_block = block_pointers(counts_all, dim)
     m = len(field_dims)
     scales = (_section(arrays, "emb.scales", where) if value_dtype == "int8"
               else np.ones(m, np.float32))
     codebook = _section(arrays, "codebook", where)
     _expect(codebook.shape == (m, dim) and scales.shape == (m,), where, "codebook/scales shape")
     _expect(bool(np.all(np.isfinite(scales))), where, "finite scales")
-    return EmbeddingTables(mask_all, block_ptr, in_block, stored, scales.astype(np.float32),
+    return EmbeddingTables(mask_all, block_ptr, in_block, values, scales.astype(np.float32),
                            codebook.astype(np.float32), field_bounds(field_dims), dim)
 
 
@@ -222,12 +228,12 @@ def block_pointers(counts: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray
     return block_ptr, in_block.astype(np.int16 if dim <= 128 else np.int32)
 
 
-def _sparse_to_mask(arrays: dict[str, np.ndarray], f: int, rows: int, dim: int, k: int,
+def _sparse_to_mask(arrays: dict[str, np.ndarray], f: int, rows: int, dim: int,
                     where: str) -> np.ndarray:
     counts = _section(arrays, f"emb.{f}.count", where)
     cols = _section(arrays, f"emb.{f}.cols", where)
-    _expect(counts.shape == (rows,) and cols.shape == (k,), where, f"emb.{f} sparse shapes")
-    _expect(int(counts.sum(dtype=np.int64)) == k and bool(np.all(cols < dim)), where,
+    _expect(counts.shape == (rows,) and cols.ndim == 1, where, f"emb.{f} sparse shapes")
+    _expect(int(counts.sum(dtype=np.int64)) == cols.size and bool(np.all(cols < dim)), where,
             f"emb.{f} sparse index")
     row_of = np.repeat(np.arange(rows), counts)
     same_row = row_of[1:] == row_of[:-1]
