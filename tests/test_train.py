@@ -87,7 +87,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monke
 
     monkeypatch.setattr(loop.F, "binary_cross_entropy_with_logits", poisoned)
     model = deepfm(data)
-    with pytest.raises(TrainingError, match="loss became nan at epoch 2, batch 2"):
+    with pytest.raises(TrainingError, match="loss became nan at epoch 2, by batch"):
         loop.fit(model, data, epochs=3, batch_size=512, quiet=True, out_dir=tmp_path / "r")
     run = load_run(tmp_path / "r")
     assert run.config["metrics"]["best_epoch"] == 1

@@ -27,7 +27,7 @@ def run_dir(data, tmp_path):
 
 def test_round_trip_gives_identical_predictions(data, run_dir):
     model = build_model("deepfm", data.field_dims, embed_dim=4, mlp_dims=[8], seed=3).eval()
-    run = load_run(run_dir)
+    run = load_run(run_dir, device="cpu")
     x = torch.from_numpy(data.arrays("test")[0]).long()
     assert torch.equal(run.model(x), model(x))
     assert run.model_fingerprint == model_fingerprint(model)

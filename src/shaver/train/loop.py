@@ -111,7 +111,7 @@ def _train_epoch(model: nn.Module, step_model: nn.Module, opt: torch.optim.Optim
             total, rows = ctx.sum([float(loss_sum), float(seen)])
             if not math.isfinite(total):
                 raise TrainingError(
-                    f"the training loss became {total} at epoch {epoch + 1}, batch {step} "
+                    f"the training loss became {total} at epoch {epoch + 1}, by batch {step} "
                     f"(lr {s.lr}); try a smaller learning rate. The last good checkpoint "
                     f"(epoch {epoch}) is kept.")
             bar.set_postfix(loss=f"{total / rows:.4f}",

@@ -64,14 +64,18 @@ class SplitSource:
         log.debug("%s split %s: %d rows %s", dataset.path, split, self.rows,
                   "in memory" if home is not None else "memory-mapped")
 
-    def _take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.x_all is not None and self.y_all is not None:
-            index = torch.from_numpy(idx).to(self.x_all.device)
-            x, y = self.x_all[index], self.y_all[index]
-        else:
-            x, y = self._gather_mapped(idx)
+    def _take_resident(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``index`` (a tensor on the split's own device) of the in-memory split."""
+        assert self.x_all is not None and self.y_all is not None
+        x, y = self.x_all[index], self.y_all[index]
         return (x.to(self.device, non_blocking=True).long(),
                 y.to(self.device, non_blocking=True))
+
+    def _take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.x_all is not None:
+            return self._take_resident(torch.from_numpy(idx).to(self.x_all.device))
+        x, y = self._gather_mapped(idx)
+        return x.to(self.device).long(), y.to(self.device)
 
     def _gather_mapped(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``idx`` (ascending, over the joined splits) read from the memory maps."""
@@ -102,11 +106,16 @@ class SplitSource:
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``order`` (rows sorted within a batch, for locality; a final batch of one
         row is dropped: batch norm needs two)."""
+        resident = None
+        if self.x_all is not None:  # the whole order goes over once: no per-batch sync
+            resident = torch.from_numpy(order).to(self.x_all.device)
         for lo in range(0, len(order), batch_size):
-            idx = np.sort(order[lo: lo + batch_size])
-            if len(idx) < 2 and lo > 0:
+            if min(len(order) - lo, batch_size) < 2 and lo > 0:
                 break
-            yield self._take(idx)
+            if resident is None:
+                yield self._take(np.sort(order[lo: lo + batch_size]))
+            else:
+                yield self._take_resident(resident[lo: lo + batch_size].sort().values)
 
     def range_batches(self, lo: int, hi: int, batch_size: int
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
