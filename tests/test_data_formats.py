@@ -135,3 +135,27 @@ def test_log2_vectorised_equals_scalar():
 def test_every_split_present(tmp_path):
     ds = prepare_dataset("criteo", FIX / "criteo_small.txt", tmp_path / "o", quiet=True)
     assert sum(ds.num_rows(s) for s in SPLITS) == 40
+
+
+@pytest.mark.parametrize("spec_field,text,message", [
+    ({"name": "a", "kind": "numeric", "discretiser": "criteo"}, "99999999999999999999999",
+     "field 'a': '99999999999999999999999' is out of the 64-bit range"),
+    ({"name": "a", "kind": "numeric", "discretiser": "log2"}, "inf",
+     "field 'a': 'inf' is not a finite number"),
+    ({"name": "a", "kind": "numeric", "discretiser": "log2"}, "1,5",
+     "field 'a': '1,5' is not a number"),
+    ({"name": "a", "kind": "numeric", "discretiser": "quantile"}, "abc",
+     "field 'a': 'abc' is not a number"),
+    ({"name": "a", "derive": "weekday"}, "141021", "field 'a': '141021' is not a YYMMDDHH time"),
+    ({"name": "a", "derive": "hour_of_day"}, "14102125", "field 'a': '14102125' is not a YYMMDDHH "
+                                                        "time"),
+])
+def test_bad_values_name_line_and_field(tmp_path, spec_field, text, message):
+    path = tmp_path / "t.tsv"
+    path.write_text(f"1\t7\n0\t{text}\n")
+    spec = {"input": {"columns": ["y", "a"]}, "label": {"column": "y"}, "fields": [spec_field]}
+    if "derive" in spec_field:
+        path.write_text(f"1\t14102100\n0\t{text}\n")
+    with pytest.raises(DataError) as err:
+        prepare_dataset(spec, path, tmp_path / "o", quiet=True)
+    assert str(err.value) == f"{path}:2: {message}"
