@@ -96,9 +96,9 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
                 finite = _check_finite(credits, lo)
                 if finite:
                     pending.add(global_entries(x, embed_dim), credits)
+            budget = math.inf if rule.max_seconds is None else rule.max_seconds
             flags = torch.tensor([0.0 if finite else 1.0,
-                                  float(time.monotonic() - start >= (rule.max_seconds or math.inf))],
-                                 device=device)
+                                  float(time.monotonic() - start >= budget)], device=device)
             ctx.any(flags)
             if flags[0] > 0:
                 raise AttributionError(
