@@ -22,12 +22,15 @@ def register(sub: Any) -> None:
                        "a shaver artifact or an ONNX graph.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pruned", metavar="DIR", help="pruned directory (shaver prune)")
-    src.add_argument("--artifact", metavar="FILE", help="existing artifact (for --format onnx)")
-    p.add_argument("--format", choices=("shaver", "onnx"), default="shaver")
+    src.add_argument("--artifact", metavar="FILE",
+                     help="existing artifact (for --format onnx or executorch)")
+    p.add_argument("--format", choices=("shaver", "onnx", "executorch"), default="shaver",
+                   help="shaver artifact (default), ONNX graph, or ExecuTorch .pte program "
+                   "(needs the optional executorch package)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="storage of the kept embedding values (default fp32)")
-    p.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.shaver "
-                   "or DIR/model.onnx)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.shaver, "
+                   "DIR/model.onnx or DIR/model.pte)")
     p.add_argument("--no-feature-map", action="store_true",
                    help="leave the vocabularies out (the artifact then predicts from ids only)")
     p.set_defaults(func=cmd_export)
@@ -52,7 +55,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from shaver.deploy.artifact import export_artifact
 
     base = Path(args.pruned or Path(args.artifact).parent)
-    out = Path(args.out) if args.out else base / f"model.{args.format}"
+    suffix = {"shaver": "shaver", "onnx": "onnx", "executorch": "pte"}[args.format]
+    out = Path(args.out) if args.out else base / f"model.{suffix}"
     if args.format == "shaver":
         if not args.pruned:
             raise ArtifactError("--format shaver exports a pruned directory: pass --pruned DIR")
@@ -65,16 +69,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                   f"differs by {result.bytes - budgeted:+,} bytes (feature map, value dtype)")
         _print_breakdown(result.breakdown, result.bytes)
         return 0
-    from shaver.deploy.onnx_export import export_onnx
-
+    if args.format == "onnx":
+        from shaver.deploy.onnx_export import export_onnx as exporter
+        checked = "onnxruntime"
+    else:
+        from shaver.deploy.executorch_export import export_executorch as exporter
+        checked = "the ExecuTorch runtime"
     if args.artifact:
-        path = export_onnx(args.artifact, out)
+        path = exporter(args.artifact, out)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             art = export_artifact(args.pruned, Path(tmp) / "model.shaver", value_dtype=args.dtype,
                                   include_feature_map=False)
-            path = export_onnx(art.path, out)
-    print(f"wrote {path} ({path.stat().st_size:,} bytes; checked with onnxruntime)")
+            path = exporter(art.path, out)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes; checked with {checked})")
     return 0
 
 
