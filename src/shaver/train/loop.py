@@ -211,7 +211,8 @@ def _fit(model: CTRModel, dataset: PreparedDataset, train: SplitSource, val: Spl
         progress.history.append(record)
         progress.epoch = epoch + 1
         if _improved(progress, metrics):
-            progress.best_auc = metrics["auc"] if metrics else None
+            auc = metrics["auc"] if metrics else None
+            progress.best_auc = auc if auc is not None and math.isfinite(auc) else None
             progress.best_epoch, progress.bad_epochs = epoch + 1, 0
             best = _copy_state(model)
             if out is not None and ctx.is_main:

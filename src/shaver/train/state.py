@@ -46,7 +46,7 @@ def save_state(out_dir: str | Path, model: nn.Module, best: dict[str, torch.Tens
     path = state_path(out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in state_tensors(model).items()}
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()})
+    tensors.update({f"best.{k}": v.detach().cpu().clone() for k, v in best.items()})
     opt = optimizer.state_dict()
     for idx, slots in opt["state"].items():
         for key, value in slots.items():
