@@ -91,3 +91,13 @@ def test_data_package_imports_without_torch():
             "shaver.data.builtin, shaver.data.store, shaver.data.cli\n"
             "assert sys.modules['torch'] is None\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_row_encoder_needs_neither_torch_nor_pyarrow(criteo):
+    code = ("import sys, json; sys.modules['torch'] = None; sys.modules['pyarrow'] = None\n"
+            "from shaver.data.encode import RowEncoder\n"
+            f"enc = RowEncoder.from_dataset({str(criteo.path)!r})\n"
+            "print(json.dumps(enc.encode([{'I1': '5', 'C1': '68fd1e64'}, {}]).tolist()))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    expected = RowEncoder.from_dataset(criteo).encode([{"I1": "5", "C1": "68fd1e64"}, {}])
+    assert json.loads(out.stdout) == expected.tolist()

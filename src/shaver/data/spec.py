@@ -203,7 +203,7 @@ def _parse_input(d: dict[str, Any]) -> InputSpec:
     _check_keys("input", d, ("format", "header", "columns", "delimiter"))
     fmt = _choice("input.format", d.get("format", "tsv"), FORMATS)
     header = d.get("header", False)
-    if header not in (True, False, "skip"):
+    if not (isinstance(header, bool) or header == "skip"):
         raise SpecError(f"input.header: expected true, false or 'skip', found {header!r}")
     columns = tuple(str(c) for c in d.get("columns") or ())
     if fmt in ("tsv", "csv", "libfm") and header is not True and not columns:
@@ -254,11 +254,14 @@ def _parse_join(d: dict[str, Any], i: int) -> JoinSpec:
         if key not in d:
             raise SpecError(f"{where}: missing {key!r}")
     columns = tuple(str(c) for c in d["columns"])
+    header = d.get("header", False)
+    if not (isinstance(header, bool) or header == "skip"):
+        raise SpecError(f"{where}.header: expected true, false or 'skip', found {header!r}")
     return JoinSpec(
         name=str(d["name"]), path=str(d["path"]), key=str(d["key"]),
         table_key=str(d.get("table_key", columns[0])), columns=columns,
         format=_choice(f"{where}.format", d.get("format", "tsv"), ("tsv", "csv")),
-        header=d.get("header", False), optional=bool(d.get("optional", False)),
+        header=header, optional=bool(d.get("optional", False)),
     )
 
 
