@@ -19,7 +19,7 @@ from shaver.models.registry import build_model
 from shaver.pruning.mask import MaskedEmbedding
 from shaver.runtime.container import PREAMBLE, parse_container
 from shaver.runtime.model import Artifact
-from test_deploy_support import pruned_model, random_ids
+from test_deploy_support import pruned_model, random_ids, torch_proba
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,20 @@ def test_decoder_rejects_bad_bitmasks():
     arrays["emb.0.mask"][3, 0] ^= 0x01  # one kept entry more or less than stored values
     with pytest.raises(ArtifactError, match="count of stored values"):
         decode_embedding(arrays, [10], 5, layouts, "fp16", "mem")
+
+
+def test_int8_first_order_without_its_scales_raises(tmp_path):
+    model, _ = pruned_model("fm", field_dims=[3, 20, 4], keep=[1.0, 0.3, 0.02])
+    path = tmp_path / "a.shaver"
+    export_artifact(model, path, value_dtype="int8")
+    buf = path.read_bytes()
+    art = _load(buf)
+    x = random_ids([3, 20, 4], 6)
+    np.testing.assert_allclose(art.predict(x), torch_proba(model, x), atol=2e-2)
+
+    def drop_scale(header):
+        entry = next(e for e in header["sections"] if e[0].startswith("first_order_scale/"))
+        entry[0] = "head/unused"
+
+    with pytest.raises(ArtifactError, match="first-order table linear.weight.weight"):
+        _load(_repack_padded(buf, drop_scale))

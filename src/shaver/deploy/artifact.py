@@ -6,7 +6,8 @@ The file format (container, layouts, sections) is described in
 
 * ``emb.<f>.values`` / ``emb.<f>.mask`` / ``emb.<f>.count`` / ``emb.<f>.cols`` per field ``f``,
   ``emb.scales`` (int8 only), ``codebook`` (m, d) fp32;
-* ``first_order/<state-dict name>``: per-id tables (DeepFM/FM ``linear.weight.weight``);
+* ``first_order/<state-dict name>``: per-id tables (DeepFM/FM ``linear.weight.weight``) in
+  the value dtype (int8: with ``first_order_scale/<name>``, one fp32 scale per field);
 * ``head/<state-dict name>``: every other tensor of the model (fp32; int64 counters);
 * ``feature_map`` (optional JSON: dataset meta + vocabularies) and ``info`` (fixed 4 KiB
   JSON: budget, metrics, fingerprints, provenance).
@@ -28,7 +29,7 @@ from shaver import __version__
 from shaver.deploy.size import encode_feature_map, encode_info, head_tensors, plan_artifact
 from shaver.errors import ArtifactError, ShaverError
 from shaver.runtime.container import SectionSpec, container_bytes, write_container
-from shaver.runtime.layout import encode_embedding
+from shaver.runtime.layout import encode_embedding, quantize_per_field
 from shaver.runtime.model import Artifact, load_artifact
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,14 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     arrays = dict((spec.name, arr) for spec, arr in emb_sections)
     state = head_tensors(model)
     for spec in specs:
-        if spec.name.startswith(("head/", "first_order/")):
+        if spec.name.startswith("head/"):
             arrays[spec.name] = state[spec.name.split("/", 1)[1]].detach().cpu().numpy()
+        elif spec.name.startswith("first_order/"):
+            name = spec.name.split("/", 1)[1]
+            table = state[name].detach().float().cpu().numpy()
+            arrays[spec.name], scales = quantize_per_field(table, model.field_dims, value_dtype)
+            if scales is not None:
+                arrays[f"first_order_scale/{name}"] = scales
     meta = dict(meta)
     if "feature_map" in meta:
         arrays["feature_map"] = np.frombuffer(encode_feature_map(meta.pop("feature_map")), np.uint8)

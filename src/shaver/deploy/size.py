@@ -66,15 +66,24 @@ def head_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def head_specs(model: torch.nn.Module, value_dtype: str) -> list[SectionSpec]:
-    """Sections of the first-order tables (leading dim = n; fp32, else fp16) and the head."""
+    """Sections of the first-order tables and of the head.
+
+    First-order tables (float, leading dim n, e.g. DeepFM's ``linear.weight.weight`` (n, 1))
+    follow the value dtype: fp32, fp16, or int8 with one fp32 scale per field (section
+    ``first_order_scale/<name>``, kind first_order). Head tensors stay fp32.
+    """
     n = int(model.embedding.weight.shape[0])
+    m = len(model.field_dims)
     specs = []
     for name, tensor in head_tensors(model).items():
         shape = tuple(int(s) for s in tensor.shape)
         if tensor.is_floating_point():
             if tensor.dim() == 2 and shape[0] == n and n > 1:
-                dtype = "f32" if value_dtype == "fp32" else "f16"
+                dtype = {"fp32": "f32", "fp16": "f16", "int8": "i8"}[value_dtype]
                 specs.append(SectionSpec(f"first_order/{name}", "first_order", dtype, shape))
+                if value_dtype == "int8":
+                    specs.append(SectionSpec(f"first_order_scale/{name}", "first_order", "f32",
+                                             (m,)))
                 continue
             specs.append(SectionSpec(f"head/{name}", "head", "f32", shape))
         elif tensor.dtype in _TORCH_TO_SECTION:

@@ -139,6 +139,29 @@ def encode_embedding(weight: np.ndarray, mask: np.ndarray, codebook: np.ndarray,
     return layouts, out
 
 
+def quantize_per_field(table: np.ndarray, field_dims: Sequence[int], value_dtype: str
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-id table (n, ...) -> stored array, and fp32 per-field scales for int8 (else None)."""
+    if value_dtype != "int8":
+        return _quantize(table, value_dtype)[0], None
+    bounds = field_bounds(field_dims)
+    out = np.empty(table.shape, np.int8)
+    scales = np.ones(len(field_dims), np.float32)
+    for f in range(len(field_dims)):
+        out[bounds[f]:bounds[f + 1]], scales[f] = _quantize(table[bounds[f]:bounds[f + 1]], "int8")
+    return out, scales
+
+
+def dequantize_per_field(stored: np.ndarray, scales: np.ndarray | None,
+                         field_dims: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`quantize_per_field` (float32)."""
+    values = stored.astype(np.float32)
+    if scales is not None:
+        per_row = np.repeat(scales.astype(np.float32), np.asarray(field_dims, dtype=np.int64))
+        values *= per_row.reshape((-1,) + (1,) * (values.ndim - 1))
+    return values
+
+
 @dataclass
 class EmbeddingTables:
     """Decoded compressed table, ready for lookups.

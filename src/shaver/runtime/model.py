@@ -16,6 +16,7 @@ from shaver.runtime.layout import (
     VALUE_DTYPES,
     EmbeddingTables,
     decode_embedding,
+    dequantize_per_field,
 )
 
 
@@ -49,12 +50,25 @@ class Artifact:
         arrays = container.arrays
         self.tables: EmbeddingTables = decode_embedding(
             arrays, self.field_dims, self.dim, self.layouts, self.value_dtype, where)
-        self.first_order = _by_prefix(arrays, "first_order/")
+        self.first_order = self._first_order(arrays)
         self.head_tensors = _by_prefix(arrays, "head/")
         self.info: dict[str, Any] = container.json("info") if "info" in arrays else {}
         self.feature_map = container.json("feature_map") if "feature_map" in arrays else None
         self._head: Head | None = None
         self._encoder: Any = None
+
+    def _first_order(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """First-order tables as float32 (int8 ones dequantised with their field scales)."""
+        scales = _by_prefix(arrays, "first_order_scale/")
+        out = {}
+        n, m = sum(self.field_dims), len(self.field_dims)
+        for name, stored in _by_prefix(arrays, "first_order/").items():
+            scale = scales.get(name)
+            if stored.shape[:1] != (n,) or (scale is not None and scale.shape != (m,)) \
+                    or (stored.dtype == np.int8) != (scale is not None):
+                raise ArtifactError(f"{self.path}: first-order table {name} is inconsistent")
+            out[name] = dequantize_per_field(stored, scale, self.field_dims)
+        return out
 
     # -- prediction -------------------------------------------------------------------------
     @property
