@@ -37,7 +37,7 @@ def test_magnitude_and_random(dataset):
 
 def test_taylor_is_gradient_times_change_of_the_mean_loss(dataset):
     model = TinyModel().eval()
-    scores = compute_scores("taylor", model, dataset=dataset, batch_size=64)
+    scores = compute_scores("taylor", model, dataset=dataset, batch_size=64, device="auto")
     x, y = dataset.arrays("train+val")
     w = model.embedding.weight
     loss = F.binary_cross_entropy_with_logits(model(torch.from_numpy(x)), torch.from_numpy(y))
@@ -120,7 +120,7 @@ def test_finetune_keeps_pruned_entries_fixed_and_trains_kept_ones(dataset):
     before = emb.weight.detach().clone()
     codebook = emb.codebook.clone()
     config = FinetuneConfig(epochs=2, lr=0.05, weight_decay=1e-3, batch_size=32, patience=None)
-    record = finetune(result.model, dataset, config)
+    record = finetune(result.model, dataset, config, device="cpu")
     assert record["best_epoch"] >= 1 and record["test"]["rows"] > 0
     mask = emb.mask
     assert torch.equal(emb.weight.detach()[~mask], torch.zeros(int((~mask).sum())))

@@ -51,14 +51,16 @@ def build_tiny(config: dict[str, Any]) -> TinyModel:
 
 def tiny_dataset(path: Path, rows: int = 300, seed: int = 0,
                  field_dims=FIELD_DIMS) -> PreparedDataset:
-    """Labels drawn from a TinyModel(seed=seed+1) teacher, so the data carry signal."""
+    """Labels drawn from a TinyModel(seed=seed+1) teacher (standardised logits, so both
+    classes appear in every split and the data carry signal)."""
     rng = np.random.default_rng(seed)
     offsets = np.concatenate([[0], np.cumsum(field_dims)[:-1]])
     local = np.stack([rng.integers(0, d, rows) for d in field_dims], axis=1)
     ids = (local + offsets).astype(np.int32)
     teacher = TinyModel(field_dims, DIM, seed=seed + 1).eval()
     with torch.no_grad():
-        p = torch.sigmoid(teacher(torch.from_numpy(ids.astype(np.int64)))).numpy()
+        logits = teacher(torch.from_numpy(ids.astype(np.int64)))
+        p = torch.sigmoid(2 * (logits - logits.mean()) / logits.std()).numpy()
     labels = (rng.random(rows) < p).astype(np.float32)
     cut1, cut2 = int(rows * 0.6), int(rows * 0.8)
     names = [f"f{i}" for i in range(len(field_dims))]

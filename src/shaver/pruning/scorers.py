@@ -121,13 +121,14 @@ def taylor_scores(model: nn.Module, dataset: PreparedDataset, codebook: torch.Te
                   device: torch.device | str | None = None, quiet: bool = True) -> Scores:
     """``g * (c - w)`` (n, d) with ``g`` the gradient of the mean log loss over ``data``.
 
-    The model runs in eval mode (as in the attribution game); only the embedding lookups
-    carry gradients, so the head's parameters are untouched.
+    The model runs in eval mode (as in the attribution game) on ``device`` and is moved back
+    afterwards; only the embedding lookups carry gradients, so the head's parameters are
+    untouched.
     """
     from shaver.train.device import pick_device
 
     dev = pick_device(device)
-    was_training = model.training
+    was_training, home = model.training, model.embedding.weight.device
     model.to(dev).eval()
     weight = model.embedding.weight.detach()
     grad = torch.zeros(weight.shape, dtype=torch.float64, device=dev)
@@ -144,7 +145,7 @@ def taylor_scores(model: nn.Module, dataset: PreparedDataset, codebook: torch.Te
             grad.index_add_(0, x.reshape(-1), g_emb.reshape(-1, weight.shape[1]).double())
             rows += len(y)
             bar.update(len(y))
-    model.train(was_training)
+    model.to(home).train(was_training)
     if rows == 0:
         raise ScoreError(f"{dataset.path}: split {data!r} has no rows to score on")
     grad = (grad / rows).cpu()
