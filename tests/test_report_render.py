@@ -57,7 +57,7 @@ def synthetic_document(seeds=(0, 1)) -> dict:
     ]
     return make_document(rows, title="synthetic <report>", attributions=[attribution],
                          timings=timings, environment={"python": "3.x", "seeds": "0,1"},
-                         commands=["shaver bench --dataset toy"])
+                         commands=["shaver bench --dataset toy"], fields={"toy": FIELDS})
 
 
 def _row(method, budget, seed, sparsity, kept, auc, per_field=None, value_bytes=4):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import statistics
 import sys
 from collections.abc import Sequence
@@ -130,7 +131,8 @@ def run_bench(config: BenchConfig, out: str | os.PathLike[str], *, quiet: bool =
             records += rec
             timings += tim
     rows = [r for r in store.rows.values() if r.dataset == name]
-    return _write_outputs(config, out, name, rows, records, timings, len(store) - before)
+    return _write_outputs(config, out, name, rows, records, timings, len(store) - before,
+                          fields={name: dataset.field_names})
 
 
 def _run_model_seed(config: BenchConfig, out: Path, name: str, dataset: Any, model_name: str,
@@ -189,16 +191,20 @@ def _run_model_seed(config: BenchConfig, out: Path, name: str, dataset: Any, mod
 
 
 def _write_outputs(config: BenchConfig, out: Path, name: str, rows: list[ResultRow],
-                   records: list, timings: list, computed: int) -> BenchOutcome:
+                   records: list, timings: list, computed: int,
+                   fields: dict[str, list[str]]) -> BenchOutcome:
     csv_path = atomic_write_text(out / "results.csv", rows_to_csv(rows))
     summaries = [asdict(s) for s in summarize(rows)]
     atomic_write_text(out / "results.json", json.dumps(
         {"rows": [r.to_dict() for r in rows], "summary": summaries}, indent=1) + "\n")
-    env = collect_environment(seeds=",".join(map(str, config.seeds)), dataset=name)
-    commands = [" ".join(["shaver", *sys.argv[1:]])] if sys.argv[0].endswith("shaver") else []
+    env = collect_environment(seeds=",".join(map(str, config.seeds)), dataset=name,
+                              bench_settings=json.dumps(config.identity(), sort_keys=True))
+    launched_by_cli = Path(sys.argv[0]).name == "shaver" or sys.argv[0].endswith(
+        os.path.join("shaver", "__main__.py"))
+    commands = [" ".join(["shaver", *map(shlex.quote, sys.argv[1:])])] if launched_by_cli else []
     doc = make_document(rows, title=config.title or f"shaver bench: {name}",
                         attributions=records, timings=timings, environment=env,
-                        commands=commands + list(config.extra_commands))
+                        commands=commands + list(config.extra_commands), fields=fields)
     atomic_write_text(out / "report.json", document_to_json(doc))
     html = write_report(doc, out / "report.html") if config.html else None
     log.info("%d cells computed, %d in total", computed, len(rows))

@@ -59,7 +59,7 @@ def render_html(doc: Mapping[str, Any], *, image_format: str = "png") -> str:
         *_tradeoff_section(summaries, image_format),
         *_summary_tables(summaries),
         *_attribution_section(doc["attributions"], image_format),
-        *_field_section(rows, doc["attributions"], image_format),
+        *_field_section(rows, doc["attributions"], doc["fields"], image_format),
         *_timing_section(doc["timings"]),
         *_environment_section(doc["environment"], doc["commands"]),
         "</body></html>",
@@ -136,7 +136,7 @@ def _summary_tables(summaries: Sequence[Summary]) -> list[str]:
                 continue
             out.append(
                 f"<tr><td class=l>{_e(s.method)}</td><td class=l>{_e(s.budget)}</td>"
-                f"<td>{s.seeds}</td><td>{s.sparsity:g}</td><td>{s.kept:,}</td>"
+                f"<td>{s.seeds}</td><td>{s.sparsity:.4g}</td><td>{s.kept:,}</td>"
                 f"<td>{_fmt_bytes(s.kept_bytes)}</td><td>{_fmt_bytes(s.artifact_bytes)}</td>"
                 f"<td>{_pm(s.auc, s.auc_std, s.seeds)}</td>"
                 f"<td>{_pm(s.logloss, s.logloss_std, s.seeds)}</td><td>{s.seconds:.3f}</td></tr>"
@@ -161,12 +161,14 @@ def _attribution_section(attributions: Sequence[Mapping[str, Any]], fmt: str) ->
 
 
 def _field_section(rows: Sequence[Any], attributions: Sequence[Mapping[str, Any]],
-                   fmt: str) -> list[str]:
+                   fields: Mapping[str, Sequence[str]], fmt: str) -> list[str]:
     out = ['<h2 id="fields">Where the kept entries are</h2>']
-    names = {(a.get("dataset"), a.get("model")): a.get("field_names") for a in attributions}
+    names = dict(fields)
+    names.update({a.get("dataset"): a.get("field_names") for a in attributions
+                  if a.get("field_names")})
     figures = []
     for dataset, model in _pairs(summarize(rows)):
-        fig = plots.field_share_figure(rows, dataset, model, names.get((dataset, model)), fmt)
+        fig = plots.field_share_figure(rows, dataset, model, names.get(dataset), fmt)
         if fig is not None:
             figures.append(_figure(fig))
     return out + (figures or ['<p class="note">No per-field counts were recorded.</p>'])

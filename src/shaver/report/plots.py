@@ -220,12 +220,13 @@ def field_share_figure(
             share = np.asarray(match[0].kept_per_field, dtype=float) / match[0].kept
             ax.bar(np.arange(m) + (j - (len(methods) - 1) / 2) * width, share, width,
                    label=method, color=styles[method]["color"])
-        ax.set_ylabel(f"s={sparsity:g}")
+        ax.set_ylabel(f"sparsity {sparsity:.4g}")
         ax.grid(True, axis="y", alpha=0.25)
     axes[0, 0].legend(fontsize=8, ncol=len(methods))
     axes[-1, 0].set_xticks(np.arange(m))
     axes[-1, 0].set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-    fig.suptitle(f"{dataset} / {model}: share of kept entries per field")
+    fig.tight_layout()
+    fig.suptitle(f"{dataset} / {model}: share of kept entries per field", y=1.02)
     slug = f"fields-{_slug(dataset)}-{_slug(model)}"
     caption = ("Fraction of the kept embedding entries that each field holds, at several "
                f"sparsities (seed {first_seed}).")

@@ -30,6 +30,7 @@ The **report document** (``report.json``) is one JSON object::
                        "tolerance", "field_names": [m], "mean_abs_phi": [[m x d]],
                        "trace": [{"samples": int, "seconds": float, "ratio": float}, ...]}],
      "timings": [{"dataset", "model", "step", "seconds", "note"}],
+     "fields": {dataset: [field name, ...]},
      "environment": {str: JSON}, "commands": [str]}
 """
 
@@ -251,6 +252,7 @@ def validate_document(doc: Any, where: str = "report") -> dict[str, Any]:
     for key in ("attributions", "timings", "commands"):
         doc.setdefault(key, [])
     doc.setdefault("environment", {})
+    doc.setdefault("fields", {})
     doc.setdefault("title", "shaver report")
     return doc
 
@@ -263,6 +265,7 @@ def make_document(
     timings: Sequence[Mapping[str, Any]] = (),
     environment: Mapping[str, Any] | None = None,
     commands: Sequence[str] = (),
+    fields: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Assemble a report document (rows as :class:`ResultRow`)."""
     return {
@@ -274,6 +277,7 @@ def make_document(
         "timings": [dict(t) for t in timings],
         "environment": dict(environment or {}),
         "commands": list(commands),
+        "fields": {k: list(v) for k, v in (fields or {}).items()},
     }
 
 
