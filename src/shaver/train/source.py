@@ -58,8 +58,10 @@ class SplitSource:
         self.x_all: torch.Tensor | None = None
         self.y_all: torch.Tensor | None = None
         if home is not None:
-            x, y = dataset.arrays(split)
-            self.x_all = torch.from_numpy(x.astype(np.int32)).to(home)
+            names = resolve_splits(split)  # int32 as stored: no int64 copy of the split
+            x = np.concatenate([np.asarray(dataset.ids(s), dtype=np.int32) for s in names])
+            y = np.concatenate([np.asarray(dataset.labels(s), dtype=np.float32) for s in names])
+            self.x_all = torch.from_numpy(x).to(home)
             self.y_all = torch.from_numpy(y).to(home)
         log.debug("%s split %s: %d rows %s", dataset.path, split, self.rows,
                   "in memory" if home is not None else "memory-mapped")
