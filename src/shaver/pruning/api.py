@@ -94,10 +94,13 @@ def as_scores(model: nn.Module, scores: Any, *, dataset: PreparedDataset | None 
     if result.codebook.shape[0] != len(model.field_dims):
         raise ScoreError(f"codebook has {result.codebook.shape[0]} fields, the model has "
                          f"{len(model.field_dims)}")
-    if result.model_fingerprint and result.model_fingerprint != _fingerprint(model):
-        raise FingerprintMismatch(
-            f"the {result.scorer} scores were computed for model {result.model_fingerprint}, "
-            f"but this model's fingerprint is {_fingerprint(model)} (another run?)")
+    if result.model_fingerprint:
+        found = _fingerprint(model)
+        if result.model_fingerprint != found:
+            raise FingerprintMismatch(
+                f"the {result.scorer} scores were computed for model "
+                f"{result.model_fingerprint}, but this model's fingerprint is {found} "
+                f"(another run?)")
     if dataset is not None and result.dataset_fingerprint \
             and result.dataset_fingerprint != dataset.fingerprint:
         raise FingerprintMismatch(

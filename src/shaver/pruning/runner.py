@@ -72,8 +72,11 @@ def prune_run(
             raise CheckpointError(f"{path}: attribution file not found (run `shaver attribute "
                                   f"--run {run.path}` or pass --attribution)")
         attr = Attribution.load(path)
+    # taylor accumulates over the attribution's splits (a ":fraction" sample -> whole splits)
+    data = str((attr.settings if attr else {}).get("data", "train+val")).split(":")[0]
     scores = compute_scores(scorer, run.model, attribution=attr, dataset=dataset,
-                            placeholder=placeholder, seed=seed, device=device, quiet=quiet)
+                            placeholder=placeholder, data=data, seed=seed, device=device,
+                            quiet=quiet)
     results = prune(run.model, scores, budgets, order=order, codebook=codebook,
                     dataset=dataset, finetune_config=finetune_config, device=device,
                     quiet=quiet)
