@@ -128,13 +128,13 @@ def test_skip_bad_lines_counts_and_traces_rows(tmp_path):
 
 
 def test_failure_in_encode_pass_leaves_nothing(tmp_path, monkeypatch):
-    original = prepare_mod._remap_pass
+    original = prepare_mod.remap
 
     def encode_then_interrupt(*args, **kwargs):
         original(*args, **kwargs)  # the split files exist in the temporary directory
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_mod, "_remap_pass", encode_then_interrupt)
+    monkeypatch.setattr(prepare_mod, "remap", encode_then_interrupt)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset("criteo", FIX / "criteo_small.txt", out, quiet=True)

@@ -30,6 +30,7 @@ from shaver.data.joins import SideTable
 from shaver.data.presets import load_preset
 from shaver.data.readers import BLOCK_BYTES, BadLines, header_lines, read_blocks
 from shaver.data.spec import DatasetSpec
+from shaver.data.spill import Spill, remap
 from shaver.data.store import SPLITS, PreparedDataset, finalize_prepared
 from shaver.data.vocab import OOV_TOKEN, FieldIndex, QuantileIndex
 from shaver.errors import DataError
@@ -125,13 +126,11 @@ class _Reader:
 
 
 def _read_pass(reader: _Reader, tmp: Path, bad: BadLines) -> tuple[dict[str, int], list]:
-    """Pass 1: provisional ids of every row (to tmp/*.bin) and train counts per field."""
+    """Pass 1: provisional ids of every row (spilled to ``tmp``) and train counts per field."""
     spec = reader.spec
-    rows = dict.fromkeys(SPLITS, 0)
     indexes = [QuantileIndex(f.bins) if f.discretiser == "quantile" else FieldIndex()
                for f in spec.fields]
-    with open(tmp / "pids.bin", "wb") as pids_f, open(tmp / "labels.bin", "wb") as labels_f, \
-            open(tmp / "split.bin", "wb") as split_f, open(tmp / "lines.bin", "wb") as lines_f:
+    with Spill(tmp, len(indexes)) as spill:
         for dec in reader.blocks(bad):
             train = dec.split == 0
             pids = np.empty((len(dec.labels), len(indexes)), dtype=np.int32)
@@ -139,53 +138,10 @@ def _read_pass(reader: _Reader, tmp: Path, bad: BadLines) -> tuple[dict[str, int
                 col = index.ids(coded)
                 index.count(col[train])
                 pids[:, j] = col
-            for name, sid in SPLIT_IDS.items():
-                rows[name] += int(np.count_nonzero(dec.split == sid))
-            pids_f.write(pids.tobytes())
-            labels_f.write(dec.labels.astype(np.float32).tobytes())
-            split_f.write(dec.split.astype(np.int8).tobytes())
-            lines_f.write(dec.lines.astype(np.int64).tobytes())
-    if sum(rows.values()) == 0:
+            spill.write(pids, dec.labels, dec.split, dec.lines)
+    if sum(spill.rows.values()) == 0:
         raise DataError(f"{reader.inputs[0][0]}: no data rows (expected at least one)")
-    return rows, indexes
-
-
-def _remap_pass(tmp: Path, rows: dict[str, int], maps: list[np.ndarray], chunk: int = 1 << 20) -> None:
-    """Pass 2: provisional ids -> global ids, written per split into memory-mapped .npy."""
-    total, nf = sum(rows.values()), len(maps)
-    pids = np.memmap(tmp / "pids.bin", dtype=np.int32, mode="r", shape=(total, nf))
-    labels = np.memmap(tmp / "labels.bin", dtype=np.float32, mode="r", shape=(total,))
-    split = np.memmap(tmp / "split.bin", dtype=np.int8, mode="r", shape=(total,))
-    lines = np.memmap(tmp / "lines.bin", dtype=np.int64, mode="r", shape=(total,))
-    outs, cursor = {}, dict.fromkeys(SPLITS, 0)
-    for name in SPLITS:
-        outs[name] = (
-            np.lib.format.open_memmap(tmp / f"{name}_ids.npy", "w+", np.int32, (rows[name], nf)),
-            np.lib.format.open_memmap(tmp / f"{name}_labels.npy", "w+", np.float32, (rows[name],)),
-            np.lib.format.open_memmap(tmp / f"{name}_rows.npy", "w+", np.int64, (rows[name],)),
-        )
-    # one lookup table for all fields: field j's provisional ids start at starts[j]
-    starts = np.concatenate([[0], np.cumsum([len(m) for m in maps])[:-1]]).astype(np.int32)
-    joined = np.concatenate(maps) if maps else np.zeros(0, np.int32)
-    for lo in range(0, total, chunk):
-        hi = min(lo + chunk, total)
-        block = np.asarray(pids[lo:hi]) + starts
-        ids = joined.take(block)
-        sp = np.asarray(split[lo:hi])
-        for name, sid in SPLIT_IDS.items():
-            sel = np.flatnonzero(sp == sid)
-            a, b = cursor[name], cursor[name] + len(sel)
-            x_out, y_out, r_out = outs[name]
-            x_out[a:b] = ids[sel]
-            y_out[a:b] = labels[lo:hi][sel]
-            r_out[a:b] = lines[lo:hi][sel]
-            cursor[name] = b
-    for arrays in outs.values():
-        for arr in arrays:
-            arr.flush()
-    del outs, pids, labels, split, lines
-    for name in ("pids", "labels", "split", "lines"):
-        (tmp / f"{name}.bin").unlink()
+    return spill.rows, indexes
 
 
 def _vocabularies(spec: DatasetSpec, indexes: list) -> tuple[list[list[str]], list[np.ndarray], np.ndarray]:
@@ -237,7 +193,7 @@ def prepare_dataset(
     try:
         rows, indexes = _read_pass(reader, tmp, bad)
         vocabs, maps, freq = _vocabularies(spec, indexes)
-        _remap_pass(tmp, rows, maps)
+        remap(tmp, rows, maps)
         np.save(tmp / "frequencies.npy", freq)
         vocab = {f.name: v for f, v in zip(spec.fields, vocabs)}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))

@@ -1,0 +1,82 @@
+"""The temporary binary file between the two passes, and the encode pass that reads it.
+
+Pass 1 appends, per block, the provisional ids (int32 (rows, fields)), labels, split ids
+and raw line numbers of its rows to four files. Pass 2 streams them back in chunks, maps
+provisional ids to global ids (one array lookup), and appends each split's rows to its
+.npy files. Plain sequential file I/O, no memory maps: resident memory stays one chunk.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from shaver.data.decode import SPLIT_IDS
+from shaver.data.store import SPLITS
+
+_PARTS = (("pids", np.int32), ("labels", np.float32), ("split", np.int8), ("lines", np.int64))
+
+
+class Spill:
+    """Appends decoded rows to the temporary files in ``tmp`` (use as a context manager)."""
+
+    def __init__(self, tmp: Path, num_fields: int):
+        self.tmp, self.num_fields = tmp, num_fields
+        self._stack = ExitStack()
+        self._files = {}
+        self.rows = dict.fromkeys(SPLITS, 0)
+
+    def __enter__(self) -> Spill:
+        self._files = {name: self._stack.enter_context(open(self.tmp / f"{name}.bin", "wb"))
+                       for name, _ in _PARTS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def write(self, pids: np.ndarray, labels: np.ndarray, split: np.ndarray,
+              lines: np.ndarray) -> None:
+        for (name, dtype), arr in zip(_PARTS, (pids, labels, split, lines)):
+            self._files[name].write(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+        for name, sid in SPLIT_IDS.items():
+            self.rows[name] += int(np.count_nonzero(split == sid))
+
+
+def _npy_writer(path: Path, dtype: type, shape: tuple[int, ...]):
+    f = open(path, "wb")
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+    return f
+
+
+def remap(tmp: Path, rows: dict[str, int], maps: list[np.ndarray], chunk: int = 1 << 16) -> None:
+    """Pass 2: write ``{split}_ids/labels/rows.npy`` from the spill; delete the spill.
+
+    ``maps[j]``: int32 (provisional ids of field j,) global id of each provisional id."""
+    nf = len(maps)
+    starts = np.concatenate([[0], np.cumsum([len(m) for m in maps])[:-1]]).astype(np.int32)
+    joined = np.concatenate(maps) if maps else np.zeros(0, np.int32)
+    with ExitStack() as stack:
+        src = {name: stack.enter_context(open(tmp / f"{name}.bin", "rb")) for name, _ in _PARTS}
+        outs = {s: (stack.enter_context(_npy_writer(tmp / f"{s}_ids.npy", np.int32, (rows[s], nf))),
+                    stack.enter_context(_npy_writer(tmp / f"{s}_labels.npy", np.float32, (rows[s],))),
+                    stack.enter_context(_npy_writer(tmp / f"{s}_rows.npy", np.int64, (rows[s],))))
+                for s in SPLITS}
+        total = sum(rows.values())
+        for lo in range(0, total, chunk):
+            n = min(chunk, total - lo)
+            pids = np.fromfile(src["pids"], dtype=np.int32, count=n * nf).reshape(n, nf)
+            labels = np.fromfile(src["labels"], dtype=np.float32, count=n)
+            split = np.fromfile(src["split"], dtype=np.int8, count=n)
+            lines = np.fromfile(src["lines"], dtype=np.int64, count=n)
+            ids = joined.take(pids + starts)
+            for s, sid in SPLIT_IDS.items():
+                sel = np.flatnonzero(split == sid)
+                x_out, y_out, r_out = outs[s]
+                x_out.write(ids[sel].tobytes())
+                y_out.write(labels[sel].tobytes())
+                r_out.write(lines[sel].tobytes())
+    for name, _ in _PARTS:
+        (tmp / f"{name}.bin").unlink()
