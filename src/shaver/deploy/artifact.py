@@ -109,7 +109,7 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs])
     if written != container_bytes(fields, specs):  # pragma: no cover - guarded by tests
         raise ArtifactError("internal error: written size differs from the planned size")
-    log.info("wrote %s (%d bytes, %s)", out_path, written, value_dtype)
+    log.debug("wrote %s (%d bytes, %s)", out_path, written, value_dtype)
     loaded = load_artifact(out_path)
     return ExportResult(out_path, written, loaded.breakdown(), loaded.info)
 

@@ -56,7 +56,7 @@ def export_executorch(artifact: Artifact | str | os.PathLike[str],
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("wrote %s (%d bytes)", out_path, len(buffer))
+    log.debug("wrote %s (%d bytes)", out_path, len(buffer))
     return out_path
 
 

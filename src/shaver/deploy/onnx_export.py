@@ -63,7 +63,7 @@ def export_onnx(artifact: Artifact | str | os.PathLike[str], out_path: str | os.
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    log.info("wrote %s (%d bytes)", out_path, out_path.stat().st_size)
+    log.debug("wrote %s (%d bytes)", out_path, out_path.stat().st_size)
     return out_path
 
 

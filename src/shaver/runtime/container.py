@@ -127,6 +127,9 @@ def write_container(path: str | os.PathLike[str], fields: Mapping[str, Any],
                 out.write(b"\0" * (off - pos))
                 out.write(blob)
                 pos = off + len(blob)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
