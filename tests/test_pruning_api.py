@@ -99,10 +99,18 @@ def test_bytes_budget_is_the_largest_cut_that_fits(dataset):
         pruner.cut(Budget.params(N * DIM + 1))
 
 
-def test_budgets_are_validated_before_any_work(dataset):
+def test_budgets_are_validated_before_any_work(dataset, monkeypatch):
     model = TinyModel().eval()
     with pytest.raises(BudgetError, match=r"\[0, 1\]"):
         prune(model, make_attribution(model, dataset), [0.5, 1.5])
+    calls = []
+    monkeypatch.setattr("shaver.pruning.api.masked_copy",
+                        lambda *a: calls.append(a))  # no model is built before all resolve
+    with pytest.raises(BudgetError, match="more entries than the table"):
+        prune(model, make_attribution(model, dataset), [0.5, N * DIM + 1])
+    with pytest.raises(BudgetError, match="minimum artifact size"):
+        prune(model, make_attribution(model, dataset), [0.5, "10B"])
+    assert calls == []
 
 
 def test_fingerprint_mismatch(dataset, tmp_path):

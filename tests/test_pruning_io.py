@@ -133,3 +133,21 @@ def test_load_with_the_registry_models(tmp_path):
     x = random_ids(32)
     with torch.no_grad():
         assert torch.equal(run.model(x), model(x))
+
+
+def test_load_rejects_missing_or_bad_embedding_tensors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    out = save_pruned(tmp_path / "p", pruned_tiny(), INFO)
+    good = load_file(str(out / "model.safetensors"))
+    save_file({k: v for k, v in good.items() if k != "embedding.codebook"},
+              str(out / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="lacks tensors embedding.codebook"):
+        load_pruned(out, builder=build_tiny)
+    save_file({**good, "embedding.mask_packed": good["embedding.mask_packed"][:-1].clone()},
+              str(out / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="bad embedding.mask_packed"):
+        load_pruned(out, builder=build_tiny)
+    save_file({**good, "embedding.codebook": torch.zeros(2, 4)}, str(out / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="codebook has shape"):
+        load_pruned(out, builder=build_tiny)

@@ -138,3 +138,24 @@ def test_prune_with_finetuning_records_it(dataset):
                       finetune_config=config)
     assert result.info["finetuned"] is True and result.info["finetune"]["epochs"] == 1
     assert 0 <= result.metrics["auc"] <= 1
+
+
+def test_scores_and_attribution_consistency_errors(dataset, tmp_path):
+    from shaver.attribution.result import Attribution
+    from shaver.pruning.api import as_scores
+    from shaver.pruning.scorers import Scores
+
+    model = TinyModel().eval()
+    with pytest.raises(ScoreError, match="placeholder must be one of"):
+        Scores(np.zeros((N, DIM)), "custom", "mean", torch.zeros(3, DIM))
+    with pytest.raises(ScoreError, match="does not fit scores"):
+        Scores(np.zeros((N, DIM)), "custom", "zero", torch.zeros(3, DIM + 1))
+    with pytest.raises(ScoreError, match="codebook has 2 fields"):
+        as_scores(model, Scores(np.zeros((N, DIM)), "custom", "zero", torch.zeros(2, DIM)))
+    zero = Attribution(phi=torch.zeros(N, DIM), stderr=torch.zeros(N, DIM), count=1,
+                       codebook=torch.zeros(3, DIM), placeholder="zero", field_dims=FIELD_DIMS)
+    with pytest.raises(ScoreError, match="computed with placeholder 'zero'"):
+        compute_scores("shapley", model, attribution=zero, placeholder="codebook")
+    empty = tiny_dataset(tmp_path / "empty", rows=2)  # 60/20/20 % of 2 rows: val is empty
+    with pytest.raises(ScoreError, match="no rows to score on"):
+        compute_scores("taylor", model, dataset=empty, data="val")

@@ -166,11 +166,11 @@ class Pruner:
             return budget.kept_entries(self.total)
         return resolve_bytes(budget, self.size_of, self.order.cursor().move, self.total)
 
-    def cut(self, budget: Budget | float | int | str) -> PruneResult:
-        """The pruned model for one budget (no evaluation)."""
+    def cut(self, budget: Budget | float | int | str, kept: int | None = None) -> PruneResult:
+        """The pruned model for one budget (no evaluation); ``kept``: already resolved."""
         budget = Budget.parse(budget)
         started = time.perf_counter()
-        kept = self.resolve(budget)
+        kept = self.resolve(budget) if kept is None else kept
         mask = self.order.mask(kept)
         codebook = self.scores.codebook
         if self.codebook_mode == "refit":
@@ -224,9 +224,10 @@ def prune(
                     size_metadata=size_metadata)
     evaluate = dataset is not None if evaluate is None else evaluate
     base_fp = _fingerprint(model)
+    kept_counts = [pruner.resolve(b) for b in budgets]  # every budget checked before any cut
     results = []
-    for budget in budgets:
-        result = pruner.cut(budget)
+    for budget, kept in zip(budgets, kept_counts):
+        result = pruner.cut(budget, kept)
         result.info["model_fingerprint"] = base_fp
         if dataset is not None:
             result.info["dataset"] = {"path": str(dataset.path),

@@ -20,7 +20,7 @@ import numbers
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 import numpy as np
@@ -162,11 +162,8 @@ def parse_bytes(text: str) -> int:
     if match is None:
         raise BudgetError(f"cannot read a byte size from {text!r}: expected e.g. 2MiB, 500KB, "
                           f"123456B (units {', '.join(u.upper() for u in BYTE_UNITS)})")
-    number, unit = match.groups()
-    try:
-        return int(Decimal(number) * BYTE_UNITS[unit.lower()])
-    except InvalidOperation:  # pragma: no cover - the regex admits only decimals
-        raise BudgetError(f"cannot read a byte size from {text!r}") from None
+    number, unit = match.groups()  # the regex admits only plain decimals
+    return int(Decimal(number) * BYTE_UNITS[unit.lower()])
 
 
 def parse_budget_list(text: str, kind: str) -> list[Budget]:
