@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.deploy.size import INFO_BYTES, minimum_artifact_bytes, predict_artifact_bytes
@@ -165,3 +167,25 @@ def test_block_pointers_equal_the_prefix_sum(dim):
     rows = np.arange(1000)
     np.testing.assert_array_equal(block_ptr[rows >> 8] + in_block[rows], starts)
     assert in_block.dtype == (np.int16 if dim <= 128 else np.int32)
+
+
+@settings(max_examples=25, deadline=None)
+@given(field_dims=st.lists(st.integers(1, 300), min_size=1, max_size=5),
+       dim=st.sampled_from([1, 3, 8, 16, 20]), keep=st.floats(0.0, 1.0),
+       value_dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_property_size_and_lookup(tmp_path_factory, field_dims, dim, keep, value_dtype, seed):
+    model, mask = pruned_model("fm", field_dims=field_dims, keep=[keep] * len(field_dims),
+                               seed=seed, embed_dim=dim)
+    path = tmp_path_factory.mktemp("p") / "a.shaver"
+    out = export_artifact(model, path, value_dtype=value_dtype)
+    assert out.bytes == predict_artifact_bytes(model, mask, value_dtype=value_dtype) \
+        == path.stat().st_size
+    art = load_artifact(path)
+    x = random_ids(field_dims, batch=7, seed=seed)
+    with torch.no_grad():
+        ref = model.embedding(torch.as_tensor(x)).numpy()
+    got = art.embed(x)
+    if value_dtype == "fp32":
+        np.testing.assert_array_equal(got, ref)
+    else:
+        assert np.abs(got - ref).max() <= 0.02 * max(1.0, np.abs(ref).max())
