@@ -152,3 +152,20 @@ def test_cli_predict_bad_input(pruned_dir, tmp_path):
     path.write_text("f0\nf0_1\n")
     with pytest.raises(ShaverError, match="cannot write"):
         run(["predict", "--artifact", out, "--input", path, "--output", tmp_path / "no" / "s.csv"])
+
+
+def test_cli_predict_batches_and_empty_input(pruned_dir, tmp_path, monkeypatch, capsys):
+    directory, model = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    monkeypatch.setattr(cli, "PREDICT_BATCH", 3)
+    ids = random_ids(batch=8, seed=11)
+    path = tmp_path / "ids.csv"
+    path.write_text("\n".join(",".join(map(str, r)) for r in ids) + "\n")
+    capsys.readouterr()
+    assert run(["predict", "--artifact", out, "--input", path, "--ids"]) == 0
+    printed = np.array(capsys.readouterr().out.split()[1:], float)
+    np.testing.assert_allclose(printed, torch_proba(model, ids), atol=1e-6)
+    path.write_text("f0,f1\n")
+    assert run(["predict", "--artifact", out, "--input", path]) == 0
+    assert capsys.readouterr().out == "probability\n"

@@ -11,6 +11,7 @@ from typing import Any
 
 from shaver.errors import ArtifactError
 
+PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
 KIND_LABELS = {"values": "values", "index": "index", "codebook": "codebook",
                "first_order": "first-order", "head": "head", "metadata": "metadata"}
 
@@ -121,14 +122,21 @@ def _print_breakdown(parts: dict[str, int], total: int) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from shaver.runtime import load_artifact
     from shaver.runtime.csvio import read_id_rows, read_raw_rows, write_scores
 
     art = load_artifact(args.artifact)
     if args.ids:
-        scores = art.predict(read_id_rows(args.input, len(art.field_dims)))
+        ids = read_id_rows(args.input, len(art.field_dims))
     else:
-        scores = art.predict_rows(read_raw_rows(args.input))
+        rows = read_raw_rows(args.input)
+        ids = np.concatenate([art.encode_rows(rows[i:i + PREDICT_BATCH])
+                              for i in range(0, len(rows), PREDICT_BATCH)] or
+                             [np.zeros((0, len(art.field_dims)), np.int64)])
+    scores = np.concatenate([art.predict(ids[i:i + PREDICT_BATCH])
+                             for i in range(0, len(ids), PREDICT_BATCH)] or [np.zeros(0)])
     text = write_scores(args.output, scores)
     if args.output:
         print(f"wrote {len(scores)} scores to {args.output}")
