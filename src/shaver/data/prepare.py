@@ -5,9 +5,11 @@ assigns splits, gives every token a provisional id (first appearance) and counts
 the train split; the provisional ids of each row go to a temporary binary file (4 bytes a
 field a row, the size of the output). The vocabularies are then fixed from the counts.
 Pass 2 (encode) streams that binary file, maps provisional ids to global ids with one
-array lookup per field, and writes each split's memory-mapped .npy files sized by pass 1.
-Memory holds one block (16 MiB of text) and one entry per distinct value, never the raw
-file. Output appears only when complete (a temporary directory renamed at the end).
+array lookup per field, and appends each split's rows to its .npy files (sized by pass 1).
+Memory holds a few blocks (4 MiB of text each) and one entry per distinct value (about
+150 bytes each, as pytorch-fm's counting dicts), never the raw file; it grows with the
+number of distinct values, not with rows. Output appears only when complete (a temporary
+directory renamed at the end).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from shaver.data.spec import InputSpec
 from shaver.errors import DataError
 
 log = logging.getLogger(__name__)
-BLOCK_BYTES = 1 << 24
+BLOCK_BYTES = 1 << 22  # 4 MiB of text a block: larger blocks only grow memory
 
 
 def arrow() -> Any:
