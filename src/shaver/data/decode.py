@@ -85,7 +85,8 @@ def _field_coded(ctx: BlockContext, block: Block, f: FieldSpec, cache: dict, joi
         return raw
     tokens = _checked(ctx, block, raw, f"field {f.name!r}",
                       lambda v: field_tokens(f, v), bad_rows)
-    return Coded(tokens, raw.codes)
+    identity = f.kind == "categorical" and f.derive is None  # tokens are the texts themselves
+    return Coded(tokens, raw.codes, distinct=raw.distinct and identity)
 
 
 def decode_block(ctx: BlockContext, block: Block) -> Decoded:

@@ -31,17 +31,15 @@ class BadValue(ValueError):
 
 @dataclass
 class Coded:
-    """``values``: distinct tokens (list of str, may repeat after a transform);
+    """``values``: tokens (list of str; may repeat after a transform unless ``distinct``);
     ``codes``: int32 (rows,) index into ``values``."""
 
     values: list[str]
     codes: np.ndarray
-
-    def map(self, fn: Callable[[list[str]], list[str]]) -> Coded:
-        return Coded(fn(self.values), self.codes)
+    distinct: bool = False
 
     def take(self, rows: np.ndarray) -> Coded:
-        return Coded(self.values, self.codes[rows])
+        return Coded(self.values, self.codes[rows], self.distinct)
 
 
 def code_column(col: Any) -> Coded:
@@ -50,7 +48,7 @@ def code_column(col: Any) -> Coded:
 
     enc = pc.dictionary_encode(col)
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    return Coded(enc.dictionary.to_pylist(), codes)
+    return Coded(enc.dictionary.to_pylist(), codes, distinct=True)
 
 
 # -- numeric discretisers -------------------------------------------------------------------

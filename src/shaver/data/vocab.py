@@ -32,8 +32,14 @@ class FieldIndex:
         table = self.table
         values = coded.values
         pids = np.fromiter(map(table.get, values, repeat(-1)), dtype=np.int64, count=len(values))
-        for i in np.flatnonzero(pids < 0).tolist():
-            pids[i] = table.setdefault(values[i], len(table))
+        new = np.flatnonzero(pids < 0)
+        if coded.distinct and len(new):  # distinct texts: number the new ones in one go
+            first = len(table)
+            table.update(zip(map(values.__getitem__, new.tolist()), range(first, first + len(new))))
+            pids[new] = np.arange(first, first + len(new))
+        else:
+            for i in new.tolist():
+                pids[i] = table.setdefault(values[i], len(table))
         return pids.astype(np.int32)[coded.codes]
 
     def count(self, pids: np.ndarray) -> None:
