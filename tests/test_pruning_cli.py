@@ -137,3 +137,26 @@ def test_ptq_quantisation_error_and_bytes():
         QuantizeConfig(3)
     with pytest.raises(ShaverError, match="granularity"):
         QuantizeConfig(8, "column")
+
+
+def test_real_attribution_prune_export_chain(tmp_path):
+    """The stages' contracts end to end: attribute() -> shaver prune -> export_artifact."""
+    from shaver.attribution.api import attribute
+    from shaver.deploy.artifact import export_artifact
+    from shaver.train.checkpoint import load_run, open_run_dataset
+
+    dataset = tiny_dataset(tmp_path / "ds")
+    torch.manual_seed(1)
+    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM, mlp_dims=[8]).eval()
+    run_dir = save_run(tmp_path / "run", model, dataset=dataset, metrics={}, seed=0,
+                       train_config={})
+    run = load_run(run_dir, device="cpu")
+    attribute(run.model, open_run_dataset(run), max_samples=400, device="cpu",
+              quiet=True).save(run_dir / "attribution-codebook.safetensors")
+    budgets = "0.3,0.9"
+    assert main(["prune", "--run", str(run_dir), "--sparsity", budgets, "--device", "cpu",
+                 "-q"]) == 0
+    rows = json.loads((run_dir / "pruned" / "results.json").read_text())
+    for row in rows:
+        exported = export_artifact(row["path"], tmp_path / "a.shaver")
+        assert exported.bytes == row["bytes"] == exported.path.stat().st_size

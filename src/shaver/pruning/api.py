@@ -239,7 +239,7 @@ def prune(
                                finetune_best_epoch=record["best_epoch"])
         if evaluate:
             result.info["metrics"] = _test_metrics(result.model, dataset, device)
-        log.info("%s: kept %d/%d, %d bytes, auc %s (%.3f s)", result.budget.label, result.kept,
+        log.debug("%s: kept %d/%d, %d bytes, auc %s (%.3f s)", result.budget.label, result.kept,
                  result.total, result.artifact_bytes, result.metrics.get("auc"), result.seconds)
         results.append(result)
     return results
