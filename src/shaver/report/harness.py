@@ -186,7 +186,8 @@ def _run_model_seed(config: BenchConfig, out: Path, name: str, dataset: Any, mod
             timings.append({"dataset": name, "model": model_name,
                             "step": f"prune per new budget ({method})",
                             "seconds": statistics.median(cut),
-                            "note": f"median of {len(cut)} budgets incl. evaluation setup"})
+                            "note": f"median of {len(cut)} budgets: cut + masked model, "
+                                    "no evaluation"})
     return records, timings
 
 
