@@ -189,3 +189,13 @@ def test_property_size_and_lookup(tmp_path_factory, field_dims, dim, keep, value
         np.testing.assert_array_equal(got, ref)
     else:
         assert np.abs(got - ref).max() <= 0.02 * max(1.0, np.abs(ref).max())
+
+
+def test_block_pointers_across_chunks():
+    from shaver.runtime.layout import block_pointers
+
+    counts = np.random.default_rng(5).integers(0, 17, (1 << 16) * 2 + 300)
+    block_ptr, in_block = block_pointers(counts, 16)
+    rows = np.arange(counts.size)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    np.testing.assert_array_equal(block_ptr[rows >> 8] + in_block[rows], starts)

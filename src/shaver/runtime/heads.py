@@ -102,7 +102,8 @@ def _cross_v2(params: Mapping[str, np.ndarray], layers: int) -> Callable[[np.nda
     return cross
 
 
-def _cross_mix(params: Mapping[str, np.ndarray], layers: int) -> Callable[[np.ndarray], np.ndarray]:
+def _cross_mix(params: Mapping[str, np.ndarray], layers: int,
+               softmax: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     mats = [tuple(_get(params, f"cross.{k}.{i}") for k in ("v", "c", "u", "bias"))
             + (_get(params, f"cross.gates.{i}.weight").T.copy(),) for i in range(layers)]
 
@@ -113,8 +114,10 @@ def _cross_mix(params: Mapping[str, np.ndarray], layers: int) -> Callable[[np.nd
             low = np.tanh(np.matmul(low, c))                        # (experts, batch, rank)
             up = np.matmul(low, u.transpose(0, 2, 1)) + bias        # (experts, batch, dim)
             logits = x @ gate_w                                     # (batch, experts)
-            gate = np.exp(logits - logits.max(axis=1, keepdims=True))
-            gate /= gate.sum(axis=1, keepdims=True)
+            gate = logits  # gate "identity" (the Shaver authors' DCN-Mix)
+            if softmax:  # gate "softmax" (DCN-V2, the default)
+                gate = np.exp(logits - logits.max(axis=1, keepdims=True))
+                gate /= gate.sum(axis=1, keepdims=True)
             x = (x0[None] * up * gate.T[:, :, None]).sum(axis=0) + x
         return x
     return cross
@@ -122,7 +125,8 @@ def _cross_mix(params: Mapping[str, np.ndarray], layers: int) -> Callable[[np.nd
 
 def _build_dcn(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray], mix: bool) -> Head:
     layers = int(cfg["cross_layers"])
-    cross = _cross_mix(params, layers) if mix else _cross_v2(params, layers)
+    softmax = cfg.get("gate", "softmax") == "softmax"
+    cross = _cross_mix(params, layers, softmax) if mix else _cross_v2(params, layers)
     mlp = _mlp_layers(params, "mlp.", len(cfg["mlp_dims"]))
     out_w, out_b = _get(params, "out.weight").T.copy(), _get(params, "out.bias")
     stacked = cfg.get("structure", "stacked") == "stacked"

@@ -213,23 +213,23 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
     for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
         if lay == "dense":
             masks.append(np.broadcast_to(full_row, (rows, nb)))
-            counts.append(np.full(rows, dim, dtype=np.int64))
+            counts.append(np.full(rows, dim, dtype=np.uint16))
         elif lay == "bitmask":
             mk = _section(arrays, f"emb.{f}.mask", where)
             _expect(mk.shape == (rows, nb), where, f"emb.{f}.mask shape")
             if dim % 8:
                 _expect(not np.any(mk[:, -1] >> (dim % 8)), where, f"emb.{f}.mask padding bits")
-            row_counts = _POPCOUNT[mk].sum(axis=1, dtype=np.int64)
+            row_counts = _POPCOUNT[mk].sum(axis=1, dtype=np.uint16)
             masks.append(mk)
             counts.append(row_counts)
         elif lay == "sparse":
             masks.append(_sparse_to_mask(arrays, f, rows, dim, where))
-            counts.append(arrays[f"emb.{f}.count"].astype(np.int64))
+            counts.append(arrays[f"emb.{f}.count"].astype(np.uint16))
         else:
             raise ArtifactError(f"{where}: unknown layout {lay!r} for field {f}")
     mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
     counts_all = np.concatenate(counts)
-    _expect(values.ndim == 1 and int(counts_all.sum()) == values.size, where,
+    _expect(values.ndim == 1 and int(counts_all.sum(dtype=np.int64)) == values.size, where,
             "count of stored values")
     block_ptr, in_block = block_pointers(counts_all, dim)
     m = len(field_dims)
@@ -243,12 +243,22 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
 
 
 def block_pointers(counts: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row stored counts (n,) -> (block_ptr int64 (ceil(n/256),), in_block int16/32 (n,))."""
-    n = counts.size
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    block_ptr = starts[::1 << BLOCK_SHIFT].copy()
-    in_block = starts - np.repeat(block_ptr, 1 << BLOCK_SHIFT)[:n]
-    return block_ptr, in_block.astype(np.int16 if dim <= 128 else np.int32)
+    """Per-row stored counts (n,) -> (block_ptr int64 (ceil(n/256),), in_block int16/32 (n,)).
+
+    Computed in chunks of 64k rows so that no n-sized int64 temporary is needed.
+    """
+    n, block = counts.size, 1 << BLOCK_SHIFT
+    in_block = np.empty(n, dtype=np.int16 if dim <= 128 else np.int32)
+    block_ptr = np.empty((n + block - 1) // block, dtype=np.int64)
+    base, chunk = 0, block << 8
+    for lo in range(0, n, chunk):
+        part = np.asarray(counts[lo:lo + chunk], dtype=np.int64)
+        starts = np.cumsum(part) - part + base
+        heads = starts[::block]
+        block_ptr[lo // block:lo // block + heads.size] = heads
+        in_block[lo:lo + part.size] = starts - np.repeat(heads, block)[:part.size]
+        base += int(part.sum())
+    return block_ptr, in_block
 
 
 def _sparse_to_mask(arrays: dict[str, np.ndarray], f: int, rows: int, dim: int,

@@ -44,7 +44,7 @@ class Artifact:
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{where}: header lacks the model description ({exc})") from exc
         if (self.value_dtype not in VALUE_DTYPES or len(self.layouts) != len(self.field_dims)
-                or any(v not in LAYOUTS for v in self.layouts) or self.dim <= 0
+                or any(v not in LAYOUTS for v in self.layouts) or not 0 < self.dim <= 65535
                 or any(v <= 0 for v in self.field_dims)):
             raise ArtifactError(f"{where}: inconsistent embedding description in the header")
         arrays = container.arrays
