@@ -199,3 +199,13 @@ def test_block_pointers_across_chunks():
     rows = np.arange(counts.size)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     np.testing.assert_array_equal(block_ptr[rows >> 8] + in_block[rows], starts)
+
+
+def test_export_leaves_the_model_untouched(tmp_path):
+    model, _ = pruned_model("deepfm")
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_artifact(model, tmp_path / "a.shaver", value_dtype="int8")
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -81,7 +81,6 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     dataset is still there) its feature map are added. The write is atomic.
     """
     model, meta = _resolve_source(source, metadata, include_feature_map)
-    model = model.cpu().eval()
     weight, mask, codebook = embedding_state(model)
     fields, specs = plan_artifact(model, mask, value_dtype, meta)
     layouts, emb_sections = encode_embedding(weight, mask, codebook, model.field_dims, value_dtype)
