@@ -163,3 +163,20 @@ def test_cli_bench_prints_table_and_report_command(bench, data_dir, capsys):
 def test_cli_report_without_document_fails(tmp_path):
     with pytest.raises(ReportError, match="no report document"):
         run_cli(["report", str(tmp_path)])
+
+
+def test_seeds_give_spread_and_the_same_seed_the_same_numbers(data_dir, tmp_path):
+    config = _config(data_dir, methods=["random"], seeds=[0, 1], sparsities=[0.5])
+    first = run_bench(config, tmp_path / "a", quiet=True)
+    second = run_bench(config, tmp_path / "b", quiet=True)
+
+    def measured(rows):
+        return [(r.key, r.auc, r.logloss, r.kept, r.artifact_bytes, r.kept_per_field)
+                for r in rows]
+
+    assert measured(first.rows) == measured(second.rows)  # reproducible from the seeds
+    summary = json.loads((tmp_path / "a" / "results.json").read_text())["summary"]
+    random_cell = next(s for s in summary if s["method"] == "random")
+    assert random_cell["seeds"] == 2
+    aucs = [r.auc for r in first.rows if r.method == "random"]
+    assert random_cell["auc_std"] == pytest.approx(abs(aucs[0] - aucs[1]) / 2 ** 0.5)
