@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shaver.data.hashing import line_uniforms
 from shaver.data.joins import SideTable
 from shaver.data.readers import BadLines, Block
 from shaver.data.spec import DatasetSpec, FieldSpec
@@ -50,7 +51,8 @@ class BlockContext:
     bad: BadLines
     tables: dict[str, SideTable]
     fixed_split: int | None
-    rng: np.random.Generator
+    seed: int
+    file_index: int
 
 
 def _checked(ctx: BlockContext, block: Block, coded: Coded, what: str, fn: Callable,
@@ -93,8 +95,9 @@ def decode_block(ctx: BlockContext, block: Block) -> Decoded:
     """Decode one block (see the module docstring)."""
     spec = ctx.spec
     n = len(block)
-    draws = ctx.rng.random(n) if ctx.fixed_split is None and spec.split.method == "random" \
-        else None
+    draws = None
+    if ctx.fixed_split is None and spec.split.method == "random":
+        draws = line_uniforms(ctx.seed, ctx.file_index, block.lines)
     bad_rows = np.zeros(n, dtype=bool)
     cache: dict[str, Coded] = {}
     label_coded = code_column(block.columns[spec.label.column])

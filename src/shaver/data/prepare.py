@@ -20,21 +20,21 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from shaver.data.decode import SPLIT_IDS, BlockContext, Decoded, decode_block
+from shaver.data.decode import SPLIT_IDS
 from shaver.data.joins import SideTable
 from shaver.data.presets import load_preset
-from shaver.data.readers import BLOCK_BYTES, BadLines, header_lines, read_blocks
+from shaver.data.readers import BLOCK_BYTES
+from shaver.data.scan import Scanner
 from shaver.data.spec import DatasetSpec
-from shaver.data.spill import Spill, remap
+from shaver.data.spill import remap
 from shaver.data.store import SPLITS, PreparedDataset, finalize_prepared
-from shaver.data.vocab import OOV_TOKEN, FieldIndex, QuantileIndex
+from shaver.data.vocab import OOV_TOKEN, QuantileIndex
 from shaver.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -106,46 +106,6 @@ def _needed_columns(spec: DatasetSpec) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-class _Reader:
-    """Reads the raw inputs once, block by block, into decoded rows."""
-
-    def __init__(self, spec, inputs, tables, seed, skip_bad_lines, block_bytes, quiet):
-        self.spec, self.inputs, self.tables = spec, inputs, tables
-        self.seed, self.skip, self.block_bytes, self.quiet = seed, skip_bad_lines, block_bytes, quiet
-        self.needed = _needed_columns(spec)
-
-    def blocks(self, bad: BadLines) -> Iterator[Decoded]:
-        rng = np.random.default_rng(self.seed)
-        with tqdm(desc="read", unit=" rows", disable=self.quiet, unit_scale=True) as bar:
-            for path, fixed in self.inputs:
-                ctx = BlockContext(self.spec, path, header_lines(self.spec.input), self.skip,
-                                   bad, self.tables, fixed, rng)
-                for block in read_blocks(path, self.spec.input, self.needed,
-                                         skip_bad_lines=self.skip, bad=bad,
-                                         block_bytes=self.block_bytes):
-                    bar.update(len(block))
-                    yield decode_block(ctx, block)
-
-
-def _read_pass(reader: _Reader, tmp: Path, bad: BadLines) -> tuple[dict[str, int], list]:
-    """Pass 1: provisional ids of every row (spilled to ``tmp``) and train counts per field."""
-    spec = reader.spec
-    indexes = [QuantileIndex(f.bins) if f.discretiser == "quantile" else FieldIndex()
-               for f in spec.fields]
-    with Spill(tmp, len(indexes)) as spill:
-        for dec in reader.blocks(bad):
-            train = dec.split == 0
-            pids = np.empty((len(dec.labels), len(indexes)), dtype=np.int32)
-            for j, (index, coded) in enumerate(zip(indexes, dec.fields)):
-                col = index.ids(coded)
-                index.count(col[train])
-                pids[:, j] = col
-            spill.write(pids, dec.labels, dec.split, dec.lines)
-    if sum(spill.rows.values()) == 0:
-        raise DataError(f"{reader.inputs[0][0]}: no data rows (expected at least one)")
-    return spill.rows, indexes
-
-
 def _vocabularies(spec: DatasetSpec, indexes: list) -> tuple[list[list[str]], list[np.ndarray], np.ndarray]:
     """Per field the vocabulary and the map provisional id -> global id; train frequencies."""
     finished = [index.finish(spec.min_count_of(f)) for f, index in zip(spec.fields, indexes)]
@@ -171,6 +131,7 @@ def prepare_dataset(
     skip_bad_lines: bool = False,
     quiet: bool = False,
     block_bytes: int = BLOCK_BYTES,
+    workers: int | None = None,
 ) -> PreparedDataset:
     """Prepare raw files into ``out`` (which must not exist) and open the result.
 
@@ -178,7 +139,9 @@ def prepare_dataset(
     splits a mapping ``{"train": p, "val": p, "test": p}``. ``seed`` overrides the spec's
     split seed. ``joins`` maps a join table's name to its file. ``skip_bad_lines`` skips
     (and counts, in meta.json) lines with a wrong column count or a bad value instead of
-    stopping at the first one.
+    stopping at the first one. ``workers``: processes reading parts of a large TSV/libfm
+    file at once (default: one per CPU, parts of at least 64 MiB); the output is the same
+    for any number.
     """
     spec = resolve_spec(spec_or_preset)
     if seed is not None:
@@ -188,14 +151,17 @@ def prepare_dataset(
         raise DataError(f"{out}: output directory already exists (choose another or remove it)")
     files = _input_list(spec, inputs)
     spec, tables = _side_tables(spec, files[0][0], joins)
-    reader = _Reader(spec, files, tables, spec.split.seed, skip_bad_lines, block_bytes, quiet)
-    bad = BadLines()
+    scanner = Scanner(spec, files, tables, _needed_columns(spec), seed=spec.split.seed,
+                      skip_bad_lines=skip_bad_lines, block_bytes=block_bytes, workers=workers,
+                      quiet=quiet)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        rows, indexes = _read_pass(reader, tmp, bad)
+        scan = scanner.scan(tmp)
+        bad, indexes = scan.bad, scan.indexes
         vocabs, maps, freq = _vocabularies(spec, indexes)
-        remap(tmp, rows, maps)
+        remap(tmp, [(prefix, rows, [m[local] for m, local in zip(maps, part_maps)])
+                    for prefix, rows, part_maps in scan.parts])
         np.save(tmp / "frequencies.npy", freq)
         vocab = {f.name: v for f, v in zip(spec.fields, vocabs)}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))

@@ -7,6 +7,7 @@ preparation stops with a clear message.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -105,33 +106,94 @@ def read_blocks(
     skip_bad_lines: bool = False,
     bad: BadLines | None = None,
     block_bytes: int = BLOCK_BYTES,
+    part: TextRange | None = None,
 ) -> Iterator[Block]:
-    """Yield blocks of the ``needed`` columns (as text) of one raw file."""
+    """Yield blocks of the ``needed`` columns (as text) of one raw file, or of the byte
+    range ``part`` of a text file (see :func:`split_ranges`)."""
     path = Path(path)
     _check_readable(path)
     if inp.format == "parquet":
         yield from _parquet_blocks(path, needed)
     else:
-        yield from _text_blocks(path, inp, needed, skip_bad_lines, bad or BadLines(), block_bytes)
+        yield from _text_blocks(path, inp, needed, skip_bad_lines, bad or BadLines(), block_bytes,
+                                part or TextRange(0, -1, 0))
+
+
+@dataclass(frozen=True)
+class TextRange:
+    """Bytes ``[start, end)`` of a text file (``end`` -1: to the end), starting at a line
+    boundary after ``lines_before`` physical lines."""
+
+    start: int
+    end: int
+    lines_before: int
+
+
+class _RangeFile(io.RawIOBase):
+    def __init__(self, path: Path, part: TextRange):
+        self._f = open(path, "rb")
+        self._f.seek(part.start)
+        self._left = -1 if part.end < 0 else part.end - part.start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        want = len(buf) if self._left < 0 else min(len(buf), self._left)
+        data = self._f.read(want)
+        buf[:len(data)] = data
+        if self._left >= 0:
+            self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def split_ranges(path: Path, parts: int, header: int) -> list[TextRange]:
+    """Cut a text file into about ``parts`` byte ranges at line boundaries (the first one
+    keeps the header), with the number of physical lines before each."""
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, parts):
+            f.seek(max(size * k // parts, cuts[-1]))
+            f.readline()
+            if f.tell() > cuts[-1] and f.tell() < size:
+                cuts.append(f.tell())
+        cuts.append(size)
+        ranges, lines = [], 0
+        f.seek(0)
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            ranges.append(TextRange(a, b, lines))
+            left = b - a
+            while left:
+                chunk = f.read(min(left, 1 << 24))
+                lines += chunk.count(b"\n")
+                left -= len(chunk)
+    return ranges
 
 
 def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
-                 bad: BadLines, block_bytes: int) -> Iterator[Block]:
+                 bad: BadLines, block_bytes: int, part: TextRange) -> Iterator[Block]:
     pa, pc, pcsv = arrow()
     names = text_columns(path, inp)
     missing = [c for c in needed if c not in names]
     if missing:
         raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(names)})")
-    n_head = header_lines(inp)
+    n_head = header_lines(inp) if part.start == 0 else 0
+    first_data_line = part.lines_before - (header_lines(inp) if part.start else 0)
     state: dict[str, Any] = {}
     skipped_before = len(bad.line_numbers)
 
     def on_invalid(row: Any) -> str:
         why = f"found {row.actual_columns} columns, expected {row.expected_columns}"
+        number = None if row.number is None else row.number + part.lines_before
         if skip:
-            bad.add(path, row.number, why)
+            bad.add(path, number, why)
             return "skip"
-        state["error"] = (row.number, why, row.text)
+        state["error"] = (number, why, row.text)
         return "error"
 
     reader_opts = pcsv.ReadOptions(column_names=names, skip_rows=n_head, use_threads=not skip,
@@ -142,16 +204,18 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
     convert_opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in needed},
                                        include_columns=list(needed), strings_can_be_null=False)
     kept = 0
+    source = path if part.start == 0 and part.end < 0 else _RangeFile(path, part)
     try:
-        reader = pcsv.open_csv(path, read_options=reader_opts, parse_options=parse_opts,
+        reader = pcsv.open_csv(source, read_options=reader_opts, parse_options=parse_opts,
                                convert_options=convert_opts)
         for batch in reader:
             n = batch.num_rows
             lines = np.arange(kept, kept + n, dtype=np.int64)
             if skip and len(bad.line_numbers) > skipped_before:
-                lines = _shift_past_skipped(lines, bad.line_numbers[skipped_before:], n_head)
+                offset = part.lines_before + n_head
+                lines = _shift_past_skipped(lines, bad.line_numbers[skipped_before:], offset)
             kept += n
-            yield Block({c: batch.column(c) for c in needed}, lines)
+            yield Block({c: batch.column(c) for c in needed}, lines + first_data_line)
     except pa.ArrowInvalid as exc:
         if "error" in state:
             number, why, text = state["error"]

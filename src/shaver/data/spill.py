@@ -22,14 +22,15 @@ _PARTS = (("pids", np.int32), ("labels", np.float32), ("split", np.int8), ("line
 class Spill:
     """Appends decoded rows to the temporary files in ``tmp`` (use as a context manager)."""
 
-    def __init__(self, tmp: Path, num_fields: int):
-        self.tmp, self.num_fields = tmp, num_fields
+    def __init__(self, tmp: Path, num_fields: int, prefix: str = ""):
+        self.tmp, self.num_fields, self.prefix = tmp, num_fields, prefix
         self._stack = ExitStack()
         self._files = {}
         self.rows = dict.fromkeys(SPLITS, 0)
 
     def __enter__(self) -> Spill:
-        self._files = {name: self._stack.enter_context(open(self.tmp / f"{name}.bin", "wb"))
+        self._files = {name: self._stack.enter_context(
+            open(self.tmp / f"{self.prefix}{name}.bin", "wb"))
                        for name, _ in _PARTS}
         return self
 
@@ -51,20 +52,35 @@ def _npy_writer(path: Path, dtype: type, shape: tuple[int, ...]):
     return f
 
 
-def remap(tmp: Path, rows: dict[str, int], maps: list[np.ndarray], chunk: int = 1 << 16) -> None:
-    """Pass 2: write ``{split}_ids/labels/rows.npy`` from the spill; delete the spill.
+def remap(tmp: Path, parts: list[tuple[str, dict[str, int], list[np.ndarray]]],
+          chunk: int = 1 << 16) -> None:
+    """Pass 2: write ``{split}_ids/labels/rows.npy`` from the spills; delete the spills.
 
-    ``maps[j]``: int32 (provisional ids of field j,) global id of each provisional id."""
-    nf = len(maps)
-    starts = np.concatenate([[0], np.cumsum([len(m) for m in maps])[:-1]]).astype(np.int32)
-    joined = np.concatenate(maps) if maps else np.zeros(0, np.int32)
+    ``parts``: in row order, ``(prefix, rows per split, maps)`` of each spill, where
+    ``maps[j]`` int32 (provisional ids of field j,) is the global id of each provisional id.
+    """
+    rows = {s: sum(p[1][s] for p in parts) for s in SPLITS}
+    nf = len(parts[0][2])
     with ExitStack() as stack:
-        src = {name: stack.enter_context(open(tmp / f"{name}.bin", "rb")) for name, _ in _PARTS}
         outs = {s: (stack.enter_context(_npy_writer(tmp / f"{s}_ids.npy", np.int32, (rows[s], nf))),
                     stack.enter_context(_npy_writer(tmp / f"{s}_labels.npy", np.float32, (rows[s],))),
                     stack.enter_context(_npy_writer(tmp / f"{s}_rows.npy", np.int64, (rows[s],))))
                 for s in SPLITS}
-        total = sum(rows.values())
+        for prefix, part_rows, maps in parts:
+            _remap_part(tmp, prefix, sum(part_rows.values()), maps, outs, chunk)
+    for prefix, _, _ in parts:
+        for name, _ in _PARTS:
+            (tmp / f"{prefix}{name}.bin").unlink()
+
+
+def _remap_part(tmp: Path, prefix: str, total: int, maps: list[np.ndarray], outs: dict,
+                chunk: int) -> None:
+    nf = len(maps)
+    starts = np.concatenate([[0], np.cumsum([len(m) for m in maps])[:-1]]).astype(np.int32)
+    joined = np.concatenate(maps) if maps else np.zeros(0, np.int32)
+    with ExitStack() as stack:
+        src = {name: stack.enter_context(open(tmp / f"{prefix}{name}.bin", "rb"))
+               for name, _ in _PARTS}
         for lo in range(0, total, chunk):
             n = min(chunk, total - lo)
             pids = np.fromfile(src["pids"], dtype=np.int32, count=n * nf).reshape(n, nf)
@@ -78,5 +94,3 @@ def remap(tmp: Path, rows: dict[str, int], maps: list[np.ndarray], chunk: int = 
                 x_out.write(ids[sel].tobytes())
                 y_out.write(labels[sel].tobytes())
                 r_out.write(lines[sel].tobytes())
-    for name, _ in _PARTS:
-        (tmp / f"{name}.bin").unlink()

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from shaver.data.hashing import mix64
 from shaver.data.readers import arrow
 from shaver.errors import DataError
 
@@ -40,27 +41,14 @@ INT_LOG_MEAN = (0.8, 3.0, 2.3, 1.8, 8.0, 3.5, 1.5, 2.5, 3.8, 0.3, 1.0, 0.3, 1.8)
 INT_LOG_SD = (1.2, 2.0, 1.3, 1.0, 1.8, 2.0, 1.5, 1.0, 1.4, 0.6, 1.0, 1.0, 1.0)
 INT_SHIFT = (0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # I2 takes -1..-3 like Criteo's I2
 HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = x.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(27)
-        x *= np.uint64(0x94D049BB133111EB)
-        x ^= x >> np.uint64(31)
-    return x
 
 
 def _normal(seed: int, field: int, key: np.ndarray, k: int = 0) -> np.ndarray:
     """A standard normal per (seed, field, key, k), by hashing (Box-Muller)."""
     base = np.uint64((seed * 1_000_003 + field * 7919 + k * 104_729) & 0xFFFFFFFFFFFF)
     with np.errstate(over="ignore"):
-        h1 = _mix(key.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + base)
-        h2 = _mix(h1 + np.uint64(0x632BE59BD9B4E019))
+        h1 = mix64(key.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + base)
+        h2 = mix64(h1 + np.uint64(0x632BE59BD9B4E019))
     u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
     u2 = (h2 >> np.uint64(11)).astype(np.float64) / 2.0**53
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)

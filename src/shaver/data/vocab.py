@@ -51,6 +51,15 @@ class FieldIndex:
             self.counts = grown
         self.counts[:len(per_id)] += per_id
 
+    def merge(self, keys: list[str], counts: np.ndarray) -> np.ndarray:
+        """Add another part's tokens (distinct ``keys`` in its provisional-id order) and
+        their counts; int32 (len(keys),) the provisional id here of each of its ids."""
+        coded = Coded(keys, np.arange(len(keys), dtype=np.int32), distinct=True)
+        pids = self.ids(coded)
+        self.count(np.zeros(0, dtype=np.int32))  # grow the counts array to the table
+        self.counts[pids] += counts  # keys are distinct: no repeated index
+        return pids
+
     def finish(self, min_count: int) -> tuple[list[str], np.ndarray]:
         """``(vocab, local)``: ``vocab = [OOV_TOKEN, kept values...]`` in local-id order and
         ``local`` int32 (provisional ids,) the local id of each provisional id."""
