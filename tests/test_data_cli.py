@@ -41,7 +41,8 @@ def test_help(cmd, capsys):
 def test_prepare_then_info(tmp_path, capsys):
     out = tmp_path / "c"
     code, text, _ = run(["data", "prepare", "--preset", "criteo", "--input",
-                         str(FIX / "criteo_small.txt"), "--out", str(out), "-q"], capsys)
+                         str(FIX / "criteo_small.txt"), "--out", str(out), "-q",
+                         "--workers", "2"], capsys)
     assert code == 0 and "features:" in text and "train" in text
     code, text, _ = run(["data", "info", str(out), "--verify"], capsys)
     assert code == 0 and "checksums: ok" in text and "C26" in text

@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the spec's)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip and count malformed lines instead of stopping at the first")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes reading parts of a large TSV/libfm file (default: one per "
+                   "CPU, parts of at least 64 MiB; the output is the same for any number)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prepare)
 
@@ -76,7 +79,7 @@ def _prepare(args: argparse.Namespace) -> int:
     ds = prepare_dataset(args.spec if args.spec is not None else args.preset,
                          _inputs(args.input), args.out, seed=args.seed,
                          joins=dict(args.join), skip_bad_lines=args.skip_bad_lines,
-                         quiet=args.quiet)
+                         quiet=args.quiet, workers=args.workers)
     print(describe(ds))
     skipped = ds.meta.get("skipped_lines", 0)
     if skipped:
