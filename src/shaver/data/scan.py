@@ -82,7 +82,7 @@ class Scanner:
             jobs += [Job(len(jobs) + i, path, fixed, file_index, r) for i, r in enumerate(ranges)]
         return jobs
 
-    def run_job(self, job: Job, tmp: Path) -> PartResult:
+    def run_job(self, job: Job, tmp: Path, progress: Any = None) -> PartResult:
         bad = BadLines()
         indexes = new_indexes(self.spec)
         ctx = BlockContext(self.spec, job.path, header_lines(self.spec.input), self.skip, bad,
@@ -93,6 +93,8 @@ class Scanner:
                                      skip_bad_lines=self.skip, bad=bad,
                                      block_bytes=self.block_bytes, part=job.part):
                 dec = decode_block(ctx, block)
+                if progress is not None:
+                    progress(len(block))
                 train = dec.split == 0
                 pids = np.empty((len(dec.labels), len(indexes)), dtype=np.int32)
                 for j, (index, coded) in enumerate(zip(indexes, dec.fields)):
@@ -118,14 +120,13 @@ class Scanner:
         return Scan(merged, parts, bad)
 
     def _run(self, jobs: list[Job], tmp: Path) -> list[PartResult]:
-        bar = tqdm(total=len(jobs), desc="read", unit=" parts", disable=self.quiet)
+        sequential = (len(jobs) == 1 or "fork" not in multiprocessing.get_all_start_methods()
+                      or multiprocessing.current_process().daemon)
+        bar = tqdm(total=None if sequential else len(jobs), desc="read", disable=self.quiet,
+                   unit=" rows" if sequential else " parts", unit_scale=sequential)
         try:
-            if len(jobs) == 1 or "fork" not in multiprocessing.get_all_start_methods():
-                results = []
-                for job in jobs:
-                    results.append(self.run_job(job, tmp))
-                    bar.update()
-                return results
+            if sequential:
+                return [self.run_job(job, tmp, bar.update) for job in jobs]
             _WORKER["scanner"], _WORKER["tmp"] = self, tmp
             ctx = multiprocessing.get_context("fork")
             procs = min(len(jobs), self.workers or os.cpu_count() or 1)
