@@ -96,6 +96,7 @@ def test_help_of_every_command(capsys):
         assert "usage: shaver" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_console_entry_point_help():
     proc = subprocess.run([sys.executable, "-m", "shaver", "--help"], capture_output=True,
                           text=True, timeout=120)
