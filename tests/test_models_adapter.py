@@ -10,6 +10,7 @@ from torch import nn
 from shaver.errors import ModelError
 from shaver.models.adapter import TorchFMAdapter
 from shaver.models.base import check_model_interface
+from train_data import one_thread  # noqa: F401
 
 
 class FeaturesEmbedding(nn.Module):  # as in torchfm/layer.py
@@ -95,3 +96,17 @@ def test_logit_output_and_bad_models():
         TorchFMAdapter(inner)
     with pytest.raises(ModelError, match="no registry config"):
         TorchFMAdapter(TinyDeepFM(FIELD_DIMS)).config()
+
+
+def test_an_adapted_model_trains_in_memory(tmp_path):
+    from shaver.train.loop import fit
+    from train_data import make_learnable
+
+    data = make_learnable(tmp_path / "data", rows=2000)
+    torch.manual_seed(0)
+    model = TorchFMAdapter(TinyDeepFM(data.field_dims, embed_dim=4))
+    result = fit(model, data, epochs=8, lr=5e-2, batch_size=256, quiet=True, device="cpu",
+                 patience=None)
+    assert result.test["auc"] > 0.75, result.test
+    with pytest.raises(ModelError, match="no registry config"):
+        fit(model, data, epochs=1, quiet=True, out_dir=tmp_path / "run")

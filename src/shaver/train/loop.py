@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from shaver.data.store import PreparedDataset
-from shaver.errors import CheckpointError, DataError, TrainingError
+from shaver.errors import CheckpointError, DataError, ModelError, TrainingError
 from shaver.models.base import CTRModel
 from shaver.train.checkpoint import CONFIG_NAME, save_run
 from shaver.train.distributed import DistContext, setup
@@ -76,6 +76,15 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float,
         p.dtype == torch.float32 for p in model.parameters())
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
                             fused=fused or None)
+
+
+def _describe(model: nn.Module) -> dict[str, Any]:
+    """The model's registry config, or (for a model brought by the user) its class and sizes."""
+    try:
+        return model.config()
+    except (ModelError, AttributeError, NotImplementedError):
+        return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                "field_dims": list(getattr(model, "field_dims", []))}
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -166,6 +175,8 @@ def fit(
                   None if patience is None else int(patience), lr_decay, int(seed))
     s.validate()
     check_fits(model, dataset)
+    if out_dir is not None:
+        model.config()  # a run directory needs a registry config: fail before training
     ctx = setup(device)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and not resume and (out / CONFIG_NAME).exists():
@@ -187,7 +198,7 @@ def _fit(model: CTRModel, dataset: PreparedDataset, train: SplitSource, val: Spl
          s: _Settings, ctx: DistContext, out: Path | None, resume: bool, quiet: bool,
          eval_batch: int) -> TrainResult:
     opt = make_optimizer(model, s.lr, s.weight_decay, ctx.device)
-    identity = {"model": model.config(), "dataset": dataset.fingerprint, "seed": s.seed}
+    identity = {"model": _describe(model), "dataset": dataset.fingerprint, "seed": s.seed}
     progress, best = Progress(), _copy_state(model)
     if resume and out is not None:
         progress, best = load_state(out, model, opt, identity)
