@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shaver.deploy.artifact import export_artifact, load_artifact
-from shaver.errors import ArtifactError
+from shaver.errors import ArtifactError, ShaverError
 from shaver.models.registry import build_model
 from shaver.pruning.mask import MaskedEmbedding
 from shaver.runtime.container import PREAMBLE, parse_container
@@ -22,12 +22,19 @@ from shaver.runtime.model import Artifact
 from test_deploy_support import pruned_model, random_ids, torch_proba
 
 
+class _Blob(bytes):
+    """Artifact bytes with a short repr (hypothesis prints failing inputs)."""
+
+    def __repr__(self) -> str:
+        return f"<artifact: {len(self)} bytes>"
+
+
 @pytest.fixture(scope="module")
 def artifact_bytes(tmp_path_factory):
     model, _ = pruned_model("deepfm", field_dims=[3, 20, 4], keep=[1.0, 0.3, 0.02])
     path = tmp_path_factory.mktemp("art") / "a.shaver"
     export_artifact(model, path)
-    return path.read_bytes()
+    return _Blob(path.read_bytes())
 
 
 def _load(buf: bytes) -> Artifact:
@@ -233,3 +240,59 @@ def test_int8_first_order_without_its_scales_raises(tmp_path):
 
     with pytest.raises(ArtifactError, match="first-order table linear.weight.weight"):
         _load(_repack_padded(buf, drop_scale))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_forged_section_tables(artifact_bytes, data):
+    """Section tables rewritten with valid checksums: never anything but ArtifactError."""
+    hlen = PREAMBLE.unpack_from(artifact_bytes)[2]
+    count = len(json.loads(artifact_bytes[PREAMBLE.size:PREAMBLE.size + hlen])["sections"])
+    index = data.draw(st.integers(0, count - 1))
+    slot = data.draw(st.sampled_from([0, 2, 3, 4, 5]))
+    value = data.draw(st.one_of(
+        st.integers(-2, 2**63), st.lists(st.integers(0, 2**40), max_size=9),
+        st.sampled_from(["u8", "f32", "i64", "emb.values", "codebook", "head/out.weight"])))
+
+    def edit(header):
+        header["sections"][index][slot] = value
+
+    x = random_ids([3, 20, 4], 4)
+    try:
+        art = _load(_repack_padded(artifact_bytes, edit))
+    except ArtifactError:
+        return
+    np.testing.assert_array_equal(art.predict(x), _load(artifact_bytes).predict(x))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_forged_model_description(artifact_bytes, data):
+    """Embedding/model descriptions rewritten with valid checksums: ArtifactError or same."""
+    value = data.draw(st.one_of(
+        st.integers(-3, 2**31), st.floats(allow_nan=False), st.none(), st.text(max_size=8),
+        st.lists(st.integers(-1, 40), max_size=5),
+        st.sampled_from(["dense", "bitmask", "sparse", "fp16", "int8", "lr", "dcn-v2"])))
+    target = data.draw(st.sampled_from([
+        ("embedding", "dim"), ("embedding", "value_dtype"), ("embedding", "field_dims"),
+        ("embedding", "layouts"), ("model", "name"), ("model", "mlp_dims"),
+        ("model", "embed_dim"), ("model", "field_dims")]))
+    position = data.draw(st.integers(0, 2))
+
+    def edit(header):
+        holder = header[target[0]]
+        current = holder.get(target[1])
+        if isinstance(current, list) and current and not isinstance(value, list):
+            current[position % len(current)] = value
+        else:
+            holder[target[1]] = value
+
+    x = random_ids([3, 20, 4], 4)
+    try:
+        art = _load(_repack_padded(artifact_bytes, edit))
+        got = art.predict(x)
+    except ArtifactError:
+        return
+    except ShaverError:  # e.g. DataError: the forged field sizes reject these ids
+        return
+    np.testing.assert_array_equal(got, _load(artifact_bytes).predict(x))

@@ -29,6 +29,7 @@ This module needs numpy only (``shaver.runtime`` must import without torch).
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -203,7 +204,8 @@ def _decode_header(raw: bytes, path: str) -> dict[str, Any]:
 
 
 def _check_entry(entry: Any, path: str) -> tuple[str, str, str, tuple[int, ...], int, int, int]:
-    ok = (isinstance(entry, list) and len(entry) == 7 and isinstance(entry[0], str)
+    ok = (isinstance(entry, list) and len(entry) == 7
+          and all(isinstance(entry[i], str) for i in (0, 1, 2, 6))
           and entry[1] in KINDS and entry[2] in DTYPES and isinstance(entry[3], list)
           and all(type(v) is int and v >= 0 for v in entry[3])
           and all(type(v) is int and v >= 0 for v in entry[4:6])
@@ -223,7 +225,7 @@ def _read_sections(buf: bytes, start: int, table: list[Any], path: str) -> dict[
     view = memoryview(buf)
     for entry in table:
         name, _kind, dtype, shape, off, nbytes, crc = _check_entry(entry, path)
-        count = int(np.prod(shape, dtype=np.int64)) if len(shape) < 8 else -1
+        count = math.prod(shape) if len(shape) < 8 else -1  # Python ints: no overflow
         if name in arrays or off != _align(pos) or count < 0 \
                 or count * DTYPES[dtype].itemsize != nbytes:
             raise ArtifactError(f"{path}: section {name} has an inconsistent position or shape")

@@ -15,6 +15,8 @@ import numpy as np
 from shaver.errors import ArtifactError
 
 Head = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: What numpy and Python raise on tensors or configs that do not fit together.
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
 BN_EPS = 1e-5
 
 
@@ -154,10 +156,10 @@ def build_head(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray],
                first: Mapping[str, np.ndarray]) -> Head:
     """The numpy head for ``cfg["name"]``; :class:`ArtifactError` if unknown or incomplete."""
     name = cfg.get("name")
-    if name not in HEADS:
+    if not isinstance(name, str) or name not in HEADS:
         raise ArtifactError(f"the numpy runtime has no head for model {name!r} "
                             f"(supported: {', '.join(HEADS)})")
     try:
         return HEADS[name](cfg, params, first)
-    except (KeyError, TypeError, ValueError) as exc:
+    except MALFORMED as exc:
         raise ArtifactError(f"model {name}: inconsistent head tensors or config ({exc})") from exc

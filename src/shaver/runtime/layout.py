@@ -199,7 +199,8 @@ class EmbeddingTables:
         kept = bits.astype(bool)
         vals = self.values[np.where(kept, pos, 0)].astype(np.float32) if self.values.size \
             else np.zeros(pos.shape, np.float32)
-        vals *= self.scales[field][..., None]
+        if self.values.dtype == np.int8:
+            vals *= self.scales[field][..., None]
         return np.where(kept, vals, self.codebook[field])
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from shaver.errors import ArtifactError, DataError
 from shaver.runtime.container import KINDS, PREAMBLE, Container, read_container
-from shaver.runtime.heads import Head, build_head
+from shaver.runtime.heads import MALFORMED, Head, build_head
 from shaver.runtime.layout import (
     LAYOUTS,
     VALUE_DTYPES,
@@ -79,7 +79,7 @@ class Artifact:
             probe = self.tables.bounds[:-1][None, :]
             try:
                 out = np.asarray(head(self.tables.lookup(probe), probe))
-            except (ValueError, IndexError, KeyError) as exc:
+            except MALFORMED as exc:
                 raise ArtifactError(f"{self.path}: head tensors do not fit the model ({exc})") \
                     from exc
             if out.shape != (1,):
