@@ -26,7 +26,7 @@ BUILTINS = ("movielens-100k",)
 WHEEL_REQUIREMENT = "recbole==1.2.1"
 MEMBERS = {ext: f"recbole/dataset_example/ml-100k/ml-100k.{ext}" for ext in ("inter", "user", "item")}
 #: Bump when the preparation of a built-in changes, so old caches are not reused.
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"
 
 
 def cache_dir() -> Path:
