@@ -296,3 +296,21 @@ def test_fuzz_forged_model_description(artifact_bytes, data):
     except ShaverError:  # e.g. DataError: the forged field sizes reject these ids
         return
     np.testing.assert_array_equal(got, _load(artifact_bytes).predict(x))
+
+
+def test_json_sections_must_be_valid(tmp_path):
+    from shaver.runtime.container import SectionSpec, write_container
+
+    for blob, message in [(b"[1, 2]", "not a JSON object"), (b"{bad", "not valid JSON")]:
+        model, _ = pruned_model("lr", field_dims=[3, 20, 4], keep=[0.5, 0.5, 0.5])
+        path = export_artifact(model, tmp_path / "a.shaver").path
+        art = load_artifact(path)
+        sections = [(SectionSpec(e[0], e[1], e[2], tuple(e[3])), art.container.arrays[e[0]])
+                    for e in art.container.table if e[0] != "info"]
+        sections.append((SectionSpec("info", "metadata", "json", (len(blob),)),
+                         np.frombuffer(blob, np.uint8)))
+        fields = {k: v for k, v in art.container.header.items()
+                  if k not in ("sections", "format", "format_version")}
+        write_container(path, fields, sections)
+        with pytest.raises(ArtifactError, match=message):
+            load_artifact(path)

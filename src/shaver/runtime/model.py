@@ -53,6 +53,8 @@ class Artifact:
         self.first_order = self._first_order(arrays)
         self.head_tensors = _by_prefix(arrays, "head/")
         self.info: dict[str, Any] = container.json("info") if "info" in arrays else {}
+        if not isinstance(self.info, dict):
+            raise ArtifactError(f"{where}: the info section is not a JSON object")
         self.feature_map = container.json("feature_map") if "feature_map" in arrays else None
         self._head: Head | None = None
         self._encoder: Any = None
