@@ -145,4 +145,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _run_job(job: Job) -> PartResult:
+    import pyarrow
+
+    pyarrow.set_cpu_count(1)  # the workers are the parallelism: no thread pool in each
     return _WORKER["scanner"].run_job(job, _WORKER["tmp"])
