@@ -12,7 +12,8 @@ tolerance 0.01 or --attr-seconds), then prune with every method at every sparsit
 * shaver-cb (codebook placeholder) and shaver-zero, orders abs / signed, codebook fixed / refit
   (refit only for the codebook placeholder);
 * magnitude |w| and random (seeded) and taylor |w dL/dw| (zero placeholder), abs order;
-* ptq int16 / int8 / int4, per row and per table (no sparsity; placed by bytes).
+* ptq int16 / int8 / int4, per row and per table (no sparsity; placed by bytes);
+* with --finetune N: the FINETUNED methods again, each pruned model fine-tuned (mask fixed).
 
 Trained runs and attributions are cached in --work. Writes grid.csv / grid.json there and
 prints a table (bytes = exact deployable-artifact size, feature map not included).
@@ -34,6 +35,7 @@ from shaver.attribution.result import Attribution
 from shaver.data.builtin import load_builtin
 from shaver.models.registry import build_model
 from shaver.pruning.api import prune
+from shaver.pruning.finetune import FinetuneConfig
 from shaver.pruning.quantize import QuantizeConfig, quantize_, quantized_artifact_bytes
 from shaver.pruning.scorers import compute_scores, data_frequencies
 from shaver.train.checkpoint import load_run
@@ -68,7 +70,11 @@ def attribution(model, dataset, work: Path, name: str, placeholder: str, seconds
     return result
 
 
-def method_rows(model, dataset, attrs, sparsities, seed: int, freq) -> list[dict]:
+FINETUNED = ("shaver-cb/abs/fixed", "shaver-zero/abs/fixed", "magnitude/abs/fixed")
+
+
+def method_rows(model, dataset, attrs, sparsities, seed: int, freq,
+                finetune: FinetuneConfig | None = None) -> list[dict]:
     variants = []
     for order in ("abs", "signed"):
         for cb in ("fixed", "refit"):
@@ -78,11 +84,15 @@ def method_rows(model, dataset, attrs, sparsities, seed: int, freq) -> list[dict
         scores = compute_scores(scorer, model, dataset=dataset, placeholder="zero", seed=seed,
                                 device=DEVICE)
         variants.append((f"{scorer}/abs/fixed", scores, "abs", "fixed"))
+    runs = [(label, scores, order, cb, None) for label, scores, order, cb in variants]
+    if finetune is not None:
+        runs += [(label + "+ft", scores, order, cb, finetune)
+                 for label, scores, order, cb in variants if label in FINETUNED]
     rows = []
-    for label, scores, order, cb in variants:
+    for label, scores, order, cb, ft in runs:
         for r in prune(model, scores, list(sparsities), order=order, codebook=cb,
                        dataset=dataset, frequencies=freq, include_feature_map=False,
-                       device=DEVICE):
+                       finetune_config=ft, device=DEVICE):
             rows.append({"method": label, "sparsity": r.budget.value, "kept": r.kept,
                          "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
                          "logloss": r.metrics["logloss"], "seconds": round(r.seconds, 4)})
@@ -114,6 +124,9 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="auto (default), cpu, cuda")
     ap.add_argument("--cache-dir", type=Path, default=None,
                     help="where the built-in dataset is cached (default ~/.cache/shaver)")
+    ap.add_argument("--finetune", type=int, default=0, metavar="EPOCHS",
+                    help="also fine-tune (mask fixed, Adam lr 1e-4, early stopping on val AUC) "
+                    f"{', '.join(FINETUNED)} for up to EPOCHS epochs")
     ap.add_argument("--quick", action="store_true", help="1 epoch, 20 s attributions, 2 sparsities")
     args = ap.parse_args()
     global DEVICE
@@ -137,7 +150,9 @@ def main() -> None:
         found = [{"method": "base", "sparsity": 0.0, "kept": None, "bytes": None,
                   "auc": base["auc"], "logloss": base["logloss"], "seconds": None,
                   "attribution": meta}]
-        found += method_rows(model, dataset, attrs, sparsities, args.seed, freq)
+        ft = (FinetuneConfig(epochs=args.finetune, lr=1e-4, patience=1, seed=args.seed)
+              if args.finetune else None)
+        found += method_rows(model, dataset, attrs, sparsities, args.seed, freq, ft)
         found += ptq_rows(model, dataset)
         rows += [{"model": name, **r} for r in found]
         print_table(name, found)
