@@ -62,7 +62,7 @@ def test_prune_writes_dirs_and_tables(run_dir, tmp_path, capsys):
     with open(out / "results.csv") as f:
         assert [r["kept"] for r in csv.DictReader(f)] == [str(r["kept"]) for r in rows]
     assert rows[3]["kept"] == 7
-    first = load_pruned(rows[0]["path"])
+    first = load_pruned(rows[0]["path"], device="cpu")
     assert first.info["kept"] == N * DIM and first.info["scorer"] == "shapley"
     x = random_ids(30)
     from shaver.train.checkpoint import load_run

@@ -35,7 +35,7 @@ def pruned_tiny(seed: int = 0) -> TinyModel:
 def test_round_trip_reproduces_predictions(tmp_path):
     model = pruned_tiny()
     out = save_pruned(tmp_path / "p", model, INFO)
-    run = load_pruned(out, builder=build_tiny)
+    run = load_pruned(out, device="cpu", builder=build_tiny)
     assert isinstance(run.model.embedding, MaskedEmbedding)
     assert not run.model.training
     x = random_ids(64)
@@ -129,7 +129,7 @@ def test_load_with_the_registry_models(tmp_path):
     w = model.embedding.weight.detach()
     mask = torch.rand(w.shape, generator=torch.Generator().manual_seed(0)) < 0.5
     model.embedding = MaskedEmbedding(w, mask, torch.zeros(3, 4), FIELD_DIMS)
-    run = load_pruned(save_pruned(tmp_path / "p", model, INFO))
+    run = load_pruned(save_pruned(tmp_path / "p", model, INFO), device="cpu")
     x = random_ids(32)
     with torch.no_grad():
         assert torch.equal(run.model(x), model(x))

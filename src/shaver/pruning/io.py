@@ -155,7 +155,8 @@ def load_pruned(
     *,
     builder: Callable[[dict[str, Any]], nn.Module] | None = None,
 ) -> PrunedRun:
-    """Load a pruned directory; the model is in eval mode on ``device`` (default: CPU).
+    """Load a pruned directory; the model is in eval mode on ``device`` (None / "auto":
+    CUDA when available, else CPU).
 
     ``builder`` rebuilds the base model from its config (default:
     ``shaver.models.registry.build_model``).
@@ -176,9 +177,9 @@ def load_pruned(
     except RuntimeError as exc:
         raise CheckpointError(f"{path / MODEL_FILE}: does not match the model config ({exc})") \
             from exc
-    if device is not None:
-        model = model.to(device)
-    model.eval()
+    from shaver.train.device import pick_device
+
+    model = model.to(pick_device(device)).eval()
     return PrunedRun(model=model, info=info, path=path)
 
 
