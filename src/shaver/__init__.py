@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     # deployment
     "export_artifact": "shaver.deploy.artifact",
     "CompressedEmbedding": "shaver.deploy.embedding",
+    "load_artifact": "shaver.runtime",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
