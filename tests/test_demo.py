@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from shaver.report.demo import DEMO_METHODS, DEMO_SPARSITIES, demo_config
+from shaver.report.demo import DEMO_METHODS, DEMO_SPARSITIES, demo_config, demo_samples
 from shaver.report.schema import load_document
 from test_readme import _tiny_movielens
 
@@ -22,7 +22,7 @@ def _run_demo(tmp_path, *args: str) -> subprocess.CompletedProcess:
         _tiny_movielens(cache)
     env = {**os.environ, "SHAVER_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "shaver", "demo", "--out",
-                           str(tmp_path / "demo"), "--attribution-seconds", "15", "-q", *args],
+                           str(tmp_path / "demo"), "--attribution-samples", "600", "-q", *args],
                           env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
 
@@ -59,7 +59,8 @@ def test_demo_on_synthetic_criteo(tmp_path):
 
 
 def test_demo_config_is_the_documented_grid():
-    config = demo_config("movielens-100k", 1000, seed=3)
+    config = demo_config("movielens-100k", 1000, seed=3, attribution_samples=100)
     assert list(config.models) == ["deepfm"] and list(config.seeds) == [3]
     assert list(config.methods) == list(DEMO_METHODS)
-    assert config.max_seconds is not None  # bounded attribution: minutes, not hours
+    assert config.max_samples == 100 and config.max_seconds is None  # machine-independent
+    assert demo_samples(8) == 30_000 and demo_samples(39) == 6153

@@ -88,9 +88,9 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("reports/demo"),
                    help="output folder (default reports/demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
-    p.add_argument("--attribution-seconds", type=float, default=180.0,
-                   help="cap on the attribution time; it stops earlier once converged "
-                   "(default 180)")
+    p.add_argument("--attribution-samples", type=int, default=None,
+                   help="cap on the samples attributed; it stops earlier once converged "
+                   "(default: 30000 x 128 / (fields x 16), e.g. 30000 for MovieLens)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
 
@@ -129,7 +129,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from shaver.report.demo import run_demo
 
     outcome = run_demo(dataset=args.dataset, rows=args.rows, out=args.out, seed=args.seed,
-                       quiet=args.quiet, attribution_seconds=args.attribution_seconds)
+                       quiet=args.quiet, attribution_samples=args.attribution_samples)
     print(outcome.table())
     print(f"\nreport:   {outcome.report_html}\nartifact: {outcome.artifact}")
     print(f"total {outcome.seconds:.0f} s")

@@ -28,7 +28,10 @@ DEMO_METHODS = ("shaver", "magnitude")
 EXPORT_SPARSITY = 0.95
 #: Caps that keep the demo within a few minutes on 2 CPU cores.
 DEMO_EPOCHS = 8
-DEMO_ATTRIBUTION_SECONDS = 180.0
+#: Attribution work of the demo in permutation steps (samples x fields x dim): 30000
+#: MovieLens samples (8 fields x 16), about 6000 Criteo-like ones (39 x 16). A sample cap
+#: rather than a time cap, so that the demo's numbers do not depend on the machine's speed.
+DEMO_ATTRIBUTION_STEPS = 30_000 * 8 * 16
 RUNTIME_CHECK_ROWS = 2000
 
 
@@ -58,24 +61,36 @@ class DemoOutcome:
         return "\n".join(lines)
 
 
-def demo_config(dataset: str, rows: int, seed: int,
-                attribution_seconds: float = DEMO_ATTRIBUTION_SECONDS) -> BenchConfig:
+def demo_samples(num_fields: int, embed_dim: int = 16) -> int:
+    """The demo's attribution sample cap for a table of ``num_fields`` x ``embed_dim``."""
+    return max(1, DEMO_ATTRIBUTION_STEPS // (num_fields * embed_dim))
+
+
+def demo_config(dataset: str, rows: int, seed: int, attribution_samples: int) -> BenchConfig:
     """The small grid the demo runs (DeepFM, Shaver vs magnitude, five sparsities)."""
     return BenchConfig(
         dataset=dataset, rows=rows, models=["deepfm"], methods=list(DEMO_METHODS),
         sparsities=list(DEMO_SPARSITIES), seeds=[seed], epochs=DEMO_EPOCHS, batch_size=2048,
-        max_seconds=attribution_seconds, title=f"shaver demo: {dataset}")
+        max_samples=attribution_samples, title=f"shaver demo: {dataset}")
 
 
 def run_demo(dataset: str = "movielens-100k", rows: int = 100_000,
              out: str | Path = "reports/demo", seed: int = 0, quiet: bool = False,
-             attribution_seconds: float = DEMO_ATTRIBUTION_SECONDS) -> DemoOutcome:
+             attribution_samples: int | None = None) -> DemoOutcome:
     """Run the demo into ``out`` (resumed if it is already there); see the module docstring.
 
-    ``attribution_seconds`` caps the attribution (it also stops earlier once converged)."""
+    ``attribution_samples`` caps the attribution (default :func:`demo_samples`; it stops
+    earlier once converged)."""
     started = time.perf_counter()
     out = Path(out)
-    bench = run_bench(demo_config(dataset, rows, seed, attribution_seconds), out, quiet=quiet)
+    if attribution_samples is None:
+        from shaver.report.stages import open_bench_data
+
+        _, data = open_bench_data(data=None, dataset=dataset, rows=rows, workdir=out / "data",
+                                  quiet=quiet)
+        attribution_samples = demo_samples(data.num_fields)
+    config = demo_config(dataset, rows, seed, attribution_samples)
+    bench = run_bench(config, out, quiet=quiet)
     artifact, size, diff = export_and_check(out, bench.rows, seed)
     return DemoOutcome(bench, artifact, size, diff, time.perf_counter() - started)
 
