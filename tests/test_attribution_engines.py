@@ -47,8 +47,23 @@ def test_fast_equals_reference_on_identical_permutations(name, device):
     fast_engine = make_engine("fast", imputer, max_rows=40)  # several chunks
     fast = entry_credits(fast_engine.losses(x, y, perm), perm)
     assert torch.allclose(fast, ref, atol=2e-5, rtol=1e-4), (fast - ref).abs().max()
-    expected = "fm-mlp" if name in ("fm", "deepfm") else "generic"
-    assert fast_engine.path_name == expected
+    expected = {"fm": "fm-mlp", "deepfm": "fm-mlp", "dcn-v2": "cross", "dcn-mix": "cross"}
+    assert fast_engine.path_name == expected.get(name, "generic")
+
+
+@pytest.mark.parametrize("name", ["dcn-v2", "dcn-mix"])
+def test_cross_path_parallel_structure_equals_reference(name):
+    from shaver.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, DIMS, embed_dim=2, mlp_dims=[6, 5], structure="parallel").eval()
+    imputer = _imputer(model, "cpu")
+    x, y = _batch()
+    perm = sample_permutations(2, 0, len(x), imputer.num_players)
+    engine = make_engine("fast", imputer)
+    fast = entry_credits(engine.losses(x, y, perm), perm)
+    ref = entry_credits(make_engine("reference", imputer).losses(x, y, perm), perm)
+    assert engine.path_name == "cross" and torch.allclose(fast, ref, atol=2e-5)
 
 
 class ShiftedDeepFM(DeepFM):

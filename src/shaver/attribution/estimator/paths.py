@@ -107,7 +107,8 @@ class FMMLPPath:
 def find_fast_path(model: nn.Module) -> WalkPath | None:
     """A model-specific path for ``model``, or None (the engine then uses the generic path).
 
-    Recognised by structure (``linear`` / ``fm`` / ``mlp`` modules of a DeepFM or FM); the
+    Recognised by structure (``linear`` / ``fm`` / ``mlp`` of a DeepFM or FM, ``cross`` /
+    ``mlp`` / ``out`` of a DCN-V2 or DCN-Mix); the
     engine still checks it against the generic path before trusting it.
     """
     from shaver.models.layers import FactorizationMachine
@@ -115,7 +116,11 @@ def find_fast_path(model: nn.Module) -> WalkPath | None:
     fm = getattr(model, "fm", None)
     mlp = getattr(model, "mlp", None)
     linear = getattr(model, "linear", None)
-    if not isinstance(fm, FactorizationMachine) or getattr(model, "cross", None) is not None:
+    if getattr(model, "cross", None) is not None:
+        from shaver.attribution.estimator.paths_dcn import find_cross_path
+
+        return find_cross_path(model)
+    if not isinstance(fm, FactorizationMachine):
         return None
     folded = None
     if mlp is not None:
