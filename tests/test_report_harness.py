@@ -180,3 +180,22 @@ def test_seeds_give_spread_and_the_same_seed_the_same_numbers(data_dir, tmp_path
     assert random_cell["seeds"] == 2
     aucs = [r.auc for r in first.rows if r.method == "random"]
     assert random_cell["auc_std"] == pytest.approx(abs(aucs[0] - aucs[1]) / 2 ** 0.5)
+
+
+def test_interrupted_training_is_resumed(data_dir, tmp_path):
+    from shaver.data.store import open_dataset
+    from shaver.models.registry import build_model
+    from shaver.train.loop import fit
+
+    out = tmp_path / "out"
+    partial = out / "runs" / "fm-s0.partial"
+    dataset = open_dataset(data_dir)
+    fit(build_model("fm", dataset.field_dims, seed=0), dataset, epochs=1, batch_size=256,
+        seed=0, device="cpu", out_dir=partial, quiet=True)  # as if killed after epoch 1
+    first = json.loads((partial / "config.json").read_text())["metrics"]["history"]
+    config = _config(data_dir, methods=["random"], sparsities=[0.5])  # epochs=2
+    run_bench(config, out, quiet=True)
+    assert not partial.exists()
+    history = json.loads((out / "runs" / "fm-s0" / "config.json").read_text())["metrics"]
+    assert [h["epoch"] for h in history["history"]] == [1, 2]
+    assert history["history"][0] == first[0]  # epoch 1 reused (same timing record), not redone

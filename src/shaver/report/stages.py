@@ -87,8 +87,10 @@ def train_or_reuse(dataset: PreparedDataset, model_name: str, seed: int, run_dir
         test = metrics.get("test") or evaluate(run.model, dataset, "test", device=device)
         seconds = [float(h["seconds"]) for h in metrics.get("history", [])]
         return TrainedBase(run.model, run_dir, test, seconds, reused=True)
+    from shaver.train.state import state_path
+
     partial = run_dir.with_name(run_dir.name + ".partial")
-    resume = (partial / "config.json").is_file()
+    resume = state_path(partial).is_file()  # an interrupted training: continue it
     if partial.exists() and not resume:
         shutil.rmtree(partial)
     model = build_model(model_name, dataset.field_dims, seed=seed)  # same as `shaver train`
