@@ -167,17 +167,27 @@ def attribute_with_trace(model: torch.nn.Module, dataset: PreparedDataset, *, pl
     trace: list[dict[str, float]] = []
     rows = dataset.num_rows(opts.get("data", "train+val"))
     spent, target = 0.0, max(256, min(FIRST_CHUNK, rows // 8))  # a few points per pass
-    while True:
-        cap = target if max_samples is None else min(target, int(max_samples))
-        left = None if max_seconds is None else max(float(max_seconds) - spent, 1e-3)
-        started = time.perf_counter()
-        result = attribute(model, dataset, placeholder=placeholder, seed=seed,
-                           tolerance=tolerance, max_samples=cap, max_seconds=left,
-                           checkpoint_path=checkpoint, resume=True, quiet=quiet, **opts)
-        spent += time.perf_counter() - started
-        ratio = float(result.settings.get("convergence_ratio", float("nan")))
-        trace.append({"samples": int(result.count), "seconds": round(spent, 4), "ratio": ratio})
-        reason = result.settings.get("stop_reason")
-        if reason in ("converged", "max_seconds") or cap == max_samples:
-            return result, trace, spent
-        target = int(target * CHUNK_GROWTH)
+    stage_log = logging.getLogger("shaver.attribution")
+    level = stage_log.level
+    if not log.isEnabledFor(logging.DEBUG):
+        stage_log.setLevel(logging.WARNING)  # its per-chunk resume lines would be noise here
+    try:
+        while True:
+            cap = target if max_samples is None else min(target, int(max_samples))
+            left = None if max_seconds is None else max(float(max_seconds) - spent, 1e-3)
+            started = time.perf_counter()
+            result = attribute(model, dataset, placeholder=placeholder, seed=seed,
+                               tolerance=tolerance, max_samples=cap, max_seconds=left,
+                               checkpoint_path=checkpoint, resume=True, quiet=quiet, **opts)
+            spent += time.perf_counter() - started
+            ratio = float(result.settings.get("convergence_ratio", float("nan")))
+            trace.append({"samples": int(result.count), "seconds": round(spent, 4),
+                          "ratio": ratio})
+            reason = result.settings.get("stop_reason")
+            if reason in ("converged", "max_seconds") or cap == max_samples:
+                log.info("attribution (%s): %d samples in %.1f s, ratio %.4g, stopped: %s",
+                         placeholder, result.count, spent, ratio, reason)
+                return result, trace, spent
+            target = int(target * CHUNK_GROWTH)
+    finally:
+        stage_log.setLevel(level)
