@@ -227,3 +227,17 @@ def test_results_json_is_plain_json():
     text = document_to_json(synthetic_document(seeds=(0,)))
     doc = json.loads(text)
     assert doc["results"][0]["method"] == "base"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    from shaver.report.schema import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "sub" / "x.csv", "a\n")
+    finally:
+        os.umask(mask)
+    assert path.read_text() == "a\n" and (path.stat().st_mode & 0o777) == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["x.csv"]  # no temporary left behind
