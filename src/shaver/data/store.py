@@ -33,6 +33,7 @@ import numpy as np
 
 from shaver import __version__
 from shaver.errors import DataError
+from shaver.fileio import check_format, read_json
 
 FORMAT = "shaver-prepared"
 FORMAT_VERSION = 1
@@ -94,17 +95,9 @@ class PreparedDataset:
             raise DataError(f"{self.path}: not a prepared dataset directory (it does not exist)")
         if not meta_path.is_file():
             raise DataError(f"{self.path}: not a prepared dataset (meta.json is missing)")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{meta_path}: corrupt JSON ({exc})") from exc
-        if self.meta.get("format") != FORMAT:
-            raise DataError(f"{meta_path}: format is {self.meta.get('format')!r}, expected {FORMAT!r}")
-        if self.meta.get("format_version") != FORMAT_VERSION:
-            raise DataError(
-                f"{meta_path}: format_version {self.meta.get('format_version')!r} is not "
-                f"supported (this shaver reads version {FORMAT_VERSION})"
-            )
+        self.meta: dict[str, Any] = check_format(
+            read_json(meta_path, DataError), fmt=FORMAT, version=FORMAT_VERSION,
+            where=meta_path, error=DataError)
         self._maps: dict[str, np.ndarray] = {}
 
     # -- feature map ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 from shaver.deploy.embedding import compressed_model
 from shaver.deploy.onnx_export import _random_ids, _WithProbability
 from shaver.errors import ArtifactError
+from shaver.fileio import atomic_path
 from shaver.runtime.model import Artifact, load_artifact
 
 log = logging.getLogger(__name__)
@@ -48,14 +49,10 @@ def export_executorch(artifact: Artifact | str | os.PathLike[str],
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     buffer = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]) \
         .to_executorch().buffer
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         tmp.write_bytes(buffer)
         if check:
             _check(tmp, model, example)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.debug("wrote %s (%d bytes)", out_path, len(buffer))
     return out_path
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from shaver.deploy.embedding import compressed_model
 from shaver.errors import ArtifactError
+from shaver.fileio import atomic_path
 from shaver.runtime.model import Artifact, load_artifact
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,7 @@ def export_onnx(artifact: Artifact | str | os.PathLike[str], out_path: str | os.
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(tmp), input_names=["ids"],
@@ -60,9 +60,6 @@ def export_onnx(artifact: Artifact | str | os.PathLike[str], out_path: str | os.
                                             "probability": {0: "batch"}}, dynamo=False)
         if check:
             check_onnx(tmp, model, art, seed)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.debug("wrote %s (%d bytes)", out_path, out_path.stat().st_size)
     return out_path
 

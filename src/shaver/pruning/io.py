@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from shaver.errors import CheckpointError, ShaverError
+from shaver.fileio import check_format, read_json
 from shaver.pruning.mask import MaskedEmbedding, pack_mask, unpack_mask
 
 FORMAT = "shaver-pruned"
@@ -126,18 +127,8 @@ def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     info_path = Path(path) / INFO_FILE
     if not info_path.is_file():
         raise CheckpointError(f"{Path(path)}: not a pruned directory ({INFO_FILE} is missing)")
-    try:
-        info = json.loads(info_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{info_path}: corrupt JSON ({exc})") from exc
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        found = info.get("format") if isinstance(info, dict) else type(info).__name__
-        raise CheckpointError(f"{info_path}: format is {found!r}, expected {FORMAT!r}")
-    if info.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{info_path}: format_version {info.get('format_version')!r} is not supported "
-            f"(this shaver reads version {FORMAT_VERSION})"
-        )
+    info = read_json(info_path, CheckpointError)
+    check_format(info, fmt=FORMAT, version=FORMAT_VERSION, where=info_path, error=CheckpointError)
     if not isinstance(info.get("model"), dict):
         raise CheckpointError(f"{info_path}: field 'model' (the model config) is missing")
     return info

@@ -9,12 +9,12 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from shaver.errors import CheckpointError
+from shaver.fileio import write_text_atomic
 from shaver.pruning.api import prune
 from shaver.pruning.budget import Budget
 from shaver.pruning.finetune import FinetuneConfig
@@ -106,10 +106,7 @@ def write_results(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("results.csv", results_csv(rows)),
                        ("results.json", json.dumps(list(rows), indent=2) + "\n")):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, out_dir / name)
+        write_text_atomic(out_dir / name, text)
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

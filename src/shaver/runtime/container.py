@@ -32,7 +32,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from shaver.errors import ArtifactError
+from shaver.fileio import atomic_path
 
 MAGIC = b"\x89SHAVER\n"
 FORMAT_VERSION = 1
@@ -118,23 +118,14 @@ def write_container(path: str | os.PathLike[str], fields: Mapping[str, Any],
     header = encode_header(fields, specs, [zlib.crc32(b) for b in blobs])
     offsets, _ = layout(specs)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header), 0))
-            out.write(header)
-            pos = 0
-            for off, blob in zip(offsets, blobs):
-                out.write(b"\0" * (off - pos))
-                out.write(blob)
-                pos = off + len(blob)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header), 0))
+        out.write(header)
+        pos = 0
+        for off, blob in zip(offsets, blobs):
+            out.write(b"\0" * (off - pos))
+            out.write(blob)
+            pos = off + len(blob)
     return PREAMBLE.size + len(header) + pos
 
 

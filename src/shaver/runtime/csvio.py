@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from shaver.errors import DataError
+from shaver.fileio import write_text_atomic
 
 
 def _open_rows(path: Path) -> Iterator[list[str]]:
@@ -59,11 +60,8 @@ def write_scores(path: str | os.PathLike[str] | None, scores: Sequence[float]) -
     text = "probability\n" + "".join(f"{float(s):.8g}\n" for s in scores)
     if path is not None:
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            write_text_atomic(path, text)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise DataError(f"{path}: cannot write ({exc.strerror})") from exc
     return text

@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 from shaver import __version__
 from shaver.data.store import PreparedDataset, open_dataset
 from shaver.errors import CheckpointError, FingerprintMismatch, ModelError
+from shaver.fileio import atomic_path, check_format, read_json, write_text_atomic
 from shaver.models.base import CTRModel
 from shaver.models.registry import build_model
 from shaver.train.device import pick_device
@@ -51,29 +51,11 @@ def state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor],
                         metadata: Mapping[str, str] | None = None) -> None:
-    """``safetensors.torch.save_file`` to a temporary file, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    """``safetensors.torch.save_file`` to a temporary file, then renamed over ``path``."""
+    with atomic_path(path) as tmp:
         save_file(dict(tensors), tmp, metadata=dict(metadata or {}))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_safe(value: Any) -> Any:
@@ -118,7 +100,7 @@ def save_run(
         "train": dict(train_config),
     }
     text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write_bytes(out / CONFIG_NAME, text.encode())
+    write_text_atomic(out / CONFIG_NAME, text)
     return out
 
 
@@ -144,19 +126,9 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_NAME
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir}: not a run directory (it does not exist)")
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: missing (not a shaver run directory)") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        found = config.get("format") if isinstance(config, dict) else type(config).__name__
-        raise CheckpointError(f"{path}: format is {found!r}, expected {RUN_FORMAT!r}")
-    if config.get("format_version") != RUN_FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format_version {config.get('format_version')!r} is not supported "
-            f"(this shaver reads version {RUN_FORMAT_VERSION})")
+    config = read_json(path, CheckpointError, missing="missing (not a shaver run directory)")
+    check_format(config, fmt=RUN_FORMAT, version=RUN_FORMAT_VERSION, where=path,
+                 error=CheckpointError)
     for key in ("model", "dataset", "model_fingerprint"):
         if key not in config:
             raise CheckpointError(f"{path}: lacks the {key!r} entry")

@@ -1,0 +1,78 @@
+"""Small file helpers shared by every stage: atomic writes and versioned JSON documents.
+
+Nothing is left half-written: output goes to a hidden temporary file in the target's folder
+and is renamed over the target only once complete. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shaver.errors import ShaverError
+
+
+def _usual_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, else it is removed.
+
+    The temporary file exists (empty) when yielded, so writers that open it by name work.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, _usual_mode())  # mkstemp creates 0600; give the usual file mode
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike[str], error: type[ShaverError], missing: str = "missing") -> Any:
+    """Parse a JSON file; a missing or corrupt file raises ``error`` naming the path."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise error(f"{path}: {missing}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: corrupt JSON ({exc})") from exc
+
+
+def check_format(
+    doc: Any, *, fmt: str, version: int, where: str | os.PathLike[str], error: type[ShaverError]
+) -> dict[str, Any]:
+    """Check a document's ``format`` tag and ``format_version``; return it as a dict."""
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise error(f"{where}: format is {found!r}, expected {fmt!r}")
+    if doc.get("format_version") != version:
+        raise error(
+            f"{where}: format_version {doc.get('format_version')!r} is not supported "
+            f"(this shaver reads version {version})"
+        )
+    return doc
