@@ -58,8 +58,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeats: int) -> float:
-    fn()  # warm-up
+def timed(fn, device, repeats: int, warm=None) -> float:
+    (warm or fn)()  # warm-up
     sync(device)
     times = []
     for _ in range(repeats):
@@ -99,7 +99,7 @@ def engine_speed(name, device, args) -> list[dict]:
         perm = sample_permutations(0, 0, n, players, device)
         eng = make_engine(engine, imputer, dtype=dtype, max_rows=args.max_rows)
         secs = timed(lambda eng=eng, x=x, y=y, perm=perm: eng.losses(x, y, perm), device,
-                     args.repeats)
+                     args.repeats, warm=lambda e=eng, a=x[:2], b=y[:2], p=perm[:2]: e.losses(a, b, p))
         k = min(n, 8)
         flops = flops_of(lambda e=eng, a=x[:k], b=y[:k], p=perm[:k]: e.losses(a, b, p)) / k
         print(f"  .. {name} {engine} {dtype}: {n / secs:.1f} samples/s", flush=True)
@@ -170,7 +170,8 @@ def main() -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=3, help="timings per figure (median)")
-    p.add_argument("--max-rows", type=int, default=32768, help="fast engine rows per pass")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="fast engine rows per pass (default 16384 on CPU, 131072 on GPU)")
     p.add_argument("--skip-convergence", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = p.parse_args()
@@ -179,10 +180,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
-    sizes = dict(ref_samples=4, fast_samples=16, conv_rows=200, vocab=20, batch_size=64,
-                 tolerance=0.05, long_samples=2000, rank_samples=[50, 200, 800],
-                 conv_max_seconds=300.0) if args.quick else dict(
-        ref_samples=256 if gpu else 64, fast_samples=4096 if gpu else 512, conv_rows=2000,
+    args.max_rows = args.max_rows or (131072 if gpu else 16384)
+    sizes = dict(ref_samples=32, fast_samples=64, conv_rows=200, vocab=20, batch_size=64,
+                 tolerance=0.05, long_samples=1000, rank_samples=[50, 200, 500],
+                 conv_max_seconds=60.0) if args.quick else dict(
+        ref_samples=1024 if gpu else 512, fast_samples=8192 if gpu else 512, conv_rows=2000,
         vocab=50, batch_size=1024 if gpu else 256, tolerance=0.02, long_samples=40000,
         rank_samples=[500, 2000, 8000, 20000], conv_max_seconds=1800.0)
     for k, v in sizes.items():

@@ -32,12 +32,15 @@ class FoldedMLP:
         return int(self.layers[-1].weight.shape[0])
 
     def forward_from_first(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (rows, H1) pre-activation of the first layer -> output (rows, out)."""
-        h = torch.relu(z) if self.layers[0].relu else z
+        """z: (rows, H1) pre-activation of the first layer -> output (rows, out).
+
+        Overwrites ``z`` (activations are applied in place to save memory traffic).
+        """
+        h = torch.relu_(z) if self.layers[0].relu else z
         for layer in self.layers[1:]:
             h = F.linear(h, layer.weight, layer.bias)
             if layer.relu:
-                h = torch.relu(h)
+                h = torch.relu_(h)
         return h
 
 

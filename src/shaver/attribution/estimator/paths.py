@@ -97,11 +97,16 @@ class FMMLPPath:
         return (0.5 * (sums.pow(2).sum(2) - squares)).float()
 
     def _mlp(self, emb, perm, delta):
+        b, players = perm.shape
         first = self.mlp.layers[0]
-        z0 = F.linear(emb.reshape(emb.shape[0], -1), first.weight, first.bias)
-        steps = first.weight_t[perm] * delta.unsqueeze(2)  # (b, P, H1)
-        z = prefix_sums(z0, steps)
-        return self.mlp.forward_from_first(z.flatten(0, 1)).view(emb.shape[0], -1)
+        z0 = F.linear(emb.reshape(b, -1), first.weight, first.bias)  # (b, H1)
+        # steps in place: gather W[:, j_t], scale by delta_t, prefix-sum, add z0
+        z = torch.index_select(first.weight_t, 0, perm.reshape(-1)).view(b, players, -1)
+        z.mul_(delta.unsqueeze(2)).cumsum_(1).add_(z0.unsqueeze(1))
+        out = torch.empty(b, players + 1, device=emb.device)
+        out[:, 0] = self.mlp.forward_from_first(z0).reshape(b).float()
+        out[:, 1:] = self.mlp.forward_from_first(z.view(b * players, -1)).view(b, players).float()
+        return out
 
 
 def find_fast_path(model: nn.Module) -> WalkPath | None:
