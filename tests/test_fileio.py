@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 
 import pytest
@@ -15,7 +16,9 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     target = tmp_path / "out.txt"
     write_text_atomic(target, "first")
     assert target.read_text() == "first"
-    assert stat.S_IMODE(target.stat().st_mode) & 0o044  # the usual mode, not mkstemp's 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("writer failed")
