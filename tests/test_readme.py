@@ -136,7 +136,8 @@ def test_python_example_runs_as_written(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
+    shown = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-2000:]}"
     assert [line.split()[0] for line in lines[:3]] == [
-        "sparsity=0.5", "sparsity=0.9", "sparsity=0.99"]
+        "sparsity=0.5", "sparsity=0.9", "sparsity=0.99"], shown
     assert (tmp_path / "deepfm-sparsity0.99.shaver").stat().st_size > 0
-    assert lines[3].startswith("[")  # five probabilities printed by the numpy runtime
+    assert len(lines) > 3 and lines[3].startswith("["), shown  # the runtime's probabilities
