@@ -171,6 +171,8 @@ def convergence_figure(attributions: Sequence[Mapping[str, Any]], fmt: str = "pn
             continue
         xs, ys = zip(*pts)
         label = f"{rec.get('dataset')}/{rec.get('model')} {rec.get('placeholder')} s{rec.get('seed')}"
+        if rec.get("stop_reason"):
+            label += f" (stopped: {rec['stop_reason']})"
         ax.plot(xs, ys, marker=".", label=label)
         if rec.get("tolerance"):
             tolerances.add(float(rec["tolerance"]))
