@@ -199,3 +199,11 @@ def test_interrupted_training_is_resumed(data_dir, tmp_path):
     history = json.loads((out / "runs" / "fm-s0" / "config.json").read_text())["metrics"]
     assert [h["epoch"] for h in history["history"]] == [1, 2]
     assert history["history"][0] == first[0]  # epoch 1 reused (same timing record), not redone
+
+
+@pytest.mark.parametrize("option", [["--sparsity", "0.5,lots"], ["--seeds", "0,x"]])
+def test_cli_refuses_malformed_lists(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["bench", "--dataset", "movielens-100k", "--out", "x", *option])
+    assert exit_info.value.code == 2
+    assert "expected comma-separated" in capsys.readouterr().err

@@ -24,6 +24,14 @@ def _ints(text: str) -> list[int]:
             f"expected comma-separated integers, got {text!r}") from None
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench``, ``report`` and ``demo`` subcommands."""
     _register_bench(sub)
@@ -44,8 +52,9 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
                    help="rows of synthetic-criteo (default 200000)")
     p.add_argument("--models", type=_csv, default=["deepfm"], help="comma list (default deepfm)")
     p.add_argument("--methods", type=_csv, default=_csv(DEFAULT_METHODS),
-                   help=f"comma list (default {DEFAULT_METHODS})")
-    p.add_argument("--sparsity", type=_csv, default=_csv(DEFAULT_SPARSITY),
+                   help=f"comma list (default {DEFAULT_METHODS}; also shaver-signed, "
+                   "shaver-refit, magnitude-codebook, random-codebook, taylor-codebook)")
+    p.add_argument("--sparsity", type=_floats, default=_floats(DEFAULT_SPARSITY),
                    help=f"comma list of sparsities (default {DEFAULT_SPARSITY})")
     p.add_argument("--seeds", type=_ints, default=[0], help="comma list of seeds (default 0)")
     p.add_argument("--epochs", type=int, default=10, help="max training epochs (default 10)")
@@ -100,7 +109,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     config = BenchConfig(
         data=args.data, dataset=args.dataset, rows=args.rows, models=args.models,
-        methods=args.methods, sparsities=[float(s) for s in args.sparsity], seeds=args.seeds,
+        methods=args.methods, sparsities=args.sparsity, seeds=args.seeds,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, tolerance=args.tolerance,
         max_samples=args.max_samples, max_seconds=args.max_seconds, device=args.device,
         html=not args.no_html)
