@@ -207,3 +207,17 @@ def test_cli_refuses_malformed_lists(option, capsys):
         run_cli(["bench", "--dataset", "movielens-100k", "--out", "x", *option])
     assert exit_info.value.code == 2
     assert "expected comma-separated" in capsys.readouterr().err
+
+
+def test_synthetic_data_needs_enough_rows(tmp_path):
+    from shaver.report.stages import open_bench_data
+
+    with pytest.raises(ReportError, match="at least 1000 rows, got 10"):
+        open_bench_data(data=None, dataset="synthetic-criteo", rows=10, workdir=tmp_path)
+
+
+def test_demo_export_needs_its_budget_in_the_grid():
+    from shaver.report.demo import _measured
+
+    with pytest.raises(ReportError, match="no shaver result at sparsity=0.95"):
+        _measured([], "sparsity=0.95")
