@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "open_dataset": "shaver.data.store",
     "DatasetSpec": "shaver.data.spec",
     "prepare_dataset": "shaver.data.prepare",
+    "load_builtin": "shaver.data.builtin",
+    "synth_criteo": "shaver.data.synthetic",
     # models and training
     "build_model": "shaver.models.registry",
     "CTRModel": "shaver.models.base",
@@ -46,6 +48,11 @@ _EXPORTS: dict[str, str] = {
     "export_artifact": "shaver.deploy.artifact",
     "CompressedEmbedding": "shaver.deploy.embedding",
     "load_artifact": "shaver.runtime",
+    # benchmark, report, demo
+    "BenchConfig": "shaver.report.harness",
+    "run_bench": "shaver.report.harness",
+    "write_report": "shaver.report.html",
+    "run_demo": "shaver.report.demo",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
