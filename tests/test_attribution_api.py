@@ -155,6 +155,8 @@ def test_resume_refuses_other_settings_and_bad_files(ds, tmp_path):
         _run(model, ds, max_samples=32, checkpoint_path=state, resume=True, placeholder="zero")
     with pytest.raises(AttributionError, match="checkpoint_path"):
         _run(model, ds, resume=True)
+    done = _run(model, ds, max_samples=16, checkpoint_path=state, resume=True)
+    assert done.count == 16 and done.settings["stop_reason"] == "max_samples"  # nothing added
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a state")
     with pytest.raises(AttributionError, match="cannot read"):

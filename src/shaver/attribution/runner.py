@@ -81,7 +81,7 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     start, last_save = time.monotonic(), time.monotonic()
     bar = tqdm(total=_bar_total(rule, source, cursor, math.inf), initial=min(cursor, limit),
                unit="sample", disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
-    reason = "max_samples" if cursor >= limit else ""
+    reason = _stop_reason(rule, source, cursor, acc.convergence_ratio(), False) if cursor else ""
     try:
         while not reason:
             round_hi = int(min(cursor + ctx.world * config.batch_size, limit))
