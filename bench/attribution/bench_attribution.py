@@ -170,7 +170,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--repeats", type=int, default=3, help="timings per figure (median)")
     p.add_argument("--max-rows", type=int, default=None,
-                   help="fast engine rows per pass (default 16384 on CPU, 131072 on GPU)")
+                   help="fast engine rows per pass (default 2048 on CPU, 131072 on GPU)")
     p.add_argument("--skip-convergence", action="store_true")
     p.add_argument("--dtypes", default=None,
                    help="comma list of fp32,bf16 (default both on GPU; on CPU bf16 only when "
@@ -182,7 +182,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
-    args.max_rows = args.max_rows or (131072 if gpu else 16384)
+    args.max_rows = args.max_rows or (131072 if gpu else 2048)
     sizes = dict(ref_samples=32, fast_samples=64, conv_rows=200, vocab=20, batch_size=64,
                  tolerance=0.05, long_samples=1000, rank_samples=[50, 200, 500],
                  conv_max_seconds=60.0) if args.quick else dict(

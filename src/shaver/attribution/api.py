@@ -86,7 +86,7 @@ def attribute(
     ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
     same credits faster. ``antithetic`` averages each permutation with its reverse; ``dtype``
     "bf16" runs dense layers in bfloat16; ``max_rows`` caps the head rows of one fast-engine
-    pass (default 16384 on CPU, 131072 on GPU). ``checkpoint_path`` saves the running state (every
+    pass (default 2048 on CPU, where cache-sized passes win, 131072 on GPU). ``checkpoint_path`` saves the running state (every
     ``checkpoint_every_s`` and at the end); ``resume`` continues from it. Under
     torch.distributed each rank takes a shard; every rank returns the merged result.
     """
@@ -110,7 +110,7 @@ def attribute(
                     "antithetic": bool(antithetic), "dtype": dtype,
                     "model_fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint}
         imputer = PlaceholderImputer(model, book)
-        rows = max_rows or (16384 if dev.type == "cpu" else 131072)
+        rows = max_rows or (2048 if dev.type == "cpu" else 131072)
         eng = make_engine(engine, imputer, dtype=dtype, max_rows=rows)
         acc, cursor = _initial_state(weight.shape[0] * d, dev, checkpoint_path, resume, settings)
         rule = StopRule(tolerance=tolerance, max_samples=max_samples, max_seconds=max_seconds)
