@@ -86,8 +86,9 @@ def attribute(
     ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
     same credits faster. ``antithetic`` averages each permutation with its reverse; ``dtype``
     "bf16" runs dense layers in bfloat16; ``max_rows`` caps the head rows of one fast-engine
-    pass (default 2048 on CPU, where cache-sized passes win, 131072 on GPU). ``checkpoint_path`` saves the running state (every
-    ``checkpoint_every_s`` and at the end); ``resume`` continues from it. Under
+    pass (default 2048 on CPU, where cache-sized passes win; 131072 on GPU).
+    ``checkpoint_path`` saves the running state (every ``checkpoint_every_s`` and at the
+    end); ``resume`` continues from it. Under
     torch.distributed each rank takes a shard; every rank returns the merged result.
     """
     check_model_interface(model)
