@@ -211,6 +211,9 @@ def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], d
     masks, counts = [], []
     values = _section(arrays, "emb.values", where)
     full_row = np.packbits(np.ones(dim, dtype=bool), bitorder="little")
+    # a dense field stores every value: bound its rows by the file before allocating anything
+    dense_values = sum(int(r) * dim for r, lay in zip(field_dims, layouts) if lay == "dense")
+    _expect(dense_values <= values.size, where, "rows of the dense fields")
     for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
         if lay == "dense":
             masks.append(np.broadcast_to(full_row, (rows, nb)))

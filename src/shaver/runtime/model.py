@@ -41,7 +41,7 @@ class Artifact:
             self.dim = int(emb["dim"])
             self.value_dtype = str(emb["value_dtype"])
             self.layouts = [str(v) for v in emb["layouts"]]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ArtifactError(f"{where}: header lacks the model description ({exc})") from exc
         if (self.value_dtype not in VALUE_DTYPES or len(self.layouts) != len(self.field_dims)
                 or any(v not in LAYOUTS for v in self.layouts) or not 0 < self.dim <= 65535
