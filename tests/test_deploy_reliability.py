@@ -83,6 +83,13 @@ def test_flipped_bit_in_every_section_raises(artifact_bytes):
             _load(bytes(bad))
 
 
+def _one_dense_row_fewer(header):
+    """Shrink the first dense field by a row: fewer values expected than are stored."""
+    emb = header["embedding"]
+    f = emb["layouts"].index("dense")
+    emb["field_dims"][f] -= 1
+
+
 def test_forged_headers_with_valid_checksums_raise(artifact_bytes):
     layouts = json.loads(artifact_bytes[PREAMBLE.size:PREAMBLE.size + PREAMBLE.unpack_from(
         artifact_bytes)[2]])["embedding"]["layouts"]
@@ -92,7 +99,8 @@ def test_forged_headers_with_valid_checksums_raise(artifact_bytes):
             0, "zzzzz"),
         "section emb.0.mask is missing": lambda h: h["embedding"]["layouts"].__setitem__(
             0, "bitmask"),
-        "count of stored values": lambda h: h["embedding"]["layouts"].__setitem__(1, "dense"),
+        "rows of the dense fields": lambda h: h["embedding"]["layouts"].__setitem__(1, "dense"),
+        "count of stored values": _one_dense_row_fewer,
         "section emb.1.count is missing": lambda h: h["embedding"]["layouts"].__setitem__(
             1, "sparse"),
         "emb.1.mask shape": lambda h: h["embedding"]["field_dims"].__setitem__(1, 21),
