@@ -40,13 +40,13 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from shaver.errors import ShaverError
+from shaver.fileio import check_format, write_text_atomic
 
 REPORT_FORMAT = "shaver-report"
 REPORT_FORMAT_VERSION = 1
@@ -159,25 +159,11 @@ def _check_row(row: ResultRow, where: str) -> None:
 
 # -- files ---------------------------------------------------------------------------------
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder + os.replace."""
+    """Write ``text`` to ``path`` atomically, creating its folder; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def rows_to_csv(rows: Iterable[ResultRow]) -> str:
@@ -243,14 +229,8 @@ def load_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def validate_document(doc: Any, where: str = "report") -> dict[str, Any]:
     """Check the format tag and every result row; fill absent optional sections."""
-    if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise ReportError(f"{where}: format is {found!r}, expected {REPORT_FORMAT!r}")
-    if doc.get("format_version") != REPORT_FORMAT_VERSION:
-        raise ReportError(
-            f"{where}: format_version {doc.get('format_version')!r} is not supported "
-            f"(this shaver reads version {REPORT_FORMAT_VERSION})"
-        )
+    check_format(doc, fmt=REPORT_FORMAT, version=REPORT_FORMAT_VERSION, where=where,
+                 error=ReportError)
     results = doc.get("results", [])
     doc["results"] = [
         r if isinstance(r, ResultRow) else ResultRow.from_dict(r, where=f"{where}: results[{i}]")
