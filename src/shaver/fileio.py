@@ -76,3 +76,24 @@ def check_format(
             f"(this shaver reads version {version})"
         )
     return doc
+
+
+def read_tensors(
+    path: str | os.PathLike[str],
+    error: type[ShaverError],
+    problem: str = "not a readable safetensors file",
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``(tensors, metadata)`` of a safetensors file, read once, never unpickled.
+
+    A missing, truncated or foreign file raises ``error``: ``"<path>: <problem> (<cause>)"``. Imports torch (through safetensors) only when called.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise error(f"{path}: {problem} ({exc})") from exc
+    return tensors, metadata

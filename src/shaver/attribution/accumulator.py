@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from shaver.errors import AttributionError
+from shaver.fileio import read_tensors
 
 STATE_FORMAT = "shaver-attribution-state"
 
@@ -107,12 +107,7 @@ class Accumulator:
         settings (the message names the settings that differ).
         """
         path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise AttributionError(f"{path}: cannot read the resume state ({exc})") from exc
+        tensors, meta = read_tensors(path, AttributionError, "cannot read the resume state")
         if meta.get("format") != STATE_FORMAT or "sum" not in tensors or "sumsq" not in tensors:
             raise AttributionError(f"{path}: not a shaver attribution state file")
         if meta.get("settings_hash") != settings_hash(settings):

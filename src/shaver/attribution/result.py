@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from shaver.errors import CheckpointError
+from shaver.fileio import read_tensors
 
 FORMAT = "shaver-attribution"
 FORMAT_VERSION = 1
@@ -101,12 +101,7 @@ class Attribution:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: attribution file not found")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        tensors, meta = read_tensors(path, CheckpointError)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
         if meta.get("format_version") != str(FORMAT_VERSION):

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from shaver.errors import CheckpointError
+from shaver.fileio import read_tensors
 from shaver.train.checkpoint import atomic_save_tensors, json_safe, state_tensors
 
 STATE_DIR = "checkpoint"
@@ -68,14 +68,12 @@ def load_state(out_dir: str | Path, model: nn.Module, optimizer: torch.optim.Opt
     path = state_path(out_dir)
     if not path.is_file():
         raise CheckpointError(f"{path}: no training state to resume from")
+    tensors, meta = read_tensors(path, CheckpointError, "corrupt training state")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         saved_identity = json.loads(meta["identity"])
         progress = Progress(**json.loads(meta["progress"]))
         groups = json.loads(meta["param_groups"])
-    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: corrupt training state ({exc})") from exc
     if saved_identity != identity:
         diff = sorted(k for k in set(identity) | set(saved_identity)
