@@ -1,9 +1,15 @@
-"""Quality grid: method x sparsity -> test AUC / LogLoss on MovieLens-100k.
+"""Quality grid: method x sparsity -> test AUC / LogLoss on MovieLens-100k or synthetic Criteo.
 
-Command (the numbers in the pruning report came from the first line)::
+Commands (the tables in bench/pruning/README.md give the exact command behind each)::
 
     .venv/bin/python bench/pruning/quality_grid.py --work runs/quality-grid
+    .venv/bin/python bench/pruning/quality_grid.py --dataset synthetic-criteo --rows 200000 \
+        --work runs/quality-grid-criteo --threads 1 --attr-seconds 600 --finetune 3
     .venv/bin/python bench/pruning/quality_grid.py --quick --work /tmp/qg   # smoke test
+
+``--dataset synthetic-criteo --rows N`` builds the data exactly as ``shaver bench --dataset
+synthetic-criteo --rows N`` does (generator seed 0, ``criteo`` preset) and reports the hidden
+model's AUC beside the base models' AUC. Synthetic data serves scale, never a quality claim.
 
 For each model (DeepFM, DCN-Mix; paper sizes: d = 16, MLP 400-400-400): train once (seeded,
 early stopping on val AUC), attribute once per placeholder (codebook, zero; train+val,
@@ -25,14 +31,15 @@ import argparse
 import copy
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
 import torch
+from grid_data import DATASETS, open_grid_dataset
 
 from shaver.attribution.api import attribute
 from shaver.attribution.result import Attribution
-from shaver.data.builtin import load_builtin
 from shaver.models.registry import build_model
 from shaver.pruning.api import prune
 from shaver.pruning.finetune import FinetuneConfig
@@ -90,12 +97,14 @@ def method_rows(model, dataset, attrs, sparsities, seed: int, freq,
                  for label, scores, order, cb in variants if label in FINETUNED]
     rows = []
     for label, scores, order, cb, ft in runs:
+        started = time.perf_counter()
         for r in prune(model, scores, list(sparsities), order=order, codebook=cb,
                        dataset=dataset, frequencies=freq, include_feature_map=False,
                        finetune_config=ft, device=DEVICE):
             rows.append({"method": label, "sparsity": r.budget.value, "kept": r.kept,
                          "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
                          "logloss": r.metrics["logloss"], "seconds": round(r.seconds, 4)})
+        print(f"  {label}: {time.perf_counter() - started:.1f} s", flush=True)
     return rows
 
 
@@ -115,12 +124,16 @@ def ptq_rows(model, dataset) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, default=Path("runs/quality-grid"))
+    ap.add_argument("--dataset", choices=DATASETS, default="movielens-100k")
+    ap.add_argument("--rows", type=int, default=200_000,
+                    help="rows of synthetic-criteo (default 200000; ignored for movielens-100k)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--attr-seconds", type=float, default=600.0,
                     help="cap on each attribution's wall time (it records the samples seen)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--device", default=None, help="auto (default), cpu, cuda")
     ap.add_argument("--cache-dir", type=Path, default=None,
                     help="where the built-in dataset is cached (default ~/.cache/shaver)")
@@ -137,31 +150,54 @@ def main() -> None:
     if args.quick:
         args.epochs, args.attr_seconds = 1, 20.0
     args.work.mkdir(parents=True, exist_ok=True)
-    dataset = load_builtin("movielens-100k", args.cache_dir, quiet=True)
+    dataset, info = open_grid_dataset(args.dataset, args.rows, args.work, seed=args.seed,
+                                      cache_dir=args.cache_dir)
+    print(f"{dataset}: {info}", flush=True)
     freq = data_frequencies(dataset, "train+val")
     rows = []
     for name in args.models.split(","):
+        started = time.perf_counter()
         model = trained(name, dataset, args.work, args.epochs, args.seed)
         base = evaluate(model, dataset, "test", device=DEVICE)
+        print(f"{name}: base AUC {base['auc']:.4f} ({time.perf_counter() - started:.0f} s)",
+              flush=True)
         attrs = {p: attribution(model, dataset, args.work, name, p, args.attr_seconds, args.seed)
                  for p in ("codebook", "zero")}
-        meta = {p: {"count": a.count, "seconds": a.settings.get("wall_seconds")}
-                for p, a in attrs.items()}
+        meta = {p: attribution_summary(a) for p, a in attrs.items()}
+        print(f"{name}: attribution {meta} ({time.perf_counter() - started:.0f} s)", flush=True)
         found = [{"method": "base", "sparsity": 0.0, "kept": None, "bytes": None,
                   "auc": base["auc"], "logloss": base["logloss"], "seconds": None,
-                  "attribution": meta}]
+                  "attribution": meta, "data": info}]
         ft = (FinetuneConfig(epochs=args.finetune, lr=1e-4, patience=1, seed=args.seed)
               if args.finetune else None)
         found += method_rows(model, dataset, attrs, sparsities, args.seed, freq, ft)
         found += ptq_rows(model, dataset)
         rows += [{"model": name, **r} for r in found]
         print_table(name, found)
-    with open(args.work / "grid.csv", "w", newline="") as f:
+        print(f"{name}: done in {time.perf_counter() - started:.0f} s", flush=True)
+        write_grid(args.work, rows)  # after each model: a cut-short run keeps what it measured
+
+
+def attribution_summary(result: Attribution) -> dict:
+    """Samples, seconds and why the attribution stopped (ratio = max stderr / phi range)."""
+    s = result.settings
+    return {"count": result.count, "seconds": s.get("wall_seconds"),
+            "stop_reason": s.get("stop_reason"), "convergence_ratio": s.get("convergence_ratio"),
+            "passes": s.get("passes")}
+
+
+def write_grid(work: Path, rows: list[dict]) -> None:
+    """grid.csv and grid.json in ``work``, each written to a temporary name then replaced."""
+    tmp = work / ".grid.csv.tmp"
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["model", "method", "sparsity", "kept", "bytes",
                                                "auc", "logloss", "seconds"], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    (args.work / "grid.json").write_text(json.dumps(rows, indent=2) + "\n")
+    os.replace(tmp, work / "grid.csv")
+    tmp = work / ".grid.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    os.replace(tmp, work / "grid.json")
 
 
 def print_table(name: str, rows: list[dict]) -> None:
