@@ -20,9 +20,11 @@ from shaver.data.tokens import (
     MISSING,
     BadValue,
     Coded,
-    code_column,
+    criteo_codes,
+    distinct_texts,
     field_tokens,
     label_values,
+    log2_codes,
     numeric_sample,
     split_by_value,
 )
@@ -56,8 +58,14 @@ class BlockContext:
 
 
 def _checked(ctx: BlockContext, block: Block, coded: Coded, what: str, fn: Callable,
-             bad_rows: np.ndarray, placeholder: str = MISSING):
-    """``fn(coded.values)``; on a :class:`BadValue` raise, or mark its rows bad and retry."""
+             bad_rows: np.ndarray, placeholder: str = MISSING, arrow_first: bool = False):
+    """``fn(coded.values)``; on a :class:`BadValue` raise, or mark its rows bad and retry.
+    With ``arrow_first``, ``fn`` is tried on the values as a pyarrow array first."""
+    if arrow_first:
+        try:
+            return fn(coded.strings())
+        except BadValue:
+            pass  # found again below, on the list
     values = list(coded.values)
     while True:
         try:
@@ -74,21 +82,26 @@ def _checked(ctx: BlockContext, block: Block, coded: Coded, what: str, fn: Calla
             values[exc.index] = placeholder
 
 
-def _field_coded(ctx: BlockContext, block: Block, f: FieldSpec, cache: dict, joined: dict,
+def _field_coded(ctx: BlockContext, block: Block, f: FieldSpec, joined: dict,
                  bad_rows: np.ndarray) -> Coded:
     if f.source:
         raw = ctx.tables[f.source].column(f.column, joined[f.source])
     else:
-        if f.column not in cache:
-            cache[f.column] = code_column(block.columns[f.column])
-        raw = cache[f.column]
+        raw = block.coded(f.column)
+    if f.kind == "categorical" and f.derive is None:  # the tokens are the texts themselves
+        return raw
     if f.kind == "numeric" and f.discretiser == "quantile":  # binned once counts are known
         _checked(ctx, block, raw, f"field {f.name!r}", numeric_sample, bad_rows)
         return raw
+    if f.kind == "numeric" and f.derive is None:  # token codes, each text formatted once
+        criteo = f.discretiser == "criteo"
+        codes = _checked(ctx, block, raw, f"field {f.name!r}",
+                         criteo_codes if criteo else log2_codes, bad_rows, arrow_first=criteo)
+        texts, inverse = distinct_texts(codes)
+        return Coded(texts, inverse[raw.codes], distinct=True)
     tokens = _checked(ctx, block, raw, f"field {f.name!r}",
                       lambda v: field_tokens(f, v), bad_rows)
-    identity = f.kind == "categorical" and f.derive is None  # tokens are the texts themselves
-    return Coded(tokens, raw.codes, distinct=raw.distinct and identity)
+    return Coded(tokens, raw.codes)
 
 
 def decode_block(ctx: BlockContext, block: Block) -> Decoded:
@@ -99,16 +112,13 @@ def decode_block(ctx: BlockContext, block: Block) -> Decoded:
     if ctx.fixed_split is None and spec.split.method == "random":
         draws = line_uniforms(ctx.seed, ctx.file_index, block.lines)
     bad_rows = np.zeros(n, dtype=bool)
-    cache: dict[str, Coded] = {}
-    label_coded = code_column(block.columns[spec.label.column])
-    cache[spec.label.column] = label_coded
+    label_coded = block.coded(spec.label.column)
     per_value = _checked(ctx, block, label_coded, f"column {spec.label.column!r}",
                          lambda v: label_values(spec.label, v), bad_rows, placeholder="0")
     labels = per_value[label_coded.codes]
-    split = _split_ids(ctx, block, draws, cache)
-    joined = {name: t.lookup(cache.setdefault(t.join.key, code_column(block.columns[t.join.key])))
-              for name, t in ctx.tables.items()}
-    fields = [_field_coded(ctx, block, f, cache, joined, bad_rows) for f in spec.fields]
+    split = _split_ids(ctx, block, draws)
+    joined = {name: t.lookup(block.coded(t.join.key)) for name, t in ctx.tables.items()}
+    fields = [_field_coded(ctx, block, f, joined, bad_rows) for f in spec.fields]
     lines = block.lines
     if bad_rows.any():
         ctx.bad.count += int(bad_rows.sum())
@@ -118,8 +128,7 @@ def decode_block(ctx: BlockContext, block: Block) -> Decoded:
     return Decoded(labels, split, lines, fields)
 
 
-def _split_ids(ctx: BlockContext, block: Block, draws: np.ndarray | None,
-               cache: dict[str, Coded]) -> np.ndarray:
+def _split_ids(ctx: BlockContext, block: Block, draws: np.ndarray | None) -> np.ndarray:
     s = ctx.spec.split
     n = len(block)
     if ctx.fixed_split is not None:
@@ -127,7 +136,5 @@ def _split_ids(ctx: BlockContext, block: Block, draws: np.ndarray | None,
     if draws is not None:
         edges = np.cumsum(s.fractions)[:2]
         return np.searchsorted(edges, draws, side="right").astype(np.int8)
-    if s.column not in cache:
-        cache[s.column] = code_column(block.columns[s.column])
-    coded = cache[s.column]
+    coded = block.coded(s.column)
     return split_by_value(coded.values, s.val_from, s.test_from)[coded.codes]

@@ -34,7 +34,7 @@ from shaver.data.scan import Scanner
 from shaver.data.spec import DatasetSpec
 from shaver.data.spill import remap
 from shaver.data.store import SPLITS, PreparedDataset, finalize_prepared
-from shaver.data.vocab import OOV_TOKEN, QuantileIndex
+from shaver.data.vocab import OOV_TOKEN, Vocabularies
 from shaver.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -106,19 +106,20 @@ def _needed_columns(spec: DatasetSpec) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def _vocabularies(spec: DatasetSpec, indexes: list) -> tuple[list[list[str]], list[np.ndarray], np.ndarray]:
-    """Per field the vocabulary and the map provisional id -> global id; train frequencies."""
-    finished = [index.finish(spec.min_count_of(f)) for f, index in zip(spec.fields, indexes)]
-    vocabs = [v for v, _ in finished]
+def _vocabularies(spec: DatasetSpec, vocab: Vocabularies
+                  ) -> tuple[list[list[str]], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Per field the vocabulary; int32 the global id of each provisional id; train
+    frequencies; quantile edges."""
+    vocabs, local, edges = vocab.finish(list(spec.fields),
+                                        [spec.min_count_of(f) for f in spec.fields])
     dims = [len(v) for v in vocabs]
     if int(sum(dims)) > MAX_FEATURES:
         raise DataError(f"{sum(dims)} features do not fit int32 ids (raise min_count)")
     offsets = np.concatenate([[0], np.cumsum(dims)[:-1]]).astype(np.int64)
-    maps = [(local + off).astype(np.int32) for (_, local), off in zip(finished, offsets)]
+    to_global = (local + offsets[vocab.table.tags]).astype(np.int32)
     freq = np.zeros(int(sum(dims)), dtype=np.int64)
-    for m, index in zip(maps, indexes):
-        np.add.at(freq, m, index.counts[:len(m)])
-    return vocabs, maps, freq
+    np.add.at(freq, to_global, vocab.counts[:len(vocab)])
+    return vocabs, to_global, freq, edges
 
 
 def prepare_dataset(
@@ -158,15 +159,14 @@ def prepare_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         scan = scanner.scan(tmp)
-        bad, indexes = scan.bad, scan.indexes
-        vocabs, maps, freq = _vocabularies(spec, indexes)
-        remap(tmp, [(prefix, rows, [m[local] for m, local in zip(maps, part_maps)])
-                    for prefix, rows, part_maps in scan.parts])
+        bad = scan.bad
+        vocabs, to_global, freq, quantile_edges = _vocabularies(spec, scan.vocab)
+        remap(tmp, [(prefix, rows, to_global[part_map]) for prefix, rows, part_map in scan.parts],
+              len(spec.fields))
         np.save(tmp / "frequencies.npy", freq)
         vocab = {f.name: v for f, v in zip(spec.fields, vocabs)}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-        edges = {f.name: [float(x) for x in index.edges]
-                 for f, index in zip(spec.fields, indexes) if isinstance(index, QuantileIndex)}
+        edges = {name: [float(x) for x in e] for name, e in quantile_edges.items()}
         extra = {
             "inputs": [{"path": str(p), "bytes": p.stat().st_size} for p, _ in files],
             "joins": {n: {"path": str(t.path), "rows": t.rows} for n, t in tables.items()},

@@ -1,14 +1,20 @@
 """Streaming readers: raw files -> blocks of text columns (pyarrow arrays of strings).
 
 Every value is read as text (empty = missing). Text files are parsed by pyarrow's CSV
-reader in blocks, so nothing holds the whole file. pyarrow is imported lazily; without it
-preparation stops with a clear message.
+reader in blocks, so nothing holds the whole file: as bytes, in pieces of at most 1 MiB
+(faster to parse than larger ones), a few of which make one block; each needed column of
+a block is dictionary-encoded right away and its distinct values checked to be UTF-8.
+:func:`prefetched` runs a reader in a background thread (arrow parses and encodes
+without the GIL) so that parsing overlaps the work on the previous block. pyarrow is
+imported lazily; without it preparation stops with a clear message.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from shaver.data.spec import InputSpec
+from shaver.data.tokens import code_column
 from shaver.errors import DataError
 
 log = logging.getLogger(__name__)
 BLOCK_BYTES = 1 << 22  # 4 MiB of text a block: larger blocks only grow memory
+PARSE_BYTES = 1 << 20  # pyarrow parses a block in pieces of this size (cache-friendly)
 
 
 def arrow() -> Any:
@@ -59,14 +67,21 @@ class BadLines:
 
 @dataclass
 class Block:
-    """``columns``: name -> pyarrow string array (rows,); ``lines``: int64 (rows,) 0-based
-    data-line number of each row in its file (header excluded)."""
+    """``columns``: name -> pyarrow string array or chunked array (rows,); ``lines``: int64
+    (rows,) 0-based data-line number of each row in its file (header excluded)."""
 
     columns: dict[str, Any]
     lines: np.ndarray
+    _coded: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def coded(self, name: str) -> Any:
+        """Column ``name`` as a :class:`~shaver.data.tokens.Coded` (encoded once)."""
+        if name not in self._coded:
+            self._coded[name] = code_column(self.columns[name])
+        return self._coded[name]
 
 
 def header_lines(inp: InputSpec) -> int:
@@ -196,26 +211,34 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
         state["error"] = (number, why, row.text)
         return "error"
 
-    reader_opts = pcsv.ReadOptions(column_names=names, skip_rows=n_head, use_threads=not skip,
-                                   block_size=block_bytes)
+    reader_opts = pcsv.ReadOptions(column_names=names, skip_rows=n_head, use_threads=False,
+                                   block_size=min(block_bytes, PARSE_BYTES))
     parse_opts = pcsv.ParseOptions(delimiter=inp.sep,
                                    quote_char='"' if inp.format == "csv" else False,
                                    ignore_empty_lines=False, invalid_row_handler=on_invalid)
-    convert_opts = pcsv.ConvertOptions(column_types={c: pa.string() for c in needed},
+    convert_opts = pcsv.ConvertOptions(column_types={c: pa.binary() for c in needed},
                                        include_columns=list(needed), strings_can_be_null=False)
     kept = 0
+    group = max(1, block_bytes // PARSE_BYTES)
     source = path if part.start == 0 and part.end < 0 else _RangeFile(path, part)
     try:
         reader = pcsv.open_csv(source, read_options=reader_opts, parse_options=parse_opts,
                                convert_options=convert_opts)
-        for batch in reader:
-            n = batch.num_rows
+        for batch in _grouped(reader, group):
+            n = sum(b.num_rows for b in batch)
             lines = np.arange(kept, kept + n, dtype=np.int64)
             if skip and len(bad.line_numbers) > skipped_before:
                 offset = part.lines_before + n_head
                 lines = _shift_past_skipped(lines, bad.line_numbers[skipped_before:], offset)
             kept += n
-            yield Block({c: batch.column(c) for c in needed}, lines + first_data_line)
+            batches = [pa.chunked_array([b.column(c) for b in batch], pa.binary())
+                       for c in needed]
+            block = Block({c: pa.chunked_array([ch.view(pa.string()) for ch in col.chunks],
+                                               pa.string())
+                           for c, col in zip(needed, batches)}, lines + first_data_line)
+            for c, col in zip(needed, batches):  # checks UTF-8 (raises ArrowInvalid)
+                block._coded[c] = code_column(col)
+            yield block
     except pa.ArrowInvalid as exc:
         if "error" in state:
             number, why, text = state["error"]
@@ -223,6 +246,60 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
             raise DataError(f"{path}:{line}: {why} (use --skip-bad-lines to skip such "
                             f"lines)") from None
         raise DataError(f"{path}: cannot parse ({exc})") from exc
+
+
+def _grouped(reader: Any, group: int) -> Iterator[list[Any]]:
+    """Lists of ``group`` consecutive record batches (the last may be shorter)."""
+    batch: list[Any] = []
+    for b in reader:
+        batch.append(b)
+        if len(batch) == group:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def prefetched(blocks: Iterator[Block], depth: int = 2) -> Iterator[Block]:
+    """The same blocks, read ahead by a background thread (at most ``depth`` waiting).
+    An error of the reader is raised here, in its place in the sequence; stopping early
+    stops the reader."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for block in blocks:
+                if not put(("block", block)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            put(("error", exc))
+        finally:
+            getattr(blocks, "close", lambda: None)()
+
+    thread = threading.Thread(target=produce, name="shaver-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _shift_past_skipped(kept: np.ndarray, skipped_1based: list[int], n_head: int) -> np.ndarray:
@@ -263,11 +340,15 @@ def _parquet_blocks(path: Path, needed: Sequence[str]) -> Iterator[Block]:
         start += n
 
 
+def _chunks(col: Any) -> list[Any]:
+    return list(col.chunks) if hasattr(col, "chunks") else [col]
+
+
 def read_table(path: Path, inp: InputSpec, needed: Sequence[str]) -> Block:
     """A whole (small) file as one block: side tables of joins."""
     blocks = list(read_blocks(path, inp, needed))
     pa, _, _ = arrow()
-    cols = {c: pa.concat_arrays([b.columns[c] for b in blocks]) if blocks else pa.array([], pa.string())
-            for c in needed}
+    cols = {c: pa.concat_arrays([ch for b in blocks for ch in _chunks(b.columns[c])])
+            if blocks else pa.array([], pa.string()) for c in needed}
     lines = np.concatenate([b.lines for b in blocks]) if blocks else np.zeros(0, np.int64)
     return Block(cols, lines)

@@ -2,7 +2,8 @@
 
 Each input file is one part, or for quote-free text (TSV, libfm) several byte ranges cut
 at line boundaries, read by worker processes. A part numbers its tokens in order of first
-appearance, counts them on the train split and spills its rows (see :mod:`spill`). The
+appearance (:class:`~shaver.data.vocab.Vocabularies`), counts them on the train split and
+spills its rows (see :mod:`spill`). The
 parts are then merged in file order, so the result is the same for any number of workers:
 split draws depend on (seed, file, line) only, vocabularies on the summed counts.
 """
@@ -19,10 +20,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from shaver.data.decode import BlockContext, decode_block
-from shaver.data.readers import BadLines, TextRange, header_lines, read_blocks, split_ranges
+from shaver.data.readers import (
+    BadLines,
+    TextRange,
+    header_lines,
+    prefetched,
+    read_blocks,
+    split_ranges,
+)
 from shaver.data.spec import DatasetSpec
 from shaver.data.spill import Spill
-from shaver.data.vocab import FieldIndex, QuantileIndex
+from shaver.data.vocab import Vocabularies
 from shaver.errors import DataError
 
 #: Auto mode cuts a file into parts of at least this many bytes.
@@ -42,7 +50,7 @@ class Job:
 class PartResult:
     prefix: str
     rows: dict[str, int]
-    tables: list[tuple[list[str], np.ndarray]]
+    vocab: Vocabularies
     bad_count: int = 0
     bad_first: list[str] = field(default_factory=list)
 
@@ -51,14 +59,9 @@ class PartResult:
 class Scan:
     """What pass 1 hands to pass 2."""
 
-    indexes: list[FieldIndex]
-    parts: list[tuple[str, dict[str, int], list[np.ndarray]]]  # prefix, rows, local->global
+    vocab: Vocabularies
+    parts: list[tuple[str, dict[str, int], np.ndarray]]  # prefix, rows, part pid -> pid
     bad: BadLines
-
-
-def new_indexes(spec: DatasetSpec) -> list[FieldIndex]:
-    return [QuantileIndex(f.bins) if f.discretiser == "quantile" else FieldIndex()
-            for f in spec.fields]
 
 
 class Scanner:
@@ -84,35 +87,33 @@ class Scanner:
 
     def run_job(self, job: Job, tmp: Path, progress: Any = None) -> PartResult:
         bad = BadLines()
-        indexes = new_indexes(self.spec)
+        vocab = Vocabularies()
         ctx = BlockContext(self.spec, job.path, header_lines(self.spec.input), self.skip, bad,
                            self.tables, job.fixed_split, self.seed, job.file_index)
         prefix = f"part{job.index}."
-        with Spill(tmp, len(indexes), prefix) as spill:
-            for block in read_blocks(job.path, self.spec.input, self.needed,
-                                     skip_bad_lines=self.skip, bad=bad,
-                                     block_bytes=self.block_bytes, part=job.part):
+        with Spill(tmp, len(self.spec.fields), prefix) as spill:
+            blocks = read_blocks(job.path, self.spec.input, self.needed,
+                                 skip_bad_lines=self.skip, bad=bad,
+                                 block_bytes=self.block_bytes, part=job.part)
+            if not self.skip:  # skipped lines are noted in order: read in this thread
+                blocks = prefetched(blocks)
+            for block in blocks:
                 dec = decode_block(ctx, block)
                 if progress is not None:
                     progress(len(block))
-                train = dec.split == 0
-                pids = np.empty((len(dec.labels), len(indexes)), dtype=np.int32)
-                for j, (index, coded) in enumerate(zip(indexes, dec.fields)):
-                    col = index.ids(coded)
-                    index.count(col[train])
-                    pids[:, j] = col
+                pids = vocab.add(dec.fields, dec.split == 0)
                 spill.write(pids, dec.labels, dec.split, dec.lines)
-        tables = [(list(ix.table), ix.counts[:len(ix.table)].copy()) for ix in indexes]
-        return PartResult(prefix, spill.rows, tables, bad.count, bad.first)
+        return PartResult(prefix, spill.rows, vocab, bad.count, bad.first)
 
     def scan(self, tmp: Path) -> Scan:
         jobs = self.jobs()
         results = self._run(jobs, tmp)
-        merged = new_indexes(self.spec)
+        merged = results[0].vocab if len(results) == 1 else Vocabularies()
         parts, bad = [], BadLines()
         for res in results:
-            maps = [index.merge(keys, counts) for index, (keys, counts) in zip(merged, res.tables)]
-            parts.append((res.prefix, res.rows, maps))
+            same = res.vocab is merged  # one part: its ids are the merged ones
+            parts.append((res.prefix, res.rows,
+                          np.arange(len(merged)) if same else merged.merge(res.vocab)))
             bad.count += res.bad_count
             bad.first = (bad.first + res.bad_first)[:20]
         if sum(sum(p[1].values()) for p in parts) == 0:

@@ -52,32 +52,29 @@ def _npy_writer(path: Path, dtype: type, shape: tuple[int, ...]):
     return f
 
 
-def remap(tmp: Path, parts: list[tuple[str, dict[str, int], list[np.ndarray]]],
+def remap(tmp: Path, parts: list[tuple[str, dict[str, int], np.ndarray]], num_fields: int,
           chunk: int = 1 << 16) -> None:
     """Pass 2: write ``{split}_ids/labels/rows.npy`` from the spills; delete the spills.
 
-    ``parts``: in row order, ``(prefix, rows per split, maps)`` of each spill, where
-    ``maps[j]`` int32 (provisional ids of field j,) is the global id of each provisional id.
+    ``parts``: in row order, ``(prefix, rows per split, to_global)`` of each spill, where
+    ``to_global`` int32 (provisional ids of the part,) is the global id of each one.
     """
     rows = {s: sum(p[1][s] for p in parts) for s in SPLITS}
-    nf = len(parts[0][2])
+    nf = num_fields
     with ExitStack() as stack:
         outs = {s: (stack.enter_context(_npy_writer(tmp / f"{s}_ids.npy", np.int32, (rows[s], nf))),
                     stack.enter_context(_npy_writer(tmp / f"{s}_labels.npy", np.float32, (rows[s],))),
                     stack.enter_context(_npy_writer(tmp / f"{s}_rows.npy", np.int64, (rows[s],))))
                 for s in SPLITS}
         for prefix, part_rows, maps in parts:
-            _remap_part(tmp, prefix, sum(part_rows.values()), maps, outs, chunk)
+            _remap_part(tmp, prefix, sum(part_rows.values()), nf, maps, outs, chunk)
     for prefix, _, _ in parts:
         for name, _ in _PARTS:
             (tmp / f"{prefix}{name}.bin").unlink()
 
 
-def _remap_part(tmp: Path, prefix: str, total: int, maps: list[np.ndarray], outs: dict,
-                chunk: int) -> None:
-    nf = len(maps)
-    starts = np.concatenate([[0], np.cumsum([len(m) for m in maps])[:-1]]).astype(np.int32)
-    joined = np.concatenate(maps) if maps else np.zeros(0, np.int32)
+def _remap_part(tmp: Path, prefix: str, total: int, nf: int, to_global: np.ndarray,
+                outs: dict, chunk: int) -> None:
     with ExitStack() as stack:
         src = {name: stack.enter_context(open(tmp / f"{prefix}{name}.bin", "rb"))
                for name, _ in _PARTS}
@@ -87,7 +84,7 @@ def _remap_part(tmp: Path, prefix: str, total: int, maps: list[np.ndarray], outs
             labels = np.fromfile(src["labels"], dtype=np.float32, count=n)
             split = np.fromfile(src["split"], dtype=np.int8, count=n)
             lines = np.fromfile(src["lines"], dtype=np.int64, count=n)
-            ids = joined.take(pids + starts)
+            ids = to_global.take(pids)
             for s, sid in SPLIT_IDS.items():
                 sel = np.flatnonzero(split == sid)
                 x_out, y_out, r_out = outs[s]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,26 +28,53 @@ class BadValue(ValueError):
         self.message = message
 
 
-@dataclass
 class Coded:
-    """``values``: tokens (list of str; may repeat after a transform unless ``distinct``);
-    ``codes``: int32 (rows,) index into ``values``."""
+    """A column as distinct values and codes: ``values`` the tokens (list of str; may
+    repeat after a transform unless ``distinct``), ``codes`` int32 (rows,) index into
+    ``values``. ``values`` may be given as a pyarrow string array (the dictionary of a
+    column), turned into a list only when a transform asks for it."""
 
-    values: list[str]
-    codes: np.ndarray
-    distinct: bool = False
+    def __init__(self, values: Any, codes: np.ndarray, distinct: bool = False):
+        self._values = values
+        self.codes = codes
+        self.distinct = distinct
+
+    @property
+    def values(self) -> list[str]:
+        if not isinstance(self._values, list):
+            self._values = self._values.to_pylist()
+        return self._values
+
+    def strings(self) -> Any:
+        """The values as a pyarrow string array."""
+        if isinstance(self._values, list):
+            import pyarrow as pa
+
+            return pa.array(self._values, type=pa.string())
+        return self._values
 
     def take(self, rows: np.ndarray) -> Coded:
-        return Coded(self.values, self.codes[rows], self.distinct)
+        return Coded(self._values, self.codes[rows], self.distinct)
 
 
 def code_column(col: Any) -> Coded:
-    """pyarrow string array (rows,) -> :class:`Coded`."""
+    """pyarrow string or binary array, or chunked array (rows,) -> :class:`Coded` (the
+    distinct values kept as a pyarrow string array). Binary input is checked to be UTF-8
+    on its distinct values only (raises ``pyarrow.ArrowInvalid`` otherwise)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     enc = pc.dictionary_encode(col)
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    return Coded(enc.dictionary.to_pylist(), codes, distinct=True)
+    if isinstance(enc, pa.ChunkedArray):  # chunks share one growing dictionary
+        chunks = enc.chunks
+        dictionary = chunks[-1].dictionary if chunks else pa.array([], pa.string())
+        codes = (np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks])
+                 if chunks else np.zeros(0, np.int32))
+    else:
+        dictionary, codes = enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
+    if not pa.types.is_string(dictionary.type):
+        dictionary = dictionary.cast(pa.string())
+    return Coded(dictionary, codes.astype(np.int32, copy=False), distinct=True)
 
 
 # -- numeric discretisers -------------------------------------------------------------------
@@ -132,9 +158,29 @@ def derive(kind: str, values: list[str]) -> list[str]:
     raise ValueError(f"unknown derivation {kind!r}")  # unreachable: the spec validates kinds
 
 
-def _parsed(values: list[str], integer: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(numbers, missing)`` of distinct texts, parsed by numpy in one call; the per-value
-    Python parser only runs to find the offending value when numpy refuses one."""
+def _arrow_ints(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(numbers, missing)`` of a pyarrow string array parsed by arrow (plain decimal
+    integers, a subset of what Python's ``int`` reads), or None when arrow refuses one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    missing = pc.equal(values, MISSING).to_numpy(zero_copy_only=False)
+    try:
+        numbers = pc.cast(pc.if_else(missing, "0", values), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return numbers.to_numpy(zero_copy_only=False), missing
+
+
+def _parsed(values: Any, integer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(numbers, missing)`` of distinct texts (a list, or for integers also a pyarrow
+    string array, parsed by arrow), parsed by numpy in one call; the per-value Python
+    parser only runs to find the offending value when numpy refuses one."""
+    if not isinstance(values, list):
+        fast = _arrow_ints(values) if integer else None
+        if fast is not None:
+            return fast
+        values = values.to_pylist()
     text = np.array(values, dtype=str) if values else np.zeros(0, dtype="U1")
     missing = text == MISSING
     kind = np.int64 if integer else np.float64
@@ -157,11 +203,19 @@ def _parsed(values: list[str], integer: bool) -> tuple[np.ndarray, np.ndarray]:
     return numbers, missing
 
 
+def distinct_texts(codes: np.ndarray, fmt: Callable[[int], str] | None = None
+                   ) -> tuple[list[str], np.ndarray]:
+    """``(texts, inverse)``: the token text of each distinct code (formatted once) and
+    int32 (len(codes),) the index of each code's text."""
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    texts = [(fmt or _code_text)(int(c)) for c in distinct]
+    return texts, inverse.reshape(-1).astype(np.int32)
+
+
 def _texts_of_codes(codes: np.ndarray, fmt: Callable[[int], str]) -> list[str]:
     """Token texts for an int array of codes, formatting each distinct code once."""
-    distinct, inverse = np.unique(codes, return_inverse=True)
-    texts = np.array([fmt(int(c)) for c in distinct], dtype=object)
-    return texts[inverse.reshape(-1)].tolist()
+    texts, inverse = distinct_texts(codes, fmt)
+    return np.array(texts, dtype=object)[inverse].tolist()
 
 
 MISSING_CODE = -(2**62)
@@ -174,24 +228,35 @@ def _code_text(code: int) -> str:
     return f"L{code - LOG_CODE}" if code >= LOG_CODE else str(code)
 
 
-def criteo_tokens(values: list[str]) -> list[str]:
-    """Vectorised :func:`criteo_token` over distinct texts (raises :class:`BadValue`)."""
+def criteo_codes(values: Any) -> np.ndarray:
+    """int64 token codes (see :func:`distinct_texts`) of :func:`criteo_token` over distinct
+    texts (a list or a pyarrow string array; raises :class:`BadValue`)."""
     v, missing = _parsed(values, integer=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.floor(np.log(np.maximum(v, 1).astype(np.float64)) ** 2).astype(np.int64)
     codes = np.where(v > 2, logs + LOG_CODE, v)
-    return _texts_of_codes(np.where(missing, MISSING_CODE, codes), _code_text)
+    return np.where(missing, MISSING_CODE, codes)
 
 
-def log2_tokens(values: list[str]) -> list[str]:
-    """Vectorised :func:`log2_token` over distinct texts."""
+def log2_codes(values: list[str]) -> np.ndarray:
+    """int64 token codes of :func:`log2_token` over distinct texts."""
     x, missing = _parsed(values, integer=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.floor(np.log2(np.where(x >= 1, x, 1.0))).astype(np.int64)
         small = np.floor(np.where(x < 1, x, 0.0))
     small = np.clip(small, -(2**39), 2**39).astype(np.int64)
     codes = np.where(x >= 1, logs + LOG_CODE, small)
-    return _texts_of_codes(np.where(missing, MISSING_CODE, codes), _code_text)
+    return np.where(missing, MISSING_CODE, codes)
+
+
+def criteo_tokens(values: list[str]) -> list[str]:
+    """Vectorised :func:`criteo_token` over distinct texts (raises :class:`BadValue`)."""
+    return _texts_of_codes(criteo_codes(values), _code_text)
+
+
+def log2_tokens(values: list[str]) -> list[str]:
+    """Vectorised :func:`log2_token` over distinct texts."""
+    return _texts_of_codes(log2_codes(values), _code_text)
 
 
 def quantile_tokens(values: list[str], edges: np.ndarray) -> list[str]:

@@ -1,95 +1,125 @@
 """Vocabularies: provisional ids while reading, final local ids once counts are known.
 
-While the raw text is read (once), each field's tokens get provisional ids in order of
-first appearance and their train-split occurrences are counted. Then the vocabulary is
-fixed: local id 0 is the field's OOV id; ids 1.. go to the values seen at least
+While the raw text is read (once), the tokens of all fields get provisional ids in one
+:class:`~shaver.data.strtable.StringTable` keyed by (field, text), in order of first
+appearance, and their train-split occurrences are counted. Then each field's vocabulary
+is fixed: local id 0 is the field's OOV id; ids 1.. go to the values seen at least
 ``min_count`` times on the train split, by descending count, ties broken by the value's
-text, so the result does not depend on reading order or block size. Quantile fields bin
-their raw numbers with edges computed exactly from the train counts.
+text, so the result does not depend on reading order, block size or hashing. Quantile
+fields bin their raw numbers with edges computed exactly from the train counts.
 """
 
 from __future__ import annotations
 
-from itertools import repeat
-
 import numpy as np
 
+from shaver.data.spec import FieldSpec
+from shaver.data.strtable import StringTable, arrow_strings, concat_strings
 from shaver.data.tokens import MISSING, Coded, numeric_sample, quantile_vocab
 
 #: The label of local id 0 in vocab.json (never looked up as a value).
 OOV_TOKEN = "__OOV__"
 
 
-class FieldIndex:
-    """Provisional ids and train counts of one field's tokens."""
+def distinct_strings(coded: Coded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(offsets, data, codes)``: the distinct tokens of a coded column in arrow layout
+    (see :func:`~shaver.data.strtable.arrow_strings`) and int64 (rows,) codes into them."""
+    strings = coded.strings()
+    codes = coded.codes
+    if not coded.distinct:
+        import pyarrow.compute as pc
+
+        enc = pc.dictionary_encode(strings)
+        codes = enc.indices.to_numpy(zero_copy_only=False)[codes]
+        strings = enc.dictionary
+    offsets, data = arrow_strings(strings)
+    return offsets, data, codes.astype(np.int64, copy=False)
+
+
+class Vocabularies:
+    """Provisional ids and train counts of every field's tokens (see the module doc)."""
 
     def __init__(self) -> None:
-        self.table: dict[str, int] = {}
+        self.table = StringTable()
         self.counts = np.zeros(1024, dtype=np.int64)
 
-    def ids(self, coded: Coded) -> np.ndarray:
-        """int32 (rows,) provisional ids of coded tokens (new tokens get new ids)."""
-        table = self.table
-        values = coded.values
-        pids = np.fromiter(map(table.get, values, repeat(-1)), dtype=np.int64, count=len(values))
-        new = np.flatnonzero(pids < 0)
-        if coded.distinct and len(new):  # distinct texts: number the new ones in one go
-            first = len(table)
-            table.update(zip(map(values.__getitem__, new.tolist()), range(first, first + len(new))))
-            pids[new] = np.arange(first, first + len(new))
-        else:
-            for i in new.tolist():
-                pids[i] = table.setdefault(values[i], len(table))
-        return pids.astype(np.int32)[coded.codes]
+    def __len__(self) -> int:
+        return len(self.table)
 
-    def count(self, pids: np.ndarray) -> None:
-        """Add occurrences of provisional ids (the train rows of a block)."""
-        per_id = np.bincount(pids, minlength=len(self.table))
-        if len(per_id) > len(self.counts):
-            grown = np.zeros(max(len(per_id), 2 * len(self.counts)), dtype=np.int64)
+    def add(self, fields: list[Coded], train: np.ndarray) -> np.ndarray:
+        """int32 (rows, fields) provisional ids of a block's coded fields; counts the rows
+        where ``train`` (bool (rows,)) is set."""
+        rows = len(train)
+        strings, tags, codes, counts = [], [], [], []
+        for j, coded in enumerate(fields):
+            offsets, data, c = distinct_strings(coded)
+            n = len(offsets) - 1
+            strings.append((offsets, data))
+            tags.append(np.full(n, j, dtype=np.int32))
+            codes.append(c)
+            counts.append(np.bincount(c[train], minlength=n))
+        offsets, data = concat_strings(strings)
+        pids = self.table.ids(offsets, data, np.concatenate(tags) if tags else np.zeros(0))
+        self._count(pids, np.concatenate(counts) if counts else np.zeros(0, np.int64))
+        out = np.empty((rows, len(fields)), dtype=np.int32)
+        base = 0
+        for j, c in enumerate(codes):
+            out[:, j] = pids[base + c]
+            base += len(strings[j][0]) - 1
+        return out
+
+    def _count(self, pids: np.ndarray, counts: np.ndarray) -> None:
+        """Add ``counts`` to DISTINCT provisional ids ``pids``."""
+        if len(self.table) > len(self.counts):
+            grown = np.zeros(max(len(self.table), 2 * len(self.counts)), dtype=np.int64)
             grown[:len(self.counts)] = self.counts
             self.counts = grown
-        self.counts[:len(per_id)] += per_id
+        self.counts[pids] += counts
 
-    def merge(self, keys: list[str], counts: np.ndarray) -> np.ndarray:
-        """Add another part's tokens (distinct ``keys`` in its provisional-id order) and
-        their counts; int32 (len(keys),) the provisional id here of each of its ids."""
-        coded = Coded(keys, np.arange(len(keys), dtype=np.int32), distinct=True)
-        pids = self.ids(coded)
-        self.count(np.zeros(0, dtype=np.int32))  # grow the counts array to the table
-        self.counts[pids] += counts  # keys are distinct: no repeated index
+    def merge(self, other: Vocabularies) -> np.ndarray:
+        """Add another part's tokens and counts; int64 (len(other),) the provisional id
+        here of each of its provisional ids."""
+        offsets, data, tags = other.table.raw()
+        pids = self.table.ids(offsets, data, tags)
+        self._count(pids, other.counts[:len(other)])
         return pids
 
-    def finish(self, min_count: int) -> tuple[list[str], np.ndarray]:
-        """``(vocab, local)``: ``vocab = [OOV_TOKEN, kept values...]`` in local-id order and
-        ``local`` int32 (provisional ids,) the local id of each provisional id."""
-        keys = list(self.table)
-        counts = self.counts[:len(keys)]
-        kept = np.flatnonzero(counts >= min_count).tolist()
-        kept.sort(key=lambda p: (-int(counts[p]), keys[p]))
-        local = np.zeros(len(keys), dtype=np.int32)
-        local[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
-        return [OOV_TOKEN] + [keys[p] for p in kept], local
+    def finish(self, fields: list[FieldSpec], min_counts: list[int]
+               ) -> tuple[list[list[str]], np.ndarray, dict[str, np.ndarray]]:
+        """``(vocabs, local, edges)``: per field ``[OOV_TOKEN, kept values...]`` in local-id
+        order; int32 (provisional ids,) the local id of each provisional id; the inner bin
+        edges of quantile fields."""
+        tags = self.table.tags
+        counts = self.counts[:len(self)]
+        order = np.argsort(tags, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(tags, minlength=len(fields)))])
+        local = np.zeros(len(self), dtype=np.int32)
+        vocabs, edges = [], {}
+        for j, (f, min_count) in enumerate(zip(fields, min_counts)):
+            pids = order[bounds[j]:bounds[j + 1]]  # this field's, in provisional-id order
+            if f.discretiser == "quantile":
+                vocab, local[pids], edges[f.name] = _quantile_finish(
+                    self.table.texts(pids), counts[pids], f.bins)
+            else:
+                kept = pids[counts[pids] >= min_count]
+                texts = self.table.texts(kept)
+                kept_counts = counts[kept].tolist()
+                rank = sorted(range(len(kept)), key=lambda i: (-kept_counts[i], texts[i]))
+                local[kept[rank]] = np.arange(1, len(kept) + 1, dtype=np.int32)
+                vocab = [OOV_TOKEN] + [texts[i] for i in rank]
+            vocabs.append(vocab)
+        return vocabs, local, edges
 
 
-class QuantileIndex(FieldIndex):
-    """Provisional ids over a quantile field's raw numbers; bins fixed at :meth:`finish`."""
-
-    def __init__(self, bins: int) -> None:
-        super().__init__()
-        self.bins = bins
-        self.edges = np.zeros(0)
-
-    def finish(self, min_count: int) -> tuple[list[str], np.ndarray]:
-        keys = list(self.table)
-        x = numeric_sample(keys) if keys else np.zeros(0)
-        w = self.counts[:len(keys)]
-        seen = ~np.isnan(x) & (w > 0)
-        self.edges = weighted_quantile_edges(x[seen], w[seen], self.bins)
-        vocab = [OOV_TOKEN, *quantile_vocab(self.edges)]
-        bins = np.searchsorted(self.edges, x, side="right") + 2  # local ids of Q0.. start at 2
-        local = np.where(np.isnan(x), vocab.index(MISSING), bins).astype(np.int32)
-        return vocab, local
+def _quantile_finish(keys: list[str], counts: np.ndarray, bins: int
+                     ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A quantile field's vocabulary, local id of each raw text and bin edges."""
+    x = numeric_sample(keys) if keys else np.zeros(0)
+    seen = ~np.isnan(x) & (counts > 0)
+    edges = weighted_quantile_edges(x[seen], counts[seen], bins)
+    vocab = [OOV_TOKEN, *quantile_vocab(edges)]
+    binned = np.searchsorted(edges, x, side="right") + 2  # local ids of Q0.. start at 2
+    return vocab, np.where(np.isnan(x), vocab.index(MISSING), binned).astype(np.int32), edges
 
 
 def weighted_quantile_edges(x: np.ndarray, weights: np.ndarray, bins: int) -> np.ndarray:

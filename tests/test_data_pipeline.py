@@ -1,0 +1,88 @@
+"""Preparation's fast paths give the same bytes as the plain ones: arrow pieces grouped
+into blocks, the background reader thread, and the hashed vocabulary table."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shaver.data import readers, strtable
+from shaver.data.prepare import prepare_dataset
+from shaver.data.readers import prefetched
+from shaver.data.synthetic import synth_criteo
+
+FIX = Path(__file__).parent / "fixtures" / "data"
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("synth") / "train.txt"
+    synth_criteo(path, 3000, seed=3)  # about 700 KB
+    return path
+
+
+def test_grouped_pieces_and_block_sizes_give_identical_output(tmp_path, synth, monkeypatch):
+    ref = prepare_dataset("criteo", synth, tmp_path / "ref", quiet=True, workers=1)
+    monkeypatch.setattr(readers, "PARSE_BYTES", 16 << 10)  # several pieces a block
+    grouped = prepare_dataset("criteo", synth, tmp_path / "g", quiet=True, workers=1,
+                              block_bytes=100 << 10)
+    small = prepare_dataset("criteo", synth, tmp_path / "s", quiet=True, workers=1,
+                            block_bytes=5 << 10)
+    parts = prepare_dataset("criteo", synth, tmp_path / "p", quiet=True, workers=3,
+                            block_bytes=100 << 10)
+    assert ref.num_rows("all") == 3000
+    assert (tree_digest(ref.path) == tree_digest(grouped.path) == tree_digest(small.path)
+            == tree_digest(parts.path))
+
+
+def _constant_hash(offsets, data, first):
+    return np.zeros(len(offsets) - 1, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("preset,fixture", [("criteo", "criteo_small.txt"),
+                                            ("avazu", "avazu_small.csv")])
+def test_colliding_hashes_change_nothing(tmp_path, monkeypatch, preset, fixture):
+    """Every key hashing alike: ids come from exact comparisons, so the output is the same."""
+    ref = prepare_dataset(preset, FIX / fixture, tmp_path / "ref", quiet=True)
+    monkeypatch.setattr(strtable.hashing, "string_hashes", _constant_hash)
+    assert strtable.StringTable().hash_fn is _constant_hash
+    bad = prepare_dataset(preset, FIX / fixture, tmp_path / "bad", quiet=True, workers=2)
+    assert tree_digest(ref.path) == tree_digest(bad.path)
+
+
+def test_prefetched_keeps_order_and_raises_in_place():
+    def gen():
+        yield 1
+        yield 2
+        raise ValueError("third")
+
+    got = []
+    with pytest.raises(ValueError, match="third"):
+        for x in prefetched(gen()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_prefetched_stops_the_reader_when_the_consumer_stops():
+    closed = threading.Event()
+
+    def gen():
+        try:
+            for i in range(10**9):
+                yield i
+        finally:
+            closed.set()
+
+    for x in prefetched(gen(), depth=1):
+        if x == 3:
+            break
+    assert closed.wait(5)
+    assert not any(t.name == "shaver-reader" for t in threading.enumerate())
