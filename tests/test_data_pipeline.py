@@ -76,8 +76,7 @@ def test_prefetched_stops_the_reader_when_the_consumer_stops():
 
     def gen():
         try:
-            for i in range(10**9):
-                yield i
+            yield from range(10**9)
         finally:
             closed.set()
 
