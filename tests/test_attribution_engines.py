@@ -17,7 +17,7 @@ from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.runner import batch_credits
 from shaver.errors import AttributionError
 from shaver.models.deepfm import DeepFM
-from test_attribution_helpers import DEVICES, DIMS, MODEL_NAMES, any_model
+from test_attribution_helpers import DEVICES, DIMS, MODEL_NAMES, TanhNet, any_model
 
 torch.set_num_threads(2)
 
@@ -61,6 +61,23 @@ def test_cross_path_parallel_structure_equals_reference(name):
     x, y = _batch()
     perm = sample_permutations(2, 0, len(x), imputer.num_players)
     engine = make_engine("fast", imputer)
+    fast = entry_credits(engine.losses(x, y, perm), perm)
+    ref = entry_credits(make_engine("reference", imputer).losses(x, y, perm), perm)
+    assert engine.path_name == "cross" and torch.allclose(fast, ref, atol=2e-5)
+
+
+@pytest.mark.parametrize("structure", ["stacked", "parallel"])
+def test_cross_path_identity_gate_equals_reference(structure):
+    """The Shaver authors' DCN-Mix (gate = identity, not softmax) keeps the fast path."""
+    from shaver.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("dcn-mix", DIMS, embed_dim=2, mlp_dims=[6, 5], structure=structure,
+                        gate="identity", num_experts=3, rank=2).eval()
+    imputer = _imputer(model, "cpu")
+    x, y = _batch()
+    perm = sample_permutations(3, 0, len(x), imputer.num_players)
+    engine = make_engine("fast", imputer, max_rows=30)
     fast = entry_credits(engine.losses(x, y, perm), perm)
     ref = entry_credits(make_engine("reference", imputer).losses(x, y, perm), perm)
     assert engine.path_name == "cross" and torch.allclose(fast, ref, atol=2e-5)
@@ -182,3 +199,37 @@ def test_bf16_ranks_like_fp32():
         make_engine("fast", imputer, dtype="fp8")
     with pytest.raises(AttributionError, match="engine"):
         make_engine("turbo", imputer)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "dcn-mix"])
+def test_int8_ranks_like_fp32(name):
+    from shaver.attribution.estimator.mlp import int8_available
+
+    if not int8_available(torch.device("cpu")):
+        pytest.skip("no int8 quantized engine in this torch build")
+    dims = [30, 40, 20]
+    model = any_model(name, field_dims=dims, embed_dim=4)
+    imputer = _imputer(model, "cpu")
+    x, y = _batch(batch=64, dims=dims)
+    perm = sample_permutations(0, 0, len(x), imputer.num_players)
+    full_losses = make_engine("fast", imputer).losses(x, y, perm)
+    int8_engine = make_engine("fast", imputer, dtype="int8")
+    int8_losses = int8_engine.losses(x, y, perm)
+    assert int8_engine.path.mlp.layers[-2].packed is not None  # really ran int8 layers
+    assert not torch.equal(full_losses, int8_losses)
+    relative = (full_losses - int8_losses).abs() / (1 + full_losses.abs())
+    assert float(relative.max()) < 0.1
+    full = entry_credits(full_losses, perm).mean(0)
+    low = entry_credits(int8_losses, perm).mean(0)
+    ranks = [v.argsort().argsort().double() for v in (full, low)]
+    assert torch.corrcoef(torch.stack(ranks))[0, 1] > 0.9
+
+
+def test_int8_refused_where_it_cannot_run():
+    model = any_model("deepfm")
+    imputer = _imputer(model, "cpu")
+    with pytest.raises(AttributionError, match="reference loop runs fp32 or bf16"):
+        make_engine("reference", imputer, dtype="int8")
+    plain = _imputer(TanhNet(DIMS, embed_dim=2), "cpu")
+    with pytest.raises(AttributionError, match="needs a model-specific fast path"):
+        make_engine("fast", plain, dtype="int8")

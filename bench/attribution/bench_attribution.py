@@ -29,7 +29,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from shaver.attribution.api import attribute
-from shaver.attribution.estimator import make_engine
+from shaver.attribution.estimator import entry_credits, make_engine
+from shaver.attribution.estimator.mlp import int8_available
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.data.store import write_prepared
@@ -90,7 +91,9 @@ def engine_speed(name, device, args, dtypes: list[str]) -> list[dict]:
     rows = []
     imputer = PlaceholderImputer(model, torch.zeros(FIELDS, DIM))
     players = FIELDS * DIM
-    for engine, dtype in [(e, t) for t in dtypes for e in ("reference", "fast")]:
+    combos = [(e, t) for t in dtypes for e in (("fast",) if t == "int8" else ("reference", "fast"))]
+    fp32_credits = None
+    for engine, dtype in combos:
         n = args.ref_samples if engine == "reference" else args.fast_samples
         gen = torch.Generator().manual_seed(1)
         x = (torch.randint(0, 1000, (n, FIELDS), generator=gen).to(device) + offsets)
@@ -102,15 +105,23 @@ def engine_speed(name, device, args, dtypes: list[str]) -> list[dict]:
         k = min(n, 8)
         flops = flops_of(lambda e=eng, a=x[:k], b=y[:k], p=perm[:k]: e.losses(a, b, p)) / k
         print(f"  .. {name} {engine} {dtype}: {n / secs:.1f} samples/s", flush=True)
-        rows.append({"model": name, "engine": engine, "dtype": dtype,
-                     "path": getattr(eng, "path_name", engine), "samples": n,
-                     "samples_per_s": n / secs, "gflop_per_sample": flops / 1e9,
-                     "achieved_gflops": flops * n / secs / 1e9})
-    for dtype in dtypes:
-        ref = next(r for r in rows if r["engine"] == "reference" and r["dtype"] == dtype)
-        for r in rows:
-            if r["dtype"] == dtype:
-                r["speedup_vs_reference_same_dtype"] = r["samples_per_s"] / ref["samples_per_s"]
+        row = {"model": name, "engine": engine, "dtype": dtype,
+               "path": getattr(eng, "path_name", engine), "samples": n,
+               "samples_per_s": n / secs, "gflop_per_sample": flops / 1e9,
+               "achieved_gflops": flops * n / secs / 1e9}
+        if engine == "fast":  # agreement of the credits with fp32 on the same permutations
+            credits = entry_credits(eng.losses(x, y, perm), perm)
+            if dtype == "fp32":
+                fp32_credits = credits
+            elif fp32_credits is not None:
+                row["credit_corr_vs_fp32"] = float(torch.corrcoef(torch.stack(
+                    [credits.flatten().double(), fp32_credits.flatten().double()]))[0, 1])
+        rows.append(row)
+    for r in rows:
+        ref = next((q for q in rows if q["engine"] == "reference" and q["dtype"] == r["dtype"]),
+                   next(q for q in rows if q["engine"] == "reference"))
+        r["speedup_vs_reference"] = r["samples_per_s"] / ref["samples_per_s"]
+        r["reference_dtype"] = ref["dtype"]
     return rows
 
 
@@ -200,23 +211,31 @@ def main() -> None:
               "speed": []}
     if args.dtypes:
         dtypes = args.dtypes.split(",")
-    elif gpu or peak["bf16"] >= peak["fp32"]:
-        dtypes = ["fp32", "bf16"]
     else:
         dtypes = ["fp32"]
-        print("bf16 skipped: this CPU's bf16 matmul is slower than fp32 (no native bf16); "
-              "--dtypes fp32,bf16 forces it")
+        if gpu or peak["bf16"] >= peak["fp32"]:
+            dtypes.append("bf16")
+        else:
+            print("bf16 skipped: this CPU's bf16 matmul is slower than fp32 (no native bf16); "
+                  "--dtypes fp32,bf16 forces it")
+        if int8_available(device):
+            dtypes.append("int8")
     print(f"reference batch {args.ref_samples} samples (one head call per step over it); "
           f"fast engine {args.fast_samples} samples, {args.max_rows} head rows per pass")
     print(f"\n{'model':8} {'engine':10} {'dtype':5} {'path':8} {'samples/s':>10} "
-          f"{'speedup':>8} {'GFLOP/smp':>10} {'GFLOP/s':>8} {'%peak':>6}")
+          f"{'speedup':>8} {'GFLOP/smp':>10} {'GFLOP/s':>8} {'%fp32pk':>7} {'corr/fp32':>9}")
     for name in ("deepfm", "dcn-mix"):
         for r in engine_speed(name, device, args, dtypes):
             report["speed"].append(r)
-            pct = 100 * r["achieved_gflops"] * 1e9 / peak[r["dtype"]]
+            pct = 100 * r["achieved_gflops"] * 1e9 / peak["fp32"]
+            corr = r.get("credit_corr_vs_fp32")
             print(f"{r['model']:8} {r['engine']:10} {r['dtype']:5} {r['path']:8} "
-                  f"{r['samples_per_s']:10.1f} {r['speedup_vs_reference_same_dtype']:7.2f}x "
-                  f"{r['gflop_per_sample']:10.3f} {r['achieved_gflops']:8.1f} {pct:5.0f}%")
+                  f"{r['samples_per_s']:10.1f} {r['speedup_vs_reference']:7.2f}x "
+                  f"{r['gflop_per_sample']:10.3f} {r['achieved_gflops']:8.1f} {pct:6.0f}% "
+                  f"{'' if corr is None else f'{corr:9.4f}'}")
+    print("speedup: vs the reference loop in the same dtype (int8: vs the fp32 reference); "
+          "GFLOP counted as fp32-equivalent matmul FLOPs; corr/fp32: correlation of the "
+          "per-sample credits with the fp32 fast engine's on the same permutations")
     if not args.skip_convergence:
         with tempfile.TemporaryDirectory() as tmp:
             runs, quality = convergence(device, args, Path(tmp))

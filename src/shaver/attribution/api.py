@@ -85,7 +85,8 @@ def attribute(
     max(stderr) / (max(phi) - min(phi)) < ``tolerance``, or at ``max_samples`` /
     ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
     same credits faster. ``antithetic`` averages each permutation with its reverse; ``dtype``
-    "bf16" runs dense layers in bfloat16; ``max_rows`` caps the head rows of one fast-engine
+    "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
+    as int8 GEMMs; both approximate fp32's credits; ``max_rows`` caps the head rows of one fast-engine
     pass (default 2048 on CPU, where cache-sized passes win; 131072 on GPU).
     ``checkpoint_path`` saves the running state (every ``checkpoint_every_s`` and at the
     end); ``resume`` continues from it. Under

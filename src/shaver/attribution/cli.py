@@ -35,8 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default 1024)")
     p.add_argument("--antithetic", action="store_true",
                    help="pair each permutation with its reverse (less variance, 2x work)")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16 runs the dense layers in bfloat16 (fast on GPUs / AMX CPUs)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="bf16 runs the dense layers in bfloat16 (fast on GPUs / AMX CPUs); "
+                   "int8 runs the MLP layers as int8 GEMMs (CPUs without bf16; approximate, "
+                   "see bench/attribution)")
     p.add_argument("--engine", choices=("fast", "reference"), default="fast",
                    help="fast (default) or the authors' step-by-step reference loop")
     p.add_argument("--seed", type=int, default=0, help="seed of data order and permutations")

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.errors import AttributionError
 
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "int8")
 ENGINES = ("fast", "reference")
 
 
@@ -30,10 +30,13 @@ def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def precision(dtype: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast context for the head: bf16 matmuls when ``dtype == "bf16"``."""
+    """Autocast context for the head: bf16 matmuls when ``dtype == "bf16"``.
+
+    (int8 is not an autocast: the fast engine's paths swap in int8 layers themselves.)
+    """
     if dtype not in DTYPES:
         raise AttributionError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "fp32":
+    if dtype in ("fp32", "int8"):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

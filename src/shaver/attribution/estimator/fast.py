@@ -14,15 +14,19 @@ import logging
 import torch
 
 from shaver.attribution.estimator.common import bce, precision
+from shaver.attribution.estimator.mlp import int8_available
 from shaver.attribution.estimator.paths import GenericPath, WalkPath, find_fast_path
 from shaver.attribution.imputer import PlaceholderImputer
+from shaver.errors import AttributionError
 
 log = logging.getLogger(__name__)
 
 
 class FastEngine:
     """Stacked-coalition engine. dtype ``"bf16"`` runs the dense layers in bfloat16 autocast
-    (incremental first-layer updates and the loss stay in float32)."""
+    (incremental first-layer updates and the loss stay in float32); ``"int8"`` (CPU, models
+    with a fast path) runs the MLP layers that see every state as int8 GEMMs (see
+    :mod:`.mlp`): an approximation whose agreement with fp32 the benchmark reports."""
 
     name = "fast"
 
@@ -36,6 +40,19 @@ class FastEngine:
         self.generic = GenericPath(imputer.model)
         self.path: WalkPath = path or find_fast_path(imputer.model) or self.generic
         self._validated = self.path is self.generic
+        if dtype == "int8":
+            self._check_int8()
+
+    def _check_int8(self) -> None:
+        if not int8_available(self.device):
+            raise AttributionError(
+                f"dtype int8 runs on CPUs with torch's fbgemm/x86 quantized engine; not on "
+                f"{self.device.type} here (use bf16 on GPUs)")
+        if not hasattr(self.path, "to_int8"):
+            raise AttributionError(
+                f"dtype int8 needs a model-specific fast path (DeepFM, FM, DCN-V2, DCN-Mix with "
+                f"a Linear/BatchNorm/ReLU MLP); {type(self.imputer.model).__name__} uses the "
+                f"generic path: use fp32")
 
     @property
     def path_name(self) -> str:
@@ -48,9 +65,15 @@ class FastEngine:
         want, got = self.generic.walk_logits(*args), self.path.walk_logits(*args)
         err = (want - got).abs() / (1.0 + want.abs())
         if not bool(torch.isfinite(err).all()) or float(err.max()) > 1e-3:
+            if self.dtype == "int8":
+                raise AttributionError(
+                    f"dtype int8: the fast path {self.path.name!r} disagrees with the model's "
+                    f"head (max rel err {float(err.max()):.3g}); use fp32")
             log.warning("fast path %r disagrees with the model's head (max rel err %.3g); "
                         "using the generic path", self.path.name, float(err.max()))
             self.path = self.generic
+        elif self.dtype == "int8":
+            self.path = self.path.to_int8()  # checked in fp32 first, then quantised
 
     @torch.no_grad()
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,14 @@
-"""Eval-mode MLPs as plain (weight, bias, relu) layers, batch norm folded into the linears."""
+"""Eval-mode MLPs as plain (weight, bias, relu) layers, batch norm folded into the linears.
+
+A folded layer can also run in int8 (``FoldedMLP.to_int8``): weights quantised per output
+channel, activations quantised per call, int8 GEMM with int32 accumulation (fbgemm / x86
+quantized engine of torch; CPU only). It is an approximation, offered as the CPU's lower
+precision (these CPUs have no native bf16); the caller measures its agreement with fp32.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +21,7 @@ class FoldedLinear:
     weight: torch.Tensor  # (out, in)
     bias: torch.Tensor  # (out,)
     relu: bool = False
+    packed: object = None  # int8 prepacked weight + bias (torch.ops.quantized), or None
 
     @property
     def weight_t(self) -> torch.Tensor:
@@ -21,6 +29,31 @@ class FoldedLinear:
         if not hasattr(self, "_wt"):
             self._wt = self.weight.t().contiguous()
         return self._wt
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        """h (rows, in) -> (rows, out), activation applied."""
+        if self.packed is not None:
+            h = torch.ops.quantized.linear_dynamic(h.float().contiguous(), self.packed, True)
+        else:
+            h = F.linear(h, self.weight, self.bias)
+        return torch.relu_(h) if self.relu else h
+
+
+def int8_available(device: torch.device) -> bool:
+    """True where dynamic int8 linear layers run: a CPU device with fbgemm / x86 / onednn."""
+    engines = set(torch.backends.quantized.supported_engines)
+    return device.type == "cpu" and bool(engines & {"x86", "fbgemm", "onednn"}) and hasattr(
+        torch.ops.quantized, "linear_dynamic")
+
+
+def pack_int8(weight: torch.Tensor, bias: torch.Tensor) -> object:
+    """Per-output-channel symmetric int8 weight, prepacked with its fp32 bias."""
+    scale = (weight.abs().amax(1) / 127.0).clamp_min(1e-12).double()
+    zero = torch.zeros(weight.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # quantized-tensor creation is flagged for a future move
+        warnings.simplefilter("ignore")
+        qweight = torch.quantize_per_channel(weight.float().cpu(), scale, zero, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(qweight, bias.float().cpu())
 
 
 @dataclass
@@ -31,6 +64,12 @@ class FoldedMLP:
     def out_features(self) -> int:
         return int(self.layers[-1].weight.shape[0])
 
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h (rows, in) -> output (rows, out), every layer."""
+        for layer in self.layers:
+            h = layer(h)
+        return h
+
     def forward_from_first(self, z: torch.Tensor) -> torch.Tensor:
         """z: (rows, H1) pre-activation of the first layer -> output (rows, out).
 
@@ -38,10 +77,19 @@ class FoldedMLP:
         """
         h = torch.relu_(z) if self.layers[0].relu else z
         for layer in self.layers[1:]:
-            h = F.linear(h, layer.weight, layer.bias)
-            if layer.relu:
-                h = torch.relu_(h)
+            h = layer(h)
         return h
+
+    def to_int8(self) -> FoldedMLP:
+        """A copy whose wide layers (more than one output) run in int8; the others stay fp32.
+
+        The first layer keeps its fp32 weights too (fast paths update it incrementally).
+        """
+        layers = []
+        for layer in self.layers:
+            packed = pack_int8(layer.weight, layer.bias) if layer.weight.shape[0] > 1 else None
+            layers.append(FoldedLinear(layer.weight, layer.bias, layer.relu, packed))
+        return FoldedMLP(layers)
 
 
 @torch.no_grad()

@@ -73,6 +73,10 @@ class FMMLPPath:
     def __init__(self, linear: nn.Module | None, use_fm: bool, mlp: FoldedMLP | None):
         self.linear, self.use_fm, self.mlp = linear, use_fm, mlp
 
+    def to_int8(self) -> FMMLPPath:
+        """The same path with the MLP's later layers in int8 (the first stays incremental)."""
+        return FMMLPPath(self.linear, self.use_fm, self.mlp.to_int8() if self.mlp else None)
+
     def walk_logits(self, x, emb, base, perm):
         b, m, d = emb.shape
         delta = walk_deltas(emb, base, perm)

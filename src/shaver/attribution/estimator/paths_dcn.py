@@ -1,6 +1,11 @@
 """Fast path for DCN-V2 / DCN-Mix: the first cross layer's projections of x0 (and, in the
 parallel structure, the MLP's first layer) are updated incrementally along the walk; the
-element-wise x0 terms and the later layers run on every state."""
+element-wise x0 terms and the later layers run on every state.
+
+A DCN-Mix layer runs as three wide GEMMs instead of per-expert products: the experts' V's and
+the gate side by side, their C's as one block-diagonal matrix, their U's stacked with the gate
+weights applied before the product (sum_e g_e U_e h_e = [U_1 .. U_E] (g (x) h)), so no
+(rows, experts, dim) tensor is formed. Same values as the module, up to float rounding."""
 
 from __future__ import annotations
 
@@ -20,6 +25,13 @@ class CrossPath:
     def __init__(self, cross: nn.Module, mlp: FoldedMLP, out: nn.Linear, parallel: bool):
         self.cross, self.mlp, self.out, self.parallel = cross, mlp, out, parallel
         self.mix = hasattr(cross, "u")
+        self.gate = getattr(cross, "gate", "softmax")
+        self._mix: list[tuple[torch.Tensor, ...]] | None = None
+
+    def to_int8(self) -> CrossPath:
+        """The same path with the MLP layers that see every state in int8 (the cross layers
+        and the parallel structure's incremental first MLP layer stay fp32)."""
+        return CrossPath(self.cross, self.mlp.to_int8(), self.out, self.parallel)
 
     def walk_logits(self, x, emb, base, perm):
         b, m, d = emb.shape
@@ -38,8 +50,7 @@ class CrossPath:
             z = prefix_sums(z0, first.weight_t[perm] * delta.unsqueeze(2)).flatten(0, 1)
             h = torch.cat([h, self.mlp.forward_from_first(z)], dim=1)
         else:
-            h = self.mlp.forward_from_first(F.linear(h, self.mlp.layers[0].weight,
-                                                     self.mlp.layers[0].bias))
+            h = self.mlp.forward(h)
         return self.out(h).float().view(b, players + 1)
 
     def _incremental(self, weight_t: torch.Tensor, flat, perm, delta) -> torch.Tensor:
@@ -57,20 +68,36 @@ class CrossPath:
             for layer in c.layers[1:]:
                 x = x0 * layer(x) + x
             return x
+        experts, rank = c.c[0].shape[0], c.c[0].shape[1]
         x = x0
-        for i in range(c.num_layers):
-            if i == 0:
-                v = c.v[0].permute(1, 0, 2)  # (P, experts, rank)
-                low = torch.tanh(self._incremental(v, flat, perm, delta))
-                gate_logits = self._incremental(c.gates[0].weight.t(), flat, perm, delta)
+        for i, (proj, block, up, bias) in enumerate(self._mix_weights()):
+            if i == 0:  # V and gate projections of x0 follow the walk incrementally
+                both = self._incremental(proj, flat, perm, delta)
             else:
-                low = torch.tanh(torch.einsum("bd,edr->ber", x, c.v[i]))
-                gate_logits = c.gates[i](x)
-            low = torch.tanh(torch.einsum("ber,ers->bes", low, c.c[i]))
-            up = torch.einsum("bes,eds->bed", low, c.u[i]) + c.bias[i]
-            gate = torch.softmax(gate_logits, dim=1).unsqueeze(2)
-            x = ((x0.unsqueeze(1) * up) * gate).sum(dim=1) + x
+                both = x @ proj
+            low = torch.tanh_(torch.tanh_(both[:, : experts * rank]) @ block)
+            gate = both[:, experts * rank:]
+            if self.gate == "softmax":
+                gate = torch.softmax(gate, dim=1)
+            # sum_e g_e (U_e low_e + b) = [U_1 .. U_E] (g (x) low) + (sum_e g_e) b
+            low = low.view(-1, experts, rank).mul_(gate.unsqueeze(2)).view(-1, experts * rank)
+            x = torch.addcmul(x, x0, torch.addmm(gate.sum(1, keepdim=True) * bias, low, up))
         return x
+
+    def _mix_weights(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per layer of a DCN-Mix: the experts' V and the gate as one (dim, E*R + E) matrix,
+        the C's as one block-diagonal (E*R, E*R), the U's stacked (E*R, dim), the bias."""
+        if self._mix is None:
+            c = self.cross
+            experts, dim, rank = c.v[0].shape
+            self._mix = [
+                (torch.cat([c.v[i].detach().permute(1, 0, 2).reshape(dim, experts * rank),
+                            c.gates[i].weight.detach().t()], dim=1).contiguous(),
+                 torch.block_diag(*c.c[i].detach()),
+                 c.u[i].detach().permute(1, 0, 2).reshape(dim, experts * rank).t().contiguous(),
+                 c.bias[i].detach())
+                for i in range(c.num_layers)]
+        return self._mix
 
 
 def find_cross_path(model: nn.Module) -> CrossPath | None:

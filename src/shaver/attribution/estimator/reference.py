@@ -11,6 +11,7 @@ import torch
 
 from shaver.attribution.estimator.common import bce, precision
 from shaver.attribution.imputer import PlaceholderImputer
+from shaver.errors import AttributionError
 
 
 class ReferenceEngine:
@@ -23,6 +24,9 @@ class ReferenceEngine:
         self.dtype = dtype
         self.device = imputer.placeholder.device
         precision(dtype, self.device)  # validates dtype
+        if dtype == "int8":
+            raise AttributionError("the reference loop runs fp32 or bf16; int8 is an option of "
+                                   "the fast engine")
 
     @torch.no_grad()
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
