@@ -85,3 +85,14 @@ def test_prefetched_stops_the_reader_when_the_consumer_stops():
             break
     assert closed.wait(5)
     assert not any(t.name == "shaver-reader" for t in threading.enumerate())
+
+
+def test_side_table_that_is_not_utf8(tmp_path):
+    from shaver.errors import DataError
+
+    profile = tmp_path / "profile.txt"
+    profile.write_bytes(b"490234\t1\t5\n7\t\xff\t1\n")
+    with pytest.raises(DataError, match=f"^{profile}: cannot parse \\("):
+        prepare_dataset("kdd12", FIX / "kdd12_small.txt", tmp_path / "k", quiet=True,
+                        joins={"profile": profile})
+    assert not (tmp_path / "k").exists()

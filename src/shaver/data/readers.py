@@ -2,10 +2,10 @@
 
 Every value is read as text (empty = missing). Text files are parsed by pyarrow's CSV
 reader in blocks, so nothing holds the whole file: as bytes, in pieces of at most 1 MiB
-(faster to parse than larger ones), a few of which make one block; each needed column of
-a block is dictionary-encoded right away and its distinct values checked to be UTF-8.
-:func:`prefetched` runs a reader in a background thread (arrow parses and encodes
-without the GIL) so that parsing overlaps the work on the previous block. pyarrow is
+(faster to parse than larger ones), a few of which make one block. :func:`coded_blocks`
+dictionary-encodes each needed column of a block and checks its distinct values to be
+UTF-8. :func:`prefetched` runs a stage in a background thread (arrow parses and encodes
+without the GIL), so parsing, encoding and the work on the codes overlap. pyarrow is
 imported lazily; without it preparation stops with a clear message.
 """
 
@@ -67,8 +67,9 @@ class BadLines:
 
 @dataclass
 class Block:
-    """``columns``: name -> pyarrow string array or chunked array (rows,); ``lines``: int64
-    (rows,) 0-based data-line number of each row in its file (header excluded)."""
+    """``columns``: name -> pyarrow string or binary array or chunked array (rows,) (binary
+    from text files: UTF-8 is checked when coded); ``lines``: int64 (rows,) 0-based
+    data-line number of each row in its file (header excluded)."""
 
     columns: dict[str, Any]
     lines: np.ndarray
@@ -231,14 +232,8 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
                 offset = part.lines_before + n_head
                 lines = _shift_past_skipped(lines, bad.line_numbers[skipped_before:], offset)
             kept += n
-            batches = [pa.chunked_array([b.column(c) for b in batch], pa.binary())
-                       for c in needed]
-            block = Block({c: pa.chunked_array([ch.view(pa.string()) for ch in col.chunks],
-                                               pa.string())
-                           for c, col in zip(needed, batches)}, lines + first_data_line)
-            for c, col in zip(needed, batches):  # checks UTF-8 (raises ArrowInvalid)
-                block._coded[c] = code_column(col)
-            yield block
+            yield Block({c: pa.chunked_array([b.column(c) for b in batch], pa.binary())
+                         for c in needed}, lines + first_data_line)
     except pa.ArrowInvalid as exc:
         if "error" in state:
             number, why, text = state["error"]
@@ -258,6 +253,19 @@ def _grouped(reader: Any, group: int) -> Iterator[list[Any]]:
             batch = []
     if batch:
         yield batch
+
+
+def coded_blocks(blocks: Iterator[Block], names: Sequence[str], path: Path) -> Iterator[Block]:
+    """The blocks with columns ``names`` coded (see :meth:`Block.coded`); text that is not
+    UTF-8 is an error naming the file."""
+    pa, _, _ = arrow()
+    for block in blocks:
+        try:
+            for name in names:
+                block.coded(name)
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{path}: cannot parse ({exc})") from exc
+        yield block
 
 
 def prefetched(blocks: Iterator[Block], depth: int = 2) -> Iterator[Block]:
@@ -348,7 +356,11 @@ def read_table(path: Path, inp: InputSpec, needed: Sequence[str]) -> Block:
     """A whole (small) file as one block: side tables of joins."""
     blocks = list(read_blocks(path, inp, needed))
     pa, _, _ = arrow()
-    cols = {c: pa.concat_arrays([ch for b in blocks for ch in _chunks(b.columns[c])])
-            if blocks else pa.array([], pa.string()) for c in needed}
+    try:
+        cols = {c: pa.concat_arrays([ch for b in blocks for ch in _chunks(b.columns[c])]
+                                    ).cast(pa.string())
+                if blocks else pa.array([], pa.string()) for c in needed}
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: cannot parse ({exc})") from exc
     lines = np.concatenate([b.lines for b in blocks]) if blocks else np.zeros(0, np.int64)
     return Block(cols, lines)

@@ -23,6 +23,7 @@ from shaver.data.decode import BlockContext, decode_block
 from shaver.data.readers import (
     BadLines,
     TextRange,
+    coded_blocks,
     header_lines,
     prefetched,
     read_blocks,
@@ -95,8 +96,9 @@ class Scanner:
             blocks = read_blocks(job.path, self.spec.input, self.needed,
                                  skip_bad_lines=self.skip, bad=bad,
                                  block_bytes=self.block_bytes, part=job.part)
-            if not self.skip:  # skipped lines are noted in order: read in this thread
-                blocks = prefetched(blocks)
+            # stages in threads (skipped lines are noted in order: then all in this one)
+            stage = (lambda b: b) if self.skip else prefetched
+            blocks = stage(coded_blocks(stage(blocks), self.needed, job.path))
             for block in blocks:
                 dec = decode_block(ctx, block)
                 if progress is not None:

@@ -144,25 +144,30 @@ class StringTable:
 
     def _place(self, ids: np.ndarray) -> None:
         """Put stored ids into the first bucket with a free slot along their probe
-        sequence (home bucket, then the next ones); ties go in id order."""
+        sequence (home bucket, then the next ones). Ids that want the same bucket in a
+        round take turns (one a round; which one does not matter: a key's id never
+        depends on its slot)."""
         mask = self._buckets - 1
         h = self._hashes[ids]
         bucket = (h & np.uint64(mask)).astype(np.int64)
         fp = _fingerprint(h).astype(np.uint8)
         lanes = self._fp.view(np.uint8)
+        claim = np.empty(self._buckets, dtype=np.int64)
         while len(ids):
-            order = np.argsort(bucket, kind="stable")
-            ids, bucket, fp = ids[order], bucket[order], fp[order]
-            starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-            sizes = np.diff(np.r_[starts, len(ids)])
-            lane = self._fill[bucket] + np.arange(len(ids)) - np.repeat(starts, sizes)
-            ok = lane < LANES
-            slot = bucket[ok] * LANES + lane[ok]
-            lanes[slot] = fp[ok]
-            self._bid[slot] = ids[ok]
-            heads = bucket[starts]
-            self._fill[heads] = np.minimum(LANES, self._fill[heads] + sizes)
-            ids, fp, bucket = ids[~ok], fp[~ok], (bucket[~ok] + 1) & mask
+            lane = self._fill[bucket]
+            full = lane >= LANES
+            if full.any():
+                bucket[full] = (bucket[full] + 1) & mask
+                continue
+            order = np.arange(len(ids))
+            claim[bucket] = order
+            won = claim[bucket] == order
+            slot = bucket[won] * LANES + lane[won]
+            lanes[slot] = fp[won]
+            self._bid[slot] = ids[won]
+            self._fill[bucket[won]] += 1
+            rest = ~won
+            ids, fp, bucket = ids[rest], fp[rest], bucket[rest]
 
     def _find(self, h: np.ndarray, offsets: np.ndarray, data: np.ndarray,
               rec: np.ndarray) -> np.ndarray:

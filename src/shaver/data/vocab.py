@@ -33,7 +33,7 @@ def distinct_strings(coded: Coded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         codes = enc.indices.to_numpy(zero_copy_only=False)[codes]
         strings = enc.dictionary
     offsets, data = arrow_strings(strings)
-    return offsets, data, codes.astype(np.int64, copy=False)
+    return offsets, data, codes
 
 
 class Vocabularies:
@@ -49,24 +49,21 @@ class Vocabularies:
     def add(self, fields: list[Coded], train: np.ndarray) -> np.ndarray:
         """int32 (rows, fields) provisional ids of a block's coded fields; counts the rows
         where ``train`` (bool (rows,)) is set."""
-        rows = len(train)
-        strings, tags, codes, counts = [], [], [], []
-        for j, coded in enumerate(fields):
-            offsets, data, c = distinct_strings(coded)
-            n = len(offsets) - 1
-            strings.append((offsets, data))
-            tags.append(np.full(n, j, dtype=np.int32))
-            codes.append(c)
-            counts.append(np.bincount(c[train], minlength=n))
-        offsets, data = concat_strings(strings)
-        pids = self.table.ids(offsets, data, np.concatenate(tags) if tags else np.zeros(0))
-        self._count(pids, np.concatenate(counts) if counts else np.zeros(0, np.int64))
-        out = np.empty((rows, len(fields)), dtype=np.int32)
+        rows, nf = len(train), len(fields)
+        strings = []
+        entry = np.empty((nf, rows), dtype=np.int64)  # row's index into all fields' strings
         base = 0
-        for j, c in enumerate(codes):
-            out[:, j] = pids[base + c]
-            base += len(strings[j][0]) - 1
-        return out
+        for j, coded in enumerate(fields):
+            offsets, data, codes = distinct_strings(coded)
+            strings.append((offsets, data))
+            np.add(codes, base, out=entry[j])
+            base += len(offsets) - 1
+        sizes = [len(o) - 1 for o, _ in strings]
+        offsets, data = concat_strings(strings)
+        tags = np.repeat(np.arange(nf, dtype=np.int32), sizes)
+        pids = self.table.ids(offsets, data, tags).astype(np.int32)
+        self._count(pids, np.bincount(entry[:, train].ravel(), minlength=base))
+        return np.ascontiguousarray(pids[entry].T)
 
     def _count(self, pids: np.ndarray, counts: np.ndarray) -> None:
         """Add ``counts`` to DISTINCT provisional ids ``pids``."""
