@@ -108,7 +108,8 @@ def engine_speed(name, device, args, dtypes: list[str]) -> list[dict]:
         row = {"model": name, "engine": engine, "dtype": dtype,
                "path": getattr(eng, "path_name", engine), "samples": n,
                "samples_per_s": n / secs, "gflop_per_sample": flops / 1e9,
-               "achieved_gflops": flops * n / secs / 1e9}
+               "achieved_gflops": flops * n / secs / 1e9,
+               "dtype_used": getattr(eng, "dtype_used", dtype)}
         if engine == "fast":  # agreement of the credits with fp32 on the same permutations
             credits = entry_credits(eng.losses(x, y, perm), perm)
             if dtype == "fp32":
@@ -229,13 +230,15 @@ def main() -> None:
             report["speed"].append(r)
             pct = 100 * r["achieved_gflops"] * 1e9 / peak["fp32"]
             corr = r.get("credit_corr_vs_fp32")
-            print(f"{r['model']:8} {r['engine']:10} {r['dtype']:5} {r['path']:8} "
+            shown = r["dtype"] if r["dtype_used"] == r["dtype"] else f"{r['dtype']}>{r['dtype_used']}"
+            print(f"{r['model']:8} {r['engine']:10} {shown:5} {r['path']:8} "
                   f"{r['samples_per_s']:10.1f} {r['speedup_vs_reference']:7.2f}x "
                   f"{r['gflop_per_sample']:10.3f} {r['achieved_gflops']:8.1f} {pct:6.0f}% "
                   f"{'' if corr is None else f'{corr:9.4f}'}")
     print("speedup: vs the reference loop in the same dtype (int8: vs the fp32 reference); "
           "GFLOP counted as fp32-equivalent matmul FLOPs; corr/fp32: correlation of the "
-          "per-sample credits with the fp32 fast engine's on the same permutations")
+          "per-sample credits with the fp32 fast engine's on the same permutations; "
+          "int8>fp32: int8 disagreed with fp32 on the first batch, so the run stayed fp32")
     if not args.skip_convergence:
         with tempfile.TemporaryDirectory() as tmp:
             runs, quality = convergence(device, args, Path(tmp))

@@ -13,13 +13,16 @@ import logging
 
 import torch
 
-from shaver.attribution.estimator.common import bce, precision
+from shaver.attribution.estimator.common import bce, entry_credits, precision
 from shaver.attribution.estimator.mlp import int8_available
 from shaver.attribution.estimator.paths import GenericPath, WalkPath, find_fast_path
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.errors import AttributionError
 
 log = logging.getLogger(__name__)
+
+#: int8 is used only where its per-sample credits correlate this much with fp32's.
+INT8_MIN_CORR = 0.9
 
 
 class FastEngine:
@@ -40,6 +43,8 @@ class FastEngine:
         self.generic = GenericPath(imputer.model)
         self.path: WalkPath = path or find_fast_path(imputer.model) or self.generic
         self._validated = self.path is self.generic
+        self.dtype_used = "fp32" if dtype == "int8" else dtype  # int8 once it proves safe
+        self.int8_agreement: float | None = None
         if dtype == "int8":
             self._check_int8()
 
@@ -73,7 +78,23 @@ class FastEngine:
                         "using the generic path", self.path.name, float(err.max()))
             self.path = self.generic
         elif self.dtype == "int8":
-            self.path = self.path.to_int8()  # checked in fp32 first, then quantised
+            self._try_int8(x, emb, base, perm)
+
+    def _try_int8(self, x, emb, base, perm) -> None:
+        """Switch to the int8 path if its logit credits on (up to 16 samples of) the first batch
+        correlate with fp32's at least ``INT8_MIN_CORR``; otherwise stay in fp32."""
+        take = min(16, x.shape[0])
+        args = (x[:take], emb[:take], base[:take], perm[:take])
+        low_path = self.path.to_int8()
+        full, low = (entry_credits(p.walk_logits(*args), perm[:take]).flatten().double()
+                     for p in (self.path, low_path))
+        corr = float(torch.corrcoef(torch.stack([full, low]))[0, 1])
+        self.int8_agreement = corr
+        if corr >= INT8_MIN_CORR:
+            self.path, self.dtype_used = low_path, "int8"
+        else:
+            log.warning("dtype int8: credits correlate only %.3f with fp32 on the first batch "
+                        "(< %.2f); this run stays in fp32", corr, INT8_MIN_CORR)
 
     @torch.no_grad()
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:

@@ -81,13 +81,14 @@ class FoldedMLP:
         return h
 
     def to_int8(self) -> FoldedMLP:
-        """A copy whose wide layers (more than one output) run in int8; the others stay fp32.
-
-        The first layer keeps its fp32 weights too (fast paths update it incrementally).
+        """A copy whose hidden layers after the first run in int8 (their inputs are ReLU
+        outputs, which quantise well); the first layer (fed raw embeddings or cross outputs,
+        or updated incrementally) and the output layer stay fp32.
         """
         layers = []
-        for layer in self.layers:
-            packed = pack_int8(layer.weight, layer.bias) if layer.weight.shape[0] > 1 else None
+        for i, layer in enumerate(self.layers):
+            wide = 0 < i and layer.weight.shape[0] > 1 and self.layers[i - 1].relu
+            packed = pack_int8(layer.weight, layer.bias) if wide else None
             layers.append(FoldedLinear(layer.weight, layer.bias, layer.relu, packed))
         return FoldedMLP(layers)
 
