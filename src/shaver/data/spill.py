@@ -86,8 +86,13 @@ def _remap_part(tmp: Path, prefix: str, total: int, nf: int, to_global: np.ndarr
             lines = np.fromfile(src["lines"], dtype=np.int64, count=n)
             ids = to_global.take(pids)
             for s, sid in SPLIT_IDS.items():
-                sel = np.flatnonzero(split == sid)
                 x_out, y_out, r_out = outs[s]
-                x_out.write(ids[sel].tobytes())
-                y_out.write(labels[sel].tobytes())
-                r_out.write(lines[sel].tobytes())
+                sel = split == sid
+                if sel.all():  # whole chunk in one split (given files): no copies
+                    x_out.write(ids)
+                    y_out.write(labels)
+                    r_out.write(lines)
+                elif sel.any():
+                    x_out.write(ids[sel])
+                    y_out.write(labels[sel])
+                    r_out.write(lines[sel])

@@ -13,7 +13,7 @@ of an arrow string array) with their first 8 bytes as one number, so a match is 
 exact: an equal hash only counts when the tag, the length and the first 8 bytes agree
 and, for strings longer than 8 bytes, all the bytes. A hash collision therefore only
 costs a comparison; it never merges two values, whatever the hash function. Memory: about
-the string's length + 60 bytes a distinct value.
+the string's length + 60 to 90 bytes a distinct value.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class StringTable:
 
     def __init__(self) -> None:
         self.size = 0
-        self._buckets = 1 << 7
+        self._buckets = 1 << 10
         self._new_buckets()
         self._hashes = np.zeros(256, dtype=np.uint64)
         self._rec = np.zeros((256, 2), dtype=np.uint64)  # first 8 bytes, len << 32 | tag
@@ -82,6 +82,15 @@ class StringTable:
 
     def __len__(self) -> int:
         return self.size
+
+    def __getstate__(self) -> dict:
+        """Pickled without the spare room of the per-key arrays (parts go between
+        processes)."""
+        state = dict(self.__dict__)
+        end = int(self._offsets[self.size])
+        state.update(_hashes=self._hashes[:self.size], _rec=self._rec[:self.size],
+                     _offsets=self._offsets[:self.size + 1], _data=self._data[:end])
+        return state
 
     @property
     def tags(self) -> np.ndarray:
@@ -138,7 +147,7 @@ class StringTable:
         if 2 * need <= self._buckets * LANES:
             return
         while 2 * need > self._buckets * LANES:
-            self._buckets *= 2
+            self._buckets *= 4  # fewer rebuilds; the table is 1/8 to 1/2 full
         self._new_buckets()
         self._place(np.arange(self.size, dtype=np.int64))
 
@@ -155,19 +164,17 @@ class StringTable:
         claim = np.empty(self._buckets, dtype=np.int64)
         while len(ids):
             lane = self._fill[bucket]
-            full = lane >= LANES
-            if full.any():
-                bucket[full] = (bucket[full] + 1) & mask
-                continue
             order = np.arange(len(ids))
             claim[bucket] = order
-            won = claim[bucket] == order
+            won = (claim[bucket] == order) & (lane < LANES)
             slot = bucket[won] * LANES + lane[won]
             lanes[slot] = fp[won]
             self._bid[slot] = ids[won]
             self._fill[bucket[won]] += 1
             rest = ~won
-            ids, fp, bucket = ids[rest], fp[rest], bucket[rest]
+            ids, fp, bucket, lane = ids[rest], fp[rest], bucket[rest], lane[rest]
+            full = lane >= LANES
+            bucket[full] = (bucket[full] + 1) & mask
 
     def _find(self, h: np.ndarray, offsets: np.ndarray, data: np.ndarray,
               rec: np.ndarray) -> np.ndarray:

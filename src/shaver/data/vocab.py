@@ -46,6 +46,9 @@ class Vocabularies:
     def __len__(self) -> int:
         return len(self.table)
 
+    def __getstate__(self) -> dict:
+        return {"table": self.table, "counts": self.counts[:len(self.table)]}
+
     def add(self, fields: list[Coded], train: np.ndarray) -> np.ndarray:
         """int32 (rows, fields) provisional ids of a block's coded fields; counts the rows
         where ``train`` (bool (rows,)) is set."""
@@ -62,7 +65,8 @@ class Vocabularies:
         offsets, data = concat_strings(strings)
         tags = np.repeat(np.arange(nf, dtype=np.int32), sizes)
         pids = self.table.ids(offsets, data, tags).astype(np.int32)
-        self._count(pids, np.bincount(entry[:, train].ravel(), minlength=base))
+        counted = np.where(train, entry, base)  # rows off the train split: one spare bin
+        self._count(pids, np.bincount(counted.ravel(), minlength=base + 1)[:base])
         return np.ascontiguousarray(pids[entry].T)
 
     def _count(self, pids: np.ndarray, counts: np.ndarray) -> None:
