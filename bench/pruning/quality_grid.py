@@ -33,6 +33,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,7 +82,9 @@ FINETUNED = ("shaver-cb/abs/fixed", "shaver-zero/abs/fixed", "magnitude/abs/fixe
 
 
 def method_rows(model, dataset, attrs, sparsities, seed: int, freq,
-                finetune: FinetuneConfig | None = None) -> list[dict]:
+                finetune: FinetuneConfig | None = None,
+                save: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Every method at every sparsity; ``save(rows so far)`` after each method."""
     variants = []
     for order in ("abs", "signed"):
         for cb in ("fixed", "refit"):
@@ -105,6 +108,8 @@ def method_rows(model, dataset, attrs, sparsities, seed: int, freq,
                          "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
                          "logloss": r.metrics["logloss"], "seconds": round(r.seconds, 4)})
         print(f"  {label}: {time.perf_counter() - started:.1f} s", flush=True)
+        if save is not None:
+            save(rows)
     return rows
 
 
@@ -170,7 +175,12 @@ def main() -> None:
                   "attribution": meta, "data": info}]
         ft = (FinetuneConfig(epochs=args.finetune, lr=1e-4, patience=1, seed=args.seed)
               if args.finetune else None)
-        found += method_rows(model, dataset, attrs, sparsities, args.seed, freq, ft)
+        done = list(rows)
+
+        def save(partial: list[dict], done=done, name=name, found=found) -> None:
+            write_grid(args.work, done + [{"model": name, **r} for r in found + partial])
+
+        found += method_rows(model, dataset, attrs, sparsities, args.seed, freq, ft, save)
         found += ptq_rows(model, dataset)
         rows += [{"model": name, **r} for r in found]
         print_table(name, found)
