@@ -2,18 +2,21 @@
 
 Pass 1 appends, per block, the provisional ids (int32 (rows, fields)), labels, split ids
 and raw line numbers of its rows to four files. Pass 2 streams them back in chunks, maps
-provisional ids to global ids (one array lookup), and appends each split's rows to its
-.npy files. Plain sequential file I/O, no memory maps: resident memory stays one chunk.
+provisional ids to global ids (one array lookup, in a reader thread), and appends each
+split's rows to its .npy files. Plain sequential file I/O, no memory maps: resident memory
+stays a few chunks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from shaver.data.decode import SPLIT_IDS
+from shaver.data.readers import prefetched
 from shaver.data.store import SPLITS
 
 _PARTS = (("pids", np.int32), ("labels", np.float32), ("split", np.int8), ("lines", np.int64))
@@ -75,6 +78,24 @@ def remap(tmp: Path, parts: list[tuple[str, dict[str, int], np.ndarray]], num_fi
 
 def _remap_part(tmp: Path, prefix: str, total: int, nf: int, to_global: np.ndarray,
                 outs: dict, chunk: int) -> None:
+    for ids, labels, split, lines in prefetched(_mapped_chunks(tmp, prefix, total, nf,
+                                                               to_global, chunk)):
+        for s, sid in SPLIT_IDS.items():
+            x_out, y_out, r_out = outs[s]
+            sel = split == sid
+            if sel.all():  # whole chunk in one split (given files): no copies
+                x_out.write(ids)
+                y_out.write(labels)
+                r_out.write(lines)
+            elif sel.any():
+                x_out.write(ids[sel])
+                y_out.write(labels[sel])
+                r_out.write(lines[sel])
+
+
+def _mapped_chunks(tmp: Path, prefix: str, total: int, nf: int, to_global: np.ndarray,
+                   chunk: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """Chunks of a spill: global ids int32 (n, nf), labels, split ids, line numbers."""
     with ExitStack() as stack:
         src = {name: stack.enter_context(open(tmp / f"{prefix}{name}.bin", "rb"))
                for name, _ in _PARTS}
@@ -84,15 +105,4 @@ def _remap_part(tmp: Path, prefix: str, total: int, nf: int, to_global: np.ndarr
             labels = np.fromfile(src["labels"], dtype=np.float32, count=n)
             split = np.fromfile(src["split"], dtype=np.int8, count=n)
             lines = np.fromfile(src["lines"], dtype=np.int64, count=n)
-            ids = to_global.take(pids)
-            for s, sid in SPLIT_IDS.items():
-                x_out, y_out, r_out = outs[s]
-                sel = split == sid
-                if sel.all():  # whole chunk in one split (given files): no copies
-                    x_out.write(ids)
-                    y_out.write(labels)
-                    r_out.write(lines)
-                elif sel.any():
-                    x_out.write(ids[sel])
-                    y_out.write(labels[sel])
-                    r_out.write(lines[sel])
+            yield to_global.take(pids), labels, split, lines
