@@ -96,3 +96,22 @@ def test_side_table_that_is_not_utf8(tmp_path):
         prepare_dataset("kdd12", FIX / "kdd12_small.txt", tmp_path / "k", quiet=True,
                         joins={"profile": profile})
     assert not (tmp_path / "k").exists()
+
+
+def test_threaded_stages_raise_the_first_bad_line_in_file_order(tmp_path):
+    """A later block's parse error is found first by the reader thread, but the earlier
+    block's bad value is the error reported (as when reading in one thread)."""
+    from shaver.errors import DataError
+
+    lines = (FIX / "criteo_small.txt").read_text().splitlines()
+    cells = lines[4].split("\t")
+    cells[1] = "zz"
+    lines[4] = "\t".join(cells)
+    lines[30] = "0\t1\t2"
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(lines) + "\n")
+    for block_bytes in (1024, 1 << 20):
+        with pytest.raises(DataError, match=f"^{path}:5: field 'I1': 'zz' is not an integer"):
+            prepare_dataset("criteo", path, tmp_path / "o", quiet=True, workers=1,
+                            block_bytes=block_bytes)
+    assert not (tmp_path / "o").exists()

@@ -96,13 +96,14 @@ class Scanner:
             blocks = read_blocks(job.path, self.spec.input, self.needed,
                                  skip_bad_lines=self.skip, bad=bad,
                                  block_bytes=self.block_bytes, part=job.part)
-            # stages in threads (skipped lines are noted in order: then all in this one)
+            # parse | encode and decode | number: three threads, each stage's errors raised
+            # in block order (with skipped lines, noted in order, all in this thread)
             stage = (lambda b: b) if self.skip else prefetched
-            blocks = stage(coded_blocks(stage(blocks), self.needed, job.path))
-            for block in blocks:
-                dec = decode_block(ctx, block)
+            decoded = ((len(block), decode_block(ctx, block))
+                       for block in coded_blocks(stage(blocks), self.needed, job.path))
+            for size, dec in stage(decoded):
                 if progress is not None:
-                    progress(len(block))
+                    progress(size)
                 pids = vocab.add(dec.fields, dec.split == 0)
                 spill.write(pids, dec.labels, dec.split, dec.lines)
         return PartResult(prefix, spill.rows, vocab, bad.count, bad.first)
