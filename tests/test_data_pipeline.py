@@ -110,8 +110,7 @@ def test_threaded_stages_raise_the_first_bad_line_in_file_order(tmp_path):
     lines[30] = "0\t1\t2"
     path = tmp_path / "in.txt"
     path.write_text("\n".join(lines) + "\n")
-    for block_bytes in (1024, 1 << 20):
-        with pytest.raises(DataError, match=f"^{path}:5: field 'I1': 'zz' is not an integer"):
-            prepare_dataset("criteo", path, tmp_path / "o", quiet=True, workers=1,
-                            block_bytes=block_bytes)
+    with pytest.raises(DataError, match=f"^{path}:5: field 'I1': 'zz' is not an integer"):
+        prepare_dataset("criteo", path, tmp_path / "o", quiet=True, workers=1,
+                        block_bytes=1024)
     assert not (tmp_path / "o").exists()
