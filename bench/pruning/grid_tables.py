@@ -1,0 +1,61 @@
+"""Render quality_grid.py's grid.json as the markdown tables of bench/pruning/README.md.
+
+    .venv/bin/python bench/pruning/grid_tables.py runs/quality-grid/grid.json [more.json ...]
+
+Per model: the base row (test AUC / LogLoss, attribution samples and convergence), method x
+sparsity cells "AUC / LogLoss", the artifact bytes of shaver-cb/abs/fixed, and the PTQ rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def model_tables(rows: list[dict]) -> str:
+    """Markdown for the rows of one model (rows[0] is its base row)."""
+    base = rows[0]
+    out = [f"### {base['model']} (base: AUC {base['auc']:.4f}, LogLoss {base['logloss']:.4f})", ""]
+    for placeholder, a in base.get("attribution", {}).items():
+        ratio = a.get("convergence_ratio")
+        out.append(f"* attribution ({placeholder}): {a['count']} samples in "
+                   f"{a['seconds']:.0f} s, {a.get('passes', 0):.3f} passes, stopped by "
+                   f"{a.get('stop_reason')}, convergence ratio "
+                   f"{'-' if ratio is None else f'{ratio:.3f}'}")
+    pruned = [r for r in rows if r["sparsity"] not in (None, 0.0)]
+    sparsities = sorted({r["sparsity"] for r in pruned})
+    out += ["", "| method | " + " | ".join(f"{s:g}" for s in sparsities) + " |",
+            "| --- |" + " --- |" * len(sparsities)]
+    for method in dict.fromkeys(r["method"] for r in pruned):
+        cells = {r["sparsity"]: r for r in pruned if r["method"] == method}
+        out.append(f"| {method} | " + " | ".join(
+            f"{cells[s]['auc']:.4f} / {cells[s]['logloss']:.4f}" if s in cells else "-"
+            for s in sparsities) + " |")
+    sizes = {r["sparsity"]: r["bytes"] for r in pruned if r["method"] == "shaver-cb/abs/fixed"}
+    out.append("| artifact bytes (shaver-cb/abs) | "
+               + " | ".join(str(sizes.get(s, "-")) for s in sparsities) + " |")
+    ptq = [r for r in rows if r["method"].startswith("ptq/")]
+    if ptq:
+        out += ["", "| PTQ | bytes | AUC | LogLoss |", "| --- | --- | --- | --- |"]
+        out += [f"| {r['method'][4:]} | {r['bytes']} | {r['auc']:.4f} | {r['logloss']:.4f} |"
+                for r in ptq]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("grids", type=Path, nargs="+", help="grid.json files from quality_grid.py")
+    args = ap.parse_args()
+    for path in args.grids:
+        rows = json.loads(path.read_text())
+        for model in dict.fromkeys(r["model"] for r in rows):
+            mine = [r for r in rows if r["model"] == model]
+            data = mine[0].get("data")
+            if data:
+                print(f"<!-- {path}: {data} -->")
+            print(model_tables(mine))
+
+
+if __name__ == "__main__":
+    main()
