@@ -17,7 +17,7 @@ OPTS = dict(tolerance=None, max_samples=70, batch_size=8, quiet=True, seed=5, de
             antithetic=True)
 
 
-def _worker(rank: int, world: int, init_file: str, ds_path: str, out: str) -> None:
+def _worker(rank: int, world: int, init_file: str, ds_path: str, out: str, cv: bool) -> None:
     import torch.distributed as dist
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -29,21 +29,23 @@ def _worker(rank: int, world: int, init_file: str, ds_path: str, out: str) -> No
                             world_size=world)
     try:
         result = attribute(any_model("deepfm"), open_dataset(ds_path),
-                           checkpoint_path=Path(out).with_suffix(".state"), **OPTS)
+                           checkpoint_path=Path(out).with_suffix(".state"),
+                           control_variate=cv, **OPTS)
         result.save(f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_ranks_equal_one_rank(tmp_path):
+@pytest.mark.parametrize("cv", [False, True], ids=["plain", "control-variate"])
+def test_two_ranks_equal_one_rank(tmp_path, cv):
     from shaver.attribution.api import attribute
 
     ds = tiny_dataset(tmp_path / "ds")
-    single = attribute(any_model("deepfm"), ds, **OPTS)
+    single = attribute(any_model("deepfm"), ds, control_variate=cv, **OPTS)
     out = str(tmp_path / "res")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(ds.path), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(ds.path), out, cv), nprocs=2, join=True)
     ranks = [Attribution.load(f"{out}.{r}") for r in range(2)]
     for res in ranks:
         assert res.count == single.count == 70

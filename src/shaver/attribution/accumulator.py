@@ -2,7 +2,8 @@
 
 State: ``sum`` and ``sumsq`` float64 (n*d,) of credits per global entry, ``count`` = samples
 seen (ALL samples, so entries a sample does not touch count as 0 for it). Merging two runs is
-adding their states. A checkpoint also stores the stream cursor (next global sample index)
+adding their states. With a control variate (:mod:`shaver.attribution.surrogate`) the sums
+are of credit - surrogate and ``offset`` holds the surrogate's exact mean over D, added to phi. A checkpoint also stores the stream cursor (next global sample index)
 and a hash of the settings it was computed with; resuming with other settings is refused.
 """
 
@@ -36,6 +37,7 @@ class Accumulator:
         self.sum = torch.zeros(int(num_entries), dtype=torch.float64, device=device)
         self.sumsq = torch.zeros_like(self.sum)
         self.count = 0
+        self.offset: torch.Tensor | None = None  # float64 (n*d,): added to phi (control variate)
 
     def add(self, entries: torch.Tensor, credits: torch.Tensor) -> None:
         """entries LongTensor (B, P) global flat indices, credits (B, P): one row per sample.
@@ -64,11 +66,13 @@ class Accumulator:
         self.count = 0
 
     def phi(self) -> torch.Tensor:
-        """float64 (n*d,): mean credit per sample seen (0 before any sample)."""
-        return self.sum / max(self.count, 1)
+        """float64 (n*d,): mean credit per sample seen (0 before any sample), plus ``offset``."""
+        mean = self.sum / max(self.count, 1)
+        return mean if self.offset is None else mean + self.offset
 
     def stderr(self) -> torch.Tensor:
-        """float64 (n*d,): sqrt((sumsq/count - phi^2) / count)."""
+        """float64 (n*d,): sqrt((sumsq/count - mean^2) / count), mean = sum/count (the offset,
+        an exact mean, adds no error)."""
         n = max(self.count, 1)
         mean = self.sum / n
         return ((self.sumsq / n - mean * mean).clamp_min(0) / n).sqrt()
@@ -92,7 +96,10 @@ class Accumulator:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         try:
-            save_file({"sum": self.sum.cpu(), "sumsq": self.sumsq.cpu()}, tmp, metadata=meta)
+            tensors = {"sum": self.sum.cpu(), "sumsq": self.sumsq.cpu()}
+            if self.offset is not None:
+                tensors["offset"] = self.offset.cpu()
+            save_file(tensors, tmp, metadata=meta)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -119,5 +126,7 @@ class Accumulator:
         acc = cls(tensors["sum"].numel(), device)
         acc.sum.copy_(tensors["sum"])
         acc.sumsq.copy_(tensors["sumsq"])
+        if "offset" in tensors:
+            acc.offset = tensors["offset"].to(device=acc.sum.device, dtype=torch.float64)
         acc.count = int(meta["count"])
         return acc, int(meta["cursor"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class StreamConfig:
     checkpoint_every_s: float = 60.0
     settings: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
+    #: control variate: (x, y) -> surrogate credits (B, P), subtracted from the walk's credits
+    #: (the accumulator's ``offset`` then holds the surrogate's exact mean over D)
+    surrogate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
@@ -94,6 +98,8 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
                 perm = sample_permutations(config.seed, lo, hi - lo, players, device)
                 credits = batch_credits(engine, x, y, perm, config.antithetic)
                 finite = _check_finite(credits, lo)
+                if finite and config.surrogate is not None:
+                    credits = credits.double() - config.surrogate(x, y)
                 if finite:
                     pending.add(global_entries(x, embed_dim), credits)
             budget = math.inf if rule.max_seconds is None else rule.max_seconds
