@@ -114,3 +114,13 @@ def test_threaded_stages_raise_the_first_bad_line_in_file_order(tmp_path):
         prepare_dataset("criteo", path, tmp_path / "o", quiet=True, workers=1,
                         block_bytes=1024)
     assert not (tmp_path / "o").exists()
+
+
+def test_non_ascii_values_round_trip(tmp_path):
+    spec = {"input": {"format": "csv", "header": True}, "label": {"column": "y"},
+            "fields": ["a"], "min_count": 1}
+    path = tmp_path / "t.csv"
+    path.write_text("y,a\n1,é\n0,x\n1,é\n0,日本\n", encoding="utf-8")
+    spec["split"] = {"method": "random", "fractions": [1.0, 0.0, 0.0], "seed": 0}
+    ds = prepare_dataset(spec, path, tmp_path / "o", quiet=True)
+    assert ds.vocabularies["a"] == ["__OOV__", "é", "x", "日本"]

@@ -73,8 +73,20 @@ def code_column(col: Any) -> Coded:
     else:
         dictionary, codes = enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
     if not pa.types.is_string(dictionary.type):
-        dictionary = dictionary.cast(pa.string())
+        dictionary = _checked_utf8(dictionary)
     return Coded(dictionary, codes.astype(np.int32, copy=False), distinct=True)
+
+
+def _checked_utf8(binary: Any) -> Any:
+    """A binary array as a string array: zero-copy when every byte is ASCII, else a cast
+    that checks UTF-8 (raises ``pyarrow.ArrowInvalid``)."""
+    import pyarrow as pa
+
+    _, data_buf = binary.buffers()[1:3]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else None
+    if binary.offset == 0 and (data is None or len(data) == 0 or int(data.max()) < 0x80):
+        return binary.view(pa.string())
+    return binary.cast(pa.string())
 
 
 # -- numeric discretisers -------------------------------------------------------------------
