@@ -3,10 +3,10 @@
 On a real dataset (the built-in MovieLens-100k, DeepFM d=16 MLP 400x3 trained here, seeded)
 with D = a fixed subset of train+val, this prints:
 
-  * time and samples to SAGE's stopping rule (max stderr / (max phi - min phi) < tolerance
-    after one full pass over D) for: the reference loop (fp32), the fast engine (fp32), the
-    fast engine with antithetic pairs, and int8 variants -- the ratio of each to the reference
-    loop's time, measured in the same run;
+  * time to SAGE's stopping rule (max stderr / (max phi - min phi) < tolerance after one full
+    pass over D) for: the reference loop (fp32), the fast engine (fp32), with antithetic
+    pairs, with the control variate, with both, and with both in int8 -- the ratio of each to
+    the reference loop's time, measured in the same run;
   * for growing numbers of attributed samples: Spearman of phi vs a long run (several passes,
     another seed), and test AUC after pruning 80% and 95% of the entries by |phi|.
 
@@ -14,6 +14,7 @@ Sample counts are deterministic (seeded); seconds depend on the machine, so run 
 
     .venv/bin/python bench/attribution/bench_convergence.py --threads 2 --work runs/bench-conv
     .venv/bin/python bench/attribution/bench_convergence.py --quick --work /tmp/conv   # smoke
+    .venv/bin/python bench/attribution/bench_convergence.py --work W --run runs/criteo-deepfm
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from shaver.attribution.estimator.mlp import int8_available
 from shaver.data.builtin import load_builtin
 from shaver.models.registry import build_model
 from shaver.pruning.api import prune
-from shaver.train.checkpoint import load_run
+from shaver.train.checkpoint import load_run, open_run_dataset
 from shaver.train.evaluation import evaluate
 from shaver.train.loop import fit
 
@@ -59,25 +60,37 @@ def pruned_auc(model, result, dataset, device) -> dict[str, float]:
     return {f"auc@{s}": r.metrics["auc"] for s, r in zip(SPARSITIES, runs)}
 
 
+VARIANTS = [("reference", dict(engine="reference")), ("fast", {}),
+            ("fast antithetic", dict(antithetic=True)),
+            ("fast control-variate", dict(control_variate=True)),
+            ("fast antithetic+cv", dict(antithetic=True, control_variate=True)),
+            ("fast int8 antithetic+cv", dict(dtype="int8", antithetic=True,
+                                              control_variate=True))]
+
+
 def time_to_tolerance(model, dataset, args, device) -> list[dict]:
-    variants = [("reference fp32", dict(engine="reference")), ("fast fp32", {}),
-                ("fast fp32 antithetic", dict(antithetic=True))]
-    if int8_available(device):
-        variants += [("fast int8", dict(dtype="int8")),
-                     ("fast int8 antithetic", dict(dtype="int8", antithetic=True))]
+    """Each variant walks the same number of permutations (an antithetic pair is 2 walks);
+    the SAGE ratio reached is deterministic, and the time to the tolerance follows from the
+    measured time: measured if the rule stopped the run, else extrapolated with the ratio
+    falling as 1/sqrt(samples) (time x (ratio / tolerance)^2)."""
     rows = []
-    for label, kw in variants:
+    for label, kw in VARIANTS:
+        if kw.get("dtype") == "int8" and not int8_available(device):
+            continue
+        pairs = 2 if kw.get("antithetic") else 1
         began = time.perf_counter()
         res = attribute(model, dataset, data=args.data, tolerance=args.tolerance,
-                        max_seconds=args.max_seconds, batch_size=args.batch_size, seed=0,
+                        max_samples=args.walks // pairs, batch_size=args.batch_size, seed=0,
                         device=device, quiet=True, **kw)
         secs = time.perf_counter() - began
+        ratio = res.settings["convergence_ratio"]
+        converged = res.settings["stop_reason"] == "converged"
         rows.append({"run": label, "seconds": secs, "samples": res.count,
-                     "samples_per_s": res.count / secs * (2 if kw.get("antithetic") else 1),
-                     "stop_reason": res.settings["stop_reason"],
-                     "ratio": res.settings["convergence_ratio"], "result": res})
-        print(f"  .. {label}: {secs:.1f}s, {res.count} samples, "
-              f"{res.settings['stop_reason']}", flush=True)
+                     "walks_per_s": res.count * pairs / secs, "ratio": ratio,
+                     "converged": converged, "dtype_used": res.settings.get("dtype_used"),
+                     "seconds_to_tolerance": secs if converged else
+                     secs * (ratio / args.tolerance) ** 2, "result": res})
+        print(f"  .. {label}: {secs:.1f}s, {res.count} samples, ratio {ratio:.4f}", flush=True)
     return rows
 
 
@@ -97,6 +110,9 @@ def quality_by_samples(model, dataset, args, device, long) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", type=Path, required=True, help="folder caching the trained model")
+    p.add_argument("--run", type=Path, default=None,
+                   help="a trained run (shaver train) to use instead of training DeepFM on "
+                   "MovieLens-100k; its dataset is reopened from the run")
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -111,28 +127,33 @@ def main() -> None:
     args.data = "train+val:2000" if quick else "train+val:20000"
     args.tolerance = args.tolerance or (0.05 if quick else 0.01)
     args.batch_size = 256
-    args.max_seconds = 120.0 if quick else 1800.0
+    args.walks = 8000 if quick else 60000
     args.samples = [500, 2000] if quick else [2000, 5000, 20000, 80000]
     long_samples = 8000 if quick else 200000
-    dataset = load_builtin("movielens-100k")
-    model = trained_deepfm(dataset, args.work, 2 if quick else 10, device)
+    if args.run:
+        run = load_run(args.run, device=device)
+        model, dataset = run.model.eval(), open_run_dataset(run)
+        what = f"{run.config.get('model', {}).get('name', 'model')} of {args.run}"
+    else:
+        dataset = load_builtin("movielens-100k")
+        model = trained_deepfm(dataset, args.work, 2 if quick else 10, device)
+        what = "DeepFM on MovieLens-100k"
     base = evaluate(model, dataset, "test", device=device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
-          f"DeepFM on MovieLens-100k: test AUC {base['auc']:.4f}; D = {args.data}")
+          f"{what}: test AUC {base['auc']:.4f}; D = {args.data}")
     runs = time_to_tolerance(model, dataset, args, device)
-    ref = runs[0]["seconds"]
-    print(f"\ntime to tolerance {args.tolerance} (batch {args.batch_size}, cap "
-          f"{args.max_seconds:.0f}s):")
-    print(f"  {'run':22} {'seconds':>8} {'samples':>8} {'walks/s':>8} {'stop':>11} "
-          f"{'ratio':>7} {'x ref':>6}  auc@0.8 auc@0.95")
+    ref = runs[0]["seconds_to_tolerance"]
+    print(f"\ntime to tolerance {args.tolerance} (same {args.walks} walks per run, batch "
+          f"{args.batch_size}; * = extrapolated from the ratio reached):")
+    print(f"  {'run':24} {'walks/s':>8} {'ratio':>7} {'to tol (s)':>11} {'x ref':>6}  "
+          f"auc@0.8 auc@0.95")
     for r in runs:
         auc = pruned_auc(model, r["result"], dataset, device)
         r.update(auc)
-        print(f"  {r['run']:22} {r['seconds']:8.1f} {r['samples']:8d} {r['samples_per_s']:8.0f} "
-              f"{r['stop_reason']:>11} {r['ratio']:7.4f} {ref / r['seconds']:6.2f}  "
+        mark = "" if r["converged"] else "*"
+        print(f"  {r['run']:24} {r['walks_per_s']:8.0f} {r['ratio']:7.4f} "
+              f"{r['seconds_to_tolerance']:10.0f}{mark:1} {ref / r['seconds_to_tolerance']:6.2f}  "
               f"{auc['auc@0.8']:.4f}  {auc['auc@0.95']:.4f}")
-    if runs[0]["stop_reason"] != "converged":
-        print("  (the reference hit the time cap: its ratio column is a lower bound)")
     long = attribute(model, dataset, data=args.data, tolerance=None, max_samples=long_samples,
                      batch_size=1024, seed=99, device=device, quiet=True)
     quality = quality_by_samples(model, dataset, args, device, long)
