@@ -6,9 +6,10 @@ rank 64, MLP 400x3), random weights:
     --repeats timings), and the speed-up;
   * achieved FLOP/s (matmul FLOPs counted by torch's FlopCounterMode) vs this machine's
     measured dense matmul FLOP/s;
-  * time to reach the stopping tolerance (attribute() end to end on a synthetic dataset):
-    reference, fast, fast + antithetic pairs;
-  * ranking quality: Spearman of phi after k samples vs a long run, for growing k.
+  * agreement of int8 credits with fp32 on the same permutations.
+
+Time to a converged attribution (antithetic pairs, the control variate) and what the number
+of samples buys (ranking, AUC after pruning) are in ``bench_convergence.py`` (real data).
 
     .venv/bin/python bench/attribution/bench_attribution.py --quick          # ~ minutes
     .venv/bin/python bench/attribution/bench_attribution.py                  # full size
@@ -20,20 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from shaver.attribution.api import attribute
 from shaver.attribution.estimator import entry_credits, make_engine
 from shaver.attribution.estimator.mlp import int8_available
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
-from shaver.data.store import write_prepared
 from shaver.models.registry import build_model
 
 FIELDS, DIM = 39, 16
@@ -104,6 +101,9 @@ def engine_speed(name, device, args, dtypes: list[str]) -> list[dict]:
                      args.repeats, warm=lambda e=eng, a=x[:2], b=y[:2], p=perm[:2]: e.losses(a, b, p))
         k = min(n, 8)
         flops = flops_of(lambda e=eng, a=x[:k], b=y[:k], p=perm[:k]: e.losses(a, b, p)) / k
+        if dtype == "int8":  # quantized ops are not counted: the fp32 path's FLOPs, same work
+            flops = next(r["gflop_per_sample"] * 1e9 for r in rows
+                         if r["engine"] == "fast" and r["dtype"] == "fp32")
         print(f"  .. {name} {engine} {dtype}: {n / secs:.1f} samples/s", flush=True)
         row = {"model": name, "engine": engine, "dtype": dtype,
                "path": getattr(eng, "path_name", engine), "samples": n,
@@ -126,55 +126,6 @@ def engine_speed(name, device, args, dtypes: list[str]) -> list[dict]:
     return rows
 
 
-def synthetic_dataset(path: Path, rows: int, vocab: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    offsets = np.arange(FIELDS) * vocab
-    # Zipf-like ids, as in click logs
-    local = np.minimum(rng.zipf(1.3, size=(rows, FIELDS)) - 1, vocab - 1)
-    ids = local + offsets
-    labels = (rng.random(rows) < 0.25).astype(np.float32)
-    names = [f"C{i}" for i in range(FIELDS)]
-    vocabs = {f: [f"{f}_{j}" for j in range(vocab)] for f in names}
-    tr = int(rows * 0.9)
-    splits = {"train": (ids[:tr], labels[:tr], np.arange(tr)),
-              "val": (ids[tr:], labels[tr:], np.arange(tr, rows))}
-    freq = np.bincount(ids[:tr].ravel(), minlength=FIELDS * vocab)
-    return write_prepared(path, field_names=names, vocabularies=vocabs, splits=splits,
-                          frequencies=freq)
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra = a.double().argsort().argsort().double()
-    rb = b.double().argsort().argsort().double()
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
-
-
-def convergence(device, args, workdir: Path) -> tuple[list[dict], list[dict]]:
-    ds = synthetic_dataset(workdir / "ds", args.conv_rows, args.vocab)
-    model = build("deepfm", ds.field_dims, device)
-    common = dict(tolerance=args.tolerance, batch_size=args.batch_size, quiet=True, seed=0,
-                  device=device, max_seconds=args.conv_max_seconds)
-    runs = []
-    for label, kw in [("reference", {"engine": "reference"}), ("fast", {}),
-                      ("fast+antithetic", {"antithetic": True})]:
-        t = time.perf_counter()
-        res = attribute(model, ds, **common, **kw)
-        runs.append({"run": label, "seconds": time.perf_counter() - t, "samples": res.count,
-                     "stop_reason": res.settings["stop_reason"],
-                     "ratio": res.settings["convergence_ratio"]})
-    long = attribute(model, ds, tolerance=None, max_samples=args.long_samples,
-                     batch_size=args.batch_size, quiet=True, seed=99, device=device)
-    touched = long.phi.abs().reshape(-1) > 0
-    quality = []
-    for k in args.rank_samples:
-        res = attribute(model, ds, tolerance=None, max_samples=k, batch_size=args.batch_size,
-                        quiet=True, seed=1, device=device)
-        quality.append({"samples": k, "spearman_vs_long":
-                        spearman(res.phi.reshape(-1)[touched], long.phi.reshape(-1)[touched]),
-                        "long_samples": args.long_samples})
-    return runs, quality
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes on 2 cores)")
@@ -183,7 +134,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="timings per figure (median)")
     p.add_argument("--max-rows", type=int, default=None,
                    help="fast engine rows per pass (default 2048 on CPU, 131072 on GPU)")
-    p.add_argument("--skip-convergence", action="store_true")
     p.add_argument("--dtypes", default=None,
                    help="comma list of fp32,bf16 (default both on GPU; on CPU bf16 only when "
                    "its measured matmul is at least as fast as fp32)")
@@ -195,12 +145,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
     args.max_rows = args.max_rows or (131072 if gpu else 2048)
-    sizes = dict(ref_samples=32, fast_samples=64, conv_rows=200, vocab=20, batch_size=64,
-                 tolerance=0.05, long_samples=1000, rank_samples=[50, 200, 500],
-                 conv_max_seconds=60.0) if args.quick else dict(
-        ref_samples=1024 if gpu else 512, fast_samples=8192 if gpu else 512, conv_rows=2000,
-        vocab=50, batch_size=1024 if gpu else 256, tolerance=0.02, long_samples=40000,
-        rank_samples=[500, 2000, 8000, 20000], conv_max_seconds=1800.0)
+    sizes = dict(ref_samples=32, fast_samples=64) if args.quick else dict(
+        ref_samples=1024 if gpu else 512, fast_samples=8192 if gpu else 512)
     for k, v in sizes.items():
         setattr(args, k, v)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -223,7 +169,7 @@ def main() -> None:
             dtypes.append("int8")
     print(f"reference batch {args.ref_samples} samples (one head call per step over it); "
           f"fast engine {args.fast_samples} samples, {args.max_rows} head rows per pass")
-    print(f"\n{'model':8} {'engine':10} {'dtype':5} {'path':8} {'samples/s':>10} "
+    print(f"\n{'model':8} {'engine':10} {'dtype':9} {'path':8} {'samples/s':>10} "
           f"{'speedup':>8} {'GFLOP/smp':>10} {'GFLOP/s':>8} {'%fp32pk':>7} {'corr/fp32':>9}")
     for name in ("deepfm", "dcn-mix"):
         for r in engine_speed(name, device, args, dtypes):
@@ -231,7 +177,7 @@ def main() -> None:
             pct = 100 * r["achieved_gflops"] * 1e9 / peak["fp32"]
             corr = r.get("credit_corr_vs_fp32")
             shown = r["dtype"] if r["dtype_used"] == r["dtype"] else f"{r['dtype']}>{r['dtype_used']}"
-            print(f"{r['model']:8} {r['engine']:10} {shown:5} {r['path']:8} "
+            print(f"{r['model']:8} {r['engine']:10} {shown:9} {r['path']:8} "
                   f"{r['samples_per_s']:10.1f} {r['speedup_vs_reference']:7.2f}x "
                   f"{r['gflop_per_sample']:10.3f} {r['achieved_gflops']:8.1f} {pct:6.0f}% "
                   f"{'' if corr is None else f'{corr:9.4f}'}")
@@ -239,23 +185,6 @@ def main() -> None:
           "GFLOP counted as fp32-equivalent matmul FLOPs; corr/fp32: correlation of the "
           "per-sample credits with the fp32 fast engine's on the same permutations; "
           "int8>fp32: int8 disagreed with fp32 on the first batch, so the run stayed fp32")
-    if not args.skip_convergence:
-        with tempfile.TemporaryDirectory() as tmp:
-            runs, quality = convergence(device, args, Path(tmp))
-        report["convergence"], report["ranking"] = runs, quality
-        base = runs[0]["seconds"]
-        print(f"\ntime to tolerance {args.tolerance} (DeepFM, synthetic {args.conv_rows} rows, "
-              f"batch {args.batch_size}):")
-        bound = "" if runs[0]["stop_reason"] == "converged" else ">="
-        for r in runs:
-            print(f"  {r['run']:16} {r['seconds']:8.1f}s  {r['samples']:7d} samples  "
-                  f"{r['stop_reason']:11} ratio {r['ratio']:.4f}  x{bound}{base / r['seconds']:.2f}")
-        if bound:
-            print("  (the reference hit the time cap before converging: ratios are lower bounds)")
-        print("ranking vs a long run (Spearman of phi over touched entries):")
-        for q in quality:
-            print(f"  {q['samples']:7d} samples: {q['spearman_vs_long']:.4f} "
-                  f"(long run: {q['long_samples']} samples)")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
 

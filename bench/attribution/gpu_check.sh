@@ -38,5 +38,5 @@ echo "== attribution tests =="
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 120 \
   tests/test_attribution_engines.py tests/test_attribution_api.py tests/test_attribution_result.py
 echo "== fast vs reference =="
-timeout "${BENCH_TIMEOUT:-150}" "$PY" bench/attribution/bench_attribution.py --device "$DEVICE" --skip-convergence \
+timeout "${BENCH_TIMEOUT:-150}" "$PY" bench/attribution/bench_attribution.py --device "$DEVICE" \
   --repeats 3 $QUICK
