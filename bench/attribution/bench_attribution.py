@@ -102,8 +102,8 @@ def engine_speed(name, device, args, dtypes: list[str]) -> list[dict]:
         k = min(n, 8)
         flops = flops_of(lambda e=eng, a=x[:k], b=y[:k], p=perm[:k]: e.losses(a, b, p)) / k
         if dtype == "int8":  # quantized ops are not counted: the fp32 path's FLOPs, same work
-            flops = next(r["gflop_per_sample"] * 1e9 for r in rows
-                         if r["engine"] == "fast" and r["dtype"] == "fp32")
+            flops = next((r["gflop_per_sample"] * 1e9 for r in rows
+                          if r["engine"] == "fast" and r["dtype"] == "fp32"), flops)
         print(f"  .. {name} {engine} {dtype}: {n / secs:.1f} samples/s", flush=True)
         row = {"model": name, "engine": engine, "dtype": dtype,
                "path": getattr(eng, "path_name", engine), "samples": n,
