@@ -89,3 +89,19 @@ def test_resume_keeps_the_surrogate_mean(ds, tmp_path, monkeypatch):
     assert torch.allclose(resumed.stderr, whole.stderr, atol=1e-7)
     with pytest.raises(Exception, match="control_variate"):
         _run(model, ds, max_samples=90, checkpoint_path=state, resume=True)
+
+
+def test_cli_options_reach_the_result(ds, tmp_path):
+    from shaver.attribution.result import Attribution
+    from shaver.cli import main
+    from shaver.train.checkpoint import save_run
+
+    run = save_run(tmp_path / "run", any_model("deepfm"), dataset=ds, metrics={}, seed=0,
+                   train_config={})
+    out = tmp_path / "a.safetensors"
+    assert main(["attribute", "--run", str(run), "--max-samples", "24", "--batch-size", "8",
+                 "--device", "cpu", "--quiet", "--control-variate", "--antithetic",
+                 "--dtype", "int8", "--out", str(out)]) == 0
+    settings = Attribution.load(out).settings
+    assert settings["control_variate"].startswith("path-gradient") and settings["antithetic"]
+    assert settings["dtype"] == "int8" and settings["dtype_used"] in ("int8", "fp32")
