@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shaver.data import readers, strtable
 from shaver.data.prepare import prepare_dataset
@@ -124,3 +126,33 @@ def test_non_ascii_values_round_trip(tmp_path):
     spec["split"] = {"method": "random", "fractions": [1.0, 0.0, 0.0], "seed": 0}
     ds = prepare_dataset(spec, path, tmp_path / "o", quiet=True)
     assert ds.vocabularies["a"] == ["__OOV__", "é", "x", "日本"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789-+ _٣a", max_size=21), max_size=12, unique=True))
+def test_plain_integer_parser_agrees_with_python_int(texts):
+    """The byte-level parser either reads a text as Python's int does or declines."""
+    import pyarrow as pa
+
+    from shaver.data.tokens import _plain_ints
+
+    got = _plain_ints(pa.array(texts, pa.string()))
+    if got is None:
+        return
+    numbers, missing = got
+    for t, x, m in zip(texts, numbers.tolist(), missing.tolist()):
+        assert m == (t == "")
+        if t:
+            assert x == int(t)
+
+
+def test_criteo_tokens_of_plain_and_unusual_integers():
+    import pyarrow as pa
+
+    from shaver.data.tokens import criteo_codes, distinct_texts
+
+    texts = ["", "0", "-3", "+7", "007", "2", "3", "1000", " 5", "1_000"]
+    fast = criteo_codes(pa.array(texts[:8], pa.string()))
+    slow = criteo_codes(texts[:8])
+    assert fast.tolist() == slow.tolist()
+    assert distinct_texts(criteo_codes(texts))[0] == ["", "-3", "0", "2", "L1", "L2", "L3", "L47"]

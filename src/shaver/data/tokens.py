@@ -170,26 +170,43 @@ def derive(kind: str, values: list[str]) -> list[str]:
     raise ValueError(f"unknown derivation {kind!r}")  # unreachable: the spec validates kinds
 
 
-def _arrow_ints(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(numbers, missing)`` of a pyarrow string array parsed by arrow (plain decimal
-    integers, a subset of what Python's ``int`` reads), or None when arrow refuses one."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+_POW10 = 10 ** np.arange(17, -1, -1, dtype=np.int64)
 
-    missing = pc.equal(values, MISSING).to_numpy(zero_copy_only=False)
-    try:
-        numbers = pc.cast(pc.if_else(missing, "0", values), pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+
+def _plain_ints(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(numbers, missing)`` of a pyarrow string array whose texts are all empty or plain
+    decimal integers (an optional sign and 1 to 18 digits: what Python's ``int`` reads the
+    same way), parsed in numpy; None when some text is anything else."""
+    from shaver.data.strtable import arrow_strings
+
+    offsets, data = arrow_strings(values)
+    lens = np.diff(offsets)
+    if len(lens) == 0 or int(lens.max()) > 19:
         return None
-    return numbers.to_numpy(zero_copy_only=False), missing
+    padded = np.zeros(len(data) + 1, dtype=np.uint8)
+    padded[:len(data)] = data
+    first = np.where(lens > 0, padded[offsets[:-1]], 0)
+    signed = (first == ord("-")) | (first == ord("+"))
+    digits = lens - signed
+    if int(digits.max()) > 18 or bool(((lens > 0) & (digits == 0)).any()):
+        return None
+    width = len(_POW10)
+    at = offsets[1:, None] - width + np.arange(width)
+    inside = np.arange(width) >= (width - digits)[:, None]
+    chars = np.where(inside, padded[np.clip(at, 0, len(data))], ord("0")).astype(np.int64) - 48
+    if bool(((chars < 0) | (chars > 9)).any()):
+        return None
+    numbers = chars @ _POW10
+    return np.where(first == ord("-"), -numbers, numbers), lens == 0
 
 
 def _parsed(values: Any, integer: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(numbers, missing)`` of distinct texts (a list, or for integers also a pyarrow
-    string array, parsed by arrow), parsed by numpy in one call; the per-value Python
-    parser only runs to find the offending value when numpy refuses one."""
+    string array: plain integers are parsed from its bytes), parsed by numpy in one call;
+    the per-value Python parser only runs to find the offending value when numpy refuses
+    one."""
     if not isinstance(values, list):
-        fast = _arrow_ints(values) if integer else None
+        fast = _plain_ints(values) if integer else None
         if fast is not None:
             return fast
         values = values.to_pylist()
