@@ -190,13 +190,13 @@ def _plain_ints(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
     digits = lens - signed
     if int(digits.max()) > 18 or bool(((lens > 0) & (digits == 0)).any()):
         return None
-    width = len(_POW10)
-    at = offsets[1:, None] - width + np.arange(width)
+    width = max(1, int(digits.max()))  # digits right-aligned in (n, width)
+    at = np.maximum(offsets[1:, None] - width + np.arange(width), 0)
     inside = np.arange(width) >= (width - digits)[:, None]
-    chars = np.where(inside, padded[np.clip(at, 0, len(data))], ord("0")).astype(np.int64) - 48
+    chars = np.where(inside, padded[at], ord("0")).astype(np.int64) - 48
     if bool(((chars < 0) | (chars > 9)).any()):
         return None
-    numbers = chars @ _POW10
+    numbers = chars @ _POW10[-width:]
     return np.where(first == ord("-"), -numbers, numbers), lens == 0
 
 
