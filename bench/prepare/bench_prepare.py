@@ -7,7 +7,9 @@ Writes a synthetic Criteo file (`shaver data synth`, cached in --workdir), then 
 in a fresh process, with its peak RSS: shaver on the baseline-sized prefix and on the full
 file, and the baseline on the prefix. Prints medians over --repeats runs (wall and CPU
 seconds, rows/s), the speed ratio on the same prefix, and what 45M rows (full Criteo) would
-take at the measured shaver rate.
+take at the measured shaver rate. "1 process" still runs three threads (parse, encode,
+number): its wall-clock rate needs free cores, its CPU rate does not (both are printed;
+on a busy machine compare the CPU ratio).
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """Streaming preparation: raw files + spec -> prepared directory (see ``store``).
 
 Pass 1 (count) reads the raw text once, block by block: it checks labels and values,
-assigns splits, gives every token a provisional id (first appearance) and counts tokens on
-the train split; the provisional ids of each row go to a temporary binary file (4 bytes a
-field a row, the size of the output). The vocabularies are then fixed from the counts.
-Pass 2 (encode) streams that binary file, maps provisional ids to global ids with one
-array lookup per field, and appends each split's rows to its .npy files (sized by pass 1).
-Memory holds a few blocks (4 MiB of text each) and one entry per distinct value (about
-150 bytes each, as pytorch-fm's counting dicts), never the raw file; it grows with the
-number of distinct values, not with rows. Output appears only when complete (a temporary
+assigns splits, gives every token a provisional id (first appearance, in a numpy hash
+table over the distinct texts of each block: :mod:`~shaver.data.strtable`) and counts
+tokens on the train split; the provisional ids of each row go to a temporary binary file
+(4 bytes a field a row, the size of the output). Parsing, encoding and numbering run in
+three threads (see :func:`~shaver.data.readers.prefetched`). The vocabularies are then
+fixed from the counts. Pass 2 (encode) streams that binary file, maps provisional ids to
+global ids with one array lookup, and appends each split's rows to its .npy files (sized
+by pass 1). Memory holds a few blocks (4 MiB of text each) and one entry per distinct
+value (the text's bytes + about 70 bytes), never the raw file; it grows with the number
+of distinct values, not with rows. Output appears only when complete (a temporary
 directory renamed at the end).
 """
 
