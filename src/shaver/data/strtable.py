@@ -233,10 +233,11 @@ class StringTable:
         self._hashes = _grown(self._hashes, self.size + m)
         self._rec = _grown(self._rec, self.size + m)
         self._offsets = _grown(self._offsets, self.size + m + 1)
-        self._hashes[ids] = h
-        self._rec[ids] = rec
+        new = slice(self.size, self.size + m)
+        self._hashes[new] = h
+        self._rec[new] = rec
         end = int(self._offsets[self.size])
-        self._offsets[ids + 1] = end + np.cumsum(lens)
+        self._offsets[self.size + 1:self.size + m + 1] = end + np.cumsum(lens)
         total = int(lens.sum())
         self._data = _grown(self._data, end + total)
         if m == len(offsets) - 1:  # all of them: one copy
