@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from shaver.data import readers, strtable
 from shaver.data.prepare import prepare_dataset
-from shaver.data.readers import prefetched
+from shaver.data.stages import prefetched
 from shaver.data.synthetic import synth_criteo
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -134,7 +134,7 @@ def test_plain_integer_parser_agrees_with_python_int(texts):
     """The byte-level parser either reads a text as Python's int does or declines."""
     import pyarrow as pa
 
-    from shaver.data.tokens import _plain_ints
+    from shaver.data.numbers import _plain_ints
 
     got = _plain_ints(pa.array(texts, pa.string()))
     if got is None:

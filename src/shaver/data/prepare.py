@@ -5,7 +5,7 @@ assigns splits, gives every token a provisional id (first appearance, in a numpy
 table over the distinct texts of each block: :mod:`~shaver.data.strtable`) and counts
 tokens on the train split; the provisional ids of each row go to a temporary binary file
 (4 bytes a field a row, the size of the output). Parsing, encoding and numbering run in
-three threads (see :func:`~shaver.data.readers.prefetched`). The vocabularies are then
+three threads (see :func:`~shaver.data.stages.prefetched`). The vocabularies are then
 fixed from the counts. Pass 2 (encode) streams that binary file, maps provisional ids to
 global ids with one array lookup, and appends each split's rows to its .npy files (sized
 by pass 1). Memory holds a few blocks (4 MiB of text each) and one entry per distinct

@@ -4,17 +4,14 @@ Every value is read as text (empty = missing). Text files are parsed by pyarrow'
 reader in blocks, so nothing holds the whole file: as bytes, in pieces of at most 1 MiB
 (faster to parse than larger ones), a few of which make one block. :func:`coded_blocks`
 dictionary-encodes each needed column of a block and checks its distinct values to be
-UTF-8. :func:`prefetched` runs a stage in a background thread (arrow parses and encodes
-without the GIL), so parsing, encoding and the work on the codes overlap. pyarrow is
-imported lazily; without it preparation stops with a clear message.
+UTF-8; :func:`~shaver.data.stages.prefetched` runs such stages in background threads.
+pyarrow is imported lazily; without it preparation stops with a clear message.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,48 +263,6 @@ def coded_blocks(blocks: Iterator[Block], names: Sequence[str], path: Path) -> I
         except pa.ArrowInvalid as exc:
             raise DataError(f"{path}: cannot parse ({exc})") from exc
         yield block
-
-
-def prefetched(blocks: Iterator[Block], depth: int = 2) -> Iterator[Block]:
-    """The same blocks, read ahead by a background thread (at most ``depth`` waiting).
-    An error of the reader is raised here, in its place in the sequence; stopping early
-    stops the reader."""
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                items.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for block in blocks:
-                if not put(("block", block)):
-                    return
-            put(("end", None))
-        except BaseException as exc:  # handed to the consumer
-            put(("error", exc))
-        finally:
-            getattr(blocks, "close", lambda: None)()
-
-    thread = threading.Thread(target=produce, name="shaver-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, item = items.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _shift_past_skipped(kept: np.ndarray, skipped_1based: list[int], n_head: int) -> np.ndarray:

@@ -25,12 +25,12 @@ from shaver.data.readers import (
     TextRange,
     coded_blocks,
     header_lines,
-    prefetched,
     read_blocks,
     split_ranges,
 )
 from shaver.data.spec import DatasetSpec
 from shaver.data.spill import Spill
+from shaver.data.stages import prefetched
 from shaver.data.vocab import Vocabularies
 from shaver.errors import DataError
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from shaver.data.decode import SPLIT_IDS
-from shaver.data.readers import prefetched
+from shaver.data.stages import prefetched
 from shaver.data.store import SPLITS
 
 _PARTS = (("pids", np.int32), ("labels", np.float32), ("split", np.int8), ("lines", np.int64))

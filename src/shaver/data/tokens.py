@@ -14,18 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from shaver.data.numbers import MISSING, BadValue, parsed
 from shaver.data.spec import FieldSpec, LabelSpec
-
-MISSING = ""
-
-
-class BadValue(ValueError):
-    """A distinct value (``index`` into ``Coded.values``) that a transform rejects."""
-
-    def __init__(self, index: int, message: str):
-        super().__init__(message)
-        self.index = index
-        self.message = message
 
 
 class Coded:
@@ -90,36 +80,6 @@ def _checked_utf8(binary: Any) -> Any:
 
 
 # -- numeric discretisers -------------------------------------------------------------------
-def _ints(values: list[str]) -> list[int | None]:
-    out: list[int | None] = []
-    for i, v in enumerate(values):
-        if v == MISSING:
-            out.append(None)
-            continue
-        try:
-            out.append(int(v))
-        except ValueError:
-            raise BadValue(i, f"{v!r} is not an integer") from None
-    return out
-
-
-def _floats(values: list[str]) -> list[float | None]:
-    out: list[float | None] = []
-    for i, v in enumerate(values):
-        if v == MISSING:
-            out.append(None)
-            continue
-        try:
-            x = float(v)
-        except ValueError:
-            raise BadValue(i, f"{v!r} is not a number") from None
-        if math.isnan(x):
-            out.append(None)
-        else:
-            out.append(x)
-    return out
-
-
 def criteo_token(v: int | None) -> str:
     """Criteo's integer discretiser: v > 2 -> "L" + int(ln(v)^2), else the value itself.
     The "L" keeps the two ranges apart (the bare formula maps 2 and 5 alike)."""
@@ -170,68 +130,6 @@ def derive(kind: str, values: list[str]) -> list[str]:
     raise ValueError(f"unknown derivation {kind!r}")  # unreachable: the spec validates kinds
 
 
-_POW10 = 10 ** np.arange(17, -1, -1, dtype=np.int64)
-
-
-def _plain_ints(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(numbers, missing)`` of a pyarrow string array whose texts are all empty or plain
-    decimal integers (an optional sign and 1 to 18 digits: what Python's ``int`` reads the
-    same way), parsed in numpy; None when some text is anything else."""
-    from shaver.data.strtable import arrow_strings
-
-    offsets, data = arrow_strings(values)
-    lens = np.diff(offsets)
-    if len(lens) == 0 or int(lens.max()) > 19:
-        return None
-    padded = np.zeros(len(data) + 1, dtype=np.uint8)
-    padded[:len(data)] = data
-    first = np.where(lens > 0, padded[offsets[:-1]], 0)
-    signed = (first == ord("-")) | (first == ord("+"))
-    digits = lens - signed
-    if int(digits.max()) > 18 or bool(((lens > 0) & (digits == 0)).any()):
-        return None
-    width = max(1, int(digits.max()))  # digits right-aligned in (n, width)
-    at = np.maximum(offsets[1:, None] - width + np.arange(width), 0)
-    inside = np.arange(width) >= (width - digits)[:, None]
-    chars = np.where(inside, padded[at], ord("0")).astype(np.int64) - 48
-    if bool(((chars < 0) | (chars > 9)).any()):
-        return None
-    numbers = chars @ _POW10[-width:]
-    return np.where(first == ord("-"), -numbers, numbers), lens == 0
-
-
-def _parsed(values: Any, integer: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(numbers, missing)`` of distinct texts (a list, or for integers also a pyarrow
-    string array: plain integers are parsed from its bytes), parsed by numpy in one call;
-    the per-value Python parser only runs to find the offending value when numpy refuses
-    one."""
-    if not isinstance(values, list):
-        fast = _plain_ints(values) if integer else None
-        if fast is not None:
-            return fast
-        values = values.to_pylist()
-    text = np.array(values, dtype=str) if values else np.zeros(0, dtype="U1")
-    missing = text == MISSING
-    kind = np.int64 if integer else np.float64
-    try:
-        numbers = np.where(missing, "0", text).astype(kind)
-    except (ValueError, OverflowError):
-        (_ints if integer else _floats)(values)  # raises BadValue naming the first bad one
-        for i, v in enumerate(values):  # Python accepted them all: one is out of range
-            try:
-                np.array([v]).astype(kind)
-            except (ValueError, OverflowError):
-                raise BadValue(i, f"{v!r} is out of the 64-bit range") from None
-        raise  # pragma: no cover - numpy refused the array but no single value
-    if not integer:
-        missing |= np.isnan(numbers)
-        infinite = np.flatnonzero(np.isinf(numbers))
-        if len(infinite):
-            i = int(infinite[0])
-            raise BadValue(i, f"{values[i]!r} is not a finite number")
-    return numbers, missing
-
-
 def distinct_texts(codes: np.ndarray, fmt: Callable[[int], str] | None = None
                    ) -> tuple[list[str], np.ndarray]:
     """``(texts, inverse)``: the token text of each distinct code (formatted once) and
@@ -260,7 +158,7 @@ def _code_text(code: int) -> str:
 def criteo_codes(values: Any) -> np.ndarray:
     """int64 token codes (see :func:`distinct_texts`) of :func:`criteo_token` over distinct
     texts (a list or a pyarrow string array; raises :class:`BadValue`)."""
-    v, missing = _parsed(values, integer=True)
+    v, missing = parsed(values, integer=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.floor(np.log(np.maximum(v, 1).astype(np.float64)) ** 2).astype(np.int64)
     codes = np.where(v > 2, logs + LOG_CODE, v)
@@ -269,7 +167,7 @@ def criteo_codes(values: Any) -> np.ndarray:
 
 def log2_codes(values: list[str]) -> np.ndarray:
     """int64 token codes of :func:`log2_token` over distinct texts."""
-    x, missing = _parsed(values, integer=False)
+    x, missing = parsed(values, integer=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.floor(np.log2(np.where(x >= 1, x, 1.0))).astype(np.int64)
         small = np.floor(np.where(x < 1, x, 0.0))
@@ -289,7 +187,7 @@ def log2_tokens(values: list[str]) -> list[str]:
 
 
 def quantile_tokens(values: list[str], edges: np.ndarray) -> list[str]:
-    x, missing = _parsed(values, integer=False)
+    x, missing = parsed(values, integer=False)
     bins = np.searchsorted(edges, x, side="right")
     codes = np.where(missing, MISSING_CODE, bins)
     return _texts_of_codes(codes, lambda c: MISSING if c == MISSING_CODE else f"Q{c}")
@@ -311,7 +209,7 @@ def field_tokens(f: FieldSpec, values: list[str], edges: np.ndarray | None = Non
 
 def numeric_sample(values: list[str]) -> np.ndarray:
     """float64 (distinct,) numbers of a quantile field's distinct texts (NaN = missing)."""
-    x, missing = _parsed(values, integer=False)
+    x, missing = parsed(values, integer=False)
     return np.where(missing, np.nan, x)
 
 
