@@ -156,3 +156,17 @@ def test_criteo_tokens_of_plain_and_unusual_integers():
     slow = criteo_codes(texts[:8])
     assert fast.tolist() == slow.tolist()
     assert distinct_texts(criteo_codes(texts))[0] == ["", "-3", "0", "2", "L1", "L2", "L3", "L47"]
+
+
+def test_skipped_bad_value_of_a_quantile_field(tmp_path):
+    """The skipped row's text never reaches the bin edges (it used to stop preparation)."""
+    path = tmp_path / "t.csv"
+    path.write_text("y,a,n\n1,x,1.5\n0,y,zz\n1,x,3\n0,z,2\n")
+    spec = {"input": {"format": "csv", "header": True}, "label": {"column": "y"},
+            "fields": ["a", {"name": "n", "kind": "numeric", "discretiser": "quantile",
+                             "bins": 2}],
+            "split": {"method": "random", "fractions": [1.0, 0.0, 0.0], "seed": 0}}
+    ds = prepare_dataset(spec, path, tmp_path / "o", quiet=True, skip_bad_lines=True)
+    assert ds.meta["skipped_lines"] == 1
+    assert ds.meta["skipped_examples"] == [f"{path}:3: field 'n': 'zz' is not a number"]
+    assert ds.num_rows("all") == 3 and ds.meta["quantile_edges"]["n"] == [2.0]

@@ -91,8 +91,14 @@ def _field_coded(ctx: BlockContext, block: Block, f: FieldSpec, joined: dict,
     if f.kind == "categorical" and f.derive is None:  # the tokens are the texts themselves
         return raw
     if f.kind == "numeric" and f.discretiser == "quantile":  # binned once counts are known
-        _checked(ctx, block, raw, f"field {f.name!r}", numeric_sample, bad_rows)
-        return raw
+        accepted: list[list[str]] = []  # the texts last tried (skipped bad ones made missing)
+
+        def sample(values: list[str]) -> np.ndarray:
+            accepted.append(values)
+            return numeric_sample(values)
+
+        _checked(ctx, block, raw, f"field {f.name!r}", sample, bad_rows)
+        return raw if not bad_rows.any() else Coded(accepted[-1], raw.codes)
     if f.kind == "numeric" and f.derive is None:  # token codes, each text formatted once
         criteo = f.discretiser == "criteo"
         codes = _checked(ctx, block, raw, f"field {f.name!r}",
