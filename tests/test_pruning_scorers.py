@@ -131,6 +131,29 @@ def test_finetune_keeps_pruned_entries_fixed_and_trains_kept_ones(dataset):
         finetune(TinyModel(), dataset, config)
 
 
+def test_finetune_keeps_the_pruned_model_when_no_epoch_beats_it(dataset, monkeypatch):
+    from shaver.train import loop
+
+    real_fit = loop.fit
+
+    def worse_fit(model, data, **kw):  # trains, but its best epoch scores below the pruned model
+        result = real_fit(model, data, **kw)
+        result.val = dict(result.val, auc=-1.0)
+        return result
+
+    monkeypatch.setattr(loop, "fit", worse_fit)
+    model = TinyModel().eval()
+    (result,) = prune(model, compute_scores("magnitude", model), [0.6], evaluate=False)
+    pruned = {k: v.clone() for k, v in result.model.state_dict().items()}
+    before = loop.evaluate(result.model, dataset, "val", device="cpu")
+    config = FinetuneConfig(epochs=1, lr=0.05, batch_size=32, patience=None)
+    record = finetune(result.model, dataset, config, device="cpu")
+    assert record["best_epoch"] == 0 and record["val"]["auc"] == before["auc"]
+    assert record["test"]["rows"] > 0
+    state = result.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pruned.items())
+
+
 def test_prune_with_finetuning_records_it(dataset):
     model = TinyModel().eval()
     config = FinetuneConfig(epochs=1, batch_size=64)

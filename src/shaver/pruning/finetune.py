@@ -1,7 +1,8 @@
 """Optional fine-tuning after pruning: the mask stays fixed, kept entries and head train.
 
 Reuses :func:`shaver.train.loop.fit` (Adam, shuffled batches, early stopping on validation
-AUC, best weights restored). Pruned entries stay exactly at their placeholder: the gradient of
+AUC, best weights restored); the pruned model itself is a candidate too: if no fine-tuned
+epoch beats its validation AUC, its weights are kept (``best_epoch`` 0). Pruned entries stay exactly at their placeholder: the gradient of
 ``embedding.weight`` is multiplied by the mask before the optimiser sees it (a tensor hook),
 the weight there is 0 so Adam's L2 term adds nothing, and the codebook is a buffer.
 """
@@ -43,15 +44,19 @@ def finetune(model: nn.Module, dataset: PreparedDataset,
     """Fine-tune a pruned ``model`` (embedding a MaskedEmbedding) in place.
 
     Returns ``{"val": ..., "test": ..., "best_epoch": int, "history": [...]}`` from the
-    training loop. The model ends in eval mode with the best validation-AUC weights.
+    training loop. The model ends in eval mode with the best validation-AUC weights, the
+    pruned model's own (epoch 0) included.
     """
-    from shaver.train.loop import fit
+    from shaver.train.loop import evaluate, fit
 
     config = config or FinetuneConfig()
     emb = model.embedding
     if not isinstance(emb, MaskedEmbedding):
         raise TrainingError("finetune expects a pruned model (embedding a MaskedEmbedding), "
                             f"got {type(emb).__name__}")
+    has_val = dataset.num_rows("val") > 0
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    before = evaluate(model, dataset, "val", device=device) if has_val else None
     handle = emb.weight.register_hook(lambda grad: grad * emb.mask.to(grad.dtype))
     try:
         result = fit(model, dataset, epochs=config.epochs, lr=config.lr,
@@ -60,5 +65,11 @@ def finetune(model: nn.Module, dataset: PreparedDataset,
     finally:
         handle.remove()
     model.eval()
+    if before is not None and result.val is not None and before["auc"] >= result.val["auc"]:
+        log.info("fine-tuning did not beat the pruned model's validation AUC (%.4f >= %.4f): "
+                 "kept the pruned weights", before["auc"], result.val["auc"])
+        model.load_state_dict(start)
+        test = evaluate(model, dataset, "test", device=device) if result.test else None
+        return {"val": before, "test": test, "best_epoch": 0, "history": result.history}
     return {"val": result.val, "test": result.test, "best_epoch": result.best_epoch,
             "history": result.history}
