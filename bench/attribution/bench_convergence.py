@@ -118,18 +118,28 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--tolerance", type=float, default=None,
                    help="stopping tolerance (default 0.01 as the paper; 0.05 with --quick)")
+    p.add_argument("--subset", type=int, default=None,
+                   help="D = this many samples of train+val (default 20000; 2000 with --quick)")
+    p.add_argument("--walks", type=int, default=None,
+                   help="permutation walks per variant (default 60000; 8000 with --quick)")
+    p.add_argument("--long-samples", type=int, default=None,
+                   help="samples of the long reference run (default 200000; 8000 with --quick)")
+    p.add_argument("--samples", default=None,
+                   help="comma list of sample counts for the quality table "
+                   "(default 2000,5000,20000,80000; 500,2000 with --quick)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     quick = args.quick
-    args.data = "train+val:2000" if quick else "train+val:20000"
+    args.data = f"train+val:{args.subset or (2000 if quick else 20000)}"
     args.tolerance = args.tolerance or (0.05 if quick else 0.01)
     args.batch_size = 256
-    args.walks = 8000 if quick else 60000
-    args.samples = [500, 2000] if quick else [2000, 5000, 20000, 80000]
-    long_samples = 8000 if quick else 200000
+    args.walks = args.walks or (8000 if quick else 60000)
+    args.samples = ([int(v) for v in args.samples.split(",")] if args.samples else
+                    [500, 2000] if quick else [2000, 5000, 20000, 80000])
+    long_samples = args.long_samples or (8000 if quick else 200000)
     if args.run:
         run = load_run(args.run, device=device)
         model, dataset = run.model.eval(), open_run_dataset(run)
