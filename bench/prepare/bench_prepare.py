@@ -42,7 +42,11 @@ else:
 wall = time.perf_counter() - t0
 kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 cpu = time.process_time() - c0 + kids.ru_utime + kids.ru_stime
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+try:  # this process's own high-water mark (ru_maxrss would carry the parent's over exec)
+    hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    rss = int(hwm.split()[1]) / 1024
+except (OSError, StopIteration):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": rows, "wall": wall, "cpu": cpu, "rss_mib": rss,
                   "worker_rss_mib": kids.ru_maxrss / 1024, "store": store}))
 """
