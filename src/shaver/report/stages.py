@@ -52,7 +52,7 @@ def _synthetic_criteo(rows: int, workdir: Path, seed: int, quiet: bool) -> Prepa
         return open_dataset(prepared)
     workdir.mkdir(parents=True, exist_ok=True)
     raw = workdir / f"synthetic-criteo-{rows}-s{seed}.txt"
-    synth_criteo(raw, rows, seed=seed)
+    synth_criteo(raw, rows, seed=seed, quiet=quiet)
     try:
         return prepare_dataset("criteo", raw, prepared, seed=seed, quiet=quiet)
     finally:
