@@ -241,6 +241,16 @@ def test_int8_stays_fp32_where_it_disagrees(monkeypatch, caplog):
     assert torch.equal(losses, make_engine("fast", imputer).losses(x, y, perm))
 
 
+def test_int8_without_mlp_layers_stays_fp32():
+    imputer = _imputer(any_model("fm"), "cpu")  # FM: nothing to quantise
+    x, y = _batch(batch=8)
+    perm = sample_permutations(0, 0, len(x), imputer.num_players)
+    engine = make_engine("fast", imputer, dtype="int8")
+    losses = engine.losses(x, y, perm)
+    assert engine.dtype_used == "fp32"
+    assert torch.equal(losses, make_engine("fast", imputer).losses(x, y, perm))
+
+
 def test_int8_refused_where_it_cannot_run():
     model = any_model("deepfm")
     imputer = _imputer(model, "cpu")

@@ -3,8 +3,9 @@
 State: ``sum`` and ``sumsq`` float64 (n*d,) of credits per global entry, ``count`` = samples
 seen (ALL samples, so entries a sample does not touch count as 0 for it). Merging two runs is
 adding their states. With a control variate (:mod:`shaver.attribution.surrogate`) the sums
-are of credit - surrogate and ``offset`` holds the surrogate's exact mean over D, added to phi. A checkpoint also stores the stream cursor (next global sample index)
-and a hash of the settings it was computed with; resuming with other settings is refused.
+are of credit - surrogate and ``offset`` holds the surrogate's exact mean over D, added to
+phi. A checkpoint also stores the stream cursor (next global sample index), the offset, and a
+hash of the settings it was computed with; resuming with other settings is refused.
 """
 
 from __future__ import annotations

@@ -92,8 +92,9 @@ def attribute(
     along the path to the placeholders) whose exact mean over D is added back: still
     unbiased, several times less variance (see :mod:`shaver.attribution.surrogate`); ``dtype``
     "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
-    as int8 GEMMs; both approximate fp32's credits; ``max_rows`` caps the head rows of one fast-engine
-    pass (default 2048 on CPU, where cache-sized passes win; 131072 on GPU).
+    as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
+    fp32's credits; ``max_rows`` caps the head rows of one fast-engine pass (default 2048 on
+    CPU, where cache-sized passes win; 131072 on GPU).
     ``checkpoint_path`` saves the running state (every ``checkpoint_every_s`` and at the
     end); ``resume`` continues from it. Under
     torch.distributed each rank takes a shard; every rank returns the merged result.
@@ -141,8 +142,8 @@ def attribute(
             **settings, "engine": engine, "path": getattr(eng, "path_name", engine),
             "tolerance": tolerance, "max_samples": max_samples, "max_seconds": max_seconds,
             "batch_size": batch_size, "dtype_used": getattr(eng, "dtype_used", dtype),
-            "int8_agreement": getattr(eng, "int8_agreement", None), "stop_reason": reason, "convergence_ratio":
-            acc.convergence_ratio(), "passes": cursor / source.size, "data_rows": source.size,
+            "int8_agreement": getattr(eng, "int8_agreement", None), "stop_reason": reason,
+            "convergence_ratio": acc.convergence_ratio(), "passes": cursor / source.size, "data_rows": source.size,
             "seconds": time.monotonic() - began, "world_size": ctx.world}
         n = weight.shape[0]
         return Attribution(phi=acc.phi().view(n, d).float(), stderr=acc.stderr().view(n, d).float(),

@@ -86,6 +86,11 @@ class FastEngine:
         take = min(16, x.shape[0])
         args = (x[:take], emb[:take], base[:take], perm[:take])
         low_path = self.path.to_int8()
+        mlp = getattr(low_path, "mlp", None)
+        if mlp is None or all(layer.packed is None for layer in mlp.layers):
+            log.warning("dtype int8: %s has no MLP layer to run in int8; this run stays in fp32",
+                        type(self.imputer.model).__name__)
+            return
         full, low = (entry_credits(p.walk_logits(*args), perm[:take]).flatten().double()
                      for p in (self.path, low_path))
         corr = float(torch.corrcoef(torch.stack([full, low]))[0, 1])
