@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One short GPU check of the attribution stage (< 4 minutes on an H100/H200):
-#   1. a Python with torch: the repo's .venv, else a venv in /tmp/v reusing a system torch
+#   1. a Python with torch: the repo's .venv, else the system python3 on src/ when it has
+#      every dependency (no network needed), else a venv in /tmp/v reusing a system torch
 #      (--system-site-packages), else a fresh venv that pip-installs torch;
 #   2. the attribution tests (they parametrise device over cuda when CUDA is available);
 #   3. fast-vs-reference samples/s for DeepFM and DCN-Mix, fp32 and bf16.
@@ -21,6 +22,11 @@ done
 DEPS="numpy safetensors pyyaml scikit-learn tqdm pytest pytest-timeout"
 if [ -x .venv/bin/python ] && .venv/bin/python -c "import torch, shaver" 2>/dev/null; then
   PY=.venv/bin/python
+elif python3 -c "import torch, numpy, safetensors, yaml, sklearn, tqdm, pytest, pytest_timeout" \
+    2>/dev/null; then
+  # a machine without network but with the dependencies: run the source tree as it is
+  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+  PY=python3
 elif python3 -c "import torch" 2>/dev/null; then
   [ -x /tmp/v/bin/python ] || python3 -m venv --system-site-packages /tmp/v
   /tmp/v/bin/pip install -q $DEPS
