@@ -17,6 +17,7 @@ from shaver.attribution.sampling import SampleSource, parse_data
 from shaver.data.store import write_prepared
 from shaver.errors import AttributionError, FingerprintMismatch, ModelError
 from test_attribution_helpers import DEVICES, UNUSED_LOCAL, any_model, tiny_dataset
+from test_attribution_helpers import quiet_attribute as _run
 
 torch.set_num_threads(2)
 
@@ -24,12 +25,6 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
     return tiny_dataset(tmp_path_factory.mktemp("attr") / "ds")
-
-
-def _run(model, ds, **kw):
-    opts = dict(tolerance=None, batch_size=8, quiet=True, seed=3, device="cpu")
-    opts.update(kw)
-    return attribute(model, ds, **opts)
 
 
 @pytest.mark.parametrize("device", DEVICES)

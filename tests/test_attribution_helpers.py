@@ -34,6 +34,15 @@ def tiny_dataset(path, dims=DIMS, rows=60, seed=0):
                           frequencies=freq)
 
 
+def quiet_attribute(model, ds, **kw):
+    """``attribute`` on CPU, quiet, seed 3, batches of 8, no tolerance; ``kw`` overrides."""
+    from shaver.attribution.api import attribute
+
+    opts = dict(tolerance=None, batch_size=8, quiet=True, seed=3, device="cpu")
+    opts.update(kw)
+    return attribute(model, ds, **opts)
+
+
 class TanhNet(CTRModel):
     """A model no fast path knows: logit = v . tanh(W emb.flatten + b) + first order."""
 

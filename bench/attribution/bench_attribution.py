@@ -32,6 +32,7 @@ from shaver.attribution.estimator.mlp import int8_available
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.models.registry import build_model
+from shaver.train.device import pick_device
 
 FIELDS, DIM = 39, 16
 
@@ -135,12 +136,11 @@ def main() -> None:
     p.add_argument("--max-rows", type=int, default=None,
                    help="fast engine rows per pass (default 2048 on CPU, 131072 on GPU)")
     p.add_argument("--dtypes", default=None,
-                   help="comma list of fp32,bf16 (default both on GPU; on CPU bf16 only when "
-                   "its measured matmul is at least as fast as fp32)")
+                   help="comma list of fp32,bf16,int8 (default: fp32; bf16 on GPUs and on CPUs "
+                   "whose measured bf16 matmul is at least as fast as fp32; int8 on CPUs)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = p.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"

@@ -32,6 +32,7 @@ from shaver.data.builtin import load_builtin
 from shaver.models.registry import build_model
 from shaver.pruning.api import prune
 from shaver.train.checkpoint import load_run, open_run_dataset
+from shaver.train.device import pick_device
 from shaver.train.evaluation import evaluate
 from shaver.train.loop import fit
 
@@ -115,7 +116,7 @@ def main() -> None:
                    "MovieLens-100k; its dataset is reopened from the run")
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--tolerance", type=float, default=None,
                    help="stopping tolerance (default 0.01 as the paper; 0.05 with --quick)")
     p.add_argument("--subset", type=int, default=None,
@@ -131,7 +132,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = pick_device(args.device)
     quick = args.quick
     args.data = f"train+val:{args.subset or (2000 if quick else 20000)}"
     args.tolerance = args.tolerance or (0.05 if quick else 0.01)

@@ -22,11 +22,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from shaver.attribution.distributed import DistContext
-from shaver.attribution.estimator.common import global_entries
+from shaver.attribution.estimator.common import bce, global_entries
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.sampling import SampleSource
 
@@ -48,8 +47,7 @@ def path_credits(imputer: PlaceholderImputer, x: torch.Tensor, y: torch.Tensor,
     with torch.enable_grad():
         for q in range(points):
             point = (emb + (q + 0.5) / points * step).detach().requires_grad_(True)
-            logits = model.head(point, x).reshape(-1).float()
-            loss = F.binary_cross_entropy_with_logits(logits, y.float(), reduction="sum")
+            loss = bce(model.head(point, x).reshape(-1), y).sum()
             grads += torch.autograd.grad(loss, point)[0]
     return (grads.double() / points * step.double()).reshape(x.shape[0], -1)
 

@@ -3,7 +3,6 @@ per-value Python parser only runs to name the value numpy refuses (:class:`BadVa
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -20,34 +19,17 @@ class BadValue(ValueError):
         self.message = message
 
 
-def _ints(values: list[str]) -> list[int | None]:
-    out: list[int | None] = []
+def _raise_first_bad(values: list[str], integer: bool) -> None:
+    """Raise :class:`BadValue` for the first text Python's ``int`` / ``float`` rejects;
+    return if there is none."""
     for i, v in enumerate(values):
         if v == MISSING:
-            out.append(None)
             continue
         try:
-            out.append(int(v))
+            int(v) if integer else float(v)
         except ValueError:
-            raise BadValue(i, f"{v!r} is not an integer") from None
-    return out
-
-
-def _floats(values: list[str]) -> list[float | None]:
-    out: list[float | None] = []
-    for i, v in enumerate(values):
-        if v == MISSING:
-            out.append(None)
-            continue
-        try:
-            x = float(v)
-        except ValueError:
-            raise BadValue(i, f"{v!r} is not a number") from None
-        if math.isnan(x):
-            out.append(None)
-        else:
-            out.append(x)
-    return out
+            what = "an integer" if integer else "a number"
+            raise BadValue(i, f"{v!r} is not {what}") from None
 
 
 _POW10 = 10 ** np.arange(17, -1, -1, dtype=np.int64)
@@ -96,7 +78,7 @@ def parsed(values: Any, integer: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
         numbers = np.where(missing, "0", text).astype(kind)
     except (ValueError, OverflowError):
-        (_ints if integer else _floats)(values)  # raises BadValue naming the first bad one
+        _raise_first_bad(values, integer)
         for i, v in enumerate(values):  # Python accepted them all: one is out of range
             try:
                 np.array([v]).astype(kind)

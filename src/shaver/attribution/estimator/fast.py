@@ -65,7 +65,7 @@ class FastEngine:
 
     def _validate(self, x, emb, base, perm) -> None:
         self._validated = True
-        take = min(4, x.shape[0])
+        take = min(16 if self.dtype == "int8" else 4, x.shape[0])
         args = (x[:take], emb[:take], base[:take], perm[:take])
         want, got = self.generic.walk_logits(*args), self.path.walk_logits(*args)
         err = (want - got).abs() / (1.0 + want.abs())
@@ -78,21 +78,20 @@ class FastEngine:
                         "using the generic path", self.path.name, float(err.max()))
             self.path = self.generic
         elif self.dtype == "int8":
-            self._try_int8(x, emb, base, perm)
+            self._try_int8(args, got)
 
-    def _try_int8(self, x, emb, base, perm) -> None:
-        """Switch to the int8 path if its logit credits on (up to 16 samples of) the first batch
-        correlate with fp32's at least ``INT8_MIN_CORR``; otherwise stay in fp32."""
-        take = min(16, x.shape[0])
-        args = (x[:take], emb[:take], base[:take], perm[:take])
+    def _try_int8(self, args, fp32_logits: torch.Tensor) -> None:
+        """Switch to the int8 path if its logit credits on ``args`` (up to 16 samples of the
+        first batch) correlate with the fp32 path's at least ``INT8_MIN_CORR``."""
         low_path = self.path.to_int8()
         mlp = getattr(low_path, "mlp", None)
         if mlp is None or all(layer.packed is None for layer in mlp.layers):
             log.warning("dtype int8: %s has no MLP layer to run in int8; this run stays in fp32",
                         type(self.imputer.model).__name__)
             return
-        full, low = (entry_credits(p.walk_logits(*args), perm[:take]).flatten().double()
-                     for p in (self.path, low_path))
+        perm = args[3]
+        full, low = (entry_credits(logits, perm).flatten().double()
+                     for logits in (fp32_logits, low_path.walk_logits(*args)))
         corr = float(torch.corrcoef(torch.stack([full, low]))[0, 1])
         self.int8_agreement = corr
         if corr >= INT8_MIN_CORR:
