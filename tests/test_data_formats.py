@@ -159,3 +159,12 @@ def test_bad_values_name_line_and_field(tmp_path, spec_field, text, message):
     with pytest.raises(DataError) as err:
         prepare_dataset(spec, path, tmp_path / "o", quiet=True)
     assert str(err.value) == f"{path}:2: {message}"
+
+
+def test_out_of_range_integer_is_named_past_missing_values():
+    from shaver.data.numbers import BadValue, parsed
+
+    with pytest.raises(BadValue) as err:
+        parsed(["", "7", "99999999999999999999"], integer=True)
+    assert err.value.index == 2 and "'99999999999999999999' is out of the 64-bit range" in str(
+        err.value)

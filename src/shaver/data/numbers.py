@@ -80,6 +80,8 @@ def parsed(values: Any, integer: bool) -> tuple[np.ndarray, np.ndarray]:
     except (ValueError, OverflowError):
         _raise_first_bad(values, integer)
         for i, v in enumerate(values):  # Python accepted them all: one is out of range
+            if v == MISSING:
+                continue
             try:
                 np.array([v]).astype(kind)
             except (ValueError, OverflowError):
