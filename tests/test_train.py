@@ -54,8 +54,10 @@ def test_same_seed_same_model_and_memmap_equals_in_memory(data):
     assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(c)
 
 
-def test_resume_continues_where_it_stopped(data, tmp_path):
-    kwargs = {"batch_size": 256, "quiet": True, "patience": None, "lr_decay": 0.5}
+@pytest.mark.parametrize("optimizer", ["adam", "lazy-adam"])
+def test_resume_continues_where_it_stopped(data, tmp_path, optimizer):
+    kwargs = {"batch_size": 256, "quiet": True, "patience": None, "lr_decay": 0.5,
+              "optimizer": optimizer}
     straight = loop.fit(deepfm(data), data, epochs=3, out_dir=tmp_path / "a", **kwargs)
     loop.fit(deepfm(data), data, epochs=2, out_dir=tmp_path / "b", **kwargs)
     resumed = loop.fit(deepfm(data), data, epochs=3, out_dir=tmp_path / "b", resume=True,
@@ -95,7 +97,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monke
 
 
 @pytest.mark.parametrize("option, value", [("epochs", 0), ("lr", 0.0), ("weight_decay", -1.0),
-                                           ("batch_size", 1), ("patience", 0), ("lr_decay", 1.5)])
+                                           ("batch_size", 1), ("patience", 0), ("lr_decay", 1.5),
+                                           ("optimizer", "sgd")])
 def test_bad_settings(data, option, value):
     with pytest.raises(TrainingError, match=option):
         loop.fit(deepfm(data), data, quiet=True, **{option: value})

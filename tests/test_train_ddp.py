@@ -28,14 +28,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, data_dir: str, out_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, data_dir: str, out_dir: str,
+            optimizer: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         data = open_dataset(data_dir)
         model = build_model("deepfm", data.field_dims, seed=0, **MODEL)
-        result = fit(model, data, device="cpu", out_dir=out_dir, **SETTINGS)
+        result = fit(model, data, device="cpu", out_dir=out_dir, optimizer=optimizer,
+                     **SETTINGS)
         report = {"fingerprint": model_fingerprint(result.model), "test": result.test,
                   "steps": len(result.history)}
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
@@ -43,12 +45,15 @@ def _worker(rank: int, world: int, port: int, data_dir: str, out_dir: str) -> No
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adam", "lazy-adam"])
+def test_two_processes_match_one(tmp_path, optimizer):
+    """Under DDP, lazy Adam's sparse embedding gradients are all-reduced as sparse tensors."""
     data = make_learnable(tmp_path / "data")
     single = fit(build_model("deepfm", data.field_dims, seed=0, **MODEL), data, device="cpu",
-                 **SETTINGS)
+                 optimizer=optimizer, **SETTINGS)
     out = tmp_path / "ddp"
-    mp.spawn(_worker, args=(2, _free_port(), str(data.path), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(data.path), str(out), optimizer), nprocs=2,
+             join=True)
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert reports[0]["fingerprint"] == reports[1]["fingerprint"]  # ranks stay in sync
     assert reports[0]["test"] == reports[1]["test"]  # metrics gathered over both shards

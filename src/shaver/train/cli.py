@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 2048, "patience": 2,
-            "lr_decay": None, "seed": 0}
+            "lr_decay": None, "seed": 0, "optimizer": "adam"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr-decay", type=float,
                    help="multiply the learning rate by this after an epoch without improvement")
     t.add_argument("--seed", type=int, help="seed of initialisation, order and dropout (default 0)")
+    t.add_argument("--optimizer", choices=["adam", "lazy-adam"],
+                   help="adam: dense Adam, as the paper trains (default); lazy-adam: only the "
+                   "embedding rows a batch looks up are decayed and updated (faster on large "
+                   "tables; a different optimisation of rare rows)")
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     t.add_argument("--resume", action="store_true", help="continue OUT's interrupted training")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar nor epoch lines")

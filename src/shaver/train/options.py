@@ -10,7 +10,8 @@ import yaml
 from shaver.errors import ModelError, TrainingError
 
 #: Options of :func:`shaver.train.loop.fit` a config file's ``train:`` section may set.
-TRAIN_KEYS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "lr_decay", "seed")
+TRAIN_KEYS = ("epochs", "lr", "weight_decay", "batch_size", "patience", "lr_decay", "seed",
+              "optimizer")
 
 
 def read_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
