@@ -94,6 +94,15 @@ def test_coalesce_rows_equals_torch_coalesce():
     torch.testing.assert_close(summed, reference.values())
     again_rows, again = coalesce_rows(reference)
     assert torch.equal(again_rows, rows) and torch.equal(again, reference.values())
+    seen: dict = {}
+    coalesce_rows(grad, seen)  # a second table over the same ids reuses the unique rows
+    other = torch.sparse_coo_tensor(ids[None], 2 * values[:, :1], (50, 1), check_invariants=True)
+    shared_rows, shared = coalesce_rows(other, seen)
+    assert shared_rows is seen["rows"]
+    torch.testing.assert_close(shared, other.coalesce().values())
+    moved = torch.sparse_coo_tensor((ids.flip(0))[None], values, (50, 4), check_invariants=True)
+    moved_rows, moved_sum = coalesce_rows(moved, seen)  # other ids: not reused
+    torch.testing.assert_close(moved_sum, moved.coalesce().values())
 
 
 def test_sparse_embeddings_switches_and_restores():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,12 +59,28 @@ def _check_dropout(dropout: float) -> float:
     return float(dropout)
 
 
+def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """float32 mask shaped like ``x``: ``1 / q`` with probability ``q``, else 0, where
+    ``q = 1 - round(p * 2**32) / 2**32`` (within 2**-33 of ``1 - p``, and the mask's mean is
+    exactly 1). The 32-bit draws come from numpy's PCG64 (about 2x faster on CPU than
+    torch's uniform sampler) seeded by one draw of torch's generator, so
+    ``torch.manual_seed`` governs them."""
+    cut = min(round(p * 2**32), 2**32 - 1)
+    scale = np.float32(2**32 / (2**32 - cut))
+    seed = int(torch.randint(0, 2**62, (1,)))
+    n = x.numel()
+    bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
+    mask = np.empty(n, dtype=np.float32)
+    np.multiply(bits >= np.uint32(cut), scale, out=mask)
+    return torch.from_numpy(mask).view(x.shape)
+
+
 class _ScaledMask(torch.autograd.Function):
-    """x * mask, mask = (u >= p) / (1 - p) with u ~ U[0, 1): one float mask, saved for backward."""
+    """x * mask (:func:`_keep_mask`); the float mask is saved for backward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:  # type: ignore[override]
-        mask = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))
+        mask = _keep_mask(x, p)
         ctx.save_for_backward(mask)
         return x * mask
 
@@ -74,15 +91,16 @@ class _ScaledMask(torch.autograd.Function):
 
 
 class FastDropout(nn.Dropout):
-    """``nn.Dropout`` with the same distribution, about 2x faster forward + backward on CPU.
+    """``nn.Dropout``'s distribution, about 2x cheaper forward + backward on CPU.
 
-    Each element is kept with probability ``1 - p`` (``U[0, 1) >= p`` on torch's float32
-    uniform draws, exact to 2**-24) and scaled by ``1 / (1 - p)``; the random numbers come
+    Each element is kept with probability ``1 - p`` (to 2**-33) and scaled so the layer's
+    expected output equals its input, as ``nn.Dropout`` does; the random numbers are seeded
     from torch's generator, so ``torch.manual_seed`` makes it reproducible. On CPU,
-    ``F.dropout``'s Bernoulli sampling costs more than the three matmuls of a DeepFM step's
-    MLP layer; this draws uniforms instead. On CUDA it is ``F.dropout`` itself (fused there).
-    An instance of ``nn.Dropout``, so code that recognises dropout layers (eval-mode folding,
-    export) treats it as one; in eval mode it is the identity.
+    ``F.dropout``'s Bernoulli sampling costs more than a DeepFM MLP layer's matmuls at batch
+    2048; this draws 32-bit integers with numpy's PCG64 instead and keeps one float mask
+    for backward. On CUDA (and for ``inplace``) it is ``F.dropout`` itself. An instance of
+    ``nn.Dropout``, so code that recognises dropout layers (eval-mode folding, export) treats
+    it as one; in eval mode it is the identity.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

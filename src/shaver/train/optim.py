@@ -60,15 +60,25 @@ def sparse_embeddings(model: nn.Module, enabled: bool = True) -> Iterator[list[n
             module.sparse = False
 
 
-def coalesce_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def coalesce_rows(grad: torch.Tensor, seen: dict | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rows, summed values)`` of a sparse COO gradient over dim 0, rows sorted and unique.
 
-    Equivalent to ``grad.coalesce()``, about 5x faster on CPU for an embedding gradient
+    Equivalent to ``grad.coalesce()``, several times faster on CPU for an embedding gradient
     (``torch.unique`` plus one ``index_add_`` instead of the generic sparse coalesce).
+    ``seen``: a dict shared by the tables of one step; a table looked up with the same ids as
+    one before it (DeepFM's embedding and first-order weights) reuses its ``torch.unique``.
     """
     if grad.is_coalesced():
         return grad.indices()[0], grad.values()
-    rows, inverse = torch.unique(grad._indices()[0], sorted=True, return_inverse=True)
+    ids = grad._indices()[0]
+    cached = seen.get("ids") if seen is not None else None
+    if cached is not None and cached.shape == ids.shape and torch.equal(cached, ids):
+        rows, inverse = seen["rows"], seen["inverse"]
+    else:
+        rows, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+        if seen is not None:
+            seen.update(ids=ids, rows=rows, inverse=inverse)
     values = grad._values()
     summed = torch.zeros((len(rows), *values.shape[1:]), dtype=values.dtype,
                          device=values.device).index_add_(0, inverse, values)
@@ -99,16 +109,17 @@ class LazyAdam(torch.optim.Adam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        seen: dict = {}
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None and p.grad.is_sparse:
-                    self._row_update(p, group)
+                    self._row_update(p, group, seen)
                     p.grad = None
         super().step()
         return loss
 
-    def _row_update(self, p: torch.Tensor, group: dict) -> None:
-        rows, grad = coalesce_rows(p.grad)
+    def _row_update(self, p: torch.Tensor, group: dict, seen: dict) -> None:
+        rows, grad = coalesce_rows(p.grad, seen)
         state = self.state[p]
         if not state:
             state["step"] = torch.zeros((), dtype=torch.float32,
