@@ -29,7 +29,8 @@ def data(tmp_path_factory):
 def run_dir(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "fm"
     config = out.parent / "model.yaml"
-    config.write_text("model:\n  name: fm\n  embed_dim: 4\ntrain:\n  epochs: 2\n  lr: 0.01\n")
+    config.write_text("model:\n  name: fm\n  embed_dim: 4\ntrain:\n  epochs: 2\n  lr: 0.01\n"
+                      "  optimizer: lazy-adam\n")
     assert run_cli(["train", "--data", str(data.path), "--config", str(config), "--out",
                     str(out), "--batch-size", "256", "--patience", "0", "--quiet"]) == 0
     return out
@@ -39,7 +40,7 @@ def test_train_then_evaluate(run_dir, data, capsys):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"]["name"] == "fm" and config["model"]["embed_dim"] == 4
     assert config["train"]["epochs"] == 2 and config["train"]["batch_size"] == 256
-    assert config["train"]["patience"] is None
+    assert config["train"]["patience"] is None and config["train"]["optimizer"] == "lazy-adam"
     capsys.readouterr()
     assert run_cli(["evaluate", "--run", str(run_dir), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -59,6 +60,15 @@ def test_resume_flag_and_model_flag(data, tmp_path, capsys):
                     "--seed", "3", "--resume", "-q"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["metrics"]["epochs_run"] == 2 and config["model"]["name"] == "lr"
+
+
+def test_optimizer_flag(data, tmp_path):
+    out = tmp_path / "lazy"
+    assert run_cli(["train", "--data", str(data.path), "--model", "lr", "--out", str(out),
+                    "--epochs", "1", "--optimizer", "lazy-adam", "-q"]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["optimizer"] == "lazy-adam"
+    with pytest.raises(SystemExit):
+        run_cli(["train", "--data", str(data.path), "--out", str(out), "--optimizer", "sgd"])
 
 
 def test_unknown_model_lists_the_known_ones(data, tmp_path):

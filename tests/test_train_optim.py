@@ -159,3 +159,30 @@ def test_fast_dropout_falls_back_to_torch_where_it_must():
     x = torch.ones(100, 100)
     assert torch.equal(FastDropout(0.0).train()(x), x)
     assert FastDropout(1.0).train()(x).abs().sum() == 0
+
+
+def test_embedding_bags_are_switched_too_except_in_max_mode():
+    bag, maxed = nn.EmbeddingBag(10, 3, mode="sum"), nn.EmbeddingBag(10, 3, mode="max")
+    normed = nn.Embedding(10, 3, max_norm=1.0)
+    model = nn.ModuleList([bag, maxed, normed])
+    with sparse_embeddings(model) as switched:
+        assert switched == [bag] and bag.sparse and not maxed.sparse and not normed.sparse
+        opt = LazyAdam(bag.parameters(), lr=0.1)
+        before = bag.weight.detach().clone()
+        bag(torch.tensor([[1, 2], [2, 3]])).sum().backward()
+        assert bag.weight.grad.is_sparse
+        opt.step()
+    assert not bag.sparse
+    changed = (bag.weight != before).any(1)
+    assert changed.tolist() == [False, True, True, True] + [False] * 6
+
+
+def test_lazy_adam_under_nccl_is_refused(tmp_path, monkeypatch):
+    from shaver.train.distributed import DistContext
+
+    data = make_learnable(tmp_path / "data", rows=200)
+    monkeypatch.setattr(loop, "setup", lambda device: DistContext(rank=0, world=2))
+    monkeypatch.setattr(loop.dist, "get_backend", lambda: "nccl")
+    model = build_model("deepfm", data.field_dims, embed_dim=2, mlp_dims=[4])
+    with pytest.raises(TrainingError, match="'lazy-adam' under torchrun needs the gloo backend"):
+        loop.fit(model, data, optimizer="lazy-adam", quiet=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -175,6 +176,11 @@ def fit(
     if out_dir is not None:
         model.config()  # a run directory needs a registry config: fail before training
     ctx = setup(device)
+    if s.optimizer == "lazy-adam" and ctx.enabled and dist.get_backend() != "gloo":
+        raise TrainingError(
+            f"optimizer 'lazy-adam' under torchrun needs the gloo backend (its embedding "
+            f"gradients are sparse and {dist.get_backend()} all-reduces dense tensors only); "
+            "use optimizer 'adam', or initialise the process group with gloo")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and not resume and (out / CONFIG_NAME).exists():
         raise CheckpointError(f"{out} already holds a run; pass resume=True (--resume) "

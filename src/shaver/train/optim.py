@@ -43,14 +43,17 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: tor
 
 
 @contextmanager
-def sparse_embeddings(model: nn.Module, enabled: bool = True) -> Iterator[list[nn.Embedding]]:
-    """Within the block, every ``nn.Embedding`` of ``model`` emits row-sparse gradients.
+def sparse_embeddings(model: nn.Module, enabled: bool = True) -> Iterator[list[nn.Module]]:
+    """Within the block, every ``nn.Embedding`` / ``nn.EmbeddingBag`` of ``model`` emits
+    row-sparse gradients.
 
     Yields the switched modules; their previous ``sparse`` flags are restored on exit.
-    Tables with ``max_norm`` are left dense (their renormalisation writes rows in forward).
+    Tables with ``max_norm`` are left dense (their renormalisation writes rows in forward),
+    and so are ``EmbeddingBag`` tables in ``max`` mode (no sparse gradient there).
     """
-    switched = [m for m in model.modules() if isinstance(m, nn.Embedding)
-                and not m.sparse and m.max_norm is None] if enabled else []
+    switched = [m for m in model.modules()
+                if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and not m.sparse
+                and m.max_norm is None and getattr(m, "mode", "sum") != "max"] if enabled else []
     for module in switched:
         module.sparse = True
     try:
