@@ -163,11 +163,12 @@ def fit(
     write the run: config.json + model.safetensors); else count towards ``patience`` and
     multiply the learning rate by ``lr_decay`` if given. ``optimizer="lazy-adam"`` updates
     only the embedding rows a batch looks up (:mod:`shaver.train.optim`; faster on large
-    tables, a different optimisation of rare rows); the default ``"adam"`` is dense Adam. With ``out_dir`` the full training
-    state is saved after every epoch so ``resume=True`` continues where it stopped. The
-    returned model holds the best weights, in eval mode; test metrics are computed if the
-    dataset has a test split. A NaN/inf loss raises :class:`TrainingError`, leaving the last
-    good checkpoint untouched. Same seed and data -> same model.
+    tables, a different optimisation of rare rows); the default ``"adam"`` is dense Adam.
+    With ``out_dir`` the full training state is saved after every epoch so ``resume=True``
+    continues where it stopped. The returned model holds the best weights, in eval mode;
+    test metrics are computed if the dataset has a test split. A NaN/inf loss raises
+    :class:`TrainingError`, leaving the last good checkpoint untouched. Same seed and data
+    -> same model.
     """
     s = _Settings(int(epochs), float(lr), float(weight_decay), int(batch_size),
                   None if patience is None else int(patience), lr_decay, int(seed), optimizer)
