@@ -155,6 +155,15 @@ def test_fast_dropout_keeps_one_minus_p_scaled_and_backward_uses_the_same_mask()
     assert torch.equal(layer.eval()(x), x) and isinstance(layer, nn.Dropout)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_fast_dropout_keeps_the_dtype(dtype):
+    x = torch.ones(64, 64, dtype=dtype, requires_grad=True)
+    y = FastDropout(0.5).train()(x)
+    assert y.dtype == dtype
+    y.sum().backward()
+    assert x.grad.dtype == dtype and torch.equal(x.grad != 0, y != 0)
+
+
 def test_fast_dropout_falls_back_to_torch_where_it_must():
     x = torch.ones(100, 100)
     assert torch.equal(FastDropout(0.0).train()(x), x)

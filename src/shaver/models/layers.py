@@ -72,7 +72,7 @@ def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     bits = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
     mask = np.empty(n, dtype=np.float32)
     np.multiply(bits >= np.uint32(cut), scale, out=mask)
-    return torch.from_numpy(mask).view(x.shape)
+    return torch.from_numpy(mask).view(x.shape).to(x.dtype)
 
 
 class _ScaledMask(torch.autograd.Function):
