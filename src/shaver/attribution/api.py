@@ -143,7 +143,8 @@ def attribute(
             "tolerance": tolerance, "max_samples": max_samples, "max_seconds": max_seconds,
             "batch_size": batch_size, "dtype_used": getattr(eng, "dtype_used", dtype),
             "int8_agreement": getattr(eng, "int8_agreement", None), "stop_reason": reason,
-            "convergence_ratio": acc.convergence_ratio(), "passes": cursor / source.size, "data_rows": source.size,
+            "convergence_ratio": acc.convergence_ratio(), "passes": cursor / source.size,
+            "data_rows": source.size,
             "seconds": time.monotonic() - began, "world_size": ctx.world}
         n = weight.shape[0]
         return Attribution(phi=acc.phi().view(n, d).float(), stderr=acc.stderr().view(n, d).float(),
