@@ -136,10 +136,14 @@ def test_bad_value_names_the_value_and_format(fmt, texts, index, message):
         assert (err.value.index, err.value.message) == (index, message)
 
 
+BAD_ISO = ("bad", "2017-13-01", "2017-02-30T01:00Z", "2017-11-07T09:30+25:00")
+
+
 @settings(deadline=None, max_examples=50)
-@given(st.lists(st.sampled_from(["2017-11-07 09:30", "bad", "", "2017-13-01"]), max_size=40))
+@given(st.lists(st.sampled_from(["2017-11-07 09:30", "", "2017-11-07T10:30+01:00", *BAD_ISO]),
+                max_size=40))
 def test_bisection_finds_the_first_bad_value(texts):
-    bad = [i for i, t in enumerate(texts) if t in ("bad", "2017-13-01")]
+    bad = [i for i, t in enumerate(texts) if t in BAD_ISO]
     if not bad:
         assert both(texts, "iso")[0] == ["9" if t else "" for t in texts]
         return

@@ -58,11 +58,18 @@ def time_tokens(kind: str, fmt: str | None, values: list[str]) -> list[str]:
     numbers = np.zeros(len(present), dtype=np.int64)
     if fmt == "iso":
         zoned = np.asarray(pc.match_substring_regex(part, _ZONED), dtype=bool)
+        errors = []
         for mask, tz in ((~zoned, None), (zoned, "UTC")):
             rows = np.flatnonzero(mask)
-            stamps = _parsed(part, rows, present, fmt,
-                             lambda a, tz=tz: a.cast(pa.timestamp("us", tz)))
+            try:
+                stamps = _parsed(part, rows, present, fmt,
+                                 lambda a, tz=tz: a.cast(pa.timestamp("us", tz)))
+            except BadValue as exc:
+                errors.append(exc)
+                continue
             numbers[rows] = _field_of(kind, stamps)
+        if errors:
+            raise min(errors, key=lambda exc: exc.index)
     elif fmt in ("epoch", "epoch_ms"):
         numbers[:] = _field_of(kind, _epoch_stamps(part, present, fmt))
     else:
