@@ -32,6 +32,7 @@ TIME_FORMATS = ("avazu", "iso", "epoch", "epoch_ms")
 DEFAULT_FORMAT = "avazu"
 _EPOCH_MAX_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 _ZONED = r"^[^T ]+[T ].*(Z|[+-]\d\d(:?\d\d)?)$"  # a zone after a time part
+_NUMERALS = np.array([str(i) for i in range(24)], dtype=object)  # hours 0-23, weekdays 0-6
 
 
 def check_time_format(fmt: Any) -> str | None:
@@ -54,7 +55,7 @@ def time_tokens(kind: str, fmt: str | None, values: list[str]) -> list[str]:
     present = np.flatnonzero(np.asarray(pc.not_equal(texts, MISSING)))
     if len(present) == 0:
         return list(values)
-    part = texts.take(pa.array(present, type=pa.int64()))
+    part = texts if len(present) == len(texts) else texts.take(pa.array(present))
     numbers = np.zeros(len(present), dtype=np.int64)
     if fmt == "iso":
         zoned = np.asarray(pc.match_substring_regex(part, _ZONED), dtype=bool)
@@ -78,7 +79,7 @@ def time_tokens(kind: str, fmt: str | None, values: list[str]) -> list[str]:
         stamps = _parsed(part, rows, present, fmt, lambda a: _strptime(a, pattern, fmt))
         numbers[:] = _field_of(kind, stamps)
     out = np.full(len(values), MISSING, dtype=object)
-    out[present] = pc.cast(pa.array(numbers), pa.string()).to_numpy(zero_copy_only=False)
+    out[present] = _NUMERALS[numbers]
     return out.tolist()
 
 
@@ -105,7 +106,7 @@ def _parsed(part: Any, rows: np.ndarray, present: np.ndarray, fmt: str,
     first text it refuses, found by bisection, is raised as :class:`BadValue`."""
     import pyarrow as pa
 
-    subset = part.take(pa.array(rows, type=pa.int64()))
+    subset = part if len(rows) == len(part) else part.take(pa.array(rows, type=pa.int64()))
     try:
         return convert(subset)
     except pa.ArrowInvalid:
@@ -122,20 +123,24 @@ def _parsed(part: Any, rows: np.ndarray, present: np.ndarray, fmt: str,
 
 def _strptime(texts: Any, pattern: str, fmt: str) -> Any:
     """``strptime`` that raises ``ArrowInvalid`` on a text it refuses; for ``avazu`` the
-    text must be 8 digits naming a real hour (written back, it reads the same)."""
+    text must be 8 digits naming a real hour (strptime alone rolls 30 February over to
+    March: the parsed month, day and hour must be the digits')."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if fmt == "avazu":
-        if not pc.all(pc.match_substring_regex(texts, r"^\d{8}$"), min_count=0).as_py():
-            raise pa.ArrowInvalid("not 8 digits")
+        if not pc.all(pc.equal(pc.utf8_length(texts), 8), min_count=0).as_py():
+            raise pa.ArrowInvalid("not 8 characters")
+        digits = np.asarray(texts.cast(pa.int64()))  # a sign passes here, not strptime
         texts = pc.binary_join_element_wise("20", texts, "")
     stamps = pc.strptime(texts, format=pattern, unit="s", error_is_null=True)
     if stamps.null_count:
         raise pa.ArrowInvalid("does not parse")
-    written = pc.equal(pc.strftime(stamps, pattern), texts)
-    if fmt == "avazu" and not pc.all(written, min_count=0).as_py():
-        raise pa.ArrowInvalid("not a real hour")  # strptime rolls 30 February over to March
+    if fmt == "avazu":
+        parts = [np.asarray(f(stamps)) for f in (pc.month, pc.day, pc.hour)]
+        written = parts[0] * 10_000 + parts[1] * 100 + parts[2]
+        if not np.array_equal(written, digits % 1_000_000):
+            raise pa.ArrowInvalid("not a real hour")
     return stamps
 
 
