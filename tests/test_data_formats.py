@@ -146,16 +146,20 @@ def test_every_split_present(tmp_path):
      "field 'a': '1,5' is not a number"),
     ({"name": "a", "kind": "numeric", "discretiser": "quantile"}, "abc",
      "field 'a': 'abc' is not a number"),
-    ({"name": "a", "derive": "weekday"}, "141021", "field 'a': '141021' is not a YYMMDDHH time"),
+    ({"name": "a", "derive": "weekday"}, "141021", "field 'a': '141021' is not a YYMMDDHH time "
+                                                   "(format avazu)"),
     ({"name": "a", "derive": "hour_of_day"}, "14102125", "field 'a': '14102125' is not a YYMMDDHH "
-                                                        "time"),
+                                                        "time (format avazu)"),
+    ({"name": "a", "derive": "hour_of_day", "format": "iso"}, "14102100",
+     "field 'a': '14102100' is not an ISO 8601 time (format iso)"),
 ])
 def test_bad_values_name_line_and_field(tmp_path, spec_field, text, message):
     path = tmp_path / "t.tsv"
     path.write_text(f"1\t7\n0\t{text}\n")
     spec = {"input": {"columns": ["y", "a"]}, "label": {"column": "y"}, "fields": [spec_field]}
     if "derive" in spec_field:
-        path.write_text(f"1\t14102100\n0\t{text}\n")
+        first = "2014-10-21" if spec_field.get("format") == "iso" else "14102100"
+        path.write_text(f"1\t{first}\n0\t{text}\n")
     with pytest.raises(DataError) as err:
         prepare_dataset(spec, path, tmp_path / "o", quiet=True)
     assert str(err.value) == f"{path}:2: {message}"

@@ -1,7 +1,8 @@
 """Every command of the README works as written.
 
-* Each `shaver ...` line of the README's shell blocks (also after `torchrun ... -m`) parses
-  with the real argument parser: subcommands and options exist as written.
+* Each `shaver ...` line of the README's shell blocks parses with the real argument parser:
+  subcommands and options exist as written. A `torchrun ... -m shaver ...` line is parsed
+  by torchrun's real parser first, then what it hands to shaver by shaver's.
 * `--help` of every registered command exits 0.
 * The Python API example runs as written (slow), on a tiny MovieLens-shaped dataset placed
   in the built-in dataset cache, so no download is needed.
@@ -44,14 +45,21 @@ def shell_commands(path: Path = README) -> list[str]:
 
 
 def shaver_argv(command: str) -> list[str] | None:
-    """The arguments after `shaver` (or `torchrun ... -m shaver`), None for other commands."""
+    """The arguments after `shaver`, None for other commands. A `torchrun ...` line is first
+    parsed by torchrun's own parser (which refuses flags it takes for its own); shaver gets
+    what torchrun passes to `-m shaver`."""
     words = shlex.split(command)
     if words[0] == "shaver":
         return words[1:]
-    if words[0] == "torchrun" and "-m" in words:
-        i = words.index("-m")
-        assert words[i + 1] == "shaver", command
-        return words[i + 2:]
+    if words[0] == "torchrun":
+        from torch.distributed.run import parse_args
+
+        try:
+            args = parse_args(words[1:])
+        except SystemExit as exc:
+            pytest.fail(f"torchrun refuses the README command ({exc.code}): {command}")
+        assert args.module and args.training_script == "shaver", command
+        return list(args.training_script_args)
     return None
 
 

@@ -8,6 +8,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from shaver import __version__
 from shaver.errors import ShaverError
@@ -21,6 +22,19 @@ STAGE_CLIS = (
     "shaver.deploy.cli",  # export, inspect, predict
     "shaver.report.cli",  # bench, report, demo
 )
+
+
+def add_run_dir(parser: argparse.ArgumentParser) -> None:
+    """``--run-dir DIR`` (``args.run``), the run directory a command reads.
+
+    ``--run`` is its older spelling, kept for plain ``shaver`` commands: torchrun matches
+    abbreviations of its own options anywhere on its command line and refuses ``--run`` as
+    ambiguous (``--run-path``), so under torchrun only ``--run-dir`` works. No other flag of
+    shaver is a prefix of a torchrun option (tests/test_torchrun.py checks every one).
+    """
+    parser.add_argument("--run-dir", "--run", dest="run", type=Path, required=True,
+                        metavar="DIR", help="run directory (shaver train --out); --run is "
+                        "the older spelling, which torchrun refuses")
 
 
 def build_parser() -> argparse.ArgumentParser:

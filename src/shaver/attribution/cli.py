@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from shaver.cli import add_run_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``shaver attribute`` to the ``shaver`` parser."""
@@ -16,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Writes RUN/attribution-<placeholder>.safetensors (phi, standard errors, count, "
         "codebook, settings, fingerprints) unless --out is given. The running state is saved "
         "to RUN/attribution-<placeholder>.state.safetensors; --resume continues from it. "
-        "Launch with torchrun to split the work over processes or GPUs.")
-    p.add_argument("--run", type=Path, required=True, help="run directory (shaver train --out)")
+        "Launch with torchrun to split the work over processes or GPUs "
+        "(torchrun --nproc-per-node N -m shaver attribute --run-dir RUN ...).")
+    add_run_dir(p)
     p.add_argument("--placeholder", choices=("codebook", "zero"), default="codebook",
                    help="value of a removed entry: the field's frequency-weighted mean "
                    "(Shaver) or 0 (default codebook)")

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from shaver.data.times import TIME_DERIVATIONS, TIME_FORMATS, check_time_format
 from shaver.errors import SpecError
 
 FORMATS = ("tsv", "csv", "parquet", "libfm")
@@ -84,9 +85,11 @@ class LabelSpec:
 @dataclass(frozen=True)
 class FieldSpec:
     """One model field. ``column`` defaults to ``name``. ``derive`` computes the token from
-    the column (``hour_of_day``/``weekday`` of a YYMMDDHH time, ``first_token`` of a
-    space-separated list, ``libfm_index`` of an ``index:value`` pair). ``min_count``
-    overrides the spec-wide one. ``bins`` is for the quantile discretiser."""
+    the column (``hour_of_day``/``weekday`` of a time, ``first_token`` of a
+    space-separated list, ``libfm_index`` of an ``index:value`` pair). ``format`` is the
+    time's format (``avazu`` YYMMDDHH when absent, ``iso``, ``epoch``, ``epoch_ms`` or a
+    strptime pattern; see :mod:`shaver.data.times`). ``min_count`` overrides the
+    spec-wide one. ``bins`` is for the quantile discretiser."""
 
     name: str
     column: str = ""
@@ -96,6 +99,7 @@ class FieldSpec:
     derive: str | None = None
     min_count: int | None = None
     source: str = ""  # name of a join table, or "" for the main input
+    format: str | None = None  # time format of hour_of_day / weekday (None: avazu)
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,13 @@ class DatasetSpec:
         return self.min_count if f.min_count is None else f.min_count
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (lists, not tuples); ``from_dict(to_dict())`` round-trips."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain JSON-able dict (lists, not tuples); ``from_dict(to_dict())`` round-trips.
+        A field without a time ``format`` has no such key (as before formats existed)."""
+        data = json.loads(json.dumps(asdict(self)))
+        for f in data["fields"]:
+            if f["format"] is None:
+                del f["format"]
+        return data
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DatasetSpec:
@@ -225,7 +234,7 @@ def _parse_field(d: Any, i: int) -> FieldSpec:
         d = {"name": d}
     where = f"fields[{i}]"
     _check_keys(where, d, ("name", "column", "kind", "discretiser", "bins", "derive",
-                           "min_count", "source"))
+                           "min_count", "source", "format"))
     if "name" not in d:
         raise SpecError(f"{where}: missing 'name'")
     kind = _choice(f"{where}.kind", d.get("kind", "categorical"), KINDS)
@@ -237,12 +246,18 @@ def _parse_field(d: Any, i: int) -> FieldSpec:
     derive = d.get("derive")
     if derive is not None:
         derive = _choice(f"{where}.derive", derive, DERIVATIONS)
+    fmt = d.get("format")
+    if fmt is not None and derive not in TIME_DERIVATIONS:
+        raise SpecError(f"{where}: a format needs derive: {' or '.join(TIME_DERIVATIONS)}")
+    if fmt is not None and check_time_format(fmt) is None:
+        raise SpecError(f"{where}.format: {fmt!r} is not one of {', '.join(TIME_FORMATS)} "
+                        "nor a strptime pattern (with %)")
     mc = d.get("min_count")
     return FieldSpec(
         name=str(d["name"]), column=str(d.get("column", d["name"])), kind=kind,
         discretiser=disc, bins=_int(f"{where}.bins", d.get("bins", 10), low=2),
         derive=derive, min_count=None if mc is None else _int(f"{where}.min_count", mc, 1),
-        source=str(d.get("source", "")),
+        source=str(d.get("source", "")), format=fmt,
     )
 
 

@@ -7,7 +7,6 @@ the distinct texts and ``codes`` int32 (rows,) index them; a transform maps ``va
 
 from __future__ import annotations
 
-import datetime
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from shaver.data.numbers import MISSING, BadValue, parsed
 from shaver.data.spec import FieldSpec, LabelSpec
+from shaver.data.times import TIME_DERIVATIONS, time_tokens
 
 
 class Coded:
@@ -106,23 +106,11 @@ def quantile_vocab(edges: np.ndarray) -> list[str]:
 
 
 # -- derived fields -------------------------------------------------------------------------
-def _yymmddhh(i: int, v: str) -> datetime.datetime:
-    try:
-        if len(v) != 8:
-            raise ValueError
-        return datetime.datetime(2000 + int(v[:2]), int(v[2:4]), int(v[4:6]), int(v[6:8]))
-    except ValueError:
-        raise BadValue(i, f"{v!r} is not a YYMMDDHH time") from None
-
-
-def derive(kind: str, values: list[str]) -> list[str]:
-    """Tokens of a derived field from the distinct texts of its column."""
-    if kind == "hour_of_day":
-        return [MISSING if v == MISSING else str(_yymmddhh(i, v).hour)
-                for i, v in enumerate(values)]
-    if kind == "weekday":
-        return [MISSING if v == MISSING else str(_yymmddhh(i, v).weekday())
-                for i, v in enumerate(values)]
+def derive(kind: str, values: list[str], fmt: str | None = None) -> list[str]:
+    """Tokens of a derived field from the distinct texts of its column; ``fmt`` is the time
+    format of ``hour_of_day`` / ``weekday`` (see :mod:`shaver.data.times`)."""
+    if kind in TIME_DERIVATIONS:
+        return time_tokens(kind, fmt, values)
     if kind == "first_token":
         return [v.split(" ", 1)[0] for v in values]
     if kind == "libfm_index":
@@ -196,7 +184,7 @@ def quantile_tokens(values: list[str], edges: np.ndarray) -> list[str]:
 def field_tokens(f: FieldSpec, values: list[str], edges: np.ndarray | None = None) -> list[str]:
     """Tokens of field ``f`` for its column's distinct texts (raises :class:`BadValue`)."""
     if f.derive is not None:
-        values = derive(f.derive, values)
+        values = derive(f.derive, values, f.format)
     if f.kind == "categorical":
         return values
     if f.discretiser == "criteo":

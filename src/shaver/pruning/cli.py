@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shaver.cli import add_run_dir
 from shaver.errors import BudgetError
 from shaver.pruning.budget import parse_budget_list
 from shaver.pruning.codebook import CODEBOOK_MODES
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "directory per budget plus results.csv/results.json, and print the table. Budgets: "
         "--sparsity (fraction replaced), --params (kept entries), --bytes (artifact size); "
         "each takes a comma-separated list and they can be combined.")
-    p.add_argument("--run", type=Path, required=True, help="run directory (shaver train --out)")
+    add_run_dir(p)
     p.add_argument("--attribution", type=Path, default=None,
                    help="attribution file (default: RUN/attribution-codebook.safetensors)")
     p.add_argument("--sparsity", default=None, metavar="S[,S...]",

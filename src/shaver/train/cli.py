@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from shaver.cli import add_run_dir
+
 DEFAULTS = {"epochs": 10, "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 2048, "patience": 2,
             "lr_decay": None, "seed": 0, "optimizer": "adam"}
 
@@ -51,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="test AUC and LogLoss of a trained run",
                        description="Evaluate a run directory on a split of its dataset "
                        "(checked by fingerprint).")
-    e.add_argument("--run", type=Path, required=True, help="run directory (shaver train --out)")
+    add_run_dir(e)
     e.add_argument("--split", default="test", help="train, val, test, or a '+' combination")
     e.add_argument("--data", type=Path, help="dataset directory (default: the run's own)")
     e.add_argument("--batch-size", type=int, default=16384, help="evaluation batch size")
