@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from shaver.attribution.result import Attribution
 from test_attribution_helpers import any_model, tiny_dataset
 
-OPTS = dict(tolerance=None, max_samples=70, batch_size=8, quiet=True, seed=5, device="cpu",
+OPTS = dict(stop="sage", tolerance=None, max_samples=70, batch_size=8, quiet=True, seed=5, device="cpu",
             antithetic=True)
 
 

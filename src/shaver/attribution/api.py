@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,19 @@ from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.codebook import field_codebook, zero_codebook
 from shaver.attribution.distributed import DistContext, rank_device
 from shaver.attribution.estimator.common import DTYPES, ENGINES, make_engine
+from shaver.attribution.estimator.hardware import cpu_summary
 from shaver.attribution.imputer import PlaceholderImputer
+from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.result import PLACEHOLDERS, Attribution
 from shaver.attribution.runner import StopRule, StreamConfig, run_stream
 from shaver.attribution.sampling import SampleSource
+from shaver.attribution.stopping import (
+    DEFAULT_STOP_BUDGETS,
+    DEFAULT_STOP_DRAWS,
+    DEFAULT_STOP_FRACTION,
+    CutStability,
+    check_stop_options,
+)
 from shaver.attribution.surrogate import DEFAULT_POINTS, path_credits, surrogate_mean
 from shaver.data.store import PreparedDataset, open_dataset
 from shaver.errors import AttributionError, FingerprintMismatch
@@ -69,7 +79,7 @@ def attribute(
     batch_size: int = 1024,
     antithetic: bool = False,
     control_variate: bool = False,
-    dtype: str = "fp32",
+    dtype: str = "auto",
     engine: str = "fast",
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -78,22 +88,32 @@ def attribute(
     quiet: bool = False,
     checkpoint_every_s: float = 60.0,
     max_rows: int | None = None,
+    stop: str = "cut",
+    stop_budgets: Sequence[float] = DEFAULT_STOP_BUDGETS,
+    stop_fraction: float = DEFAULT_STOP_FRACTION,
+    stop_draws: int = DEFAULT_STOP_DRAWS,
+    min_passes: float = 1.0,
 ) -> Attribution:
     """Shapley value of every entry of ``model.embedding.weight`` (n, d) on ``dataset``.
 
     One random permutation per sample over its m*d active entries (METHOD.md section 3);
     removed entries take ``placeholder`` ("codebook": frequency-weighted per-field mean over
     ``data``; "zero"). ``data``: splits, optionally ":FRACTION" or ":COUNT" (see
-    :mod:`shaver.attribution.sampling`). Stops after one full pass over the data once
-    max(stderr) / (max(phi) - min(phi)) < ``tolerance``, or at ``max_samples`` /
-    ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
+    :mod:`shaver.attribution.sampling`). Stops, after ``min_passes`` passes over the data,
+    by ``stop`` (see :mod:`shaver.attribution.stopping`): "cut" (default) once the cut at
+    every sparsity of ``stop_budgets`` is stable (sampling noise, simulated with
+    ``stop_draws`` draws, could cost less than ``stop_fraction`` of the |phi| it keeps); "sage" (the
+    paper's rule) once max(stderr) / (max(phi) - min(phi)) < ``tolerance``; or at
+    ``max_samples`` / ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
     same credits faster. ``antithetic`` averages each permutation with its reverse;
     ``control_variate`` subtracts from each walk's credits a surrogate (integrated gradients
     along the path to the placeholders) whose exact mean over D is added back: still
     unbiased, several times less variance (see :mod:`shaver.attribution.surrogate`); ``dtype``
     "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
-    fp32's credits; ``max_rows`` caps the head rows of one fast-engine pass (default 2048 on
+    fp32's credits; "auto" (default) takes the fastest precision the device has natively (bf16
+    on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs) where its credits agree with
+    fp32's, else fp32 (``dtype_used`` in the result; the reference engine runs fp32); ``max_rows`` caps the head rows of one fast-engine pass (default 2048 on
     CPU, where cache-sized passes win; 131072 on GPU).
     ``checkpoint_path`` saves the running state (every ``checkpoint_every_s`` and at the
     end); ``resume`` continues from it. Under
@@ -101,6 +121,9 @@ def attribute(
     """
     check_model_interface(model)
     _check_options(placeholder, dtype, engine, tolerance, max_samples, batch_size)
+    check_stop_options(stop, tolerance, stop_budgets, stop_fraction, stop_draws)
+    if not min_passes >= 0:
+        raise AttributionError(f"min_passes must be >= 0, got {min_passes!r}")
     if not isinstance(dataset, PreparedDataset):
         dataset = open_dataset(dataset)
     check_model_dataset(model, dataset)
@@ -123,6 +146,7 @@ def attribute(
         imputer = PlaceholderImputer(model, book)
         rows = max_rows or (2048 if dev.type == "cpu" else 131072)
         eng = make_engine(engine, imputer, dtype=dtype, max_rows=rows)
+        _settle_precision(eng, source, seed, dev, m * d)
         acc, cursor = _initial_state(weight.shape[0] * d, dev, checkpoint_path, resume, settings)
         surrogate = None
         if control_variate:
@@ -130,7 +154,15 @@ def attribute(
                 acc.offset = surrogate_mean(imputer, source, batch_size=batch_size, ctx=ctx,
                                             quiet=quiet)
             surrogate = functools.partial(path_credits, imputer)
-        rule = StopRule(tolerance=tolerance, max_samples=max_samples, max_seconds=max_seconds)
+        cut = None
+        if stop == "cut":
+            cut = CutStability(weight.shape[0] * d, stop_budgets, fraction=stop_fraction,
+                               draws=stop_draws)
+            if not cut.can_fire and any(0 < float(s) < 1 for s in stop_budgets):
+                log.warning("stop budgets %s keep no entry or every entry of this %d-entry "
+                            "table: the cut rule cannot fire", list(stop_budgets), cut.total)
+        rule = StopRule(tolerance=tolerance, max_samples=max_samples, max_seconds=max_seconds,
+                        min_passes=min_passes, cut=cut)
         config = StreamConfig(seed=seed, batch_size=batch_size, antithetic=antithetic,
                               checkpoint_path=Path(checkpoint_path) if checkpoint_path else None,
                               checkpoint_every_s=checkpoint_every_s, settings=settings,
@@ -141,8 +173,14 @@ def attribute(
         info: dict[str, Any] = {
             **settings, "engine": engine, "path": getattr(eng, "path_name", engine),
             "tolerance": tolerance, "max_samples": max_samples, "max_seconds": max_seconds,
+            "stop": stop, "min_passes": min_passes,
+            "stop_cut": None if cut is None else {
+                "budgets": [float(s) for s in stop_budgets], "fraction": stop_fraction,
+                "draws": stop_draws, **(cut.last.to_json() if cut.last else {})},
             "batch_size": batch_size, "dtype_used": getattr(eng, "dtype_used", dtype),
-            "int8_agreement": getattr(eng, "int8_agreement", None), "stop_reason": reason,
+            "int8_agreement": getattr(eng, "int8_agreement", None),
+            "dtype_agreement": getattr(eng, "agreement", {}), "cpu": cpu_summary(),
+            "stop_reason": reason,
             "convergence_ratio": acc.convergence_ratio(), "passes": cursor / source.size,
             "data_rows": source.size,
             "seconds": time.monotonic() - began, "world_size": ctx.world}
@@ -154,6 +192,16 @@ def attribute(
                            field_dims=dataset.field_dims)
     finally:
         model.train(was_training)
+
+
+def _settle_precision(eng, source: SampleSource, seed: int, device: torch.device,
+                      players: int) -> None:
+    """Let the engine check its fast path and choose its precision on the stream's first
+    samples, the same on every rank (a choice made on each rank's own first batch could
+    differ between ranks)."""
+    x_np, y_np = source.batch(0, min(16, source.size))
+    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    eng.losses(x, y, sample_permutations(seed, 0, len(x), players, device))
 
 
 def _initial_state(entries: int, device: torch.device, checkpoint_path, resume: bool,

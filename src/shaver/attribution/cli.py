@@ -6,6 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from shaver.attribution.stopping import (
+    DEFAULT_STOP_BUDGETS,
+    DEFAULT_STOP_DRAWS,
+    DEFAULT_STOP_FRACTION,
+)
 from shaver.cli import add_run_dir
 
 
@@ -14,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attribute", help="Shapley value of every embedding entry of a trained run",
         description="Score every scalar of the run's embedding table with Shapley values "
-        "(one random permutation per sample over its active entries; SAGE stopping rule). "
+        "(one random permutation per sample over its active entries; stops once the cuts "
+        "at the report's budgets are stable, or by the paper's SAGE rule with --stop sage). "
         "Writes RUN/attribution-<placeholder>.safetensors (phi, standard errors, count, "
         "codebook, settings, fingerprints) unless --out is given. The running state is saved "
         "to RUN/attribution-<placeholder>.state.safetensors; --resume continues from it. "
@@ -30,8 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", type=Path, default=None,
                    help="prepared dataset directory (default: the run's own, checked by "
                    "fingerprint)")
+    p.add_argument("--stop", choices=("cut", "sage"), default="cut",
+                   help="stopping rule, checked after --min-passes: 'cut' (default) stops once "
+                   "the cut at every --stop-budgets sparsity is stable (noise could cost less "
+                   "than --stop-fraction of the kept |phi|); 'sage' is the paper's "
+                   "rule, max(stderr)/(max(phi)-min(phi)) < --tolerance")
+    p.add_argument("--stop-budgets", default=",".join(f"{s:g}" for s in DEFAULT_STOP_BUDGETS),
+                   metavar="S,S,...", help="sparsities whose cut must be stable (default: the "
+                   "report's grid %(default)s)")
+    p.add_argument("--stop-fraction", type=float, default=DEFAULT_STOP_FRACTION,
+                   help="stable when sampling noise could cost less than this share of the "
+                   "|phi| each cut keeps (default %(default)g)")
+    p.add_argument("--stop-draws", type=int, default=DEFAULT_STOP_DRAWS,
+                   help="noise draws per check of the cut rule (default %(default)d)")
+    p.add_argument("--min-passes", type=float, default=1.0,
+                   help="passes over the data before a rule may stop the run (default 1; a "
+                   "fraction walks a uniform random part of the data: still unbiased)")
     p.add_argument("--tolerance", type=float, default=0.01,
-                   help="stop when max(stderr)/(max(phi)-min(phi)) < this, after one full pass "
+                   help="--stop sage: stop when max(stderr)/(max(phi)-min(phi)) < this "
                    "(default 0.01)")
     p.add_argument("--max-samples", type=int, default=None, help="stop after N samples")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after S seconds")
@@ -41,10 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--control-variate", action="store_true",
                    help="subtract a path-gradient surrogate whose exact mean over the data is "
                    "added back: unbiased, several times less variance (one cheap extra pass)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default="fp32",
-                   help="bf16 runs the dense layers in bfloat16 (fast on GPUs / AMX CPUs); "
-                   "int8 runs the MLP layers as int8 GEMMs (CPUs without bf16; approximate, "
-                   "see bench/attribution)")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="auto (default): the fastest precision this device has natively (bf16 "
+                   "on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs), used only where "
+                   "its credits agree with fp32's on the first batch, else fp32; bf16 runs the "
+                   "dense layers in bfloat16; int8 runs the MLP layers as int8 GEMMs "
+                   "(approximate, see bench/attribution)")
     p.add_argument("--engine", choices=("fast", "reference"), default="fast",
                    help="fast (default) or the authors' step-by-step reference loop")
     p.add_argument("--seed", type=int, default=0, help="seed of data order and permutations")
@@ -76,11 +100,24 @@ def _attribute(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, antithetic=args.antithetic,
         control_variate=args.control_variate, dtype=args.dtype,
         engine=args.engine, seed=args.seed, device=args.device, checkpoint_path=state,
-        resume=args.resume, quiet=args.quiet, checkpoint_every_s=args.checkpoint_every)
+        resume=args.resume, quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
+        stop=args.stop, stop_budgets=_sparsities(args.stop_budgets),
+        stop_fraction=args.stop_fraction, stop_draws=args.stop_draws, min_passes=args.min_passes)
     if ctx.is_main:
         result.save(out)
         s = result.settings
         print(f"attributed {result.count} samples ({s['passes']:.2f} passes, {s['stop_reason']}, "
-              f"ratio {s['convergence_ratio']:.4g}, {s['seconds']:.1f}s, path {s['path']})")
+              f"ratio {s['convergence_ratio']:.4g}, {s['seconds']:.1f}s, path {s['path']}, "
+              f"{s['dtype_used']})")
         print(f"wrote {out}")
     return 0
+
+
+def _sparsities(text: str) -> list[float]:
+    from shaver.errors import AttributionError
+
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise AttributionError(f"--stop-budgets: expected sparsities such as 0.5,0.95,0.99, "
+                               f"got {text!r}") from None

@@ -19,6 +19,7 @@ from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.common import Engine, entry_credits, global_entries
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.sampling import SampleSource
+from shaver.attribution.stopping import CutStability
 from shaver.errors import AttributionError
 
 log = logging.getLogger(__name__)
@@ -26,12 +27,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StopRule:
-    """SAGE's rule after ``min_passes`` over D, plus hard caps (None = no cap)."""
+    """After ``min_passes`` over D: the cut rule when ``cut`` is given, else SAGE's rule with
+    ``tolerance`` (see :mod:`shaver.attribution.stopping`); plus hard caps (None = no cap)."""
 
     tolerance: float | None = 0.01
     max_samples: int | None = None
     max_seconds: float | None = None
     min_passes: float = 1.0
+    cut: CutStability | None = None
 
 
 @dataclass
@@ -83,9 +86,10 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     players = source.dataset.num_fields * embed_dim
     limit = math.inf if rule.max_samples is None else int(rule.max_samples)
     start, last_save = time.monotonic(), time.monotonic()
-    bar = tqdm(total=_bar_total(rule, source, cursor, math.inf), initial=min(cursor, limit),
-               unit="sample", disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
-    reason = _stop_reason(rule, source, cursor, acc.convergence_ratio(), False) if cursor else ""
+    bar = tqdm(total=None, initial=min(cursor, limit), unit="sample",
+               disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
+    _show_progress(bar, rule, source, cursor, acc)
+    reason = _stop_reason(rule, source, cursor, acc, False) if cursor else ""
     try:
         while not reason:
             round_hi = int(min(cursor + ctx.world * config.batch_size, limit))
@@ -114,10 +118,8 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
                 _merge_pending(ctx, acc, pending)
             bar.update(round_hi - cursor)
             cursor = round_hi
-            ratio = acc.convergence_ratio()
-            reason = _stop_reason(rule, source, cursor, ratio, bool(flags[1] > 0))
-            bar.total = _bar_total(rule, source, cursor, ratio)
-            bar.set_postfix(ratio=f"{ratio:.4f}", refresh=False)
+            reason = _stop_reason(rule, source, cursor, acc, bool(flags[1] > 0))
+            _show_progress(bar, rule, source, cursor, acc)
             now = time.monotonic()
             if config.checkpoint_path and ctx.is_main and (
                     reason or now - last_save >= config.checkpoint_every_s):
@@ -125,8 +127,8 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
                 last_save = now
     finally:
         bar.close()
-    log.info("attribution stopped (%s) after %d samples, ratio %.4g", reason, acc.count,
-             acc.convergence_ratio())
+    log.info("attribution stopped (%s) after %d samples, ratio %.4g%s", reason, acc.count,
+             acc.convergence_ratio(), f"; {rule.cut.status()}" if rule.cut else "")
     return cursor, reason
 
 
@@ -138,21 +140,40 @@ def _merge_pending(ctx: DistContext, acc: Accumulator, pending: Accumulator) -> 
     pending.reset()
 
 
-def _stop_reason(rule: StopRule, source: SampleSource, cursor: int, ratio: float,
+def _stop_reason(rule: StopRule, source: SampleSource, cursor: int, acc: Accumulator,
                  out_of_time: bool) -> str:
+    """"max_samples", "stable" (cut rule), "converged" (SAGE rule), "max_seconds" or ""."""
     if rule.max_samples is not None and cursor >= rule.max_samples:
         return "max_samples"
-    if (rule.tolerance is not None and cursor >= rule.min_passes * source.size
-            and ratio < rule.tolerance):
-        return "converged"
+    if cursor >= rule.min_passes * source.size:
+        if rule.cut is not None:
+            if rule.cut.can_fire:
+                verdict = rule.cut.check(acc, force=out_of_time)
+                if verdict is not None and verdict.stable:
+                    return "stable"
+        elif rule.tolerance is not None and acc.convergence_ratio() < rule.tolerance:
+            return "converged"
     return "max_seconds" if out_of_time else ""
 
 
-def _bar_total(rule: StopRule, source: SampleSource, cursor: int, ratio: float) -> int:
-    """Samples expected in all: the cap, else max(min passes, stderr-scaled estimate)."""
+def _show_progress(bar: tqdm, rule: StopRule, source: SampleSource, cursor: int,
+                   acc: Accumulator) -> None:
+    """Bar total (expected samples) and what the stopping rule is waiting for."""
+    floor = max(int(math.ceil(rule.min_passes * source.size)), cursor)
     if rule.max_samples is not None:
-        return int(rule.max_samples)
-    floor = int(math.ceil(rule.min_passes * source.size))
-    if rule.tolerance is None or not math.isfinite(ratio) or cursor == 0:
-        return max(floor, cursor)
-    return int(max(floor, cursor, cursor * (ratio / rule.tolerance) ** 2))
+        bar.total = int(rule.max_samples)
+    elif rule.cut is not None:
+        last = rule.cut.last
+        share = last.worst()[1] if last is not None else math.inf
+        scale = (share / rule.cut.fraction) ** 2 if math.isfinite(share) else 1.0
+        bar.total = int(max(floor, cursor * scale)) if cursor >= floor else floor
+    else:
+        ratio = acc.convergence_ratio()
+        fine = rule.tolerance is not None and math.isfinite(ratio) and cursor > 0
+        bar.total = int(max(floor, cursor * (ratio / rule.tolerance) ** 2)) if fine else floor
+    if rule.cut is not None:
+        waiting = (f"{cursor / source.size:.2f}/{rule.min_passes:g} passes"
+                   if cursor < rule.min_passes * source.size else rule.cut.status())
+        bar.set_postfix_str(waiting, refresh=False)
+    else:
+        bar.set_postfix(ratio=f"{acc.convergence_ratio():.4f}", refresh=False)

@@ -184,7 +184,7 @@ def attribute_with_trace(model: torch.nn.Module, dataset: PreparedDataset, *, pl
             trace.append({"samples": int(result.count), "seconds": round(spent, 4),
                           "ratio": ratio})
             reason = result.settings.get("stop_reason")
-            if reason in ("converged", "max_seconds") or cap == max_samples:
+            if reason in ("converged", "stable", "max_seconds") or cap == max_samples:
                 log.info("attribution (%s): %d samples in %.1f s, ratio %.4g, stopped: %s",
                          placeholder, result.count, spent, ratio, reason)
                 return result, trace, spent

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.errors import AttributionError
 
-DTYPES = ("fp32", "bf16", "int8")
+DTYPES = ("auto", "fp32", "bf16", "int8")
 ENGINES = ("fast", "reference")
 
 
@@ -36,7 +36,7 @@ def precision(dtype: str, device: torch.device) -> contextlib.AbstractContextMan
     """
     if dtype not in DTYPES:
         raise AttributionError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype in ("fp32", "int8"):
+    if dtype in ("auto", "fp32", "int8"):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -62,8 +62,8 @@ def make_engine(name: str, imputer: PlaceholderImputer, *, dtype: str = "fp32",
     from shaver.attribution.estimator.fast import FastEngine
     from shaver.attribution.estimator.reference import ReferenceEngine
 
-    if name == "reference":
-        return ReferenceEngine(imputer, dtype=dtype)
+    if name == "reference":  # the authors' loop: "auto" means its own fp32
+        return ReferenceEngine(imputer, dtype="fp32" if dtype == "auto" else dtype)
     if name == "fast":
         return FastEngine(imputer, dtype=dtype, max_rows=max_rows)
     raise AttributionError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
