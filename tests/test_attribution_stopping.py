@@ -117,7 +117,7 @@ def test_cli_stop_flags(ds, tmp_path, capsys):
     run = save_run(tmp_path / "run", any_model("deepfm"), dataset=ds, metrics={}, seed=0,
                    train_config={})
     out = tmp_path / "a.safetensors"
-    assert main(["attribute", "--run", str(run), "--stop", "cut", "--stop-budgets", "0.5,0.8",
+    assert main(["attribute", "--run-dir", str(run), "--stop", "cut", "--stop-budgets", "0.5,0.8",
                  "--stop-fraction", "0.9", "--stop-draws", "2", "--device", "cpu", "-q",
                  "--batch-size", "8", "--max-samples", "400", "--out", str(out)]) == 0
     result = Attribution.load(out)
