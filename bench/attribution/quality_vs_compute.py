@@ -1,0 +1,196 @@
+"""Quality against compute: test AUC after pruning vs attribution seconds, one machine, one run.
+
+    .venv/bin/python bench/attribution/quality_vs_compute.py --work runs/qvc-ml --model deepfm
+    .venv/bin/python bench/attribution/quality_vs_compute.py --work runs/qvc-ml --model dcn-mix
+    .venv/bin/python bench/attribution/quality_vs_compute.py --dataset synthetic-criteo \
+        --rows 1000000 --work runs/qvc-criteo --model deepfm
+    .venv/bin/python bench/attribution/quality_vs_compute.py --quick --work /tmp/qvc   # smoke
+
+For one trained model (cached in --work) it measures, on this machine and in this run:
+
+* one training epoch's wall seconds (one epoch of ``fit`` on a copy of the model: the
+  compute unit of the x axis, drawn as a marker);
+* Taylor |w dL/dw| and magnitude |w| (flat references; Taylor's seconds are printed);
+* for each estimator option, the attribution capped at ``--epochs`` multiples of that epoch
+  (one stream, each cap continuing the previous one's saved state, so a curve costs its
+  largest cap): the paper's estimator (fast engine, fp32, plain walks), ``dtype auto``,
+  ``auto + control variate``, ``auto + antithetic + control variate``;
+* a long "converged" attribution (``--long-passes`` passes, fp32; cached in --work, so reruns
+  reuse it): the ceiling.
+
+Every point: test AUC / LogLoss at ``--sparsity`` (codebook placeholder, |phi| order, the
+paper's cut). Prints the table and the CPU's features, writes ``qvc.json`` and ``qvc.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pruning"))
+from grid_data import DATASETS, open_grid_dataset  # noqa: E402
+
+from shaver.attribution.api import attribute  # noqa: E402
+from shaver.attribution.estimator.hardware import cpu_summary  # noqa: E402
+from shaver.attribution.result import Attribution  # noqa: E402
+from shaver.models.registry import build_model  # noqa: E402
+from shaver.pruning.api import prune  # noqa: E402
+from shaver.pruning.scorers import compute_scores  # noqa: E402
+from shaver.train.checkpoint import load_run  # noqa: E402
+from shaver.train.loop import fit  # noqa: E402
+
+OPTIONS = {
+    "paper (fp32)": dict(dtype="fp32"),
+    "auto": dict(dtype="auto"),
+    "auto + cv": dict(dtype="auto", control_variate=True),
+    "auto + anti + cv": dict(dtype="auto", control_variate=True, antithetic=True),
+}
+
+
+def trained(name: str, dataset, work: Path, seed: int, epochs: int):
+    run_dir = work / f"run-{name}-s{seed}"
+    if not (run_dir / "config.json").exists():
+        torch.manual_seed(seed)
+        model = build_model(name, dataset.field_dims, embed_dim=16)
+        fit(model, dataset, epochs=epochs, lr=1e-3, weight_decay=1e-5, batch_size=2048,
+            patience=2, seed=seed, out_dir=run_dir, quiet=True)
+    return load_run(run_dir).model
+
+
+def epoch_seconds(model, dataset, seed: int) -> float:
+    """Wall seconds of one training epoch of a copy of ``model`` (same settings as above)."""
+    clone = copy.deepcopy(model)
+    began = time.perf_counter()
+    fit(clone, dataset, epochs=1, lr=1e-3, weight_decay=1e-5, batch_size=2048, patience=None,
+        seed=seed, quiet=True)
+    return time.perf_counter() - began
+
+
+def test_metrics(model, scores, dataset, sparsities) -> dict[str, list[float]]:
+    runs = prune(model, scores, list(sparsities), dataset=dataset)
+    return {"auc": [r.metrics["auc"] for r in runs],
+            "logloss": [r.metrics["logloss"] for r in runs]}
+
+
+def capped_curve(model, dataset, label: str, kw: dict, caps: list[float], work: Path,
+                 sparsities, seed: int) -> list[dict]:
+    """One attribution stream grown to each cap in turn (resumed from its saved state)."""
+    state = work / f"state-{label.replace(' ', '_').replace('+', 'p')}.safetensors"
+    state.unlink(missing_ok=True)
+    spent, points = 0.0, []
+    for cap in caps:
+        began = time.perf_counter()
+        res = attribute(model, dataset, placeholder="codebook", stop="sage", tolerance=None,
+                        max_seconds=max(cap - spent, 1e-3), seed=seed, quiet=True,
+                        checkpoint_path=state, resume=True, **kw)
+        spent += time.perf_counter() - began
+        point = {"option": label, "seconds": spent, "samples": res.count,
+                 "passes": res.settings["passes"], "dtype_used": res.settings["dtype_used"],
+                 **test_metrics(model, res, dataset, sparsities)}
+        points.append(point)
+        print(f"  {label:18s} {spent:8.1f}s {res.count:9d} samples "
+              + " ".join(f"{a:.4f}" for a in point["auc"]), flush=True)
+    state.unlink(missing_ok=True)
+    return points
+
+
+def converged(model, dataset, work: Path, name: str, passes: float, seed: int) -> Attribution:
+    path = work / f"converged-{name}-s{seed}-{passes:g}passes.safetensors"
+    if path.is_file():
+        return Attribution.load(path)
+    size = dataset.num_rows("train+val")
+    res = attribute(model, dataset, placeholder="codebook", stop="sage", tolerance=None,
+                    max_samples=int(passes * size), dtype="fp32", control_variate=True,
+                    antithetic=True, seed=seed + 1000, quiet=False)
+    res.save(path)
+    return res
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sparsities = record["sparsity"]
+    fig, axes = plt.subplots(1, len(sparsities), figsize=(4.2 * len(sparsities), 3.6))
+    for k, (ax, s) in enumerate(zip(axes, sparsities)):
+        for label in OPTIONS:
+            pts = [p for p in record["points"] if p["option"] == label]
+            ax.plot([p["seconds"] for p in pts], [p["auc"][k] for p in pts], "o-", label=label)
+        for ref, style in (("taylor", "--"), ("magnitude", ":"), ("converged", "-")):
+            ax.axhline(record[ref]["auc"][k], ls=style, color="grey", label=ref)
+        ax.axvline(record["epoch_seconds"], color="red", lw=0.8, label="1 epoch")
+        ax.set_xscale("log")
+        ax.set_title(f"sparsity {s:g}")
+        ax.set_xlabel("attribution seconds")
+        ax.set_ylabel("test AUC")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{record['dataset']} {record['model']}: quality vs compute ({record['cpu']})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", choices=DATASETS, default="movielens-100k")
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--model", default="deepfm")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-epochs", type=int, default=10)
+    ap.add_argument("--epochs", default="0.25,0.5,1,2,3",
+                    help="attribution caps, in training epochs (default %(default)s)")
+    ap.add_argument("--sparsity", default="0.8,0.95,0.99")
+    ap.add_argument("--long-passes", type=float, default=4.0)
+    ap.add_argument("--options", default=",".join(OPTIONS))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--quick", action="store_true", help="smoke test: tiny caps, 0.2 passes")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    dataset, info = open_grid_dataset(args.dataset, args.rows, args.work)
+    sparsities = [float(s) for s in args.sparsity.split(",")]
+    model = trained(args.model, dataset, args.work, args.seed, 1 if args.quick else
+                    args.train_epochs)
+    print(f"cpu: {cpu_summary()}, {torch.get_num_threads()} threads; {args.dataset} "
+          f"{args.model}", flush=True)
+    epoch = epoch_seconds(model, dataset, args.seed)
+    caps = [float(e) * epoch for e in args.epochs.split(",")]
+    if args.quick:
+        caps = [c / 20 for c in caps[:2]]
+    print(f"one training epoch: {epoch:.1f} s; caps {', '.join(f'{c:.1f}' for c in caps)} s")
+    record = {"dataset": args.dataset, "model": args.model, "cpu": cpu_summary(),
+              "threads": torch.get_num_threads(), "epoch_seconds": epoch, "caps": caps,
+              "sparsity": sparsities, "info": info, "points": []}
+    for ref in ("taylor", "magnitude"):
+        began = time.perf_counter()
+        scores = compute_scores(ref, model, dataset=dataset, placeholder="codebook")
+        record[ref] = {"seconds": time.perf_counter() - began,
+                       **test_metrics(model, scores, dataset, sparsities)}
+        print(f"  {ref:18s} {record[ref]['seconds']:8.1f}s "
+              + " ".join(f"{a:.4f}" for a in record[ref]["auc"]), flush=True)
+    long = converged(model, dataset, args.work, args.model, 0.2 if args.quick
+                     else args.long_passes, args.seed)
+    record["converged"] = {"samples": long.count, **test_metrics(model, long, dataset,
+                                                                 sparsities)}
+    print(f"  {'converged':18s} {long.count:9d} samples "
+          + " ".join(f"{a:.4f}" for a in record["converged"]["auc"]), flush=True)
+    for label in args.options.split(","):
+        record["points"] += capped_curve(model, dataset, label, OPTIONS[label], caps,
+                                         args.work, sparsities, args.seed)
+    (args.work / "qvc.json").write_text(json.dumps(record, indent=1) + "\n")
+    plot(record, args.work / "qvc.png")
+    print(f"wrote {args.work / 'qvc.json'} and {args.work / 'qvc.png'}")
+
+
+if __name__ == "__main__":
+    main()
