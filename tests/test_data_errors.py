@@ -95,8 +95,8 @@ def test_unknown_preset(tmp_path):
 def test_unknown_field_in_spec(tmp_path):
     spec = load_preset("criteo").to_dict()
     spec["fields"].append({"name": "C99"})
-    with pytest.raises(SpecError, match=r"^field 'C99': unknown column 'C99' \(input columns: "
-                                        r"label, I1, "):
+    with pytest.raises(SpecError, match=r"^fields\[39\]\.name: unknown column 'C99' \(expected "
+                                        r"one of the input columns: label, I1, "):
         prepare_dataset(spec, FIX / "criteo_small.txt", tmp_path / "out", quiet=True)
 
 

@@ -46,13 +46,15 @@ Inputs = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os
 
 
 def resolve_spec(spec_or_preset: DatasetSpec | Mapping[str, Any] | str | os.PathLike) -> DatasetSpec:
-    """A :class:`DatasetSpec` from itself, a dict, a preset name or a YAML path."""
+    """A :class:`DatasetSpec` from itself, a dict, a preset name or a YAML path (a
+    :class:`~os.PathLike` is always a file, whatever its suffix)."""
     if isinstance(spec_or_preset, DatasetSpec):
         return spec_or_preset
     if isinstance(spec_or_preset, Mapping):
         return DatasetSpec.from_dict(dict(spec_or_preset))
     text = str(spec_or_preset)
-    if text.endswith((".yaml", ".yml")) or os.sep in text:
+    if isinstance(spec_or_preset, os.PathLike) or text.endswith((".yaml", ".yml")) \
+            or os.sep in text:
         return DatasetSpec.load(text)
     return load_preset(text)
 
