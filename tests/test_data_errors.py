@@ -174,5 +174,7 @@ def test_invalid_utf8_in_csv(tmp_path):
     spec = {"input": {"format": "csv", "header": True}, "label": {"column": "y"}, "fields": ["a"]}
     path = tmp_path / "t.csv"
     path.write_bytes(b"y,a\n1,\xff\xfe\n")
-    with pytest.raises(DataError, match=re.escape(f"{path}: cannot parse (")):
+    with pytest.raises(DataError) as err:
         prepare_dataset(spec, path, tmp_path / "o", quiet=True)
+    assert str(err.value) == (f"{path}:2: not UTF-8 text (byte 0xFF at offset 6); is this the "
+                              "right file?")

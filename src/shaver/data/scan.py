@@ -31,6 +31,7 @@ from shaver.data.readers import (
 from shaver.data.spec import DatasetSpec
 from shaver.data.spill import Spill
 from shaver.data.stages import prefetched
+from shaver.data.textin import compression
 from shaver.data.vocab import Vocabularies
 from shaver.errors import DataError
 
@@ -78,7 +79,8 @@ class Scanner:
         jobs: list[Job] = []
         for file_index, (path, fixed) in enumerate(self.inputs):
             ranges: list[TextRange | None] = [None]
-            if n > 1 and self.spec.input.format in ("tsv", "libfm") and path.is_file():
+            if (n > 1 and self.spec.input.format in ("tsv", "libfm") and path.is_file()
+                    and compression(path) is None):  # compressed bytes cannot be cut
                 parts = n if self.workers is not None else min(
                     n, path.stat().st_size // MIN_PART_BYTES)
                 if parts > 1:
@@ -100,7 +102,7 @@ class Scanner:
             # in block order (with skipped lines, noted in order, all in this thread)
             stage = (lambda b: b) if self.skip else prefetched
             decoded = ((len(block), decode_block(ctx, block))
-                       for block in coded_blocks(stage(blocks), self.needed, job.path))
+                       for block in coded_blocks(stage(blocks), self.needed))
             for size, dec in stage(decoded):
                 if progress is not None:
                     progress(size)
