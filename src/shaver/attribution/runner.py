@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.distributed import DistContext
@@ -20,6 +19,7 @@ from shaver.attribution.estimator.common import Engine, entry_credits, global_en
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.sampling import SampleSource
 from shaver.errors import AttributionError
+from shaver.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     players = source.dataset.num_fields * embed_dim
     limit = math.inf if rule.max_samples is None else int(rule.max_samples)
     start, last_save = time.monotonic(), time.monotonic()
-    bar = tqdm(total=_bar_total(rule, source, cursor, math.inf), initial=min(cursor, limit),
-               unit="sample", disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
+    bar = progress_bar(total=_bar_total(rule, source, cursor, math.inf),
+                       initial=min(cursor, limit), desc="attribute", unit="sample",
+                       disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
     reason = _stop_reason(rule, source, cursor, acc.convergence_ratio(), False) if cursor else ""
     try:
         while not reason:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from shaver.data.decode import BlockContext, decode_block
 from shaver.data.readers import (
@@ -34,6 +33,7 @@ from shaver.data.stages import prefetched
 from shaver.data.textin import compression
 from shaver.data.vocab import Vocabularies
 from shaver.errors import DataError
+from shaver.progress import progress_bar
 
 #: Auto mode cuts a file into parts of at least this many bytes.
 MIN_PART_BYTES = 64 << 20
@@ -128,8 +128,9 @@ class Scanner:
     def _run(self, jobs: list[Job], tmp: Path) -> list[PartResult]:
         sequential = (len(jobs) == 1 or "fork" not in multiprocessing.get_all_start_methods()
                       or multiprocessing.current_process().daemon)
-        bar = tqdm(total=None if sequential else len(jobs), desc="read", disable=self.quiet,
-                   unit=" rows" if sequential else " parts", unit_scale=sequential)
+        bar = progress_bar(total=None if sequential else len(jobs), desc="read",
+                           disable=self.quiet, unit=" rows" if sequential else " parts",
+                           unit_scale=sequential)
         try:
             if sequential:
                 return [self.run_job(job, tmp, bar.update) for job in jobs]
