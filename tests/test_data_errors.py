@@ -167,7 +167,30 @@ def test_missing_column_in_csv_header(tmp_path):
     path = write(tmp_path, "y,a\n1,x\n", "t.csv")
     with pytest.raises(DataError) as err:
         prepare_dataset(spec, path, tmp_path / "o", quiet=True)
-    assert str(err.value) == f"{path}: no column 'b' (columns: y, a)"
+    assert str(err.value) == (f"{path}:1: fields[1].name: unknown column 'b' (expected one of "
+                              "the input columns: y, a; set fields[1].column to read another)")
+    spec["fields"][1] = {"name": "b", "column": "B"}
+    with pytest.raises(DataError) as err:
+        prepare_dataset(spec, path, tmp_path / "o", quiet=True)
+    assert str(err.value) == (f"{path}:1: fields[1].column: unknown column 'B' (expected one of "
+                              "the input columns: y, a)")
+    spec = {"input": {"format": "csv", "header": True}, "label": {"column": "click"},
+            "fields": ["a"]}
+    with pytest.raises(DataError) as err:
+        prepare_dataset(spec, path, tmp_path / "o", quiet=True)
+    assert str(err.value) == (f"{path}:1: label.column: unknown column 'click' (expected one of "
+                              "the input columns: y, a)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_column_in_a_later_file(tmp_path):
+    spec = {"input": {"format": "csv", "header": True}, "label": {"column": "y"},
+            "fields": ["a", "b"]}
+    first = write(tmp_path, "y,a,b\n1,x,z\n", "t1.csv")
+    second = write(tmp_path, "y,a\n1,x\n", "t2.csv")
+    with pytest.raises(DataError) as err:
+        prepare_dataset(spec, [first, second], tmp_path / "o", quiet=True)
+    assert str(err.value) == f"{second}: no column 'b' (columns: y, a)"
 
 
 def test_invalid_utf8_in_csv(tmp_path):

@@ -31,13 +31,14 @@ import numpy as np
 from shaver.data.decode import SPLIT_IDS
 from shaver.data.joins import SideTable
 from shaver.data.presets import load_preset
-from shaver.data.readers import BLOCK_BYTES
+from shaver.data.readers import BLOCK_BYTES, header_columns
 from shaver.data.scan import Scanner
 from shaver.data.spec import DatasetSpec
+from shaver.data.spec_checks import check_names
 from shaver.data.spill import remap
 from shaver.data.store import SPLITS, PreparedDataset, finalize_prepared
 from shaver.data.vocab import OOV_TOKEN, Vocabularies
-from shaver.errors import DataError
+from shaver.errors import DataError, SpecError
 
 log = logging.getLogger(__name__)
 #: Global ids are stored as int32.
@@ -101,6 +102,20 @@ def _side_tables(spec: DatasetSpec, first_input: Path,
     return spec, tables
 
 
+def _check_header(spec: DatasetSpec, path: Path) -> None:
+    """With a header (or Parquet), the spec's columns are checked against it before any
+    parsing, so a mistake names the spec key (``fields[2].name: unknown column ...``)."""
+    names = header_columns(path, spec.input)
+    if names is None:
+        return  # the spec names the columns: checked when it was read
+    named = dataclasses.replace(spec, input=dataclasses.replace(spec.input, columns=tuple(names)))
+    try:
+        check_names(named)
+    except SpecError as exc:
+        line = "" if spec.input.format == "parquet" else ":1"
+        raise DataError(f"{path}{line}: {exc}") from None
+
+
 def _needed_columns(spec: DatasetSpec) -> list[str]:
     cols = [spec.label.column]
     cols += [f.column for f in spec.fields if not f.source]
@@ -156,6 +171,7 @@ def prepare_dataset(
         raise DataError(f"{out}: output directory already exists (choose another or remove it)")
     files = _input_list(spec, inputs)
     spec, tables = _side_tables(spec, files[0][0], joins)
+    _check_header(spec, files[0][0])
     scanner = Scanner(spec, files, tables, _needed_columns(spec), seed=spec.split.seed,
                       skip_bad_lines=skip_bad_lines, block_bytes=block_bytes, workers=workers,
                       quiet=quiet)

@@ -116,6 +116,18 @@ def text_columns(path: Path, inp: InputSpec) -> list[str]:
     return names
 
 
+def header_columns(path: Path, inp: InputSpec) -> list[str] | None:
+    """The column names a file's header line (or Parquet schema) gives; None when the spec
+    names the columns (no header)."""
+    if inp.format != "parquet" and inp.header is not True:
+        return None
+    _check_readable(path)
+    if inp.format == "parquet":
+        return list(_parquet_file(path).schema_arrow.names)
+    check_head(path)
+    return text_columns(path, inp)
+
+
 def read_blocks(
     path: str | Path,
     inp: InputSpec,
@@ -267,14 +279,7 @@ def _find_line(path: Path, text: str) -> int | str:
 
 def _parquet_blocks(path: Path, needed: Sequence[str]) -> Iterator[Block]:
     pa, pc, _ = arrow()
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover
-        raise DataError("reading Parquet needs pyarrow with Parquet support") from exc
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    pf = _parquet_file(path)
     names = pf.schema_arrow.names
     missing = [c for c in needed if c not in names]
     if missing:
@@ -285,6 +290,16 @@ def _parquet_blocks(path: Path, needed: Sequence[str]) -> Iterator[Block]:
         n = batch.num_rows
         yield Block(cols, np.arange(start, start + n, dtype=np.int64))
         start += n
+
+
+def _parquet_file(path: Path) -> Any:
+    pa, _, _ = arrow()
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
 
 
 def _chunks(col: Any) -> list[Any]:

@@ -89,17 +89,23 @@ def integer(where: str, value: Any, low: int) -> int:
     return value
 
 
-def check_names(spec: DatasetSpec, raw_fields: list[Any]) -> None:
-    """Names that must match each other: fields, columns, join tables (key paths in errors)."""
+def check_names(spec: DatasetSpec, raw_fields: list[Any] | None = None) -> None:
+    """Names that must match each other: fields, columns, join tables (key paths in errors).
+    ``raw_fields`` (the fields as written) tell whether a field's column was written as
+    ``column`` or comes from its ``name``; without them, ``column`` when it differs."""
     cols = spec.input.columns
     known = f"expected one of the input columns: {', '.join(cols)}"
     first: dict[str, int] = {}
-    for i, (f, raw) in enumerate(zip(spec.fields, raw_fields)):
+    for i, f in enumerate(spec.fields):
         if f.name in first:
             raise SpecError(f"fields[{i}].name: field {f.name!r} is defined twice (also "
                             f"fields[{first[f.name]}])")
         first[f.name] = i
-        column_key = "column" if isinstance(raw, dict) and "column" in raw else "name"
+        if raw_fields is not None:
+            written = isinstance(raw_fields[i], dict) and "column" in raw_fields[i]
+        else:
+            written = f.column != f.name
+        column_key = "column" if written else "name"
         _field_column(spec, f, f"fields[{i}]", column_key, known)
     for i, j in enumerate(spec.joins):
         if cols and j.key not in cols:
