@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from shaver.data.spec import InputSpec
-from shaver.data.textin import CheckedText, check_head, header_line, open_binary
+from shaver.data.textin import (
+    CheckedText,
+    TextRange,
+    check_head,
+    header_line,
+    open_binary,
+)
 from shaver.data.tokens import code_column
 from shaver.errors import DataError
 
@@ -149,40 +155,6 @@ def read_blocks(
     else:
         yield from _text_blocks(path, inp, needed, skip_bad_lines, bad or BadLines(), block_bytes,
                                 part or TextRange(0, -1, 0))
-
-
-@dataclass(frozen=True)
-class TextRange:
-    """Bytes ``[start, end)`` of a text file (``end`` -1: to the end), starting at a line
-    boundary after ``lines_before`` physical lines."""
-
-    start: int
-    end: int
-    lines_before: int
-
-
-def split_ranges(path: Path, parts: int, header: int) -> list[TextRange]:
-    """Cut a text file into about ``parts`` byte ranges at line boundaries (the first one
-    keeps the header), with the number of physical lines before each."""
-    size = path.stat().st_size
-    cuts = [0]
-    with open(path, "rb") as f:
-        for k in range(1, parts):
-            f.seek(max(size * k // parts, cuts[-1]))
-            f.readline()
-            if f.tell() > cuts[-1] and f.tell() < size:
-                cuts.append(f.tell())
-        cuts.append(size)
-        ranges, lines = [], 0
-        f.seek(0)
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            ranges.append(TextRange(a, b, lines))
-            left = b - a
-            while left:
-                chunk = f.read(min(left, 1 << 24))
-                lines += chunk.count(b"\n")
-                left -= len(chunk)
-    return ranges
 
 
 def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,

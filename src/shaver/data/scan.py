@@ -21,16 +21,14 @@ import numpy as np
 from shaver.data.decode import BlockContext, decode_block
 from shaver.data.readers import (
     BadLines,
-    TextRange,
     coded_blocks,
     header_lines,
     read_blocks,
-    split_ranges,
 )
 from shaver.data.spec import DatasetSpec
 from shaver.data.spill import Spill
 from shaver.data.stages import prefetched
-from shaver.data.textin import compression
+from shaver.data.textin import TextRange, compression, split_ranges
 from shaver.data.vocab import Vocabularies
 from shaver.errors import DataError
 from shaver.progress import progress_bar

@@ -5,13 +5,16 @@ Compressed files (``.gz``, ``.bz2``, ``.lz4``, ``.zst``) are read decompressed, 
 does. :func:`check_head` refuses UTF-16 and binary files before any parsing;
 :class:`CheckedText` checks UTF-8 while pyarrow reads, so the parser never sees invalid
 bytes and an error names the line and byte offset (in the decompressed text) of the first
-bad byte. Nothing here imports pyarrow unless a file is compressed.
+bad byte. :func:`split_ranges` cuts a plain text file into line-aligned byte ranges
+(:class:`TextRange`) read by parallel workers. Nothing here imports pyarrow unless a file
+is compressed.
 """
 
 from __future__ import annotations
 
 import codecs
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -174,3 +177,37 @@ class CheckedText(io.RawIOBase):
     def close(self) -> None:
         self._f.close()
         super().close()
+
+
+@dataclass(frozen=True)
+class TextRange:
+    """Bytes ``[start, end)`` of a text file (``end`` -1: to the end), starting at a line
+    boundary after ``lines_before`` physical lines."""
+
+    start: int
+    end: int
+    lines_before: int
+
+
+def split_ranges(path: Path, parts: int, header: int) -> list[TextRange]:
+    """Cut a text file into about ``parts`` byte ranges at line boundaries (the first one
+    keeps the header), with the number of physical lines before each."""
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, parts):
+            f.seek(max(size * k // parts, cuts[-1]))
+            f.readline()
+            if f.tell() > cuts[-1] and f.tell() < size:
+                cuts.append(f.tell())
+        cuts.append(size)
+        ranges, lines = [], 0
+        f.seek(0)
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            ranges.append(TextRange(a, b, lines))
+            left = b - a
+            while left:
+                chunk = f.read(min(left, 1 << 24))
+                lines += chunk.count(b"\n")
+                left -= len(chunk)
+    return ranges
