@@ -201,3 +201,14 @@ def test_cli_random_bytes_is_one_clear_line(tmp_path, capfd):
     assert err == f"error: {path}:1: not UTF-8 text (byte 0xE9 at offset 0); is this the right " \
                   "file?\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["random.bin"]
+
+
+def test_header_line_drops_the_byte_order_mark_and_checks_utf8(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'\xef\xbb\xbf"id",x\r\n1,2\n')
+    assert textin.header_line(path, ",") == ["id", "x"]
+    path.write_bytes(b"\xef\xbb\xbfid,caf\xe9\n1,2\n")  # (check_head sees this first in prepare)
+    with pytest.raises(DataError) as err:
+        textin.header_line(path, ",")
+    assert str(err.value) == f"{path}:1: not UTF-8 text (byte 0xE9 at offset 9); is this the " \
+                             "right file?"

@@ -22,7 +22,6 @@ from shaver.errors import DataError
 
 #: Suffix -> pyarrow codec name (the suffixes pyarrow's readers decompress).
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".lz4": "lz4", ".zst": "zstd"}
-UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: Bytes :func:`check_head` looks at.
 HEAD_BYTES = 1 << 16
@@ -109,12 +108,10 @@ def header_line(path: Path, sep: str) -> list[str]:
     """The names on the first line (UTF-8 byte-order mark dropped, quotes stripped)."""
     with open_binary(path) as f:
         raw = f.readline()
-    if raw.startswith(UTF8_BOM):
-        raw = raw[len(UTF8_BOM):]
     bad = first_bad_byte(raw)
     if bad is not None:
         raise not_utf8(path, 1, raw[bad], bad)
-    names = raw.decode("utf-8").rstrip("\r\n").split(sep)
+    names = raw.decode("utf-8-sig").rstrip("\r\n").split(sep)
     return [n.strip('"') for n in names]
 
 
