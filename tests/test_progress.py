@@ -66,17 +66,21 @@ def test_lines_every_interval_and_at_the_end(capsys, clock):
     bar.close()  # once only
     err = capsys.readouterr().err
     assert "\r" not in err
-    assert err.splitlines() == [
+    assert err.splitlines() == [  # the last update reaches the total: close() says it
         "epoch 1/3: 80/500 batch (16%) 10.0s, 8.0 batch/s",
-        "epoch 1/3: 500/500 batch (100%) 50.0s, 10.0 batch/s, loss=0.4512",
         "epoch 1/3: done, 500/500 batch (100%) 50.0s, 10.0 batch/s, loss=0.4512",
     ]
 
 
 def test_short_inner_stage_stays_silent_unless_kept(capsys, clock):
     with LineProgress(total=10, desc="inner", leave=False, interval=10) as bar:
+        clock.now += 9
         bar.update(10)
     assert capsys.readouterr().err == ""
+    with LineProgress(total=10, desc="long inner", leave=False, interval=10) as bar:
+        clock.now += 12
+        bar.update(10)  # past the interval, but the total: one line, from close()
+    assert capsys.readouterr().err == "long inner: done, 10/10 it (100%) 12.0s, 0.8 it/s\n"
     with LineProgress(total=None, desc="read", unit=" rows", unit_scale=True) as bar:
         clock.now += 2
         bar.update(1_500_000)

@@ -50,7 +50,8 @@ def progress_bar(*, total: float | None = None, desc: str = "", unit: str = "it"
 class LineProgress:
     """A progress bar that writes plain lines to stderr: at most one every ``interval``
     seconds while work goes on, and a last one on :meth:`close` (for ``leave=False`` bars
-    only when an earlier line was written, so short inner stages stay silent).
+    only when the work took ``interval`` seconds or more, so short inner stages such as
+    one epoch of many stay silent).
 
     A line reads ``epoch 1/3: 120/500 batch (24%) 12.0s, 10.0 batch/s, loss=0.4512``.
     """
@@ -73,7 +74,8 @@ class LineProgress:
         """Count ``n`` more units; write a line when ``interval`` seconds have passed."""
         self.n += n
         now = time.monotonic()
-        if not self.disable and now - self._last >= self.interval:
+        finished = self.total is not None and self.n >= self.total  # close() says it
+        if not self.disable and not finished and now - self._last >= self.interval:
             self._last = now
             self._write(now)
 
@@ -88,8 +90,10 @@ class LineProgress:
         if self._closed:
             return
         self._closed = True
-        if not self.disable and (self.leave or self.lines_written):
-            self._write(time.monotonic(), done=True)
+        now = time.monotonic()
+        took_long = self.lines_written or now - self._start >= self.interval
+        if not self.disable and (self.leave or took_long):
+            self._write(now, done=True)
 
     def _count(self, value: float) -> str:
         if self.unit_scale and abs(value) >= 1000:
