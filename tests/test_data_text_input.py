@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from shaver.cli import main
 from shaver.data import textin
@@ -212,3 +213,36 @@ def test_header_line_drops_the_byte_order_mark_and_checks_utf8(tmp_path):
         textin.header_line(path, ",")
     assert str(err.value) == f"{path}:1: not UTF-8 text (byte 0xE9 at offset 9); is this the " \
                              "right file?"
+
+
+BAD_INPUTS = {  # name: (file name, bytes, preset or spec)
+    "random bytes": ("r.bin", bytes([0xE9]) + random.Random(2).randbytes(2047), "criteo"),
+    "utf-16": ("t.csv", CSV_TEXT.encode("utf-16"), CSV_SPEC),
+    "utf-16 without a mark": ("t.csv", CSV_TEXT.encode("utf-16-le"), CSV_SPEC),
+    "latin-1": ("t.csv", CSV_TEXT.encode("latin-1", "replace").replace(b"?", b"\xe9"), CSV_SPEC),
+    "header only": ("t.csv", b"y,a,n\r\n", CSV_SPEC),
+    "empty": ("t.csv", b"", CSV_SPEC),
+    "damaged gzip": ("t.csv.gz", gzip.compress(CSV_TEXT.encode())[:20], CSV_SPEC),
+    "misnamed column": ("t.csv", CSV_TEXT.replace("y,a,n", "y,a,N").encode(), CSV_SPEC),
+    "short line": ("t.csv", (CSV_TEXT + "1,x\n").encode(), CSV_SPEC),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_every_refused_input_is_one_line_exit_2_and_nothing_written(tmp_path, capfd, case):
+    name, data, spec = BAD_INPUTS[case]
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / name
+    path.write_bytes(data)
+    if isinstance(spec, dict):
+        (tmp_path / "in" / "spec.yaml").write_text(yaml.safe_dump(spec))
+        source = ["--spec", str(tmp_path / "in" / "spec.yaml")]
+    else:
+        source = ["--preset", spec]
+    code = main(["data", "prepare", *source, "--input", str(path), "--out",
+                 str(tmp_path / "out" / "ds"), "-q"])
+    out, err = capfd.readouterr()
+    assert code == 2 and out == ""
+    assert err.startswith(f"error: {path}") and err.count("\n") == 1, err
+    assert err[:-1].isprintable()
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]  # not even the output's parent

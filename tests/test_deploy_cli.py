@@ -273,3 +273,27 @@ def test_cli_predict_batches_and_empty_input(pruned_dir, tmp_path, monkeypatch, 
     path.write_text("f0,f1,f2,f3\n")  # a header only: no rows, no scores
     assert run(["predict", "--artifact", out, "--input", path]) == 0
     assert capsys.readouterr().out == "probability\n"
+
+
+@pytest.mark.parametrize("content", [
+    b"a,b\n1,2\n",  # no column of the feature map
+    b"f0,f1,F2,f3\nx,y,z,w\n",  # one misnamed
+    b"f0,f1,f2,f3\nx,y,z\n",  # a short row
+    "f0,f1,f2,f3\nx,y,z,w\n".encode("utf-16"),
+    b"\xe9" + bytes(range(256)) * 4,
+])
+def test_cli_predict_refusals_are_one_line_and_exit_2(pruned_dir, tmp_path, capfd, content):
+    from shaver.cli import main
+
+    directory, _ = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    path = tmp_path / "in.csv"
+    path.write_bytes(content)
+    capfd.readouterr()
+    code = main(["predict", "--artifact", str(out), "--input", str(path), "--output",
+                 str(tmp_path / "scores.csv")])
+    stdout, err = capfd.readouterr()
+    assert code == 2 and stdout == ""
+    assert err.startswith(f"error: {path}:") and err.count("\n") == 1 and err[:-1].isprintable()
+    assert not (tmp_path / "scores.csv").exists()

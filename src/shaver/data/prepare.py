@@ -16,6 +16,7 @@ directory renamed at the end).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -116,6 +117,13 @@ def _check_header(spec: DatasetSpec, path: Path) -> None:
         raise DataError(f"{path}{line}: {exc}") from None
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
 def _needed_columns(spec: DatasetSpec) -> list[str]:
     cols = [spec.label.column]
     cols += [f.column for f in spec.fields if not f.source]
@@ -175,7 +183,7 @@ def prepare_dataset(
     scanner = Scanner(spec, files, tables, _needed_columns(spec), seed=spec.split.seed,
                       skip_bad_lines=skip_bad_lines, block_bytes=block_bytes, workers=workers,
                       quiet=quiet)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_folders(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         scan = scanner.scan(tmp)
@@ -200,6 +208,9 @@ def prepare_dataset(
                           extra_meta=extra)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created):  # the folders made for the output, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     if bad.count:
         log.warning("skipped %d bad lines (see meta.json: skipped_examples)", bad.count)
