@@ -102,3 +102,26 @@ def test_synth(tmp_path, capsys):
                          "--scale", "0.001", "-q"], capsys)
     assert code == 0 and "wrote 2000 rows" in text and "hidden model AUC" in text
     assert len((tmp_path / "s.txt").read_text().splitlines()) == 2000
+
+
+@pytest.mark.parametrize("yaml_text,message", [
+    ("input: {format: csv, header: true}\nlabel: {column: y}\nfields:\n  - a\n  - {name: b}\n"
+     "  - {name: n, kind: numeric, discretiser: log10}\n",
+     "fields[2].discretiser: 'log10' is not one of criteo, log2, quantile"),
+    ("input: {format: csv, header: true, delimiter: ', '}\nfields: [a]\n",
+     "input.delimiter: expected one character, found ', '"),
+    ("input: {format: csv, columns: [y, a]}\nlabel: {column: click}\nfields: [a]\n",
+     "label.column: unknown column 'click' (expected one of the input columns: y, a)"),
+    ("fields: [a\n", ":2: not valid YAML (expected ',' or ']', but got '<stream end>', column 1)"),
+])
+def test_prepare_spec_mistake_is_one_line(tmp_path, capsys, yaml_text, message):
+    spec = tmp_path / "mine.spec"  # not .yaml: --spec always names a file
+    spec.write_text(yaml_text)
+    data = tmp_path / "t.csv"
+    data.write_text("y,a,b,n\n1,x,y,3\n")
+    out = tmp_path / "o"
+    code, text, err = run(["data", "prepare", "--spec", str(spec), "--input", str(data),
+                           "--out", str(out), "-q"], capsys)
+    assert code == 2 and text == "" and err.count("\n") == 1
+    assert err == f"error: {spec}{'' if message.startswith(':') else ': '}{message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.spec", "t.csv"]

@@ -47,7 +47,7 @@ def test_round_trip_equals_prepared_ids(criteo, how):
 
 def test_unseen_and_absent_values_are_oov(criteo):
     enc = RowEncoder.from_dataset(criteo)
-    x = enc.encode([{"I1": "999999999", "C1": "never-seen"}, {}])
+    x = enc.encode([{"I1": "999999999", "C1": "never-seen"}, {}], allow_missing=True)
     i1, c1 = criteo.field_names.index("I1"), criteo.field_names.index("C1")
     assert x[0, c1] == criteo.offsets[c1]  # unseen category -> OOV
     vocab = criteo.vocabularies
@@ -58,10 +58,28 @@ def test_unseen_and_absent_values_are_oov(criteo):
                                              else 0)
 
 
+def test_rows_must_carry_every_column(tmp_path):
+    (tmp_path / "t.csv").write_text("y,user,age\n1,u1,30\n0,u2,\n")
+    spec = {"input": {"format": "csv", "header": True}, "label": {"column": "y"},
+            "fields": [{"name": "who", "column": "user"},
+                       {"name": "age", "kind": "numeric", "discretiser": "log2"}],
+            "split": {"fractions": [1.0, 0.0, 0.0]}}
+    enc = RowEncoder.from_dataset(prepare_dataset(spec, tmp_path / "t.csv", tmp_path / "d",
+                                                  quiet=True))
+    assert enc.columns == ["user", "age"]
+    assert enc.missing_columns(["age", "y"]) == ["user"]
+    with pytest.raises(DataError) as err:
+        enc.encode([{"user": "u1", "age": "30"}, {"who": "u1", "age": "30"}])
+    assert str(err.value) == ("row 1 has no column user (expected columns: user, age); give a "
+                              "missing value as '' or None, or pass allow_missing=True")
+    given = enc.encode([{"user": "u2", "age": ""}, {"user": "u2", "age": None}])
+    assert np.array_equal(given, enc.encode([{"user": "u2"}] * 2, allow_missing=True))
+
+
 def test_bad_number_names_row_and_field(criteo):
     enc = RowEncoder.from_dataset(criteo)
     with pytest.raises(DataError) as err:
-        enc.encode([{"I1": "1"}, {"I1": "one"}])
+        enc.encode([{"I1": "1"}, {"I1": "one"}], allow_missing=True)
     assert str(err.value) == "row 1: field 'I1': 'one' is not an integer"
 
 
@@ -97,7 +115,8 @@ def test_row_encoder_needs_neither_torch_nor_pyarrow(criteo):
     code = ("import sys, json; sys.modules['torch'] = None; sys.modules['pyarrow'] = None\n"
             "from shaver.data.encode import RowEncoder\n"
             f"enc = RowEncoder.from_dataset({str(criteo.path)!r})\n"
-            "print(json.dumps(enc.encode([{'I1': '5', 'C1': '68fd1e64'}, {}]).tolist()))\n")
+            "print(json.dumps(enc.encode([{'I1': '5', 'C1': '68fd1e64'}, {}], allow_missing=True).tolist()))\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    expected = RowEncoder.from_dataset(criteo).encode([{"I1": "5", "C1": "68fd1e64"}, {}])
+    expected = RowEncoder.from_dataset(criteo).encode([{"I1": "5", "C1": "68fd1e64"}, {}],
+                                                      allow_missing=True)
     assert json.loads(out.stdout) == expected.tolist()

@@ -50,6 +50,13 @@ def test_parquet_errors(tmp_path):
     spec = {"input": {"format": "parquet"}, "label": {"column": "y"}, "fields": ["a"]}
     with pytest.raises(DataError) as err:
         prepare_dataset(spec, tmp_path / "t.parquet", tmp_path / "o", quiet=True)
+    assert str(err.value) == (f"{tmp_path / 't.parquet'}: fields[0].name: unknown column 'a' "
+                              "(expected one of the input columns: y; set fields[0].column to "
+                              "read another)")
+    pq.write_table(pa.table({"y": [1], "a": ["x"]}), tmp_path / "ok.parquet")
+    with pytest.raises(DataError) as err:  # a later file without the column
+        prepare_dataset(spec, [tmp_path / "ok.parquet", tmp_path / "t.parquet"], tmp_path / "o",
+                        quiet=True)
     assert str(err.value) == f"{tmp_path / 't.parquet'}: no column 'a' (columns: y)"
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(DataError, match="bad.parquet: not a readable Parquet file"):

@@ -175,7 +175,7 @@ def test_readme_time_fields_validate():
 
     from test_readme import fenced_blocks
 
-    (block,) = fenced_blocks("yaml")
+    (block,) = [b for b in fenced_blocks("yaml") if "click_time" in b]
     fields = yaml.safe_load(block)["fields"]
     spec = DatasetSpec.from_dict({"input": {"columns": ["y", "click_time"]},
                                   "label": {"column": "y"}, "fields": fields})
@@ -189,8 +189,8 @@ def test_readme_time_fields_validate():
     ({"format": 3}, "fields[0].format: 3 is not one of avazu, iso, epoch, epoch_ms nor a "
      "strptime pattern (with %)"),
     ({"derive": "first_token", "format": "iso"},
-     "fields[0]: a format needs derive: hour_of_day or weekday"),
-    ({"derive": None, "format": "iso"}, "fields[0]: a format needs derive: hour_of_day or weekday"),
+     "fields[0].format: a format needs derive: hour_of_day or weekday"),
+    ({"derive": None, "format": "iso"}, "fields[0].format: a format needs derive: hour_of_day or weekday"),
 ])
 def test_spec_refuses_bad_formats(field, message):
     with pytest.raises(SpecError) as err:
@@ -234,7 +234,8 @@ def test_iso_timestamped_csv_prepares(tmp_path):
     assert _tokens(ds, "hour") == ["9", "23", "9", "", "20"]  # +08:00 -> 20:00 UTC on the 8th
     assert _tokens(ds, "day") == ["1", "1", "2", "", "2"]
     assert ds.meta["spec"]["fields"][1]["format"] == "iso"
-    rows = [{"id": "9", "click_time": "2017-11-08T09:59:00"}, {"click_time": "2017-11-07"}]
+    rows = [{"id": "9", "click_time": "2017-11-08T09:59:00"},
+            {"id": "", "click_time": "2017-11-07"}]
     ids = RowEncoder.from_dataset(ds).encode(rows)  # deployment derives the same way
     hour_col, day_col = ds.field_names.index("hour"), ds.field_names.index("day")
     assert ds.vocabularies["hour"][ids[0, hour_col] - ds.offsets[hour_col]] == "9"

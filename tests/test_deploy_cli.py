@@ -132,26 +132,130 @@ def test_cli_predict_bad_input(pruned_dir, tmp_path):
     directory, _ = pruned_dir
     out = tmp_path / "m.shaver"
     run(["export", "--pruned", directory, "--out", out])
-    cases = {
-        "empty file": ("", []),
-        "line 2: 1 cells": ("f0,f1\nx\n", []),
-        "cannot read": (None, []),
-        "line 2: ids must be integers": ("a,b,c,d\n1,x,3,4\n", ["--ids"]),
-        "line 1: 2 ids": ("1,2\n", ["--ids"]),
-    }
-    for message, (content, extra) in cases.items():
-        path = tmp_path / "in.csv"
+    path = tmp_path / "in.csv"
+    cases = [
+        ("", [], f"{path}: empty file (expected a header with the raw column names)"),
+        ("f0,f1,f2,f3\nx,y,z,w\nx\n", [], f"{path}:3: 1 values, the header has 4"),
+        ("f0,f1,f2,f3\nx,y,z,w,v\n", [], f"{path}:2: 5 values, the header has 4"),
+        ('f0,f1,f2,f3\n"x\ny",a,b,c\nx,y\n', [], f"{path}:4: 2 values, the header has 4"),
+        ("f0,f1\nx\n", ["--allow-missing"], f"{path}:2: 1 values, the header has 2"),
+        ("f0,f1,f0\nx,y,z\n", [], f"{path}:1: column 'f0' appears twice in the header"),
+        (None, [], f"{path}: cannot read the input (No such file or directory)"),
+        ("a,b,c,d\n1,x,3,4\n", ["--ids"], f"{path}:2: ids must be integers, got ['1', 'x', "
+                                           "'3', '4']"),
+        ("1,2\n", ["--ids"], f"{path}:1: 2 ids, expected 4"),
+    ]
+    for content, extra, message in cases:
         path.unlink(missing_ok=True)
         if content is not None:
             path.write_text(content)
-        with pytest.raises(DataError, match=message):
+        with pytest.raises(DataError) as err:
             run(["predict", "--artifact", out, "--input", path, *extra])
-    path.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(DataError, match="not a UTF-8 CSV"):
-        run(["predict", "--artifact", out, "--input", path])
+        assert str(err.value) == message
     path.write_text("f0\nf0_1\n")
     with pytest.raises(ShaverError, match="cannot write"):
-        run(["predict", "--artifact", out, "--input", path, "--output", tmp_path / "no" / "s.csv"])
+        run(["predict", "--artifact", out, "--input", path, "--allow-missing", "--output",
+             tmp_path / "no" / "s.csv"])
+
+
+@pytest.mark.parametrize("header,missing", [
+    ("a,b", "f0, f1, f2, f3"),  # nothing matches: every field would be missing
+    ("f0,f1,F2,f3", "f2"),  # one misnamed column
+    ("f0,f1,f3", "f2"),  # one left out
+])
+def test_cli_predict_refuses_a_header_without_the_models_columns(pruned_dir, tmp_path, capsys,
+                                                                header, missing):
+    directory, model = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    path = tmp_path / "in.csv"
+    width = header.count(",") + 1
+    path.write_text(header + "\n" + ",".join(["f0_1", "f1_7", "f2_3", "f3_39"][:width]) + "\n")
+    with pytest.raises(DataError) as err:
+        run(["predict", "--artifact", out, "--input", path])
+    assert str(err.value) == (f"{path}:1: the header has no column {missing} (expected columns: "
+                              f"f0, f1, f2, f3; the header has: {header.replace(',', ', ')}); "
+                              "--allow-missing reads them as missing values")
+    capsys.readouterr()
+    assert run(["predict", "--artifact", out, "--input", path, "--allow-missing"]) == 0
+    (score,) = np.array(capsys.readouterr().out.split()[1:], float)
+    rows = [dict(zip(header.split(","), ["f0_1", "f1_7", "f2_3", "f3_39"][:width]))]
+    art = load_artifact(out)
+    assert score == pytest.approx(float(art.predict_rows(rows, allow_missing=True)[0]), abs=1e-7)
+
+
+@pytest.mark.parametrize("encoding,message", [
+    ("utf-16", ":1: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8 and "
+               "try again"),
+    ("latin-1", ":2: not UTF-8 text (byte 0xE9 at offset 15); is this the right file?"),
+])
+def test_cli_predict_refuses_other_encodings(pruned_dir, tmp_path, encoding, message):
+    directory, _ = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    path = tmp_path / "in.csv"
+    path.write_bytes("f0,f1,f2,f3\ncafé,f1_7,f2_3,f3_39\n".encode(encoding))
+    with pytest.raises(DataError) as err:
+        run(["predict", "--artifact", out, "--input", path])
+    assert str(err.value) == f"{path}{message}"
+
+
+def test_cli_predict_reads_bom_crlf_and_gzip_alike(pruned_dir, tmp_path, capsys):
+    import gzip
+
+    directory, _ = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    text = "f0,f1,f2,f3,label\nf0_1,f1_7,f2_3,f3_39,1\nnew,f1_2,,f3_1,0\n"
+    variants = {"plain.csv": text.encode(), "bom.csv": b"\xef\xbb\xbf" + text.encode(),
+                "crlf.csv": text.replace("\n", "\r\n").encode(),
+                "rows.csv.gz": gzip.compress(text.encode())}
+    printed = []
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        capsys.readouterr()
+        assert run(["predict", "--artifact", out, "--input", tmp_path / name]) == 0
+        printed.append(capsys.readouterr().out)
+    assert len(printed[0].split()) == 3 and len(set(printed)) == 1
+
+
+def test_cli_predict_damaged_archive_and_huge_field(pruned_dir, tmp_path):
+    import gzip
+
+    directory, _ = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    rng = np.random.default_rng(0)
+    body = "f0,f1,f2,f3\n" + "".join(f"{a},{b},x,y\n" for a, b in rng.integers(0, 10**9,
+                                                                               (40000, 2)))
+    path = tmp_path / "in.csv.gz"
+    path.write_bytes(gzip.compress(body.encode(), compresslevel=1)[:-4096])
+    with pytest.raises(DataError) as err:
+        run(["predict", "--artifact", out, "--input", path])
+    assert str(err.value) == f"{path}: cannot read the input (Truncated compressed stream)"
+    path = tmp_path / "in.csv"
+    path.write_text("f0,f1,f2,f3\n" + "x" * 200_000 + ",a,b,c\n")
+    with pytest.raises(DataError) as err:
+        run(["predict", "--artifact", out, "--input", path])
+    assert str(err.value) == f"{path}: not a CSV file (field larger than field limit (131072))"
+
+
+def test_cli_predict_refuses_long_rows_past_the_first_block(pruned_dir, tmp_path):
+    directory, _ = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    path = tmp_path / "in.csv"
+    body = "f0,f1,f2,f3\n" + "f0_1,f1_7,f2_3,f3_39\n" * 5000 + "f0_1,f1_7,f2_3,f3_39,9\n"
+    path.write_text(body)
+    with pytest.raises(DataError) as err:
+        run(["predict", "--artifact", out, "--input", path])
+    assert str(err.value) == f"{path}:5002: 5 values, the header has 4"
+    path.write_bytes(body.replace(",9\n", "\n").encode() + "é".encode("latin-1") + b"\n")
+    with pytest.raises(DataError) as err:
+        run(["predict", "--artifact", out, "--input", path])
+    offset = len(body) - 2
+    assert str(err.value) == (f"{path}:5003: not UTF-8 text (byte 0xE9 at offset {offset}); is "
+                              "this the right file?")
 
 
 def test_cli_predict_batches_and_empty_input(pruned_dir, tmp_path, monkeypatch, capsys):
@@ -166,6 +270,30 @@ def test_cli_predict_batches_and_empty_input(pruned_dir, tmp_path, monkeypatch, 
     assert run(["predict", "--artifact", out, "--input", path, "--ids"]) == 0
     printed = np.array(capsys.readouterr().out.split()[1:], float)
     np.testing.assert_allclose(printed, torch_proba(model, ids), atol=1e-6)
-    path.write_text("f0,f1\n")
+    path.write_text("f0,f1,f2,f3\n")  # a header only: no rows, no scores
     assert run(["predict", "--artifact", out, "--input", path]) == 0
     assert capsys.readouterr().out == "probability\n"
+
+
+@pytest.mark.parametrize("content", [
+    b"a,b\n1,2\n",  # no column of the feature map
+    b"f0,f1,F2,f3\nx,y,z,w\n",  # one misnamed
+    b"f0,f1,f2,f3\nx,y,z\n",  # a short row
+    "f0,f1,f2,f3\nx,y,z,w\n".encode("utf-16"),
+    b"\xe9" + bytes(range(256)) * 4,
+])
+def test_cli_predict_refusals_are_one_line_and_exit_2(pruned_dir, tmp_path, capfd, content):
+    from shaver.cli import main
+
+    directory, _ = pruned_dir
+    out = tmp_path / "m.shaver"
+    run(["export", "--pruned", directory, "--out", out])
+    path = tmp_path / "in.csv"
+    path.write_bytes(content)
+    capfd.readouterr()
+    code = main(["predict", "--artifact", str(out), "--input", str(path), "--output",
+                 str(tmp_path / "scores.csv")])
+    stdout, err = capfd.readouterr()
+    assert code == 2 and stdout == ""
+    assert err.startswith(f"error: {path}:") and err.count("\n") == 1 and err[:-1].isprintable()
+    assert not (tmp_path / "scores.csv").exists()

@@ -6,6 +6,9 @@
 * `--help` of every registered command exits 0.
 * The Python API example runs as written (slow), on a tiny MovieLens-shaped dataset placed
   in the built-in dataset cache, so no download is needed.
+* The "your own data" walk-through runs as written: its files (CSV and spec blocks, each
+  named in the text just before it) are written to a folder, then every `shaver` command
+  of the section runs there in order (the libfm input is the libfm fixture).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shaver.cli import build_parser
+from shaver.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BENCH_README = ROOT / "bench" / "README.md"
+FIX = Path(__file__).parent / "fixtures" / "data"
+WALKTHROUGH = "## Your own data in five minutes"
 ML_FIELDS = ["user", "item", "age", "gender", "occupation", "zip", "release_year", "genre"]
 
 
@@ -34,9 +39,11 @@ def fenced_blocks(language: str, path: Path = README) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.M | re.S)
 
 
-def shell_commands(path: Path = README) -> list[str]:
+def shell_commands(path: Path = README, text: str | None = None) -> list[str]:
+    """The command lines of the bash blocks of ``path`` (or of ``text``), comments dropped."""
+    text = path.read_text(encoding="utf-8") if text is None else text
     commands = []
-    for block in fenced_blocks("bash", path):
+    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split(" #", 1)[0].strip()
             if line and not line.startswith("#"):
@@ -149,3 +156,43 @@ def test_python_example_runs_as_written(tmp_path):
         "sparsity=0.5", "sparsity=0.9", "sparsity=0.99"], shown
     assert (tmp_path / "deepfm-sparsity0.99.shaver").stat().st_size > 0
     assert len(lines) > 3 and lines[3].startswith("["), shown  # the runtime's probabilities
+
+
+def readme_section(heading: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else len(text)]
+
+
+def named_files(section: str) -> dict[str, str]:
+    """The csv/yaml blocks of a section, each under the last file name quoted before it."""
+    files, previous_end = {}, 0
+    for block in re.finditer(r"^```(csv|yaml)\n(.*?)^```", section, flags=re.M | re.S):
+        names = re.findall(r"`([\w-]+\.(?:csv|yaml))`", section[previous_end:block.start()])
+        assert names, f"no file name before the block at {block.start()}"
+        files[names[-1]] = block.group(2)
+        previous_end = block.end()
+    return files
+
+
+def test_own_data_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
+    section = readme_section(WALKTHROUGH)
+    files = named_files(section)
+    assert set(files) == {"clicks.csv", "clicks.yaml", "new.csv", "libfm.yaml"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "train.libfm").write_bytes((FIX / "libfm_small.txt").read_bytes())
+    commands = [shaver_argv(c) for c in shell_commands(text=section)]
+    steps = [argv[0] if argv[0] != "data" else argv[1] for argv in commands]
+    assert steps == ["prepare", "train", "attribute", "prune", "export", "predict", "prepare"]
+    monkeypatch.chdir(tmp_path)
+    for argv in commands:
+        capsys.readouterr()
+        assert main(argv) == 0, argv
+        if argv[0] == "predict":
+            printed = capsys.readouterr().out.split()
+            assert printed[0] == "probability" and len(printed) == 3
+            assert all(0 < float(p) < 1 for p in printed[1:])
+    assert (tmp_path / "data" / "libfm" / "meta.json").is_file()
+

@@ -12,7 +12,7 @@ import pytest
 from shaver.data.store import write_prepared
 from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.deploy.size import predict_artifact_bytes
-from shaver.errors import ArtifactError
+from shaver.errors import ArtifactError, DataError
 from shaver.pruning.io import save_pruned
 from test_deploy_support import FIELD_DIMS, offsets, pruned_model, random_ids, torch_proba
 
@@ -64,10 +64,21 @@ def test_raw_rows_with_the_feature_map_of_a_pruned_dir(tmp_path):
     art = load_artifact(out.path)
     assert art.info["budget"]["label"] == "sparsity=0.5"
     rows = [{"f0": "f0_1", "f1": "f1_7", "f2": "f2_3", "f3": "f3_39"},
-            {"f0": "unseen", "f1": "f1_2", "f3": "f3_1"}]  # unseen and missing -> OOV (0)
+            {"f0": "unseen", "f1": "f1_2", "f2": None, "f3": "f3_1"}]  # unseen, missing -> OOV
     ids = np.array([[1, 7, 3, 39], [0, 2, 0, 1]]) + offsets()
     np.testing.assert_array_equal(art.encode_rows(rows), ids)
     np.testing.assert_allclose(art.predict_rows(rows), torch_proba(model, ids), atol=1e-5)
+    assert art.raw_columns == ["f0", "f1", "f2", "f3"]
+    misnamed = [{"a": "f0_1", "b": "f1_7"}]
+    for call in (art.encode_rows, art.predict_rows):
+        with pytest.raises(DataError) as err:
+            call(misnamed)
+        assert str(err.value) == ("row 0 has no column f0, f1, f2, f3 (expected columns: f0, "
+                                  "f1, f2, f3); give a missing value as '' or None, or pass "
+                                  "allow_missing=True")
+    np.testing.assert_array_equal(art.encode_rows(misnamed, allow_missing=True), [offsets()])
+    del rows[1]["f2"]
+    np.testing.assert_array_equal(art.encode_rows(rows, allow_missing=True), ids)
 
 
 def test_pruned_dir_without_its_dataset_still_exports(tmp_path):

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.distributed import DistContext
@@ -21,6 +20,7 @@ from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.sampling import SampleSource
 from shaver.attribution.stopping import CutStability
 from shaver.errors import AttributionError
+from shaver.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     players = source.dataset.num_fields * embed_dim
     limit = math.inf if rule.max_samples is None else int(rule.max_samples)
     start, last_save = time.monotonic(), time.monotonic()
-    bar = tqdm(total=None, initial=min(cursor, limit), unit="sample",
-               disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
+    bar = progress_bar(total=None, initial=min(cursor, limit), desc="attribute", unit="sample",
+                       disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
     _show_progress(bar, rule, source, cursor, acc)
     reason = _stop_reason(rule, source, cursor, acc, False) if cursor else ""
     try:
@@ -156,7 +156,7 @@ def _stop_reason(rule: StopRule, source: SampleSource, cursor: int, acc: Accumul
     return "max_seconds" if out_of_time else ""
 
 
-def _show_progress(bar: tqdm, rule: StopRule, source: SampleSource, cursor: int,
+def _show_progress(bar: Any, rule: StopRule, source: SampleSource, cursor: int,
                    acc: Accumulator) -> None:
     """Bar total (expected samples) and what the stopping rule is waiting for."""
     floor = max(int(math.ceil(rule.min_passes * source.size)), cursor)

@@ -22,12 +22,12 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
 
 from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.common import bce, global_entries
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.sampling import SampleSource
+from shaver.progress import progress_bar
 
 #: Quadrature points of the path integral (variance reduction flattens out beyond ~4).
 DEFAULT_POINTS = 4
@@ -63,8 +63,9 @@ def surrogate_mean(imputer: PlaceholderImputer, source: SampleSource, *, batch_s
     d = imputer.embed_dim
     total = torch.zeros(weight.shape[0] * d, dtype=torch.float64, device=weight.device)
     starts = range(ctx.rank * batch_size, source.size, ctx.world * batch_size)
-    bar = tqdm(total=math.ceil(source.size / batch_size), desc="control variate", unit="batch",
-               disable=quiet or not ctx.is_main, leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=math.ceil(source.size / batch_size), desc="control variate",
+                       unit="batch", disable=quiet or not ctx.is_main, leave=False,
+                       dynamic_ncols=True)
     for lo in starts:
         hi = min(lo + batch_size, source.size)
         x_np, y_np = source.batch(lo, hi)

@@ -4,7 +4,10 @@ A :class:`RowEncoder` holds the spec and vocabularies of a prepared dataset (its
 and vocab.json, or the same two dicts carried inside a deployment artifact) and turns raw
 rows (mappings from the spec's column names to text) into global ids exactly as
 preparation did: same discretisers and derived fields; unseen values, and values the
-training data saw too rarely, map to their field's OOV id.
+training data saw too rarely, map to their field's OOV id. A row must carry every column
+the fields read (an empty string or None is a missing value): a misnamed column must not
+quietly turn into a confident score. ``allow_missing=True`` reads absent columns as
+missing values.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class RowEncoder:
 
     Build it with :meth:`from_dataset` (a prepared directory or :class:`PreparedDataset`)
     or :meth:`from_meta` (plain dicts). Rows are keyed by the spec's raw column names
-    (for joined fields, the side table's column name); an absent key means missing.
+    (for joined fields, the side table's column name): :attr:`columns`.
     """
 
     def __init__(self, spec: DatasetSpec, vocabularies: Mapping[str, Sequence[str]],
@@ -38,6 +41,8 @@ class RowEncoder:
         if missing:
             raise DataError(f"vocabulary of field {missing[0]!r} is missing")
         self.field_names = spec.field_names
+        #: The raw columns the fields read, in field order (each once).
+        self.columns = list(dict.fromkeys(f.column for f in spec.fields))
         self.field_dims = [len(vocabularies[f]) for f in self.field_names]
         self.offsets = np.concatenate([[0], np.cumsum(self.field_dims)[:-1]]).astype(np.int64)
         self._tables = [lookup_table(list(vocabularies[f])) for f in self.field_names]
@@ -64,8 +69,18 @@ class RowEncoder:
             return cls.from_meta(meta, vocab)
         return cls.from_meta(dataset.meta, dataset.vocabularies)
 
-    def encode(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
-        """int64 (batch, fields) global ids of raw ``rows``."""
+    def missing_columns(self, names: Sequence[str]) -> list[str]:
+        """The :attr:`columns` that ``names`` (a header, a row's keys) lacks."""
+        present = set(names)
+        return [c for c in self.columns if c not in present]
+
+    def encode(self, rows: Sequence[Mapping[str, str]], *,
+               allow_missing: bool = False) -> np.ndarray:
+        """int64 (batch, fields) global ids of raw ``rows``. A row without one of
+        :attr:`columns` is an error naming the row and the columns, unless
+        ``allow_missing`` (then the absent values are missing)."""
+        if not allow_missing:
+            self._check_rows(rows)
         out = np.empty((len(rows), len(self.field_names)), dtype=np.int64)
         for j, (f, table) in enumerate(zip(self.spec.fields, self._tables)):
             texts = [_text(row.get(f.column, MISSING)) for row in rows]
@@ -79,6 +94,15 @@ class RowEncoder:
             out[:, j] = np.fromiter((local[t] for t in texts), dtype=np.int64, count=len(texts))
             out[:, j] += self.offsets[j]
         return out
+
+    def _check_rows(self, rows: Sequence[Mapping[str, str]]) -> None:
+        for i, row in enumerate(rows):
+            if not all(c in row for c in self.columns):
+                missing = self.missing_columns(list(row))
+                raise DataError(
+                    f"row {i} has no column {', '.join(missing)} (expected columns: "
+                    f"{', '.join(self.columns)}); give a missing value as '' or None, or pass "
+                    "allow_missing=True")
 
     def __repr__(self) -> str:
         return f"RowEncoder({self.spec.name!r}, fields={len(self.field_names)})"

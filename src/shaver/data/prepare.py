@@ -16,6 +16,7 @@ directory renamed at the end).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,13 +32,14 @@ import numpy as np
 from shaver.data.decode import SPLIT_IDS
 from shaver.data.joins import SideTable
 from shaver.data.presets import load_preset
-from shaver.data.readers import BLOCK_BYTES
+from shaver.data.readers import BLOCK_BYTES, header_columns
 from shaver.data.scan import Scanner
 from shaver.data.spec import DatasetSpec
+from shaver.data.spec_checks import check_names
 from shaver.data.spill import remap
 from shaver.data.store import SPLITS, PreparedDataset, finalize_prepared
 from shaver.data.vocab import OOV_TOKEN, Vocabularies
-from shaver.errors import DataError
+from shaver.errors import DataError, SpecError
 
 log = logging.getLogger(__name__)
 #: Global ids are stored as int32.
@@ -46,13 +48,15 @@ Inputs = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os
 
 
 def resolve_spec(spec_or_preset: DatasetSpec | Mapping[str, Any] | str | os.PathLike) -> DatasetSpec:
-    """A :class:`DatasetSpec` from itself, a dict, a preset name or a YAML path."""
+    """A :class:`DatasetSpec` from itself, a dict, a preset name or a YAML path (a
+    :class:`~os.PathLike` is always a file, whatever its suffix)."""
     if isinstance(spec_or_preset, DatasetSpec):
         return spec_or_preset
     if isinstance(spec_or_preset, Mapping):
         return DatasetSpec.from_dict(dict(spec_or_preset))
     text = str(spec_or_preset)
-    if text.endswith((".yaml", ".yml")) or os.sep in text:
+    if isinstance(spec_or_preset, os.PathLike) or text.endswith((".yaml", ".yml")) \
+            or os.sep in text:
         return DatasetSpec.load(text)
     return load_preset(text)
 
@@ -97,6 +101,27 @@ def _side_tables(spec: DatasetSpec, first_input: Path,
             spec, joins=tuple(j for j in spec.joins if j.name not in dropped),
             fields=tuple(f for f in spec.fields if f.source not in dropped))
     return spec, tables
+
+
+def _check_header(spec: DatasetSpec, path: Path) -> None:
+    """With a header (or Parquet), the spec's columns are checked against it before any
+    parsing, so a mistake names the spec key (``fields[2].name: unknown column ...``)."""
+    names = header_columns(path, spec.input)
+    if names is None:
+        return  # the spec names the columns: checked when it was read
+    named = dataclasses.replace(spec, input=dataclasses.replace(spec.input, columns=tuple(names)))
+    try:
+        check_names(named)
+    except SpecError as exc:
+        line = "" if spec.input.format == "parquet" else ":1"
+        raise DataError(f"{path}{line}: {exc}") from None
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
 
 
 def _needed_columns(spec: DatasetSpec) -> list[str]:
@@ -154,10 +179,11 @@ def prepare_dataset(
         raise DataError(f"{out}: output directory already exists (choose another or remove it)")
     files = _input_list(spec, inputs)
     spec, tables = _side_tables(spec, files[0][0], joins)
+    _check_header(spec, files[0][0])
     scanner = Scanner(spec, files, tables, _needed_columns(spec), seed=spec.split.seed,
                       skip_bad_lines=skip_bad_lines, block_bytes=block_bytes, workers=workers,
                       quiet=quiet)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_folders(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         scan = scanner.scan(tmp)
@@ -182,6 +208,9 @@ def prepare_dataset(
                           extra_meta=extra)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created):  # the folders made for the output, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     if bad.count:
         log.warning("skipped %d bad lines (see meta.json: skipped_examples)", bad.count)

@@ -20,6 +20,13 @@ from typing import Any
 import numpy as np
 
 from shaver.data.spec import InputSpec
+from shaver.data.textin import (
+    CheckedText,
+    TextRange,
+    check_head,
+    header_line,
+    open_binary,
+)
 from shaver.data.tokens import code_column
 from shaver.errors import DataError
 
@@ -96,19 +103,35 @@ def _check_readable(path: Path) -> None:
         raise DataError(f"{path}: empty file (expected data rows)")
 
 
+def _short(exc: Exception, limit: int = 200) -> str:
+    """An error's text, cut to ``limit`` characters (parse errors quote whole rows)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def text_columns(path: Path, inp: InputSpec) -> list[str]:
     """Column names of a text file: the spec's, checked against the header when there is one."""
     if inp.header is not True:
         return list(inp.columns)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        names = f.readline().rstrip("\r\n").split(inp.sep)
-    names = [n.strip('"') for n in names]
+    names = header_line(path, inp.sep)
     if inp.columns and names != list(inp.columns):
         raise DataError(
             f"{path}:1: header has columns {names[:8]}{'...' if len(names) > 8 else ''} "
             f"({len(names)}), expected {list(inp.columns)[:8]}... ({len(inp.columns)})"
         )
     return names
+
+
+def header_columns(path: Path, inp: InputSpec) -> list[str] | None:
+    """The column names a file's header line (or Parquet schema) gives; None when the spec
+    names the columns (no header)."""
+    if inp.format != "parquet" and inp.header is not True:
+        return None
+    _check_readable(path)
+    if inp.format == "parquet":
+        return list(_parquet_file(path).schema_arrow.names)
+    check_head(path)
+    return text_columns(path, inp)
 
 
 def read_blocks(
@@ -125,67 +148,13 @@ def read_blocks(
     range ``part`` of a text file (see :func:`split_ranges`)."""
     path = Path(path)
     _check_readable(path)
+    if inp.format != "parquet":
+        check_head(path)
     if inp.format == "parquet":
         yield from _parquet_blocks(path, needed)
     else:
         yield from _text_blocks(path, inp, needed, skip_bad_lines, bad or BadLines(), block_bytes,
                                 part or TextRange(0, -1, 0))
-
-
-@dataclass(frozen=True)
-class TextRange:
-    """Bytes ``[start, end)`` of a text file (``end`` -1: to the end), starting at a line
-    boundary after ``lines_before`` physical lines."""
-
-    start: int
-    end: int
-    lines_before: int
-
-
-class _RangeFile(io.RawIOBase):
-    def __init__(self, path: Path, part: TextRange):
-        self._f = open(path, "rb")
-        self._f.seek(part.start)
-        self._left = -1 if part.end < 0 else part.end - part.start
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        want = len(buf) if self._left < 0 else min(len(buf), self._left)
-        data = self._f.read(want)
-        buf[:len(data)] = data
-        if self._left >= 0:
-            self._left -= len(data)
-        return len(data)
-
-    def close(self) -> None:
-        self._f.close()
-        super().close()
-
-
-def split_ranges(path: Path, parts: int, header: int) -> list[TextRange]:
-    """Cut a text file into about ``parts`` byte ranges at line boundaries (the first one
-    keeps the header), with the number of physical lines before each."""
-    size = path.stat().st_size
-    cuts = [0]
-    with open(path, "rb") as f:
-        for k in range(1, parts):
-            f.seek(max(size * k // parts, cuts[-1]))
-            f.readline()
-            if f.tell() > cuts[-1] and f.tell() < size:
-                cuts.append(f.tell())
-        cuts.append(size)
-        ranges, lines = [], 0
-        f.seek(0)
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            ranges.append(TextRange(a, b, lines))
-            left = b - a
-            while left:
-                chunk = f.read(min(left, 1 << 24))
-                lines += chunk.count(b"\n")
-                left -= len(chunk)
-    return ranges
 
 
 def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
@@ -218,7 +187,7 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
                                        include_columns=list(needed), strings_can_be_null=False)
     kept = 0
     group = max(1, block_bytes // PARSE_BYTES)
-    source = path if part.start == 0 and part.end < 0 else _RangeFile(path, part)
+    source = CheckedText(path, part.start, part.end)  # UTF-8 checked before parsing
     try:
         reader = pcsv.open_csv(source, read_options=reader_opts, parse_options=parse_opts,
                                convert_options=convert_opts)
@@ -237,7 +206,9 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
             line = number if number is not None else _find_line(path, text)
             raise DataError(f"{path}:{line}: {why} (use --skip-bad-lines to skip such "
                             f"lines)") from None
-        raise DataError(f"{path}: cannot parse ({exc})") from exc
+        raise DataError(f"{path}: cannot parse ({_short(exc)})") from exc
+    finally:
+        source.close()
 
 
 def _grouped(reader: Any, group: int) -> Iterator[list[Any]]:
@@ -252,16 +223,12 @@ def _grouped(reader: Any, group: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def coded_blocks(blocks: Iterator[Block], names: Sequence[str], path: Path) -> Iterator[Block]:
-    """The blocks with columns ``names`` coded (see :meth:`Block.coded`); text that is not
-    UTF-8 is an error naming the file."""
-    pa, _, _ = arrow()
+def coded_blocks(blocks: Iterator[Block], names: Sequence[str]) -> Iterator[Block]:
+    """The blocks with columns ``names`` coded (see :meth:`Block.coded`; text files are
+    checked to be UTF-8 as they are read, so the cast to text cannot fail)."""
     for block in blocks:
-        try:
-            for name in names:
-                block.coded(name)
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"{path}: cannot parse ({exc})") from exc
+        for name in names:
+            block.coded(name)
         yield block
 
 
@@ -274,7 +241,8 @@ def _shift_past_skipped(kept: np.ndarray, skipped_1based: list[int], n_head: int
 
 
 def _find_line(path: Path, text: str) -> int | str:
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+    with io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace",
+                          newline="") as f:
         for number, line in enumerate(f, start=1):
             if line.rstrip("\r\n") == text:
                 return number
@@ -283,14 +251,7 @@ def _find_line(path: Path, text: str) -> int | str:
 
 def _parquet_blocks(path: Path, needed: Sequence[str]) -> Iterator[Block]:
     pa, pc, _ = arrow()
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover
-        raise DataError("reading Parquet needs pyarrow with Parquet support") from exc
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    pf = _parquet_file(path)
     names = pf.schema_arrow.names
     missing = [c for c in needed if c not in names]
     if missing:
@@ -303,6 +264,16 @@ def _parquet_blocks(path: Path, needed: Sequence[str]) -> Iterator[Block]:
         start += n
 
 
+def _parquet_file(path: Path) -> Any:
+    pa, _, _ = arrow()
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
 def _chunks(col: Any) -> list[Any]:
     return list(col.chunks) if hasattr(col, "chunks") else [col]
 
@@ -311,11 +282,8 @@ def read_table(path: Path, inp: InputSpec, needed: Sequence[str]) -> Block:
     """A whole (small) file as one block: side tables of joins."""
     blocks = list(read_blocks(path, inp, needed))
     pa, _, _ = arrow()
-    try:
-        cols = {c: pa.concat_arrays([ch for b in blocks for ch in _chunks(b.columns[c])]
-                                    ).cast(pa.string())
-                if blocks else pa.array([], pa.string()) for c in needed}
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"{path}: cannot parse ({exc})") from exc
+    cols = {c: pa.concat_arrays([ch for b in blocks for ch in _chunks(b.columns[c])]
+                                ).cast(pa.string())  # UTF-8 checked as read
+            if blocks else pa.array([], pa.string()) for c in needed}
     lines = np.concatenate([b.lines for b in blocks]) if blocks else np.zeros(0, np.int64)
     return Block(cols, lines)

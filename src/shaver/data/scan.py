@@ -17,22 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from shaver.data.decode import BlockContext, decode_block
 from shaver.data.readers import (
     BadLines,
-    TextRange,
     coded_blocks,
     header_lines,
     read_blocks,
-    split_ranges,
 )
 from shaver.data.spec import DatasetSpec
 from shaver.data.spill import Spill
 from shaver.data.stages import prefetched
+from shaver.data.textin import TextRange, compression, split_ranges
 from shaver.data.vocab import Vocabularies
 from shaver.errors import DataError
+from shaver.progress import progress_bar
 
 #: Auto mode cuts a file into parts of at least this many bytes.
 MIN_PART_BYTES = 64 << 20
@@ -78,7 +77,8 @@ class Scanner:
         jobs: list[Job] = []
         for file_index, (path, fixed) in enumerate(self.inputs):
             ranges: list[TextRange | None] = [None]
-            if n > 1 and self.spec.input.format in ("tsv", "libfm") and path.is_file():
+            if (n > 1 and self.spec.input.format in ("tsv", "libfm") and path.is_file()
+                    and compression(path) is None):  # compressed bytes cannot be cut
                 parts = n if self.workers is not None else min(
                     n, path.stat().st_size // MIN_PART_BYTES)
                 if parts > 1:
@@ -100,7 +100,7 @@ class Scanner:
             # in block order (with skipped lines, noted in order, all in this thread)
             stage = (lambda b: b) if self.skip else prefetched
             decoded = ((len(block), decode_block(ctx, block))
-                       for block in coded_blocks(stage(blocks), self.needed, job.path))
+                       for block in coded_blocks(stage(blocks), self.needed))
             for size, dec in stage(decoded):
                 if progress is not None:
                     progress(size)
@@ -126,8 +126,9 @@ class Scanner:
     def _run(self, jobs: list[Job], tmp: Path) -> list[PartResult]:
         sequential = (len(jobs) == 1 or "fork" not in multiprocessing.get_all_start_methods()
                       or multiprocessing.current_process().daemon)
-        bar = tqdm(total=None if sequential else len(jobs), desc="read", disable=self.quiet,
-                   unit=" rows" if sequential else " parts", unit_scale=sequential)
+        bar = progress_bar(total=None if sequential else len(jobs), desc="read",
+                           disable=self.quiet, unit=" rows" if sequential else " parts",
+                           unit_scale=sequential)
         try:
             if sequential:
                 return [self.run_job(job, tmp, bar.update) for job in jobs]

@@ -28,6 +28,17 @@ from typing import Any
 
 import yaml
 
+from shaver.data.spec_checks import (
+    check_keys,
+    check_names,
+    choice,
+    flag,
+    integer,
+    listed,
+    number,
+    yaml_error,
+    yaml_text,
+)
 from shaver.data.times import TIME_DERIVATIONS, TIME_FORMATS, check_time_format
 from shaver.errors import SpecError
 
@@ -37,22 +48,6 @@ DISCRETISERS = ("criteo", "log2", "quantile")
 DERIVATIONS = ("hour_of_day", "weekday", "first_token", "libfm_index")
 LABEL_RULES = ("binary", "positive", "threshold")
 SPLIT_METHODS = ("random", "column", "files")
-
-
-def _check_keys(where: str, data: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    if not isinstance(data, dict):
-        raise SpecError(f"{where}: expected a mapping, found {type(data).__name__}")
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise SpecError(
-            f"{where}: unknown key {unknown[0]!r} (expected one of {', '.join(allowed)})"
-        )
-
-
-def _choice(where: str, value: Any, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise SpecError(f"{where}: {value!r} is not one of {', '.join(options)}")
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -167,11 +162,11 @@ class DatasetSpec:
         """Read a YAML spec file."""
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(yaml_text(path))
         except OSError as exc:
             raise SpecError(f"{path}: cannot read the spec ({exc.strerror or exc})") from exc
         except yaml.YAMLError as exc:
-            raise SpecError(f"{path}: not valid YAML ({exc})") from exc
+            raise yaml_error(path, exc) from None
         try:
             return cls.from_dict(data)
         except SpecError as exc:
@@ -180,142 +175,134 @@ class DatasetSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetSpec:
         """Validate a spec given as a mapping (as read from YAML or meta.json)."""
-        _check_keys("spec", data, ("name", "input", "label", "fields", "min_count", "joins",
+        check_keys("spec", data, ("name", "input", "label", "fields", "min_count", "joins",
                                    "split"))
         inp = _parse_input(data.get("input", {}))
         label = _parse_label(data.get("label", {}))
-        joins = tuple(_parse_join(j, i) for i, j in enumerate(data.get("joins") or ()))
+        joins = tuple(_parse_join(j, i)
+                      for i, j in enumerate(listed("joins", data.get("joins") or [], "tables")))
         raw_fields = data.get("fields")
         if not raw_fields:
             raise SpecError("spec: 'fields' must list at least one field")
+        raw_fields = listed("fields", raw_fields, "fields")
         fields = tuple(_parse_field(f, i) for i, f in enumerate(raw_fields))
         spec = cls(
             name=str(data.get("name", "custom")),
             input=inp,
             label=label,
             fields=fields,
-            min_count=_int("spec.min_count", data.get("min_count", 1), low=1),
+            min_count=integer("spec.min_count", data.get("min_count", 1), low=1),
             joins=joins,
             split=_parse_split(data.get("split", {})),
         )
-        _cross_check(spec)
+        check_names(spec, raw_fields)
         return spec
 
 
-def _int(where: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise SpecError(f"{where}: expected an integer >= {low}, found {value!r}")
-    return value
-
-
 def _parse_input(d: dict[str, Any]) -> InputSpec:
-    _check_keys("input", d, ("format", "header", "columns", "delimiter"))
-    fmt = _choice("input.format", d.get("format", "tsv"), FORMATS)
+    check_keys("input", d, ("format", "header", "columns", "delimiter"))
+    fmt = choice("input.format", d.get("format", "tsv"), FORMATS)
     header = d.get("header", False)
     if not (isinstance(header, bool) or header == "skip"):
         raise SpecError(f"input.header: expected true, false or 'skip', found {header!r}")
-    columns = tuple(str(c) for c in d.get("columns") or ())
+    columns = tuple(str(c) for c in
+                    listed("input.columns", d.get("columns") or [], "column names"))
+    delimiter = d.get("delimiter")
+    if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
+        raise SpecError(f"input.delimiter: expected one character, found {delimiter!r}")
     if fmt in ("tsv", "csv", "libfm") and header is not True and not columns:
         raise SpecError("input.columns: required when the file has no header line")
     if len(set(columns)) != len(columns):
         raise SpecError("input.columns: column names must be unique")
-    return InputSpec(format=fmt, header=header, columns=columns, delimiter=d.get("delimiter"))
+    return InputSpec(format=fmt, header=header, columns=columns, delimiter=delimiter)
 
 
 def _parse_label(d: dict[str, Any]) -> LabelSpec:
-    _check_keys("label", d, ("column", "rule", "threshold"))
-    rule = _choice("label.rule", d.get("rule", "binary"), LABEL_RULES)
+    check_keys("label", d, ("column", "rule", "threshold"))
+    rule = choice("label.rule", d.get("rule", "binary"), LABEL_RULES)
     return LabelSpec(column=str(d.get("column", "label")), rule=rule,
-                     threshold=float(d.get("threshold", 1.0)))
+                     threshold=number("label.threshold", d.get("threshold", 1.0)))
 
 
 def _parse_field(d: Any, i: int) -> FieldSpec:
     if isinstance(d, str):
         d = {"name": d}
     where = f"fields[{i}]"
-    _check_keys(where, d, ("name", "column", "kind", "discretiser", "bins", "derive",
+    check_keys(where, d, ("name", "column", "kind", "discretiser", "bins", "derive",
                            "min_count", "source", "format"))
     if "name" not in d:
         raise SpecError(f"{where}: missing 'name'")
-    kind = _choice(f"{where}.kind", d.get("kind", "categorical"), KINDS)
+    if d["name"] is None or d["name"] == "" or isinstance(d["name"], dict | list | bool):
+        raise SpecError(f"{where}.name: expected a name, found {d['name']!r}")
+    kind = choice(f"{where}.kind", d.get("kind", "categorical"), KINDS)
     disc = d.get("discretiser")
     if kind == "numeric":
-        disc = _choice(f"{where}.discretiser", disc, DISCRETISERS)
+        disc = choice(f"{where}.discretiser", disc, DISCRETISERS)
     elif disc is not None:
-        raise SpecError(f"{where}: a discretiser needs kind: numeric")
+        raise SpecError(f"{where}.discretiser: only numeric fields take one (set kind: numeric)")
+    if d.get("bins", FieldSpec.bins) != FieldSpec.bins and disc != "quantile":
+        raise SpecError(f"{where}.bins: only the quantile discretiser takes bins")
     derive = d.get("derive")
     if derive is not None:
-        derive = _choice(f"{where}.derive", derive, DERIVATIONS)
+        derive = choice(f"{where}.derive", derive, DERIVATIONS)
     fmt = d.get("format")
     if fmt is not None and derive not in TIME_DERIVATIONS:
-        raise SpecError(f"{where}: a format needs derive: {' or '.join(TIME_DERIVATIONS)}")
+        raise SpecError(f"{where}.format: a format needs derive: "
+                        f"{' or '.join(TIME_DERIVATIONS)}")
     if fmt is not None and check_time_format(fmt) is None:
         raise SpecError(f"{where}.format: {fmt!r} is not one of {', '.join(TIME_FORMATS)} "
                         "nor a strptime pattern (with %)")
     mc = d.get("min_count")
     return FieldSpec(
         name=str(d["name"]), column=str(d.get("column", d["name"])), kind=kind,
-        discretiser=disc, bins=_int(f"{where}.bins", d.get("bins", 10), low=2),
-        derive=derive, min_count=None if mc is None else _int(f"{where}.min_count", mc, 1),
+        discretiser=disc, bins=integer(f"{where}.bins", d.get("bins", 10), low=2),
+        derive=derive, min_count=None if mc is None else integer(f"{where}.min_count", mc, 1),
         source=str(d.get("source", "")), format=fmt,
     )
 
 
 def _parse_join(d: dict[str, Any], i: int) -> JoinSpec:
     where = f"joins[{i}]"
-    _check_keys(where, d, ("name", "path", "key", "table_key", "columns", "format", "header",
+    check_keys(where, d, ("name", "path", "key", "table_key", "columns", "format", "header",
                            "optional"))
     for key in ("name", "path", "key", "columns"):
         if key not in d:
             raise SpecError(f"{where}: missing {key!r}")
-    columns = tuple(str(c) for c in d["columns"])
+    columns = tuple(str(c) for c in listed(f"{where}.columns", d["columns"], "column names"))
+    if not columns:
+        raise SpecError(f"{where}.columns: expected a list of column names, found []")
+    table_key = str(d.get("table_key", columns[0]))
+    if table_key not in columns:
+        raise SpecError(f"{where}.table_key: {table_key!r} is not one of its columns "
+                        f"({', '.join(columns)})")
     header = d.get("header", False)
     if not (isinstance(header, bool) or header == "skip"):
         raise SpecError(f"{where}.header: expected true, false or 'skip', found {header!r}")
     return JoinSpec(
         name=str(d["name"]), path=str(d["path"]), key=str(d["key"]),
-        table_key=str(d.get("table_key", columns[0])), columns=columns,
-        format=_choice(f"{where}.format", d.get("format", "tsv"), ("tsv", "csv")),
-        header=header, optional=bool(d.get("optional", False)),
+        table_key=table_key, columns=columns,
+        format=choice(f"{where}.format", d.get("format", "tsv"), ("tsv", "csv")),
+        header=header, optional=flag(f"{where}.optional", d.get("optional", False)),
     )
 
 
 def _parse_split(d: dict[str, Any]) -> SplitSpec:
-    _check_keys("split", d, ("method", "fractions", "seed", "column", "val_from", "test_from"))
-    method = _choice("split.method", d.get("method", "random"), SPLIT_METHODS)
-    fr = tuple(float(x) for x in d.get("fractions", (0.8, 0.1, 0.1)))
-    if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-9:
+    check_keys("split", d, ("method", "fractions", "seed", "column", "val_from", "test_from"))
+    method = choice("split.method", d.get("method", "random"), SPLIT_METHODS)
+    fr = d.get("fractions", (0.8, 0.1, 0.1))
+    if not (isinstance(fr, list | tuple) and len(fr) == 3
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in fr)
+            and min(fr) >= 0 and abs(sum(fr) - 1.0) <= 1e-9):
         raise SpecError(f"split.fractions: expected three non-negative numbers summing to 1, "
-                        f"found {list(fr)}")
-    if method == "column" and not (d.get("column") and "test_from" in d and "val_from" in d):
-        raise SpecError("split: method 'column' needs 'column', 'val_from' and 'test_from'")
+                        f"found {list(fr) if isinstance(fr, tuple) else fr!r}")
+    fr = tuple(float(x) for x in fr)
+    if method == "column":
+        for key in ("column", "val_from", "test_from"):
+            if d.get(key) in (None, ""):
+                raise SpecError(f"split.{key}: required by method 'column' (split.column "
+                                f"names the column; rows >= split.val_from go to val, "
+                                f">= split.test_from to test)")
     return SplitSpec(method=method, fractions=fr,  # type: ignore[arg-type]
-                     seed=_int("split.seed", d.get("seed", 2024), low=0),
+                     seed=integer("split.seed", d.get("seed", 2024), low=0),
                      column=str(d.get("column", "")), val_from=str(d.get("val_from", "")),
                      test_from=str(d.get("test_from", "")))
-
-
-def _cross_check(spec: DatasetSpec) -> None:
-    names = spec.field_names
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SpecError(f"fields: field {dup[0]!r} is defined twice")
-    joins = {j.name: j for j in spec.joins}
-    cols = set(spec.input.columns)
-    for f in spec.fields:
-        if f.source:
-            if f.source not in joins:
-                raise SpecError(f"field {f.name!r}: unknown join table {f.source!r}")
-            if f.column not in joins[f.source].columns:
-                raise SpecError(f"field {f.name!r}: join table {f.source!r} has no column "
-                                f"{f.column!r}")
-        elif cols and f.column not in cols:
-            raise SpecError(f"field {f.name!r}: unknown column {f.column!r} "
-                            f"(input columns: {', '.join(spec.input.columns)})")
-    for j in spec.joins:
-        if cols and j.key not in cols:
-            raise SpecError(f"join {j.name!r}: unknown key column {j.key!r}")
-    if cols and spec.label.column not in cols:
-        raise SpecError(f"label: unknown column {spec.label.column!r}")
-    if cols and spec.split.method == "column" and spec.split.column not in cols:
-        raise SpecError(f"split: unknown column {spec.split.column!r}")

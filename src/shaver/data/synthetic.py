@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from shaver.data.hashing import mix64
 from shaver.data.readers import arrow
 from shaver.errors import DataError
+from shaver.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +181,9 @@ def synth_criteo(out_path: str | os.PathLike[str], rows: int, *, seed: int = 0,
     opts = pcsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
     writer = None
     try:
-        with open(tmp, "wb") as sink, tqdm(total=rows, unit=" rows", unit_scale=True,
-                                           disable=quiet, desc="synth") as bar:
+        with open(tmp, "wb") as sink, progress_bar(total=rows, unit=" rows",
+                                                  unit_scale=True, disable=quiet,
+                                                  desc="synth") as bar:
             for lo in range(0, rows, chunk_rows):
                 n = min(chunk_rows, rows - lo)
                 (ints, cats), logits = gen.chunk(n)

@@ -43,11 +43,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("predict", help="score rows with an artifact (numpy runtime)",
-                       description="Predict click probabilities for the rows of a CSV file.")
+                       description="Predict click probabilities for the rows of a CSV file. "
+                       "Its header must name every raw column of the model's feature map "
+                       "(extra columns are ignored; an empty cell is a missing value).")
     p.add_argument("--artifact", required=True, metavar="FILE")
     p.add_argument("--input", required=True, metavar="CSV",
                    help="rows with a header of raw field names (or global ids with --ids)")
     p.add_argument("--ids", action="store_true", help="the CSV holds global ids, one per field")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score rows whose header lacks some of the model's columns (their "
+                   "values count as missing); by default such a header is refused")
     p.add_argument("--output", metavar="CSV", help="write scores here (default: stdout)")
     p.set_defaults(func=cmd_predict)
 
@@ -131,8 +136,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.ids:
         ids = read_id_rows(args.input, len(art.field_dims))
     else:
-        rows = read_raw_rows(args.input)
-        ids = np.concatenate([art.encode_rows(rows[i:i + PREDICT_BATCH])
+        rows = read_raw_rows(args.input, art.raw_columns, allow_missing=args.allow_missing)
+        ids = np.concatenate([art.encode_rows(rows[i:i + PREDICT_BATCH],
+                                              allow_missing=args.allow_missing)
                               for i in range(0, len(rows), PREDICT_BATCH)] or
                              [np.zeros((0, len(art.field_dims)), np.int64)])
     scores = np.concatenate([art.predict(ids[i:i + PREDICT_BATCH])

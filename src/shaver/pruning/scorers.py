@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from shaver.data.store import PreparedDataset
+from shaver.progress import progress_bar
 from shaver.pruning.order import ScoreError, check_scores
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def taylor_scores(model: nn.Module, dataset: PreparedDataset, codebook: torch.Te
     grad = torch.zeros(weight.shape, dtype=torch.float64, device=dev)
     rows = 0
     total = dataset.num_rows(data)
-    with tqdm(total=total, disable=quiet, desc="taylor", unit="row") as bar:
+    with progress_bar(total=total, disable=quiet, desc="taylor", unit="row") as bar:
         for batch in dataset.batches(data, batch_size):
             x = torch.from_numpy(batch.x).to(dev)
             y = torch.from_numpy(batch.y).to(dev)

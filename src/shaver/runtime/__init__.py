@@ -5,7 +5,9 @@ the artifact's feature map through :class:`shaver.data.encode.RowEncoder` (also 
 
     art = load_artifact("model.shaver")      # validates magic, version, checksums, indexes
     art.predict(ids)                         # int (batch, fields) global ids -> (batch,)
-    art.predict_rows([{"C1": "68fd1e64"}])   # raw values; unseen -> the field's OOV id
+    art.raw_columns                          # the raw columns a row must carry
+    art.predict_rows(rows)                   # raw values; unseen -> the field's OOV id
+    art.predict_rows([{"C1": "68fd1e64"}], allow_missing=True)  # absent columns = missing
     art.breakdown()                          # bytes per part
 
 Latency tip: for one request at a time, limit BLAS to one thread (``OPENBLAS_NUM_THREADS=1``

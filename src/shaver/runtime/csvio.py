@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,29 +14,53 @@ from shaver.errors import DataError
 from shaver.fileio import write_text_atomic
 
 
-def _open_rows(path: Path) -> Iterator[list[str]]:
+def _open_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, cells)`` of each CSV record (UTF-8; a byte-order mark is dropped)."""
+    from shaver.data.textin import CheckedText, check_head, open_binary
+
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            yield from csv.reader(handle)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a UTF-8 CSV file ({exc})") from exc
+        check_head(path)  # UTF-16, binary data, other encodings: one clear line
+        with io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            for cells in reader:
+                yield reader.line_num, cells
+    except OSError as exc:  # a damaged archive, past the first 64 KiB
+        raise DataError(f"{path}: cannot read the input ({exc.strerror or exc})") from exc
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV file ({exc})") from exc
+    except UnicodeDecodeError:  # past the first 64 KiB: find the byte and its line
+        with CheckedText(path) as stream:
+            while stream.read(1 << 20):
+                pass
+        raise  # pragma: no cover - CheckedText raised on the same byte
 
 
-def read_raw_rows(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """A CSV with a header of raw column names -> one dict per row (empty cell = missing)."""
+def read_raw_rows(path: str | os.PathLike[str], columns: Sequence[str] | None = None, *,
+                  allow_missing: bool = False) -> list[dict[str, str]]:
+    """A CSV with a header of raw column names -> one dict per row (every header column;
+    an empty cell is a missing value). With ``columns`` (those the model reads), a header
+    that lacks one is an error naming the missing and the expected columns, unless
+    ``allow_missing``. A row with fewer or more values than the header is an error naming
+    its line."""
     path = Path(path)
     lines = _open_rows(path)
-    header = next(lines, None)
+    _, header = next(lines, (0, None))
     if not header:
-        raise DataError(f"{path}: empty file (expected a header with the raw field names)")
+        raise DataError(f"{path}: empty file (expected a header with the raw column names)")
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise DataError(f"{path}:1: column {twice[0]!r} appears twice in the header")
+    missing = [c for c in columns or () if c not in header]
+    if missing and not allow_missing:
+        raise DataError(f"{path}:1: the header has no column {', '.join(missing)} (expected "
+                        f"columns: {', '.join(columns or ())}; the header has: "
+                        f"{', '.join(header)}); --allow-missing reads them as missing values")
     rows = []
-    for number, cells in enumerate(lines, start=2):
+    for number, cells in lines:
         if len(cells) != len(header):
-            raise DataError(f"{path}, line {number}: {len(cells)} cells, the header has "
+            raise DataError(f"{path}:{number}: {len(cells)} values, the header has "
                             f"{len(header)}")
-        rows.append({k: v for k, v in zip(header, cells) if v != ""})
+        rows.append(dict(zip(header, cells)))
     return rows
 
 
@@ -43,15 +68,15 @@ def read_id_rows(path: str | os.PathLike[str], fields: int) -> np.ndarray:
     """A CSV of global ids, ``fields`` per line (an optional non-numeric header is skipped)."""
     path = Path(path)
     out: list[list[int]] = []
-    for number, cells in enumerate(_open_rows(path), start=1):
+    for number, cells in _open_rows(path):
         if number == 1 and cells and not cells[0].strip().lstrip("-").isdigit():
             continue
         if len(cells) != fields:
-            raise DataError(f"{path}, line {number}: {len(cells)} ids, expected {fields}")
+            raise DataError(f"{path}:{number}: {len(cells)} ids, expected {fields}")
         try:
             out.append([int(c) for c in cells])
         except ValueError:
-            raise DataError(f"{path}, line {number}: ids must be integers, got {cells}") from None
+            raise DataError(f"{path}:{number}: ids must be integers, got {cells}") from None
     return np.array(out, dtype=np.int64).reshape(-1, fields)
 
 

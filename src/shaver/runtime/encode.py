@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import numpy as np
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from shaver.errors import ArtifactError, ShaverError
 
-Encoder = Callable[[Sequence[Mapping[str, str]]], np.ndarray]
+if TYPE_CHECKING:
+    from shaver.data.encode import RowEncoder
 
 
-def make_encoder(feature_map: Any, path: str, field_dims: Sequence[int] | None = None) -> Encoder:
+def make_encoder(feature_map: Any, path: str,
+                 field_dims: Sequence[int] | None = None) -> RowEncoder:
     """A row encoder from ``{"meta": dataset meta, "vocab": vocabularies}``.
 
     Uses :class:`shaver.data.encode.RowEncoder` (same discretisation and OOV handling as
@@ -30,4 +30,4 @@ def make_encoder(feature_map: Any, path: str, field_dims: Sequence[int] | None =
     if field_dims is not None and list(encoder.field_dims) != list(field_dims):
         raise ArtifactError(f"{path}: feature map has field sizes {encoder.field_dims}, the model "
                             f"{list(field_dims)}")
-    return encoder.encode
+    return encoder

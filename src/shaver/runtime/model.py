@@ -118,19 +118,37 @@ class Artifact:
         z = self.logits(x).astype(np.float64)
         return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
 
-    def encode_rows(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
-        """Raw rows (field name -> raw string) -> global ids via the stored feature map."""
+    @property
+    def encoder(self) -> Any:
+        """The :class:`~shaver.data.encode.RowEncoder` of the stored feature map."""
         if self._encoder is None:
             if self.feature_map is None:
                 raise DataError(f"{self.path}: the artifact has no feature map (vocabularies); "
                                 "pass global ids instead")
             from shaver.runtime.encode import make_encoder
             self._encoder = make_encoder(self.feature_map, self.path, self.field_dims)
-        return np.asarray(self._encoder(rows), dtype=np.int64)
+        return self._encoder
 
-    def predict_rows(self, rows: Sequence[Mapping[str, str]]) -> np.ndarray:
-        """Raw rows -> probabilities (batch,). Unseen values take their field's OOV id."""
-        return self.predict(self.encode_rows(rows))
+    @property
+    def raw_columns(self) -> list[str]:
+        """The raw columns that :meth:`encode_rows` reads (each row must carry all)."""
+        return list(self.encoder.columns)
+
+    def encode_rows(self, rows: Sequence[Mapping[str, str]], *,
+                    allow_missing: bool = False) -> np.ndarray:
+        """Raw rows (column name -> raw string) -> global ids via the stored feature map.
+
+        Every row must carry every one of :attr:`raw_columns` (a missing value is '' or
+        None): a row without one is an error naming the columns, unless ``allow_missing``
+        (then absent columns are missing values)."""
+        return np.asarray(self.encoder.encode(rows, allow_missing=allow_missing),
+                          dtype=np.int64)
+
+    def predict_rows(self, rows: Sequence[Mapping[str, str]], *,
+                     allow_missing: bool = False) -> np.ndarray:
+        """Raw rows -> probabilities (batch,). Unseen values take their field's OOV id;
+        columns are checked as in :meth:`encode_rows`."""
+        return self.predict(self.encode_rows(rows, allow_missing=allow_missing))
 
     # -- description ------------------------------------------------------------------------
     def breakdown(self) -> dict[str, int]:

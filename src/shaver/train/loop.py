@@ -18,11 +18,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import CheckpointError, DataError, ModelError, TrainingError
 from shaver.models.base import CTRModel
+from shaver.progress import progress_bar
 from shaver.train.checkpoint import CONFIG_NAME, save_run
 from shaver.train.distributed import DistContext, setup
 from shaver.train.evaluation import EVAL_BATCH, check_fits, evaluate, predict_proba, source_metrics
@@ -102,8 +102,8 @@ def _train_epoch(model: nn.Module, step_model: nn.Module, opt: torch.optim.Optim
     loss_sum = torch.zeros((), device=ctx.device)
     seen, start = 0, time.perf_counter()
     model.train()
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch",
-               disable=quiet or not ctx.is_main, leave=False)
+    bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch",
+                       disable=quiet or not ctx.is_main, leave=False)
     for step, (x, y) in enumerate(source.train_batches(order, local_batch), start=1):
         loss = F.binary_cross_entropy_with_logits(step_model(x), y)
         opt.zero_grad(set_to_none=True)
