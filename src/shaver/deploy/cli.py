@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shaver.deploy.fleet_cli import register_fleet
 from shaver.errors import ArtifactError
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ids", action="store_true", help="the CSV holds global ids, one per field")
     p.add_argument("--output", metavar="CSV", help="write scores here (default: stdout)")
     p.set_defaults(func=cmd_predict)
+    register_fleet(sub)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

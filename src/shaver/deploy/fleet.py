@@ -1,0 +1,301 @@
+"""One attribution, many devices: an artifact per device class and a manifest.
+
+    >>> result = fleet("runs/deepfm", "runs/deepfm/attribution-codebook.safetensors",
+    ...                "fleet.yaml", "out/fleet")
+    >>> [c["status"] for c in result.classes]      # "written" or "unmet"
+
+Each class (:mod:`shaver.deploy.fleet_spec`) gets the best cut for its whole-artifact byte
+budget at its value and head dtypes (:func:`best_cut`, the one place that chooses it), one
+artifact (and/or an ONNX graph) written atomically, and an entry in ``DIR/manifest.json``:
+file (relative to DIR), bytes, sha256, method and cut, validation and test AUC / LogLoss
+measured on the written artifact. A class whose budget is below its smallest artifact is
+recorded as ``"unmet"`` with that smallest size; the other classes go on. The manifest is
+rewritten (atomically) after every class, so an interrupted run keeps what it finished and a
+rerun redoes only the classes whose entry, source (model + attribution) or files (sha256)
+do not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from shaver import __version__
+from shaver.deploy.fleet_spec import DeviceClass, FleetError, load_fleet, parse_fleet
+from shaver.errors import BudgetError
+from shaver.fileio import write_text_atomic
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "shaver-fleet-manifest"
+
+
+@dataclass(frozen=True)
+class CutChoice:
+    """The cut chosen for a class: ``method``, ``kept`` of ``total`` entries, and the exact
+    size of its artifact (``predicted_bytes``)."""
+
+    method: str
+    kept: int
+    total: int
+    predicted_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kept": self.kept, "total": self.total,
+                "sparsity": 1 - self.kept / self.total if self.total else 0.0}
+
+
+def best_cut(pruner: Any, cls: DeviceClass) -> CutChoice:
+    """The cut a device class gets: THE function to point at a better chooser.
+
+    Today: the Shaver ranking (``pruner``'s sorted scores), cut at the largest kept count
+    whose artifact at the class's value and head dtypes fits its byte budget. Raises
+    :class:`BudgetError` when even the smallest artifact does not fit.
+    """
+    pruner.value_dtype, pruner.head_dtype = cls.values, cls.head
+    kept = pruner.resolve(cls.budget)
+    size = pruner.size_of(pruner.order.mask(kept))
+    return CutChoice(f"{pruner.scores.scorer}/{pruner.order.order}", kept, pruner.total, size)
+
+
+def smallest_artifact(pruner: Any, cls: DeviceClass) -> int:
+    """Bytes of the smallest artifact for ``cls`` (all entries pruned, or none if smaller)."""
+    pruner.value_dtype, pruner.head_dtype = cls.values, cls.head
+    return min(pruner.size_of(pruner.order.mask(0)),
+               pruner.size_of(pruner.order.mask(pruner.total)))
+
+
+@dataclass
+class FleetResult:
+    """``classes``: the manifest entries in fleet order; ``manifest``: its path;
+    ``seconds``: from the budget list to the last artifact written; ``skipped``: names of
+    classes reused from an earlier run."""
+
+    classes: list[dict[str, Any]]
+    manifest: Path
+    seconds: float
+    skipped: list[str]
+
+
+def fleet(run: str | os.PathLike[str], attribution: str | os.PathLike[str],
+          fleet_file: str | os.PathLike[str] | Sequence[DeviceClass] | dict[str, Any],
+          out: str | os.PathLike[str], *, dataset: str | os.PathLike[str] | None = None,
+          evaluate: bool = True, quiet: bool = True) -> FleetResult:
+    """Write one artifact per device class of ``fleet_file`` from a run and its attribution.
+
+    run: a run directory (``shaver train --out``); attribution: its attribution file;
+    fleet_file: a fleet YAML path, a parsed document, or DeviceClass objects; out: the
+    output directory (created). ``evaluate`` measures validation and test AUC / LogLoss of
+    every artifact on the run's dataset (or ``dataset``).
+    """
+    from shaver.attribution.result import Attribution
+    from shaver.train.checkpoint import load_run, open_run_dataset
+
+    classes = _classes(fleet_file)
+    loaded = load_run(run, device="cpu")
+    attr = Attribution.load(attribution)
+    data = open_run_dataset(loaded, dataset) if evaluate or dataset is not None else None
+    return run_fleet(loaded.model, attr, classes, out, dataset=data, evaluate=evaluate,
+                     quiet=quiet, source={"run": str(run), "attribution": str(attribution)})
+
+
+def _classes(spec: Any) -> list[DeviceClass]:
+    if isinstance(spec, (str, os.PathLike)):
+        return load_fleet(spec)
+    if isinstance(spec, dict):
+        return parse_fleet(spec)
+    classes = list(spec)
+    if not classes or not all(isinstance(c, DeviceClass) for c in classes):
+        raise FleetError("expected a fleet file, a fleet document or DeviceClass objects")
+    names = [c.name for c in classes]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise FleetError(f"duplicate class name {dup!r}")
+    return classes
+
+
+def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass],
+              out: str | os.PathLike[str], *, dataset: Any = None, evaluate: bool = True,
+              quiet: bool = True, source: dict[str, Any] | None = None) -> FleetResult:
+    """:func:`fleet` on a loaded model and attribution (see there)."""
+    from shaver.pruning.api import Pruner
+
+    started = time.perf_counter()
+    classes = _classes(classes)
+    if evaluate and dataset is None:
+        raise FleetError("evaluate=True needs the dataset to measure AUC / LogLoss on")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    size_meta = _size_metadata(dataset)
+    pruner = Pruner(model, attribution, dataset=dataset, size_metadata=size_meta)
+    ident = {**(source or {}), "model_fingerprint": pruner.scores.model_fingerprint or "",
+             "attribution_sha256": _attribution_sha(attribution)}
+    previous = _read_manifest(out, ident)
+    entries, skipped = [], []
+    pending = [c.name for c in classes]
+    for cls in classes:
+        old = previous.get(cls.name)
+        if old is not None and _still_valid(out, old, cls):
+            entries.append(old)
+            skipped.append(cls.name)
+        else:
+            entries.append(_build_class(pruner, cls, out, dataset, evaluate, size_meta))
+        pending.remove(cls.name)
+        # earlier entries of classes not redone yet stay listed if this run is interrupted
+        _write_manifest(out, ident, entries + [previous[n] for n in pending if n in previous])
+        if not quiet:
+            print(_summary(entries[-1]) + ("  (unchanged)" if cls.name in skipped else ""))
+    seconds = time.perf_counter() - started
+    _write_manifest(out, ident, entries, seconds)
+    return FleetResult(entries, out / MANIFEST, seconds, skipped)
+
+
+def _build_class(pruner: Any, cls: DeviceClass, out: Path, dataset: Any, evaluate: bool,
+                 size_meta: dict[str, Any] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": cls.name, "class": cls.to_json()}
+    try:
+        cut = best_cut(pruner, cls)
+    except BudgetError:
+        smallest = smallest_artifact(pruner, cls)
+        log.warning("class %s: budget %d bytes is below its smallest artifact (%d bytes)",
+                    cls.name, cls.bytes, smallest)
+        return {**entry, "status": "unmet", "smallest_bytes": smallest,
+                "reason": f"budget {cls.bytes} bytes is below the smallest artifact of "
+                          f"{smallest} bytes at values {cls.values}, head {cls.head}"}
+    pruned = pruner.cut(cls.budget, cut.kept).model
+    meta = {"budget": cls.budget.to_json(), "scorer": pruner.scores.scorer,
+            "order": pruner.order.order, "kept": cut.kept, "total": cut.total,
+            "fleet_class": cls.name, "model_fingerprint": pruner.scores.model_fingerprint,
+            "library_version": __version__, **(size_meta or {})}
+    files = _write_files(pruned, cls, out, meta)
+    entry.update(status="written", method=cut.method, cut=cut.to_json(), **files[0],
+                 files=files, predicted_bytes=cut.predicted_bytes)
+    if evaluate:
+        entry["metrics"] = _artifact_metrics(out / files[0]["file"] if cls.format != "onnx"
+                                             else None, pruned, cls, dataset)
+    return entry
+
+
+def _write_files(pruned: nn.Module, cls: DeviceClass, out: Path,
+                 meta: dict[str, Any]) -> list[dict[str, Any]]:
+    from shaver.deploy.artifact import export_artifact
+    from shaver.deploy.onnx_export import export_onnx
+
+    paths = []
+    with tempfile.TemporaryDirectory(prefix=".fleet-", dir=out) as tmp:
+        target = out / f"{cls.name}.shaver" if cls.format != "onnx" else Path(tmp) / "a.shaver"
+        export_artifact(pruned, target, value_dtype=cls.values, head_dtype=cls.head,
+                        metadata=meta)
+        if cls.format != "onnx":
+            paths.append(("shaver", target))
+        if cls.format in ("onnx", "both"):
+            paths.append(("onnx", export_onnx(target, out / f"{cls.name}.onnx")))
+    return [{"format": fmt, "file": path.name, "bytes": path.stat().st_size,
+             "sha256": file_sha256(path)} for fmt, path in paths]
+
+
+def _artifact_metrics(path: Path | None, pruned: nn.Module, cls: DeviceClass,
+                      dataset: Any) -> dict[str, dict[str, float]]:
+    """AUC / LogLoss of the artifact as written (an ONNX-only class: of the artifact it was
+    exported from, which the export checks against onnxruntime)."""
+    from shaver.deploy.artifact import export_artifact
+    from shaver.deploy.embedding import compressed_model
+    from shaver.train.evaluation import evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if path is None:
+            path = export_artifact(pruned, Path(tmp) / "a.shaver", value_dtype=cls.values,
+                                   head_dtype=cls.head, include_feature_map=False).path
+        model = compressed_model(path)
+    out = {}
+    for split in ("val", "test"):
+        got = evaluate(model, dataset, split)
+        out[split] = {"auc": float(got["auc"]), "logloss": float(got["logloss"])}
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _attribution_sha(attribution: Any) -> str:
+    digest = hashlib.sha256()
+    for name in ("phi", "codebook"):
+        tensor = getattr(attribution, name, None)
+        if tensor is not None:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _size_metadata(dataset: Any) -> dict[str, Any] | None:
+    if dataset is None:
+        return None
+    from shaver.deploy.artifact import feature_map_of
+    from shaver.deploy.size import encode_feature_map
+
+    feature_map = feature_map_of(str(dataset.path))
+    return None if feature_map is None else {"feature_map": encode_feature_map(feature_map)}
+
+
+def _read_manifest(out: Path, ident: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Entries of an earlier manifest of the same source, by class name ({} otherwise)."""
+    import json
+
+    path = out / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("%s: unreadable, every class is rebuilt", path)
+        return {}
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT \
+            or doc.get("source", {}).get("attribution_sha256") != ident["attribution_sha256"] \
+            or doc.get("source", {}).get("model_fingerprint") != ident["model_fingerprint"]:
+        return {}
+    return {e["name"]: e for e in doc.get("classes", []) if isinstance(e, dict) and "name" in e}
+
+
+def _still_valid(out: Path, entry: dict[str, Any], cls: DeviceClass) -> bool:
+    if entry.get("class") != cls.to_json():
+        return False
+    if entry.get("status") == "unmet":
+        return True
+    for item in entry.get("files", []):
+        path = out / str(item.get("file", ""))
+        if not path.is_file() or file_sha256(path) != item.get("sha256"):
+            return False
+    return bool(entry.get("files"))
+
+
+def _write_manifest(out: Path, ident: dict[str, Any], entries: list[dict[str, Any]],
+                    seconds: float | None = None) -> None:
+    import json
+
+    doc: dict[str, Any] = {"format": MANIFEST_FORMAT, "format_version": 1, "source": ident,
+                           "classes": entries}
+    if seconds is not None:
+        doc["seconds"] = seconds
+    write_text_atomic(out / MANIFEST, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    if entry["status"] == "unmet":
+        return f"{entry['name']}: UNMET, {entry['reason']}"
+    auc = entry.get("metrics", {}).get("test", {}).get("auc")
+    tail = f", test AUC {auc:.4f}" if auc is not None else ""
+    return (f"{entry['name']}: {entry['file']} {entry['bytes']:,} bytes "
+            f"(sparsity {entry['cut']['sparsity']:.4f}){tail}")
