@@ -94,20 +94,34 @@ def test_fleet_writes_every_class_within_its_budget(run_dir, tmp_path):
         "big.shaver", "manifest.json", "small.onnx", "small.shaver"]
 
 
-def test_cut_is_the_largest_that_fits():
-    from shaver.pruning.api import Pruner
+@pytest.mark.parametrize("order", ["abs", "signed"])
+def test_cut_is_the_prune_cut_and_the_largest_that_fits(order):
+    from shaver.pruning.api import Pruner, as_scores
     from test_deploy_support import pruned_model
 
     model, _ = pruned_model("deepfm", keep=[1, 1, 1, 1])
     model.embedding = torch.nn.Embedding.from_pretrained(model.embedding.weight.detach())
-    scores = np.random.default_rng(1).standard_normal(tuple(model.embedding.weight.shape))
-    pruner = Pruner(model, scores)
+    rng = np.random.default_rng(1)
+    # ties, signed zeros and a few values in one histogram bucket
+    scores = np.round(rng.standard_normal(tuple(model.embedding.weight.shape)), 2)
+    scores[:3] = -0.0
+    scores[3:6] = 1e-30 * rng.random((3, scores.shape[1]))
+    scores = scores.astype(np.float32)
+    source = fleet_mod.CutSource(model, as_scores(model, scores), None, order)
+    pruner = Pruner(model, scores, order=order)
+    for kept in (0, 1, 17, pruner.total // 2, pruner.total - 1, pruner.total):
+        np.testing.assert_array_equal(source.ranked.mask(kept), pruner.order.mask(kept))
+        per_field = np.add.reduceat(pruner.order.mask(kept).sum(1),
+                                    np.r_[0, np.cumsum(model.field_dims)[:-1]])
+        np.testing.assert_array_equal(source.ranked.counts(kept), per_field)
     for values, head in (("fp32", "fp32"), ("int8", "int8"), ("fp16", "int8")):
         sizes = [predict_artifact_bytes(model, pruner.order.mask(k), value_dtype=values,
                                         head_dtype=head) for k in (0, pruner.total // 3)]
         cls = DeviceClass("c", sum(sizes) // 2, values, head)
-        cut = fleet_mod.best_cut(pruner, cls)
-        assert cut.method == "custom/abs" and 0 < cut.kept < pruner.total // 3
+        cut = fleet_mod.best_cut(source, cls)
+        pruner.value_dtype, pruner.head_dtype = values, head
+        assert cut.kept == pruner.resolve(cls.budget)
+        assert cut.method == f"custom/{order}" and 0 < cut.kept < pruner.total // 3
         assert cut.predicted_bytes == predict_artifact_bytes(
             model, pruner.order.mask(cut.kept), value_dtype=values, head_dtype=head) <= cls.bytes
         bigger = pruner.order.mask(cut.kept + 1)
@@ -127,7 +141,7 @@ def test_rerun_completes_only_missing_classes(run_dir, tmp_path, monkeypatch):
     built = []
     real = fleet_mod._build_class
     monkeypatch.setattr(fleet_mod, "_build_class",
-                        lambda pruner, cls, *a: built.append(cls.name) or real(pruner, cls, *a))
+                        lambda cuts, cls, *a: built.append(cls.name) or real(cuts, cls, *a))
     again = fleet(*args, evaluate=False)
     assert built == ["b"] and again.skipped == ["a"]
     assert {c["name"]: c["sha256"] for c in again.classes} == shas
@@ -225,3 +239,35 @@ def test_evaluate_needs_a_dataset(run_dir, tmp_path):
     attr = Attribution.load(run_dir / "attribution-codebook.safetensors")
     with pytest.raises(FleetError, match="evaluate=True needs the dataset"):
         fleet_mod.run_fleet(model, attr, [DeviceClass("a", 10**6)], tmp_path, evaluate=True)
+
+
+def test_report_renders_the_fleet_table(run_dir, tmp_path, capsys):
+    _, floor = _floor(run_dir)
+    spec = _write_fleet(tmp_path / "fleet.yaml", [{"name": "ok", "bytes": floor + 60},
+                                                  {"name": "no", "bytes": 10}])
+    fleet(run_dir, run_dir / "attribution-codebook.safetensors", spec, tmp_path / "out")
+    assert main(["report", str(tmp_path / "out")]) == 0
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert '<h2 id="fleet">Device fleet</h2>' in page
+    assert "<td class=l>ok</td>" in page and "<td class=l>unmet</td>" in page
+    assert "smallest " in page and "ok.shaver" in page
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{}")
+    assert main(["report", str(tmp_path / "bad")]) == 2
+    assert "not a shaver fleet manifest" in capsys.readouterr().err
+
+
+def test_bench_fleet_times_a_random_criteo_shaped_model(tmp_path, capsys):
+    spec = _write_fleet(tmp_path / "fleet.yaml", [{"name": "a", "bytes": "3MiB"},
+                                                  {"name": "b", "bytes": "1500KiB",
+                                                   "values": "int8", "head": "int8"},
+                                                  {"name": "c", "bytes": 1000}])
+    assert main(["bench", "--fleet", str(spec), "--rows", "20000", "--repeats", "1",
+                 "--out", str(tmp_path / "bench")]) == 0
+    out = capsys.readouterr().out
+    assert "new budget list -> all artifacts + manifest written" in out
+    assert "baseline, each class alone" in out and "c              unmet" in out
+    figures = json.loads((tmp_path / "bench" / "fleet_bench.json").read_text())
+    assert figures["classes"] == 3 and figures["fleet_seconds"] > 0
+    assert [c["status"] for c in figures["manifest"]] == ["written", "written", "unmet"]
+    assert (tmp_path / "bench" / "report.html").is_file()

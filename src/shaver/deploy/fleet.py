@@ -54,24 +54,47 @@ class CutChoice:
                 "sparsity": 1 - self.kept / self.total if self.total else 0.0}
 
 
-def best_cut(pruner: Any, cls: DeviceClass) -> CutChoice:
+class CutSource:
+    """What every class's cut is taken from: the model, its checked scores (one attribution)
+    ranked once (:class:`~shaver.deploy.fleet_cut.RankedCounts`), and the size metadata."""
+
+    def __init__(self, model: nn.Module, scores: Any, size_metadata: dict[str, Any] | None,
+                 order: str = "abs"):
+        from shaver.deploy.fleet_cut import RankedCounts
+
+        self.model, self.scores, self.size_metadata, self.order = (model, scores, size_metadata,
+                                                                    order)
+        self.ranked = RankedCounts(scores.values, model.field_dims, order)
+        self.total = self.ranked.total
+
+    def size(self, kept: int, cls: DeviceClass) -> int:
+        """Exact artifact bytes of the ``kept`` top-ranked entries at ``cls``'s dtypes."""
+        from shaver.deploy.size import predict_bytes_for_counts
+
+        return predict_bytes_for_counts(self.model, self.ranked.counts(kept),
+                                        value_dtype=cls.values, head_dtype=cls.head,
+                                        metadata=self.size_metadata)
+
+
+def best_cut(source: CutSource, cls: DeviceClass) -> CutChoice:
     """The cut a device class gets: THE function to point at a better chooser.
 
-    Today: the Shaver ranking (``pruner``'s sorted scores), cut at the largest kept count
-    whose artifact at the class's value and head dtypes fits its byte budget. Raises
-    :class:`BudgetError` when even the smallest artifact does not fit.
+    Today: the Shaver ranking of ``source`` (|phi|, the attribution's codebook), cut at the
+    largest kept count whose artifact at the class's value and head dtypes fits its byte
+    budget (the binary search of :func:`~shaver.pruning.budget.resolve_bytes`, so the same
+    cut as ``shaver prune`` at that budget). Raises :class:`BudgetError` when even the
+    smallest artifact does not fit.
     """
-    pruner.value_dtype, pruner.head_dtype = cls.values, cls.head
-    kept = pruner.resolve(cls.budget)
-    size = pruner.size_of(pruner.order.mask(kept))
-    return CutChoice(f"{pruner.scores.scorer}/{pruner.order.order}", kept, pruner.total, size)
+    from shaver.pruning.budget import resolve_bytes
+
+    kept = resolve_bytes(cls.budget, lambda k: source.size(k, cls), lambda k: k, source.total)
+    return CutChoice(f"{source.scores.scorer}/{source.order}", kept, source.total,
+                     source.size(kept, cls))
 
 
-def smallest_artifact(pruner: Any, cls: DeviceClass) -> int:
+def smallest_artifact(source: CutSource, cls: DeviceClass) -> int:
     """Bytes of the smallest artifact for ``cls`` (all entries pruned, or none if smaller)."""
-    pruner.value_dtype, pruner.head_dtype = cls.values, cls.head
-    return min(pruner.size_of(pruner.order.mask(0)),
-               pruner.size_of(pruner.order.mask(pruner.total)))
+    return min(source.size(0, cls), source.size(source.total, cls))
 
 
 @dataclass
@@ -127,7 +150,7 @@ def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass]
               out: str | os.PathLike[str], *, dataset: Any = None, evaluate: bool = True,
               quiet: bool = True, source: dict[str, Any] | None = None) -> FleetResult:
     """:func:`fleet` on a loaded model and attribution (see there)."""
-    from shaver.pruning.api import Pruner
+    from shaver.pruning.api import as_scores
 
     started = time.perf_counter()
     classes = _classes(classes)
@@ -136,8 +159,8 @@ def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size_meta = _size_metadata(dataset)
-    pruner = Pruner(model, attribution, dataset=dataset, size_metadata=size_meta)
-    ident = {**(source or {}), "model_fingerprint": pruner.scores.model_fingerprint or "",
+    cuts = CutSource(model, as_scores(model, attribution, dataset=dataset), size_meta)
+    ident = {**(source or {}), "model_fingerprint": cuts.scores.model_fingerprint or "",
              "attribution_sha256": _attribution_sha(attribution)}
     previous = _read_manifest(out, ident)
     entries, skipped = [], []
@@ -148,7 +171,7 @@ def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass]
             entries.append(old)
             skipped.append(cls.name)
         else:
-            entries.append(_build_class(pruner, cls, out, dataset, evaluate, size_meta))
+            entries.append(_build_class(cuts, cls, out, dataset, evaluate))
         pending.remove(cls.name)
         # earlier entries of classes not redone yet stay listed if this run is interrupted
         _write_manifest(out, ident, entries + [previous[n] for n in pending if n in previous])
@@ -159,23 +182,25 @@ def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass]
     return FleetResult(entries, out / MANIFEST, seconds, skipped)
 
 
-def _build_class(pruner: Any, cls: DeviceClass, out: Path, dataset: Any, evaluate: bool,
-                 size_meta: dict[str, Any] | None) -> dict[str, Any]:
+def _build_class(cuts: CutSource, cls: DeviceClass, out: Path, dataset: Any,
+                 evaluate: bool) -> dict[str, Any]:
+    from shaver.pruning.api import masked_copy
+
     entry: dict[str, Any] = {"name": cls.name, "class": cls.to_json()}
     try:
-        cut = best_cut(pruner, cls)
+        cut = best_cut(cuts, cls)
     except BudgetError:
-        smallest = smallest_artifact(pruner, cls)
+        smallest = smallest_artifact(cuts, cls)
         log.warning("class %s: budget %d bytes is below its smallest artifact (%d bytes)",
                     cls.name, cls.bytes, smallest)
         return {**entry, "status": "unmet", "smallest_bytes": smallest,
                 "reason": f"budget {cls.bytes} bytes is below the smallest artifact of "
                           f"{smallest} bytes at values {cls.values}, head {cls.head}"}
-    pruned = pruner.cut(cls.budget, cut.kept).model
-    meta = {"budget": cls.budget.to_json(), "scorer": pruner.scores.scorer,
-            "order": pruner.order.order, "kept": cut.kept, "total": cut.total,
-            "fleet_class": cls.name, "model_fingerprint": pruner.scores.model_fingerprint,
-            "library_version": __version__, **(size_meta or {})}
+    pruned = masked_copy(cuts.model, cuts.ranked.mask(cut.kept), cuts.scores.codebook)
+    meta = {"budget": cls.budget.to_json(), "scorer": cuts.scores.scorer,
+            "order": cuts.order, "kept": cut.kept, "total": cut.total,
+            "fleet_class": cls.name, "model_fingerprint": cuts.scores.model_fingerprint,
+            "library_version": __version__, **(cuts.size_metadata or {})}
     files = _write_files(pruned, cls, out, meta)
     entry.update(status="written", method=cut.method, cut=cut.to_json(), **files[0],
                  files=files, predicted_bytes=cut.predicted_bytes)

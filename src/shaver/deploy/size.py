@@ -33,7 +33,12 @@ from shaver.runtime.headq import (
     quantized_in_int8,
     scale_shape,
 )
-from shaver.runtime.layout import check_value_dtype, choose_layouts, embedding_specs
+from shaver.runtime.layout import (
+    check_value_dtype,
+    choose_layouts,
+    embedding_specs,
+    layouts_for_counts,
+)
 
 INFO_BYTES = 4096
 _TORCH_TO_SECTION = {torch.int64: "i64", torch.uint8: "u8", torch.int8: "i8"}
@@ -125,13 +130,26 @@ def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
     """
     check_model_interface(model)
     check_value_dtype(value_dtype)
-    check_head_dtype(head_dtype)
     mask = np.asarray(mask)
     n, d = (int(s) for s in model.embedding.weight.shape)
     if mask.dtype != np.bool_ or mask.shape != (n, d):
         raise ArtifactError(f"mask must be bool of shape ({n}, {d}), got {mask.dtype} {mask.shape}")
+    layouts, kept = choose_layouts(mask, [int(v) for v in model.field_dims], value_dtype)
+    return plan_for_counts(model, kept, value_dtype, metadata, head_dtype, layouts)
+
+
+def plan_for_counts(model: torch.nn.Module, kept: np.ndarray, value_dtype: str,
+                    metadata: Mapping[str, Any] | None, head_dtype: str = "fp32",
+                    layouts: list[str] | None = None
+                    ) -> tuple[dict[str, Any], list[SectionSpec]]:
+    """:func:`plan_artifact` from the kept entries per field (all the size depends on)."""
+    check_model_interface(model)
+    check_value_dtype(value_dtype)
+    check_head_dtype(head_dtype)
+    d = int(model.embedding.weight.shape[1])
     field_dims = [int(v) for v in model.field_dims]
-    layouts, kept = choose_layouts(mask, field_dims, value_dtype)
+    if layouts is None:
+        layouts = layouts_for_counts(kept, field_dims, d, value_dtype)
     specs = embedding_specs(field_dims, d, layouts, kept, value_dtype)
     specs += head_specs(model, value_dtype, head_dtype)
     metadata = dict(metadata or {})
@@ -158,6 +176,15 @@ def predict_artifact_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dt
     ``feature_map`` entry changes the size). ``head_dtype``: fp32 | fp16 | int8.
     """
     fields, specs = plan_artifact(model, mask, value_dtype, metadata, head_dtype)
+    return container_bytes(fields, specs, artifact_version(fields))
+
+
+def predict_bytes_for_counts(model: torch.nn.Module, kept: np.ndarray, *,
+                             value_dtype: str = "fp32", head_dtype: str = "fp32",
+                             metadata: Mapping[str, Any] | None = None) -> int:
+    """:func:`predict_artifact_bytes` from the kept entries per field (int (m,)): the same
+    number for any mask with these counts, without building the mask."""
+    fields, specs = plan_for_counts(model, kept, value_dtype, metadata, head_dtype)
     return container_bytes(fields, specs, artifact_version(fields))
 
 
