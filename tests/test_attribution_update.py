@@ -156,3 +156,31 @@ def test_cli_update(tmp_path, capsys):
     assert main([*base, "--update", "--data", "test", "--attribution",
                  str(tmp_path / "none.safetensors")]) == 2
     assert "--update needs the attribution and its running state" in capsys.readouterr().err
+
+
+def test_refreshed_model_reuses_the_old_attribution_without_bias(ds):
+    from shaver.attribution.refresh import refresh_attribution
+
+    old_model = registry_model("deepfm", DIMS)
+    new_model = registry_model("deepfm", DIMS)
+    with torch.no_grad():  # a "fine-tuned" model: small changes everywhere
+        gen = torch.Generator().manual_seed(7)
+        for p in new_model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    rows = ds.num_rows("train+val")
+    old = quiet_attribute(old_model, ds, max_samples=40 * rows)
+    same = refresh_attribution(old_model, old_model, old, ds, samples=20)
+    assert torch.equal(same.phi, old.phi) and torch.allclose(same.stderr, old.stderr)
+    refreshed = refresh_attribution(new_model, old_model, old, ds, samples=5 * rows, seed=4)
+    fresh = quiet_attribute(new_model, ds, max_samples=40 * rows, seed=9)
+    assert refreshed.model_fingerprint == fresh.model_fingerprint
+    assert torch.allclose(refreshed.codebook, fresh.codebook)
+    z = (refreshed.phi - fresh.phi).abs() / (refreshed.stderr ** 2 + fresh.stderr ** 2).sqrt()
+    seen = fresh.stderr > 0
+    assert float((z[seen] < 4).float().mean()) >= 0.99
+    # reusing beats ignoring: the old phi alone is further from the fresh one
+    assert float((refreshed.phi - fresh.phi).abs().sum()) < float((old.phi - fresh.phi).abs().sum())
+    with pytest.raises(FingerprintMismatch, match="the previous model passed has fingerprint"):
+        refresh_attribution(new_model, new_model, old, ds, samples=5)
+    with pytest.raises(AttributionError, match="samples must be >= 1"):
+        refresh_attribution(new_model, old_model, old, ds, samples=0)
