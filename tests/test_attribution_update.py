@@ -184,3 +184,51 @@ def test_refreshed_model_reuses_the_old_attribution_without_bias(ds):
         refresh_attribution(new_model, new_model, old, ds, samples=5)
     with pytest.raises(AttributionError, match="samples must be >= 1"):
         refresh_attribution(new_model, old_model, old, ds, samples=0)
+    with pytest.raises(AttributionError, match="seed 3 is the old attribution's"):
+        refresh_attribution(new_model, old_model, old, ds, samples=5, seed=3)
+
+
+def test_refresh_and_codebook_bad_input(ds, tmp_path):
+    from shaver.attribution.refresh import refresh_attribution
+
+    model = registry_model("fm", DIMS)
+    old = quiet_attribute(model, ds, max_samples=20)
+    other = tiny_dataset(tmp_path / "other", dims=[3, 4, 3])
+    with pytest.raises(FingerprintMismatch, match=f"{other.fingerprint}"):
+        refresh_attribution(model, model, old, other, samples=5)
+    wider = registry_model("fm", [3, 4, 3])
+    with pytest.raises(AttributionError, match="another vocabulary"):
+        refresh_attribution(wider, model, old, ds, samples=5)
+    with pytest.raises(AttributionError, match=r"codebook must be \(3, 2\), got \(2, 2\)"):
+        quiet_attribute(model, ds, max_samples=5, codebook=torch.zeros(2, 2))
+    broken = registry_model("fm", DIMS)
+    with torch.no_grad():
+        broken.embedding.weight[0, 0] = float("nan")
+    with pytest.raises(AttributionError, match="non-finite credits on samples 0"):
+        refresh_attribution(broken, model, old, ds, samples=5)
+
+
+def test_cli_refresh_from(tmp_path, capsys):
+    from shaver.attribution.result import Attribution
+    from shaver.cli import main
+    from shaver.train.checkpoint import model_fingerprint, save_run
+
+    dataset = tiny_dataset(tmp_path / "ds", rows=120)
+    old_model = registry_model("deepfm", DIMS)
+    new_model = registry_model("deepfm", DIMS, seed=3)
+    old_run = save_run(tmp_path / "old", old_model, dataset=dataset, metrics={}, seed=0,
+                       train_config={})
+    new_run = save_run(tmp_path / "new", new_model, dataset=dataset, metrics={}, seed=0,
+                       train_config={})
+    opts = ["--device", "cpu", "-q", "--batch-size", "16"]
+    assert main(["attribute", "--run", str(old_run), "--max-samples", "50", *opts]) == 0
+    capsys.readouterr()
+    assert main(["attribute", "--run", str(new_run), "--refresh-from", str(old_run),
+                 "--max-samples", "30", *opts]) == 0
+    assert "with 30 paired walks" in capsys.readouterr().out
+    refreshed = Attribution.load(new_run / "attribution-codebook.safetensors")
+    assert refreshed.model_fingerprint == model_fingerprint(new_model)
+    assert refreshed.settings["refreshed_from"] == model_fingerprint(old_model)
+    assert main(["attribute", "--run", str(new_run), "--refresh-from", str(old_run),
+                 "--update", *opts]) == 2
+    assert "--refresh-from and --update" in capsys.readouterr().err

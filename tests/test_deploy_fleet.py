@@ -271,3 +271,11 @@ def test_bench_fleet_times_a_random_criteo_shaped_model(tmp_path, capsys):
     assert figures["classes"] == 3 and figures["fleet_seconds"] > 0
     assert [c["status"] for c in figures["manifest"]] == ["written", "written", "unmet"]
     assert (tmp_path / "bench" / "report.html").is_file()
+
+
+def test_fleet_document_of_an_unreadable_manifest(tmp_path):
+    from shaver.report.fleet_table import fleet_document
+    from shaver.report.schema import ReportError
+
+    with pytest.raises(ReportError, match="cannot read the fleet manifest"):
+        fleet_document(tmp_path / "manifest.json")

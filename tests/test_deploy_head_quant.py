@@ -132,3 +132,23 @@ def test_unknown_head_dtype_is_refused(tmp_path):
         predict_artifact_bytes(model, mask, head_dtype="int4")
     with pytest.raises(ArtifactError, match="cannot write format version 7"):
         container.container_bytes({}, [], version=7)
+
+
+def test_cli_export_and_inspect_a_quantised_head(tmp_path, capsys):
+    from shaver.cli import main
+    from shaver.pruning.io import save_pruned
+
+    model, _ = pruned_model("deepfm")
+    pruned = save_pruned(tmp_path / "pruned", model, {"budget": {"kind": "sparsity",
+                                                                 "value": 0.5}})
+    out = tmp_path / "m.shaver"
+    assert main(["export", "--pruned", str(pruned), "--dtype", "int8", "--head", "int8",
+                 "--out", str(out)]) == 0
+    assert load_artifact(out).head_dtype == "int8"
+    capsys.readouterr()
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "shaver artifact v2" in text and "values int8, head int8" in text
+    assert main(["export", "--pruned", str(pruned), "--head", "fp16", "--format", "onnx",
+                 "--out", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").is_file()

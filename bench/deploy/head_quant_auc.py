@@ -1,7 +1,7 @@
 """What a quantised head costs: artifact bytes and test AUC per (values, head) precision.
 
-MovieLens-100k DeepFM (400-400-400 MLP with batch norm, d = 16), trained here (or reused
-from ``--workdir``), Shaver attribution (codebook placeholder, ``--samples`` walks), then
+MovieLens-100k DeepFM (400-400-400 MLP with batch norm, d = 16; ``--model dcn-mix`` for
+DCN-Mix), trained here (or reused from ``--workdir``), Shaver attribution (codebook placeholder, ``--samples`` walks), then
 for each sparsity the same cut exported with values fp32 / int8 and head fp32 / fp16 /
 int8. AUC and LogLoss are measured on the test split by running the ARTIFACT (its
 dequantised tensors in torch). The baseline, in the same run: the dense fp32 file
@@ -28,8 +28,9 @@ GRID = (("fp32", "fp32"), ("fp32", "fp16"), ("fp32", "int8"), ("int8", "fp32"),
         ("int8", "fp16"), ("int8", "int8"))
 
 
-def trained_run(workdir: Path, epochs: int, samples: int, seed: int, quiet: bool):
-    """(model, dataset, attribution) of a MovieLens DeepFM run kept under ``workdir``."""
+def trained_run(workdir: Path, epochs: int, samples: int, seed: int, quiet: bool,
+                model_name: str = "deepfm"):
+    """(model, dataset, attribution) of a MovieLens run kept under ``workdir``."""
     from shaver.attribution.api import attribute
     from shaver.attribution.result import Attribution
     from shaver.data.builtin import load_builtin
@@ -38,9 +39,9 @@ def trained_run(workdir: Path, epochs: int, samples: int, seed: int, quiet: bool
     from shaver.train.loop import fit
 
     dataset = load_builtin("movielens-100k", quiet=quiet)
-    run_dir = workdir / "run"
+    run_dir = workdir / ("run" if model_name == "deepfm" else f"run-{model_name}")
     if not (run_dir / "config.json").is_file():
-        model = build_model("deepfm", dataset.field_dims, seed=seed)
+        model = build_model(model_name, dataset.field_dims, seed=seed)
         fit(model, dataset, epochs=epochs, seed=seed, out_dir=run_dir, quiet=quiet)
     model = load_run(run_dir, device="cpu").model
     attr_path = run_dir / "attribution-codebook.safetensors"
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("reports/bench-head-quant"))
     parser.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.8, 0.95, 0.99])
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--model", default="deepfm", help="deepfm (default), dcn-mix, ...")
     parser.add_argument("--samples", type=int, default=30_000, help="attribution walks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, dataset, attribution = trained_run(args.workdir, args.epochs, args.samples,
-                                              args.seed, args.quiet)
+                                              args.seed, args.quiet, args.model)
     result = measure(model, dataset, attribution, args.sparsity)
     print_table(result)
     if args.json:

@@ -58,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attribution", type=Path, default=None,
                    help="with --update: the attribution to continue (default "
                    "RUN/attribution-<placeholder>.safetensors)")
+    p.add_argument("--refresh-from", type=Path, default=None, metavar="OLD_RUN",
+                   help="the run is a refreshed (fine-tuned) OLD_RUN: reuse OLD_RUN's "
+                   "attribution (or --attribution) as a control variate; --max-samples "
+                   "paired walks (default one pass over the attribution's data; seed: the "
+                   "old attribution's + 1 unless --seed is given)")
     p.add_argument("--half-life", type=float, default=None, metavar="ROWS",
                    help="with --update: old evidence weighs half after this many new rows "
                    "(exponential decay; default: no decay)")
@@ -75,6 +80,10 @@ def _attribute(args: argparse.Namespace) -> int:
         logging.getLogger("shaver.attribution").setLevel(logging.WARNING)
     run = load_run(args.run, device="cpu")
     dataset = open_run_dataset(run, args.dataset)
+    if args.refresh_from is not None:
+        from shaver.attribution.update_cli import run_refresh
+
+        return run_refresh(args, run, dataset)
     if args.update or args.half_life is not None or args.attribution is not None:
         from shaver.attribution.update_cli import run_update
 

@@ -42,12 +42,14 @@ from shaver.train.checkpoint import model_fingerprint
 
 
 def refresh_attribution(new_model: nn.Module, old_model: nn.Module, old: Attribution,
-                        dataset: PreparedDataset, *, samples: int, seed: int = 0,
+                        dataset: PreparedDataset, *, samples: int, seed: int | None = None,
                         batch_size: int = 1024, engine: str = "fast",
                         device: str | torch.device = "cpu", quiet: bool = True
                         ) -> Attribution:
     """The new model's attribution from ``samples`` paired walks plus ``old`` (the old
-    model's attribution on the same data D; see the module docstring)."""
+    model's attribution on the same data D; see the module docstring). ``seed``: of the
+    walks (default: the old attribution's plus one); it must differ from the old one, or
+    the walks would repeat the old attribution's and the two would not be independent."""
     found = model_fingerprint(old_model)
     if old.model_fingerprint != found:
         raise FingerprintMismatch(f"the attribution was computed for model "
@@ -61,6 +63,11 @@ def refresh_attribution(new_model: nn.Module, old_model: nn.Module, old: Attribu
         raise AttributionError("the refreshed model has another vocabulary (field sizes)")
     if samples < 1:
         raise AttributionError(f"samples must be >= 1, got {samples}")
+    old_seed = int(old.settings.get("seed", 0))
+    seed = old_seed + 1 if seed is None else int(seed)
+    if seed == old_seed:
+        raise AttributionError(f"seed {seed} is the old attribution's: its walks would repeat "
+                               f"(pass another seed)")
     dev = torch.device(device)
     source = SampleSource(dataset, str(old.settings.get("data", "train+val")), seed=seed)
     began = time.monotonic()

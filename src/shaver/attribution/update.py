@@ -22,9 +22,10 @@ A control variate (``--control-variate`` runs) carries over: the new rows' exact
 mean is computed (one cheap pass over the new rows) and the offsets are merged with the
 same weights as the sums.
 
-Out of scope: rows whose values are new to the vocabulary (they map to the fields' OOV ids
-of the old feature map; growing the table changes the model), and a model refreshed on new
-data: its walks cannot reuse the old model's credits (see docs/ATTRIBUTION_UPDATES.md).
+Out of scope: rows whose values are new to the vocabulary (a table that grows is another
+model and another game; encoded with the old feature map they are its OOV ids). A model
+refreshed on new data is another game too: it cannot be updated, but
+:mod:`shaver.attribution.refresh` reuses the old attribution as a control variate.
 """
 
 from __future__ import annotations

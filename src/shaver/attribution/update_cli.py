@@ -52,3 +52,28 @@ def run_update(args: argparse.Namespace, run: Any, dataset: Any) -> int:
           f"{last['decay']:.4g}, {last['seconds']:.1f}s): {result.count} samples in all")
     print(f"wrote {out}")
     return 0
+
+
+def run_refresh(args: argparse.Namespace, run: Any, dataset: Any) -> int:
+    """``--refresh-from OLD_RUN``: see :mod:`shaver.attribution.refresh`."""
+    from shaver.attribution.refresh import refresh_attribution
+    from shaver.attribution.result import Attribution
+    from shaver.train.checkpoint import load_run
+    from shaver.train.device import pick_device
+
+    if args.update or args.half_life is not None:
+        raise AttributionError("--refresh-from and --update / --half-life do not go together")
+    old_run = load_run(args.refresh_from, device="cpu")
+    source = args.attribution or old_run.path / f"attribution-{args.placeholder}.safetensors"
+    old = Attribution.load(source)
+    samples = args.max_samples or int(old.settings.get("data_rows") or old.count)
+    result = refresh_attribution(run.model, old_run.model, old, dataset, samples=samples,
+                                 seed=None if args.seed == 0 else args.seed,
+                                 batch_size=args.batch_size,
+                                 device=pick_device(args.device), quiet=args.quiet)
+    out = Path(args.out or run.path / f"attribution-{args.placeholder}.safetensors")
+    result.save(out)
+    print(f"refreshed {source} for this model with {samples} paired walks "
+          f"({result.settings['refresh_seconds']:.1f}s)")
+    print(f"wrote {out}")
+    return 0
