@@ -137,10 +137,12 @@ def test_unknown_head_dtype_is_refused(tmp_path):
 def test_cli_export_and_inspect_a_quantised_head(tmp_path, capsys):
     from shaver.cli import main
     from shaver.pruning.io import save_pruned
+    from test_runtime import INFO, make_dataset
 
     model, _ = pruned_model("deepfm")
-    pruned = save_pruned(tmp_path / "pruned", model, {"budget": {"kind": "sparsity",
-                                                                 "value": 0.5}})
+    dataset = make_dataset(tmp_path / "data")
+    info = {**INFO, "dataset": {"path": str(dataset.path), "fingerprint": dataset.fingerprint}}
+    pruned = save_pruned(tmp_path / "pruned", model, info)
     out = tmp_path / "m.shaver"
     assert main(["export", "--pruned", str(pruned), "--dtype", "int8", "--head", "int8",
                  "--out", str(out)]) == 0
