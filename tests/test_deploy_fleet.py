@@ -279,3 +279,19 @@ def test_fleet_document_of_an_unreadable_manifest(tmp_path):
 
     with pytest.raises(ReportError, match="cannot read the fleet manifest"):
         fleet_document(tmp_path / "manifest.json")
+
+
+def test_another_attribution_rebuilds_every_class(run_dir, tmp_path):
+    _, floor = _floor(run_dir)
+    spec = _write_fleet(tmp_path / "fleet.yaml", [{"name": "a", "bytes": floor + 60}])
+    attr = Attribution.load(run_dir / "attribution-codebook.safetensors")
+    fleet(run_dir, run_dir / "attribution-codebook.safetensors", spec, tmp_path / "out",
+          evaluate=False)
+    attr.phi = -attr.phi.flip(0)
+    attr.save(tmp_path / "other.safetensors")
+    again = fleet(run_dir, tmp_path / "other.safetensors", spec, tmp_path / "out",
+                  evaluate=False)
+    assert again.skipped == []
+    same = fleet(run_dir, tmp_path / "other.safetensors", spec, tmp_path / "out",
+                 evaluate=False)
+    assert same.skipped == ["a"]

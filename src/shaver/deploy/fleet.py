@@ -17,7 +17,6 @@ do not match.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -30,13 +29,18 @@ from typing import Any
 from torch import nn
 
 from shaver import __version__
+from shaver.deploy.fleet_manifest import (
+    MANIFEST,
+    file_sha256,
+    read_manifest,
+    scores_sha,
+    still_valid,
+    write_manifest,
+)
 from shaver.deploy.fleet_spec import DeviceClass, FleetError, load_fleet, parse_fleet
 from shaver.errors import BudgetError
-from shaver.fileio import write_text_atomic
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "shaver-fleet-manifest"
 
 
 @dataclass(frozen=True)
@@ -161,24 +165,24 @@ def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass]
     size_meta = _size_metadata(dataset)
     cuts = CutSource(model, as_scores(model, attribution, dataset=dataset), size_meta)
     ident = {**(source or {}), "model_fingerprint": cuts.scores.model_fingerprint or "",
-             "attribution_sha256": _attribution_sha(attribution)}
-    previous = _read_manifest(out, ident)
+             "attribution_sha256": scores_sha(cuts.scores.values, cuts.scores.codebook)}
+    previous = read_manifest(out, ident)
     entries, skipped = [], []
     pending = [c.name for c in classes]
     for cls in classes:
         old = previous.get(cls.name)
-        if old is not None and _still_valid(out, old, cls):
+        if old is not None and still_valid(out, old, cls):
             entries.append(old)
             skipped.append(cls.name)
         else:
             entries.append(_build_class(cuts, cls, out, dataset, evaluate))
         pending.remove(cls.name)
         # earlier entries of classes not redone yet stay listed if this run is interrupted
-        _write_manifest(out, ident, entries + [previous[n] for n in pending if n in previous])
+        write_manifest(out, ident, entries + [previous[n] for n in pending if n in previous])
         if not quiet:
             print(_summary(entries[-1]) + ("  (unchanged)" if cls.name in skipped else ""))
     seconds = time.perf_counter() - started
-    _write_manifest(out, ident, entries, seconds)
+    write_manifest(out, ident, entries, seconds)
     return FleetResult(entries, out / MANIFEST, seconds, skipped)
 
 
@@ -248,23 +252,6 @@ def _artifact_metrics(path: Path | None, pruned: nn.Module, cls: DeviceClass,
     return out
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _attribution_sha(attribution: Any) -> str:
-    digest = hashlib.sha256()
-    for name in ("phi", "codebook"):
-        tensor = getattr(attribution, name, None)
-        if tensor is not None:
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _size_metadata(dataset: Any) -> dict[str, Any] | None:
     if dataset is None:
         return None
@@ -273,48 +260,6 @@ def _size_metadata(dataset: Any) -> dict[str, Any] | None:
 
     feature_map = feature_map_of(str(dataset.path))
     return None if feature_map is None else {"feature_map": encode_feature_map(feature_map)}
-
-
-def _read_manifest(out: Path, ident: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Entries of an earlier manifest of the same source, by class name ({} otherwise)."""
-    import json
-
-    path = out / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        log.warning("%s: unreadable, every class is rebuilt", path)
-        return {}
-    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT \
-            or doc.get("source", {}).get("attribution_sha256") != ident["attribution_sha256"] \
-            or doc.get("source", {}).get("model_fingerprint") != ident["model_fingerprint"]:
-        return {}
-    return {e["name"]: e for e in doc.get("classes", []) if isinstance(e, dict) and "name" in e}
-
-
-def _still_valid(out: Path, entry: dict[str, Any], cls: DeviceClass) -> bool:
-    if entry.get("class") != cls.to_json():
-        return False
-    if entry.get("status") == "unmet":
-        return True
-    for item in entry.get("files", []):
-        path = out / str(item.get("file", ""))
-        if not path.is_file() or file_sha256(path) != item.get("sha256"):
-            return False
-    return bool(entry.get("files"))
-
-
-def _write_manifest(out: Path, ident: dict[str, Any], entries: list[dict[str, Any]],
-                    seconds: float | None = None) -> None:
-    import json
-
-    doc: dict[str, Any] = {"format": MANIFEST_FORMAT, "format_version": 1, "source": ident,
-                           "classes": entries}
-    if seconds is not None:
-        doc["seconds"] = seconds
-    write_text_atomic(out / MANIFEST, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def _summary(entry: dict[str, Any]) -> str:
