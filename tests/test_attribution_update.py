@@ -232,3 +232,25 @@ def test_cli_refresh_from(tmp_path, capsys):
     assert main(["attribute", "--run", str(new_run), "--refresh-from", str(old_run),
                  "--update", *opts]) == 2
     assert "--refresh-from and --update" in capsys.readouterr().err
+
+
+def test_cli_under_torchrun(tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from shaver.attribution import update_cli
+    from shaver.cli import main
+    from shaver.train.checkpoint import save_run
+
+    dataset = tiny_dataset(tmp_path / "ds", rows=120)
+    run = save_run(tmp_path / "run", registry_model("fm", DIMS), dataset=dataset, metrics={},
+                   seed=0, train_config={})
+    opts = ["--run", str(run), "--device", "cpu", "-q"]
+    assert main(["attribute", *opts, "--data", "train", "--max-samples", "20"]) == 0
+    path = run / "attribution-codebook.safetensors"
+    before = path.read_bytes()
+    rank1 = SimpleNamespace(world=2, is_main=False)  # what the CLI sees on rank 1 of 2
+    monkeypatch.setattr(update_cli, "DistContext", SimpleNamespace(current=lambda: rank1))
+    assert main(["attribute", *opts, "--update", "--data", "val"]) == 0
+    assert path.read_bytes() == before  # only the main rank writes
+    assert main(["attribute", *opts, "--refresh-from", str(run)]) == 2
+    assert "--refresh-from runs in one process" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from shaver.attribution.distributed import DistContext
 from shaver.errors import AttributionError
 
 #: Options of a fresh attribution that an update takes from the attribution it continues.
@@ -43,6 +44,8 @@ def run_update(args: argparse.Namespace, run: Any, dataset: Any) -> int:
         batch_size=args.batch_size, device=pick_device(args.device),
         quiet=args.quiet)
     out = Path(args.out or source)
+    if not DistContext.current().is_main:  # under torchrun every rank holds the merged state
+        return 0
     # the state first: if interrupted before the attribution is replaced, the next update
     # finds counts that disagree and refuses instead of double counting
     merged.save(state_path_of(out), cursor=0, settings=settings)
@@ -55,7 +58,8 @@ def run_update(args: argparse.Namespace, run: Any, dataset: Any) -> int:
 
 
 def run_refresh(args: argparse.Namespace, run: Any, dataset: Any) -> int:
-    """``--refresh-from OLD_RUN``: see :mod:`shaver.attribution.refresh`."""
+    """``--refresh-from OLD_RUN``: see :mod:`shaver.attribution.refresh` (one process: under
+    torchrun it is refused)."""
     from shaver.attribution.refresh import refresh_attribution
     from shaver.attribution.result import Attribution
     from shaver.train.checkpoint import load_run
@@ -63,6 +67,8 @@ def run_refresh(args: argparse.Namespace, run: Any, dataset: Any) -> int:
 
     if args.update or args.half_life is not None:
         raise AttributionError("--refresh-from and --update / --half-life do not go together")
+    if DistContext.current().world > 1:
+        raise AttributionError("--refresh-from runs in one process (not under torchrun)")
     old_run = load_run(args.refresh_from, device="cpu")
     source = args.attribution or old_run.path / f"attribution-{args.placeholder}.safetensors"
     old = Attribution.load(source)

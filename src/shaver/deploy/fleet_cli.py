@@ -38,7 +38,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
                    evaluate=not args.no_eval, quiet=args.quiet)
     unmet = [c["name"] for c in result.classes if c["status"] == "unmet"]
     written = len(result.classes) - len(unmet)
-    print(f"wrote {result.manifest}: {written} classes written "
-          f"({len(result.skipped)} unchanged from an earlier run), {len(unmet)} unmet"
-          + (f" ({', '.join(unmet)})" if unmet else "") + f"; {result.seconds:.2f}s")
+    print(f"wrote {result.manifest}: {written} classes written, {len(unmet)} unmet"
+          + (f" ({', '.join(unmet)})" if unmet else "")
+          + f"; {len(result.skipped)} of them reused from an earlier run; "
+          f"{result.seconds:.2f}s")
     return 0
