@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "export_artifact": "shaver.deploy.artifact",
     "CompressedEmbedding": "shaver.deploy.embedding",
     "load_artifact": "shaver.runtime",
+    "fleet": "shaver.deploy.fleet",
     # benchmark, report, demo
     "BenchConfig": "shaver.report.harness",
     "run_bench": "shaver.report.harness",

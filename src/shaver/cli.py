@@ -24,7 +24,8 @@ STAGE_CLIS = (
 )
 
 
-def add_run_dir(parser: argparse.ArgumentParser) -> None:
+def add_run_dir(parser: argparse.ArgumentParser, *, required: bool = True,
+                help: str = "run directory (shaver train --out)") -> None:
     """``--run-dir DIR`` (``args.run``), the run directory a command reads.
 
     ``--run`` is its older spelling, kept for plain ``shaver`` commands: torchrun matches
@@ -32,9 +33,9 @@ def add_run_dir(parser: argparse.ArgumentParser) -> None:
     ambiguous (``--run-path``), so under torchrun only ``--run-dir`` works. No other flag of
     shaver is a prefix of a torchrun option (tests/test_torchrun.py checks every one).
     """
-    parser.add_argument("--run-dir", "--run", dest="run", type=Path, required=True,
-                        metavar="DIR", help="run directory (shaver train --out); --run is "
-                        "the older spelling, which torchrun refuses")
+    parser.add_argument("--run-dir", "--run", dest="run", type=Path, required=required,
+                        default=None, metavar="DIR", help=f"{help}; --run is the older "
+                        "spelling, which torchrun refuses")
 
 
 def build_parser() -> argparse.ArgumentParser:

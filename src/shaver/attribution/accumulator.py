@@ -129,5 +129,6 @@ class Accumulator:
         acc.sumsq.copy_(tensors["sumsq"])
         if "offset" in tensors:
             acc.offset = tensors["offset"].to(device=acc.sum.device, dtype=torch.float64)
-        acc.count = int(meta["count"])
+        count = float(meta["count"])  # a decayed update (shaver.attribution.update) is fractional
+        acc.count = int(count) if count.is_integer() else count
         return acc, int(meta["cursor"])

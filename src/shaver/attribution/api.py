@@ -93,6 +93,7 @@ def attribute(
     stop_fraction: float = DEFAULT_STOP_FRACTION,
     stop_draws: int = DEFAULT_STOP_DRAWS,
     min_passes: float = 1.0,
+    codebook: torch.Tensor | None = None,
 ) -> Attribution:
     """Shapley value of every entry of ``model.embedding.weight`` (n, d) on ``dataset``.
 
@@ -113,8 +114,11 @@ def attribute(
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
     fp32's credits; "auto" (default) takes the fastest precision the device has natively (bf16
     on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs) where its credits agree with
-    fp32's, else fp32 (``dtype_used`` in the result; the reference engine runs fp32); ``max_rows`` caps the head rows of one fast-engine pass (default 2048 on
-    CPU, where cache-sized passes win; 131072 on GPU).
+    fp32's, else fp32 (``dtype_used`` in the result; the reference engine runs fp32);
+    ``max_rows`` caps the head rows of one fast-engine pass (default 2048 on CPU, where
+    cache-sized passes win; 131072 on GPU). ``codebook`` (m, d): use this placeholder
+    instead of computing it from ``data`` (e.g. to play the game of an earlier attribution,
+    see :mod:`shaver.attribution.update`).
     ``checkpoint_path`` saves the running state (every ``checkpoint_every_s`` and at the
     end); ``resume`` continues from it. Under
     torch.distributed each rank takes a shard; every rank returns the merged result.
@@ -135,8 +139,13 @@ def attribute(
     try:
         weight = model.embedding.weight.detach()
         m, d = dataset.num_fields, int(weight.shape[1])
-        book = (field_codebook(weight, dataset.field_dims, source.frequencies())
-                if placeholder == "codebook" else zero_codebook(m, d))
+        if codebook is not None:
+            book = codebook.detach().to(weight.device, torch.float32)
+            if tuple(book.shape) != (m, d):
+                raise AttributionError(f"codebook must be ({m}, {d}), got {tuple(book.shape)}")
+        else:
+            book = (field_codebook(weight, dataset.field_dims, source.frequencies())
+                    if placeholder == "codebook" else zero_codebook(m, d))
         fingerprint = model_fingerprint(model)
         settings = {"format": 1, "placeholder": placeholder, "data": data, "seed": int(seed),
                     "antithetic": bool(antithetic), "dtype": dtype,
@@ -182,7 +191,7 @@ def attribute(
             "dtype_agreement": getattr(eng, "agreement", {}), "cpu": cpu_summary(),
             "stop_reason": reason,
             "convergence_ratio": acc.convergence_ratio(), "passes": cursor / source.size,
-            "data_rows": source.size,
+            "data_rows": source.size, "dataset_path": str(Path(dataset.path).resolve()),
             "seconds": time.monotonic() - began, "world_size": ctx.world}
         n = weight.shape[0]
         return Attribution(phi=acc.phi().view(n, d).float(), stderr=acc.stderr().view(n, d).float(),

@@ -78,6 +78,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                    help="save the running state this often (default 60)")
     p.add_argument("--out", type=Path, default=None, help="output file")
+    p.add_argument("--update", action="store_true",
+                   help="continue an existing attribution (--attribution, with its state file) "
+                   "on NEW rows (--data of --dataset, same model and vocabulary); the "
+                   "accumulators merge. Writes --out (default: replaces the attribution)")
+    p.add_argument("--attribution", type=Path, default=None,
+                   help="with --update: the attribution to continue (default "
+                   "RUN/attribution-<placeholder>.safetensors)")
+    p.add_argument("--refresh-from", type=Path, default=None, metavar="OLD_RUN",
+                   help="the run is a refreshed (fine-tuned) OLD_RUN: reuse OLD_RUN's "
+                   "attribution (or --attribution) as a control variate; --max-samples "
+                   "paired walks (default one pass over the attribution's data; seed: the "
+                   "old attribution's + 1 unless --seed is given)")
+    p.add_argument("--half-life", type=float, default=None, metavar="ROWS",
+                   help="with --update: old evidence weighs half after this many new rows "
+                   "(exponential decay; default: no decay)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_attribute)
 
@@ -92,6 +107,14 @@ def _attribute(args: argparse.Namespace) -> int:
         logging.getLogger("shaver.attribution").setLevel(logging.WARNING)
     run = load_run(args.run, device="cpu")
     dataset = open_run_dataset(run, args.dataset)
+    if args.refresh_from is not None:
+        from shaver.attribution.update_cli import run_refresh
+
+        return run_refresh(args, run, dataset)
+    if args.update or args.half_life is not None or args.attribution is not None:
+        from shaver.attribution.update_cli import run_update
+
+        return run_update(args, run, dataset)
     out = args.out or run.path / f"attribution-{args.placeholder}.safetensors"
     state = Path(out).with_name(Path(out).name.replace(".safetensors", "") + ".state.safetensors")
     result = attribute(

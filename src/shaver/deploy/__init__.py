@@ -8,9 +8,10 @@ API
     artifact.load_artifact(path) -> shaver.runtime.Artifact                    (numpy only)
     embedding.CompressedEmbedding / embedding.compressed_model(artifact)       (torch)
     onnx_export.export_onnx(artifact, out) -> Path                             (checked with ORT)
-    CLI: shaver export | inspect | predict                                     (deploy/cli.py)
+    fleet.fleet(run, attribution, fleet_yaml, out) -> FleetResult      (one artifact per class)
+    CLI: shaver export | inspect | predict | fleet                             (deploy/cli.py)
 
-Artifact format v1 (one file; details in shaver.runtime.container / shaver.runtime.layout)
+Artifact format v1 / v2 (one file; details in shaver.runtime.container / shaver.runtime.layout)
     24-byte preamble: magic b"\\x89SHAVER\\n", uint32 version, uint32 header length,
     uint32 header CRC-32, uint32 reserved (0); a JSON header (sorted keys, space-padded to
     8 bytes) with the model config, the embedding description (dim, field_dims, per-field
@@ -23,7 +24,10 @@ Artifact format v1 (one file; details in shaver.runtime.container / shaver.runti
     keep-mask per row + kept values; exactly ceil(d/8) index bytes per row, offsets are
     recomputed by popcount at load), ``sparse`` (uint8 count per row + uint8 column per kept
     value). Values fp32 / fp16 / int8 (one fp32 scale per field). Codebook (m, d) fp32.
-    First-order tables (DeepFM/FM) fp32, or fp16 with fp16/int8 values. Head tensors fp32.
+    First-order tables (DeepFM/FM) in the more compact of the value and head dtypes (int8: a
+    scale per field). Head tensors fp32; with ``head_dtype`` fp16, or int8 matrices with
+    per-output-channel scales (format version 2, written only then: see
+    shaver.runtime.headq).
     ``feature_map`` (optional JSON: dataset meta + vocabularies, for raw rows) and ``info``
     (budget, metrics, provenance) in a fixed 4096-byte JSON section, so that the size does
     not depend on values decided after the budget search.

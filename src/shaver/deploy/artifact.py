@@ -8,7 +8,9 @@ The file format (container, layouts, sections) is described in
   ``emb.scales`` (int8 only), ``codebook`` (m, d) fp32;
 * ``first_order/<state-dict name>``: per-id tables (DeepFM/FM ``linear.weight.weight``) in
   the value dtype (int8: with ``first_order_scale/<name>``, one fp32 scale per field);
-* ``head/<state-dict name>``: every other tensor of the model (fp32; int64 counters);
+* ``head/<state-dict name>``: every other tensor of the model (fp32; int64 counters), or
+  with a quantised head (format version 2) fp16, or int8 matrices with
+  ``head_scale/<name>`` per-output-channel scales (:mod:`shaver.runtime.headq`);
 * ``feature_map`` (optional JSON: dataset meta + vocabularies) and ``info`` (fixed 4 KiB
   JSON: budget, metrics, fingerprints, provenance).
 """
@@ -26,9 +28,16 @@ import numpy as np
 import torch
 
 from shaver import __version__
-from shaver.deploy.size import encode_feature_map, encode_info, head_tensors, plan_artifact
+from shaver.deploy.size import (
+    artifact_version,
+    encode_feature_map,
+    encode_info,
+    head_tensors,
+    plan_artifact,
+)
 from shaver.errors import ArtifactError, ShaverError
 from shaver.runtime.container import SectionSpec, container_bytes, write_container
+from shaver.runtime.headq import first_order_dtype, quantize_int8
 from shaver.runtime.layout import encode_embedding, quantize_per_field
 from shaver.runtime.model import Artifact, load_artifact
 
@@ -70,7 +79,7 @@ def embedding_state(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, np.
 
 def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: str | os.PathLike[str],
                     *, value_dtype: str = "fp32", metadata: Mapping[str, Any] | None = None,
-                    include_feature_map: bool = True) -> ExportResult:
+                    include_feature_map: bool = True, head_dtype: str = "fp32") -> ExportResult:
     """Write the artifact of a pruned model (or a pruned directory) to ``out_path``.
 
     source: a model with the shaver interface (its embedding a MaskedEmbedding, or a plain
@@ -78,25 +87,18 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     metadata: free JSON (budget, metrics, ...; at most 4 KiB) plus an optional
     ``feature_map`` entry (dataset meta + vocabularies) that lets the runtime encode raw rows.
     From a pruned directory, the info of pruned.json and (when ``include_feature_map`` and the
-    dataset is still there) its feature map are added. The write is atomic.
+    dataset is still there) its feature map are added. ``head_dtype`` (fp32 | fp16 | int8)
+    stores the dense head quantised (:mod:`shaver.runtime.headq`; format version 2). The
+    write is atomic.
     """
     model, meta = _resolve_source(source, metadata, include_feature_map)
     weight, mask, codebook = embedding_state(model)
-    fields, specs = plan_artifact(model, mask, value_dtype, meta)
+    fields, specs = plan_artifact(model, mask, value_dtype, meta, head_dtype)
     layouts, emb_sections = encode_embedding(weight, mask, codebook, model.field_dims, value_dtype)
     if layouts != fields["embedding"]["layouts"]:  # pragma: no cover - same function both times
         raise ArtifactError("internal error: layout plan changed between sizing and encoding")
     arrays = dict((spec.name, arr) for spec, arr in emb_sections)
-    state = head_tensors(model)
-    for spec in specs:
-        if spec.name.startswith("head/"):
-            arrays[spec.name] = state[spec.name.split("/", 1)[1]].detach().cpu().numpy()
-        elif spec.name.startswith("first_order/"):
-            name = spec.name.split("/", 1)[1]
-            table = state[name].detach().float().cpu().numpy()
-            arrays[spec.name], scales = quantize_per_field(table, model.field_dims, value_dtype)
-            if scales is not None:
-                arrays[f"first_order_scale/{name}"] = scales
+    arrays.update(_head_arrays(model, specs, first_order_dtype(value_dtype, head_dtype)))
     meta = dict(meta)
     if "feature_map" in meta:
         arrays["feature_map"] = np.frombuffer(encode_feature_map(meta.pop("feature_map")), np.uint8)
@@ -105,12 +107,35 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
-    written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs])
-    if written != container_bytes(fields, specs):  # pragma: no cover - guarded by tests
+    version = artifact_version(fields)
+    written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs], version)
+    if written != container_bytes(fields, specs, version):  # pragma: no cover - tested
         raise ArtifactError("internal error: written size differs from the planned size")
     log.debug("wrote %s (%d bytes, %s)", out_path, written, value_dtype)
     loaded = load_artifact(out_path)
     return ExportResult(out_path, written, loaded.breakdown(), loaded.info)
+
+
+def _head_arrays(model: torch.nn.Module, specs: list[SectionSpec],
+                 table_dtype: str) -> dict[str, np.ndarray]:
+    """Arrays of the head and first-order sections, in the dtypes ``specs`` plan."""
+    state = head_tensors(model)
+    arrays: dict[str, np.ndarray] = {}
+    for spec in specs:
+        kind, _, name = spec.name.partition("/")
+        if kind == "head":
+            tensor = state[name].detach().cpu()
+            if spec.dtype == "i8" and tensor.is_floating_point():
+                arrays[spec.name], arrays[f"head_scale/{name}"] = quantize_int8(
+                    name, tensor.float().numpy())
+            else:
+                arrays[spec.name] = tensor.numpy()
+        elif kind == "first_order":
+            table = state[name].detach().float().cpu().numpy()
+            arrays[spec.name], scales = quantize_per_field(table, model.field_dims, table_dtype)
+            if scales is not None:
+                arrays[f"first_order_scale/{name}"] = scales
+    return arrays
 
 
 def _resolve_source(source: Any, metadata: Mapping[str, Any] | None,

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shaver.deploy.fleet_cli import register_fleet
 from shaver.errors import ArtifactError
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
@@ -30,6 +31,9 @@ def register(sub: Any) -> None:
                    "(needs the optional executorch package)")
     p.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="storage of the kept embedding values (default fp32)")
+    p.add_argument("--head", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="storage of the dense head (int8: per-output-channel scales) and, "
+                   "when more compact than --dtype, of the first-order weights (default fp32)")
     p.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.shaver, "
                    "DIR/model.onnx or DIR/model.pte)")
     p.add_argument("--no-feature-map", action="store_true",
@@ -55,6 +59,7 @@ def register(sub: Any) -> None:
                    "values count as missing); by default such a header is refused")
     p.add_argument("--output", metavar="CSV", help="write scores here (default: stdout)")
     p.set_defaults(func=cmd_predict)
+    register_fleet(sub)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -67,7 +72,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not args.pruned:
             raise ArtifactError("--format shaver exports a pruned directory: pass --pruned DIR")
         result = export_artifact(args.pruned, out, value_dtype=args.dtype,
-                                 include_feature_map=not args.no_feature_map)
+                                 include_feature_map=not args.no_feature_map,
+                                 head_dtype=args.head)
         print(f"wrote {result.path} ({result.bytes:,} bytes)")
         budgeted = result.info.get("artifact_bytes")
         if isinstance(budgeted, int) and budgeted != result.bytes:
@@ -86,7 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             art = export_artifact(args.pruned, Path(tmp) / "model.shaver", value_dtype=args.dtype,
-                                  include_feature_map=False)
+                                  include_feature_map=False, head_dtype=args.head)
             path = exporter(art.path, out)
     print(f"wrote {path} ({path.stat().st_size:,} bytes; checked with {checked})")
     return 0
@@ -99,12 +105,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     parts = art.breakdown()
     if args.json:
         print(json.dumps({"bytes": art.size, "breakdown": parts, "model": art.config,
-                          "value_dtype": art.value_dtype, "layouts": art.layouts,
+                          "value_dtype": art.value_dtype, "head_dtype": art.head_dtype,
+                          "layouts": art.layouts,
                           "info": art.info}, indent=2, sort_keys=True))
         return 0
     rows = sum(art.field_dims)
-    print(f"{args.file}: shaver artifact v1, model {art.config.get('name')}, {rows:,} rows x "
-          f"{art.dim}, {len(art.field_dims)} fields, values {art.value_dtype}")
+    version = art.container.header.get("format_version")
+    print(f"{args.file}: shaver artifact v{version}, model {art.config.get('name')}, {rows:,} "
+          f"rows x {art.dim}, {len(art.field_dims)} fields, values {art.value_dtype}, head "
+          f"{art.head_dtype}")
     counts = {lay: art.layouts.count(lay) for lay in dict.fromkeys(art.layouts)}
     print("layouts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     kept = art.tables.kept

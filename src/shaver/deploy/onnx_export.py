@@ -4,7 +4,8 @@ The graph keeps the artifact's compact table as initializers (packed keep-masks 
 row pointers, kept values in their stored dtype, per-field scales, codebook) and decodes
 rows with Gather (masks, row pointers), BitwiseAnd (bit unpacking), CumSum (rank of a kept
 entry in its row), Gather (values) and Where (kept value vs the field's codebook); the head
-follows as ordinary MatMul/Add/Relu... Inputs: ``ids`` int64 (batch, fields) global ids.
+follows as ordinary MatMul/Add/Relu... A quantised head (fp16 / int8 + per-channel
+scales) keeps its stored initializers and is dequantised in the graph (Cast, Mul). Inputs: ``ids`` int64 (batch, fields) global ids.
 Outputs: ``logit`` and ``probability`` float32 (batch,).
 """
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from shaver.deploy.embedding import compressed_model
+from shaver.deploy.head_quant import stored_head_model
 from shaver.errors import ArtifactError
 from shaver.fileio import atomic_path
 from shaver.runtime.model import Artifact, load_artifact
@@ -46,7 +48,7 @@ def export_onnx(artifact: Artifact | str | os.PathLike[str], out_path: str | os.
     raises :class:`ArtifactError` if its logits differ from the torch model's by > 1e-4.
     """
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-    model = _WithProbability(compressed_model(art)).eval()
+    model = _WithProbability(stored_head_model(compressed_model(art), art)).eval()
     example = torch.as_tensor(_random_ids(art, 2, seed))
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
@@ -57,7 +59,9 @@ def export_onnx(artifact: Artifact | str | os.PathLike[str], out_path: str | os.
             torch.onnx.export(model, (example,), str(tmp), input_names=["ids"],
                               output_names=["logit", "probability"], opset_version=opset,
                               dynamic_axes={"ids": {0: "batch"}, "logit": {0: "batch"},
-                                            "probability": {0: "batch"}}, dynamo=False)
+                                            "probability": {0: "batch"}}, dynamo=False,
+                              # folding would turn a quantised head back into fp32 constants
+                              do_constant_folding=art.head_dtype == "fp32")
         if check:
             check_onnx(tmp, model, art, seed)
     log.debug("wrote %s (%d bytes)", out_path, out_path.stat().st_size)

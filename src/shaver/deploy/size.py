@@ -27,7 +27,18 @@ import torch
 from shaver.errors import ArtifactError
 from shaver.models.base import check_model_interface
 from shaver.runtime.container import SectionSpec, container_bytes
-from shaver.runtime.layout import check_value_dtype, choose_layouts, embedding_specs
+from shaver.runtime.headq import (
+    check_head_dtype,
+    first_order_dtype,
+    quantized_in_int8,
+    scale_shape,
+)
+from shaver.runtime.layout import (
+    check_value_dtype,
+    choose_layouts,
+    embedding_specs,
+    layouts_for_counts,
+)
 
 INFO_BYTES = 4096
 _TORCH_TO_SECTION = {torch.int64: "i64", torch.uint8: "u8", torch.int8: "i8"}
@@ -65,27 +76,31 @@ def head_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith("embedding.")}
 
 
-def head_specs(model: torch.nn.Module, value_dtype: str) -> list[SectionSpec]:
+def head_specs(model: torch.nn.Module, value_dtype: str,
+               head_dtype: str = "fp32") -> list[SectionSpec]:
     """Sections of the first-order tables and of the head.
 
     First-order tables (float, leading dim n, e.g. DeepFM's ``linear.weight.weight`` (n, 1))
-    follow the value dtype: fp32, fp16, or int8 with one fp32 scale per field (section
-    ``first_order_scale/<name>``, kind first_order). Head tensors stay fp32.
+    take :func:`~shaver.runtime.headq.first_order_dtype` of the value and head dtypes: fp32,
+    fp16, or int8 with one fp32 scale per field (section ``first_order_scale/<name>``, kind
+    first_order). Head tensors follow ``head_dtype`` (:mod:`shaver.runtime.headq`): fp32,
+    fp16, or int8 matrices with per-output-channel fp32 scales (``head_scale/<name>``).
     """
     n = int(model.embedding.weight.shape[0])
     m = len(model.field_dims)
+    table_dtype = first_order_dtype(value_dtype, head_dtype)
     specs = []
     for name, tensor in head_tensors(model).items():
         shape = tuple(int(s) for s in tensor.shape)
         if tensor.is_floating_point():
             if tensor.dim() == 2 and shape[0] == n and n > 1:
-                dtype = {"fp32": "f32", "fp16": "f16", "int8": "i8"}[value_dtype]
+                dtype = {"fp32": "f32", "fp16": "f16", "int8": "i8"}[table_dtype]
                 specs.append(SectionSpec(f"first_order/{name}", "first_order", dtype, shape))
-                if value_dtype == "int8":
+                if table_dtype == "int8":
                     specs.append(SectionSpec(f"first_order_scale/{name}", "first_order", "f32",
                                              (m,)))
                 continue
-            specs.append(SectionSpec(f"head/{name}", "head", "f32", shape))
+            specs += _float_head_specs(name, shape, head_dtype)
         elif tensor.dtype in _TORCH_TO_SECTION:
             specs.append(SectionSpec(f"head/{name}", "head", _TORCH_TO_SECTION[tensor.dtype], shape))
         else:
@@ -93,19 +108,50 @@ def head_specs(model: torch.nn.Module, value_dtype: str) -> list[SectionSpec]:
     return specs
 
 
+def _float_head_specs(name: str, shape: tuple[int, ...], head_dtype: str) -> list[SectionSpec]:
+    if head_dtype == "int8" and quantized_in_int8(name, shape):
+        return [SectionSpec(f"head/{name}", "head", "i8", shape),
+                SectionSpec(f"head_scale/{name}", "head", "f32", scale_shape(name, shape))]
+    return [SectionSpec(f"head/{name}", "head", "f16" if head_dtype == "fp16" else "f32", shape)]
+
+
+def artifact_version(fields: Mapping[str, Any]) -> int:
+    """The lowest container version describing ``fields``: 2 with a quantised head, else 1."""
+    return 2 if "head" in fields else 1
+
+
 def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
-                  metadata: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[SectionSpec]]:
-    """Header fields and section specs of the artifact (no data)."""
+                  metadata: Mapping[str, Any] | None, head_dtype: str = "fp32"
+                  ) -> tuple[dict[str, Any], list[SectionSpec]]:
+    """Header fields and section specs of the artifact (no data).
+
+    A quantised head adds ``"head": {"dtype": ...}`` to the fields (format version 2); an
+    fp32 head leaves the fields, and so the file, exactly as format version 1 had them.
+    """
     check_model_interface(model)
     check_value_dtype(value_dtype)
     mask = np.asarray(mask)
     n, d = (int(s) for s in model.embedding.weight.shape)
     if mask.dtype != np.bool_ or mask.shape != (n, d):
         raise ArtifactError(f"mask must be bool of shape ({n}, {d}), got {mask.dtype} {mask.shape}")
+    layouts, kept = choose_layouts(mask, [int(v) for v in model.field_dims], value_dtype)
+    return plan_for_counts(model, kept, value_dtype, metadata, head_dtype, layouts)
+
+
+def plan_for_counts(model: torch.nn.Module, kept: np.ndarray, value_dtype: str,
+                    metadata: Mapping[str, Any] | None, head_dtype: str = "fp32",
+                    layouts: list[str] | None = None
+                    ) -> tuple[dict[str, Any], list[SectionSpec]]:
+    """:func:`plan_artifact` from the kept entries per field (all the size depends on)."""
+    check_model_interface(model)
+    check_value_dtype(value_dtype)
+    check_head_dtype(head_dtype)
+    d = int(model.embedding.weight.shape[1])
     field_dims = [int(v) for v in model.field_dims]
-    layouts, kept = choose_layouts(mask, field_dims, value_dtype)
+    if layouts is None:
+        layouts = layouts_for_counts(kept, field_dims, d, value_dtype)
     specs = embedding_specs(field_dims, d, layouts, kept, value_dtype)
-    specs += head_specs(model, value_dtype)
+    specs += head_specs(model, value_dtype, head_dtype)
     metadata = dict(metadata or {})
     feature_map = metadata.pop("feature_map", None)
     if feature_map is not None:
@@ -116,23 +162,36 @@ def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
     fields = {"model": model.config(),
               "embedding": {"dim": d, "field_dims": field_dims, "layouts": layouts,
                             "value_dtype": value_dtype}}
+    if head_dtype != "fp32":
+        fields["head"] = {"dtype": head_dtype}
     return fields, specs
 
 
 def predict_artifact_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dtype: str = "fp32",
-                           metadata: Mapping[str, Any] | None = None) -> int:
+                           metadata: Mapping[str, Any] | None = None,
+                           head_dtype: str = "fp32") -> int:
     """Exact size in bytes of the artifact ``export_artifact`` writes for ``model`` + ``mask``.
 
     mask: bool (n, d), True = kept. ``metadata``: see the module docstring (only its
-    ``feature_map`` entry changes the size).
+    ``feature_map`` entry changes the size). ``head_dtype``: fp32 | fp16 | int8.
     """
-    fields, specs = plan_artifact(model, mask, value_dtype, metadata)
-    return container_bytes(fields, specs)
+    fields, specs = plan_artifact(model, mask, value_dtype, metadata, head_dtype)
+    return container_bytes(fields, specs, artifact_version(fields))
+
+
+def predict_bytes_for_counts(model: torch.nn.Module, kept: np.ndarray, *,
+                             value_dtype: str = "fp32", head_dtype: str = "fp32",
+                             metadata: Mapping[str, Any] | None = None) -> int:
+    """:func:`predict_artifact_bytes` from the kept entries per field (int (m,)): the same
+    number for any mask with these counts, without building the mask."""
+    fields, specs = plan_for_counts(model, kept, value_dtype, metadata, head_dtype)
+    return container_bytes(fields, specs, artifact_version(fields))
 
 
 def minimum_artifact_bytes(model: torch.nn.Module, *, value_dtype: str = "fp32",
-                           metadata: Mapping[str, Any] | None = None) -> int:
+                           metadata: Mapping[str, Any] | None = None,
+                           head_dtype: str = "fp32") -> int:
     """Size of the artifact with every embedding entry pruned (the budget's floor)."""
     n, d = (int(s) for s in model.embedding.weight.shape)
     return predict_artifact_bytes(model, np.zeros((n, d), dtype=bool), value_dtype=value_dtype,
-                                  metadata=metadata)
+                                  metadata=metadata, head_dtype=head_dtype)

@@ -132,13 +132,14 @@ class Pruner:
         model: the trained base model (not modified).
         scores: Attribution, Scores or (n, d) array (see :func:`as_scores`).
         order: "abs" or "signed". codebook: "fixed" or "refit" (needs ``frequencies``).
-        value_dtype / size_metadata: passed to ``shaver.deploy.size`` for byte counts.
+        value_dtype / head_dtype / size_metadata: passed to ``shaver.deploy.size`` for byte
+        counts.
     """
 
     def __init__(self, model: nn.Module, scores: Any, *, order: str = "abs",
                  codebook: str = "fixed", dataset: PreparedDataset | None = None,
                  frequencies: np.ndarray | None = None, value_dtype: str = "fp32",
-                 size_metadata: dict[str, Any] | None = None):
+                 size_metadata: dict[str, Any] | None = None, head_dtype: str = "fp32"):
         check_model_interface(model)
         self.model = model
         self.codebook_mode = check_codebook_mode(codebook)
@@ -153,12 +154,13 @@ class Pruner:
             frequencies = data_frequencies(dataset, FREQUENCY_DATA)
         self.frequencies = frequencies
         self.value_dtype, self.size_metadata = value_dtype, size_metadata
+        self.head_dtype = head_dtype
 
     def size_of(self, mask: np.ndarray) -> int:
         from shaver.deploy.size import predict_artifact_bytes
 
         return predict_artifact_bytes(self.model, mask, value_dtype=self.value_dtype,
-                                      metadata=self.size_metadata)
+                                      metadata=self.size_metadata, head_dtype=self.head_dtype)
 
     def resolve(self, budget: Budget) -> int:
         """Kept entries for ``budget`` (bytes: largest cut whose artifact fits)."""

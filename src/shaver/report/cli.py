@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shaver.cli import add_run_dir
 from shaver.report.schema import ReportError
 
 DEFAULT_METHODS = "shaver,shaver-zero,magnitude,random,taylor,ptq"
@@ -48,6 +49,14 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="a prepared dataset directory (shaver data prepare)")
     src.add_argument("--dataset", help="a built-in dataset: movielens-100k or synthetic-criteo")
+    src.add_argument("--fleet", type=Path, metavar="YAML",
+                     help="instead of the grid, time a device fleet (shaver fleet) from one "
+                     "attribution: of --run, or of a random Criteo-shaped DeepFM of --rows rows")
+    add_run_dir(p, required=False, help="with --fleet: a trained run directory")
+    p.add_argument("--attribution", type=Path, default=None,
+                   help="with --fleet --run: its attribution (default RUN/attribution-codebook"
+                   ".safetensors)")
+    p.add_argument("--repeats", type=int, default=3, help="with --fleet: timed runs (default 3)")
     p.add_argument("--rows", type=int, default=200_000,
                    help="rows of synthetic-criteo (default 200000)")
     p.add_argument("--models", type=_csv, default=["deepfm"], help="comma list (default deepfm)")
@@ -77,7 +86,8 @@ def _register_report(sub: argparse._SubParsersAction) -> None:
         "report", help="render a benchmark folder or report.json as one HTML file",
         description="Render the self-contained HTML report (plots embedded) from a `shaver "
         "bench` output folder or a report.json document.")
-    p.add_argument("source", type=Path, help="a bench output folder or a report.json file")
+    p.add_argument("source", type=Path, help="a bench output folder, a report.json file, or a "
+                   "shaver fleet output folder (its manifest.json)")
     p.add_argument("--out", type=Path, default=None,
                    help="HTML file to write (default: report.html beside the source)")
     p.add_argument("--format", choices=("png", "svg"), default="png",
@@ -105,6 +115,8 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.fleet is not None:
+        return _run_fleet_bench(args)
     from shaver.report.harness import BenchConfig, run_bench
 
     config = BenchConfig(
@@ -121,11 +133,39 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_fleet_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from shaver.report.fleet_bench import bench_fleet
+    from shaver.report.fleet_table import fleet_document
+    from shaver.report.html import write_report
+    from shaver.report.schema import atomic_write_text
+
+    figures = bench_fleet(args.fleet, run=args.run, attribution=args.attribution,
+                          rows=args.rows, repeats=args.repeats)
+    args.out.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": "shaver-fleet-manifest", "format_version": 1,
+                "source": {"run": figures["source"]}, "classes": figures["manifest"],
+                "seconds": figures["fleet_seconds"]}
+    atomic_write_text(args.out / "fleet_bench.json", json.dumps(figures, indent=1) + "\n")
+    atomic_write_text(args.out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    if not args.no_html:
+        doc = fleet_document(args.out / "manifest.json", title="shaver fleet bench")
+        print(f"report: {write_report(doc, args.out / 'report.html')}")
+    return 0
+
+
 def _run_report(args: argparse.Namespace) -> int:
     from shaver.report.html import write_report
 
     source: Path = args.source
     document = source / "report.json" if source.is_dir() else source
+    if source.is_dir() and not document.is_file() and (source / "manifest.json").is_file():
+        from shaver.report.fleet_table import fleet_document
+
+        out = args.out or source / "report.html"
+        print(f"report: {write_report(fleet_document(source / 'manifest.json'), out)}")
+        return 0
     if not document.is_file():
         raise ReportError(f"{document}: no report document (run `shaver bench` first)")
     out = args.out or document.with_name("report.html")

@@ -12,6 +12,7 @@ from typing import Any
 from shaver import __version__
 from shaver.report import plots
 from shaver.report.aggregate import Summary, summarize
+from shaver.report.fleet_table import fleet_section
 from shaver.report.schema import atomic_write_text, load_document, validate_document
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def render_html(doc: Mapping[str, Any], *, image_format: str = "png") -> str:
         *_attribution_section(doc["attributions"], image_format),
         *_field_section(rows, doc["attributions"], doc["fields"], image_format),
         *_timing_section(doc["timings"]),
+        *fleet_section(doc.get("fleets", [])),
         *_environment_section(doc["environment"], doc["commands"]),
         "</body></html>",
     ]

@@ -1,10 +1,10 @@
-"""The shaver artifact container (format version 1): one file, a JSON header, checksummed sections.
+"""The shaver artifact container (versions 1 and 2): a JSON header and checksummed sections.
 
 Layout (all integers little-endian)::
 
     offset 0   8 bytes  magic  b"\\x89SHAVER\\n"   (a non-ASCII first byte and a newline catch
                                                    text-mode and 7-bit mangling, as in PNG)
-    offset 8   uint32   format_version (1)
+    offset 8   uint32   format_version (1; 2 when the head is quantised, see below)
     offset 12  uint32   H = header length in bytes (a multiple of 8)
     offset 16  uint32   CRC-32 of the H header bytes
     offset 20  uint32   reserved, 0
@@ -22,6 +22,12 @@ runtime that needs nothing but numpy. Here the header is produced by one functio
 write and to predict the size, so the prediction is exact by construction; every section carries
 a CRC-32 and the loader validates bounds, dtypes, shapes, alignment and checksums before any
 array is used. Nothing is ever unpickled.
+
+Versions: a file is written with the LOWEST version that describes it, so a runtime that
+reads only version 1 still reads every artifact it could before and refuses the rest by
+version. Version 2 adds a quantised head (``"head": {"dtype": "fp16" | "int8"}`` in the
+header, fp16/int8 ``head/`` sections and ``head_scale/`` sections; see
+:mod:`shaver.runtime.headq`).
 
 This module needs numpy only (``shaver.runtime`` must import without torch).
 """
@@ -44,7 +50,8 @@ from shaver.errors import ArtifactError
 from shaver.fileio import atomic_path
 
 MAGIC = b"\x89SHAVER\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this module writes and reads
+READABLE_VERSIONS = (1, 2)
 PREAMBLE = struct.Struct("<8sIIII")  # magic, version, header length, header crc, reserved
 ALIGN = 8
 #: Section dtypes and their numpy types. ``json`` sections are UTF-8 bytes.
@@ -69,7 +76,7 @@ class SectionSpec:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * DTYPES[self.dtype].itemsize
+        return math.prod(self.shape) * DTYPES[self.dtype].itemsize
 
 
 def _align(n: int) -> int:
@@ -87,26 +94,34 @@ def layout(specs: Sequence[SectionSpec]) -> tuple[list[int], int]:
 
 
 def encode_header(fields: Mapping[str, Any], specs: Sequence[SectionSpec],
-                  crcs: Sequence[int] | None = None) -> bytes:
+                  crcs: Sequence[int] | None = None, version: int = 1) -> bytes:
     """The padded header bytes; ``crcs=None`` gives a header of the same length (for sizing)."""
     offsets, _ = layout(specs)
     crcs = crcs if crcs is not None else [0] * len(specs)
     table = [[s.name, s.kind, s.dtype, list(s.shape), off, s.nbytes, f"{crc:08x}"]
              for s, off, crc in zip(specs, offsets, crcs)]
-    doc = {**fields, "format": "shaver-artifact", "format_version": FORMAT_VERSION,
+    doc = {**fields, "format": "shaver-artifact", "format_version": _check_version(version),
            "sections": table}
     raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                      allow_nan=False).encode("ascii")
     return raw + b" " * (_align(len(raw)) - len(raw))
 
 
-def container_bytes(fields: Mapping[str, Any], specs: Sequence[SectionSpec]) -> int:
+def _check_version(version: int) -> int:
+    if version not in READABLE_VERSIONS:
+        raise ArtifactError(f"cannot write format version {version} "
+                            f"(known: {', '.join(map(str, READABLE_VERSIONS))})")
+    return version
+
+
+def container_bytes(fields: Mapping[str, Any], specs: Sequence[SectionSpec],
+                    version: int = 1) -> int:
     """Exact size of the file :func:`write_container` writes for these sections."""
-    return PREAMBLE.size + len(encode_header(fields, specs)) + layout(specs)[1]
+    return PREAMBLE.size + len(encode_header(fields, specs, version=version)) + layout(specs)[1]
 
 
 def write_container(path: str | os.PathLike[str], fields: Mapping[str, Any],
-                    sections: Sequence[tuple[SectionSpec, np.ndarray]]) -> int:
+                    sections: Sequence[tuple[SectionSpec, np.ndarray]], version: int = 1) -> int:
     """Write atomically (temp file + ``os.replace``); return the number of bytes written."""
     specs = [spec for spec, _ in sections]
     blobs = []
@@ -115,11 +130,11 @@ def write_container(path: str | os.PathLike[str], fields: Mapping[str, Any],
         if tuple(data.shape) != spec.shape:
             raise ArtifactError(f"section {spec.name}: shape {data.shape} != planned {spec.shape}")
         blobs.append(data.tobytes())
-    header = encode_header(fields, specs, [zlib.crc32(b) for b in blobs])
+    header = encode_header(fields, specs, [zlib.crc32(b) for b in blobs], version)
     offsets, _ = layout(specs)
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        out.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header), 0))
+        out.write(PREAMBLE.pack(MAGIC, version, len(header), zlib.crc32(header), 0))
         out.write(header)
         pos = 0
         for off, blob in zip(offsets, blobs):
@@ -165,9 +180,10 @@ def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
     magic, version, hlen, hcrc, reserved = PREAMBLE.unpack_from(buf)
     if magic != MAGIC:
         raise ArtifactError(f"{path}: not a shaver artifact (bad magic bytes)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ArtifactError(f"{path}: format version {version} is not supported "
-                            f"(this shaver reads version {FORMAT_VERSION})")
+                            f"(this shaver reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))})")
     if reserved != 0 or hlen % ALIGN or hlen > MAX_HEADER:
         raise ArtifactError(f"{path}: corrupt preamble")
     if PREAMBLE.size + hlen > len(buf):
@@ -175,20 +191,20 @@ def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
     raw = buf[PREAMBLE.size:PREAMBLE.size + hlen]
     if zlib.crc32(raw) != hcrc:
         raise ArtifactError(f"{path}: header checksum mismatch (file corrupted)")
-    header = _decode_header(raw, path)
+    header = _decode_header(raw, path, version)
     table = header["sections"]
     arrays = _read_sections(buf, PREAMBLE.size + hlen, table, path)
     return Container(path, header, arrays, table, len(buf))
 
 
-def _decode_header(raw: bytes, path: str) -> dict[str, Any]:
+def _decode_header(raw: bytes, path: str, version: int) -> dict[str, Any]:
     try:
         header = json.loads(raw.decode("ascii"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != "shaver-artifact" \
-            or header.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: header does not describe a shaver artifact v{FORMAT_VERSION}")
+            or header.get("format_version") != version:
+        raise ArtifactError(f"{path}: header does not describe a shaver artifact v{version}")
     if not isinstance(header.get("sections"), list):
         raise ArtifactError(f"{path}: header has no section table")
     return header

@@ -63,13 +63,20 @@ def choose_layouts(mask: np.ndarray, field_dims: Sequence[int],
     # Whole-slice counts (no per-row pass): count_nonzero of a contiguous bool block is fast.
     kept = np.array([np.count_nonzero(mask[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
                     dtype=np.int64)
-    rows = np.diff(bounds)
+    return layouts_for_counts(kept, field_dims, d, value_dtype), kept
+
+
+def layouts_for_counts(kept: np.ndarray, field_dims: Sequence[int], d: int,
+                       value_dtype: str) -> list[str]:
+    """Smallest layout per field from the kept count per field (all a layout's size needs)."""
+    rows = np.asarray(field_dims, dtype=np.int64)
+    kept = np.asarray(kept, dtype=np.int64)
     v = VALUE_BYTES[check_value_dtype(value_dtype)]
     costs = [rows * d * v, rows * ((d + 7) // 8) + kept * v]
     if d <= 255:
         costs.append(rows + kept * (1 + v))
     best = np.argmin(np.stack(costs), axis=0)
-    return [LAYOUTS[int(i)] for i in best], kept.astype(np.int64)
+    return [LAYOUTS[int(i)] for i in best]
 
 
 def embedding_specs(field_dims: Sequence[int], dim: int, layouts: Sequence[str],

@@ -10,6 +10,7 @@ import numpy as np
 
 from shaver.errors import ArtifactError, DataError
 from shaver.runtime.container import KINDS, PREAMBLE, Container, read_container
+from shaver.runtime.headq import HEAD_DTYPES, dequantize_head
 from shaver.runtime.heads import MALFORMED, Head, build_head
 from shaver.runtime.layout import (
     LAYOUTS,
@@ -24,8 +25,9 @@ class Artifact:
     """A loaded, validated artifact: compressed embedding + head, ready to predict.
 
     Attributes: ``config`` (model config dict), ``field_dims``, ``dim``, ``value_dtype``,
-    ``layouts`` (per field), ``tables`` (:class:`EmbeddingTables`), ``head_tensors`` and
-    ``first_order`` (name -> array), ``info`` (budget, metrics, provenance),
+    ``head_dtype`` (fp32 | fp16 | int8), ``layouts`` (per field), ``tables``
+    (:class:`EmbeddingTables`), ``head_tensors`` (name -> array, int8 and fp16 ones
+    dequantised to fp32) and ``first_order`` (name -> array), ``info`` (budget, metrics, provenance),
     ``feature_map`` (dataset meta + vocabularies, or None), ``size`` (file bytes).
     """
 
@@ -41,17 +43,20 @@ class Artifact:
             self.dim = int(emb["dim"])
             self.value_dtype = str(emb["value_dtype"])
             self.layouts = [str(v) for v in emb["layouts"]]
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            self.head_dtype = str(container.header.get("head", {}).get("dtype", "fp32"))
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise ArtifactError(f"{where}: header lacks the model description ({exc})") from exc
         if (self.value_dtype not in VALUE_DTYPES or len(self.layouts) != len(self.field_dims)
                 or any(v not in LAYOUTS for v in self.layouts) or not 0 < self.dim <= 65535
-                or any(v <= 0 for v in self.field_dims)):
+                or any(v <= 0 for v in self.field_dims) or self.head_dtype not in HEAD_DTYPES):
             raise ArtifactError(f"{where}: inconsistent embedding description in the header")
         arrays = container.arrays
         self.tables: EmbeddingTables = decode_embedding(
             arrays, self.field_dims, self.dim, self.layouts, self.value_dtype, where)
         self.first_order = self._first_order(arrays)
-        self.head_tensors = _by_prefix(arrays, "head/")
+        self.head_tensors = dequantize_head(_by_prefix(arrays, "head/"),
+                                            _by_prefix(arrays, "head_scale/"), self.head_dtype,
+                                            where)
         self.info: dict[str, Any] = container.json("info") if "info" in arrays else {}
         if not isinstance(self.info, dict):
             raise ArtifactError(f"{where}: the info section is not a JSON object")

@@ -1,0 +1,213 @@
+"""Attributions that stay current: continue an attribution on NEW rows of the same model and
+vocabulary, merging the accumulators, with an optional exponential decay of old evidence.
+
+    >>> updated, state = update_attribution(model, "attr.safetensors", "attr.state.safetensors",
+    ...                                     new_dataset, data="train", half_life=100_000)
+
+Why a merge is correct: phi over D_old + D_new is the row-weighted mean of the per-row
+Shapley values, and an attribution's running sums are sums of per-walk credits. The update
+walks the new rows at the SAME rate as the old attribution walked its rows (samples per row
+= the old run's passes), with the same placeholder (the old codebook: the game must not
+change) and the same options, so adding the sums (and the sample counts) gives exactly the
+estimator a fresh run over old + new rows at that rate would give; only the random
+permutations differ. The result agrees with a fresh attribution within the standard errors.
+
+Decay: with ``half_life`` H (in rows of new data), old evidence is down-weighted by
+``gamma = 0.5 ** (new_rows / H)``: sums, squared sums and the sample count of the old state
+are multiplied by gamma before the new ones are added. phi is then the exponentially
+weighted mean; its standard error uses the effective sample count
+``(sum of weights)^2 / (sum of squared weights)``, tracked across updates.
+
+A control variate (``--control-variate`` runs) carries over: the new rows' exact surrogate
+mean is computed (one cheap pass over the new rows) and the offsets are merged with the
+same weights as the sums.
+
+Out of scope: rows whose values are new to the vocabulary (a table that grows is another
+model and another game; encoded with the old feature map they are its OOV ids). A model
+refreshed on new data is another game too: it cannot be updated, but
+:mod:`shaver.attribution.refresh` reuses the old attribution as a control variate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.distributed import DistContext
+from shaver.attribution.estimator.common import make_engine
+from shaver.attribution.imputer import PlaceholderImputer
+from shaver.attribution.result import Attribution
+from shaver.attribution.runner import StopRule, StreamConfig, run_stream
+from shaver.attribution.sampling import SampleSource, parse_data
+from shaver.attribution.surrogate import path_credits, surrogate_mean
+from shaver.data.store import PreparedDataset
+from shaver.errors import AttributionError, FingerprintMismatch
+from shaver.train.checkpoint import model_fingerprint
+
+log = logging.getLogger(__name__)
+#: Keys of an attribution's settings that identify its running state (api.attribute's).
+STATE_KEYS = ("format", "placeholder", "data", "seed", "antithetic", "dtype",
+              "model_fingerprint", "dataset_fingerprint", "control_variate")
+
+
+def state_settings(attribution: Attribution) -> dict[str, Any]:
+    """The settings its running state was saved with (recorded by an update, else rebuilt
+    from the keys :func:`shaver.attribution.api.attribute` hashes)."""
+    s = attribution.settings
+    if "state_settings" in s:
+        return dict(s["state_settings"])
+    return {k: s[k] for k in STATE_KEYS if k in s}
+
+
+def check_same_game(model: nn.Module, attribution: Attribution, dataset: PreparedDataset) -> None:
+    """:class:`FingerprintMismatch` naming both fingerprints unless ``model`` and ``dataset``
+    are the attribution's model and vocabulary (feature map)."""
+    found = model_fingerprint(model)
+    if attribution.model_fingerprint != found:
+        raise FingerprintMismatch(
+            f"the attribution was computed for model {attribution.model_fingerprint}, but this "
+            f"model's fingerprint is {found}: an update continues the same model (a refreshed "
+            f"model needs a fresh attribution)")
+    if attribution.dataset_fingerprint != dataset.fingerprint:
+        raise FingerprintMismatch(
+            f"the attribution was computed on a dataset with fingerprint "
+            f"{attribution.dataset_fingerprint}, but {dataset.path} has fingerprint "
+            f"{dataset.fingerprint} (another vocabulary: rows must be encoded with the "
+            f"attribution's feature map)")
+
+
+def _check_new_rows(attribution: Attribution, dataset: PreparedDataset, data: str) -> None:
+    """Refuse data the attribution already holds (same dataset directory, shared splits)."""
+    history = [attribution.settings.get("dataset_path"), *(
+        u.get("dataset_path") for u in attribution.settings.get("updates", []))]
+    seen = [attribution.settings.get("data", ""),
+            *(u.get("data", "") for u in attribution.settings.get("updates", []))]
+    new_splits = set(parse_data(data)[0])
+    here = str(Path(dataset.path).resolve())
+    for path, spec in zip(history, seen):
+        if path is None:
+            log.warning("the attribution does not record its dataset directory: cannot check "
+                        "that %s (%s) holds new rows", dataset.path, data)
+            continue
+        if path != here:
+            continue
+        shared = new_splits & set(parse_data(spec)[0]) if spec else set()
+        if shared:
+            raise AttributionError(
+                f"{dataset.path}: split(s) {', '.join(sorted(shared))} are already in this "
+                f"attribution (data {spec!r}); an update takes NEW rows")
+
+
+def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
+                       state_path: str | Path, dataset: PreparedDataset, *, data: str = "train",
+                       half_life: float | None = None, samples: int | None = None,
+                       seed: int | None = None, batch_size: int = 1024, engine: str = "fast",
+                       device: str | torch.device = "cpu", quiet: bool = True
+                       ) -> tuple[Attribution, Accumulator, dict[str, Any]]:
+    """Continue ``attribution`` (with its running state at ``state_path``) on the rows
+    ``data`` of ``dataset``; returns (updated attribution, merged state, state settings).
+
+    ``samples``: walks over the new rows (default: the old run's walks per row times the new
+    rows, so that the merge is unbiased; see the module docstring). ``half_life``: rows of
+    new data after which old evidence weighs half (None: no decay). ``seed``: of the new
+    walks (default: the old seed plus the number of earlier updates plus one).
+    """
+    old = attribution if isinstance(attribution, Attribution) else Attribution.load(attribution)
+    check_same_game(model, old, dataset)
+    _check_new_rows(old, dataset, data)
+    if half_life is not None and not half_life > 0:
+        raise AttributionError(f"half_life must be > 0 rows (or None), got {half_life}")
+    settings = state_settings(old)
+    acc_old, cursor = Accumulator.load(state_path, settings=settings, device=device)
+    if acc_old.count != old.count and round(acc_old.count) != old.count:
+        raise AttributionError(f"{state_path}: the running state holds {acc_old.count} samples, "
+                               f"the attribution {old.count}: they belong to different runs")
+    updates = list(old.settings.get("updates", []))
+    seed = int(settings.get("seed", 0)) + len(updates) + 1 if seed is None else int(seed)
+    source = SampleSource(dataset, data, seed=seed)
+    old_rows = float(old.settings.get("data_rows") or acc_old.count)
+    walks = samples if samples is not None else max(1, round(acc_old.count / old_rows
+                                                             * source.size))
+    began = time.monotonic()
+    acc_new, offset_new = _walk_new_rows(model, old, source, walks, seed, batch_size, engine,
+                                         device, bool(settings.get("antithetic")),
+                                         "control_variate" in settings, quiet)
+    gamma = 1.0 if half_life is None else 0.5 ** (source.size / float(half_life))
+    sum_w2_old = float(old.settings.get("sum_w2", acc_old.count))
+    merged = merge_decayed(acc_old, acc_new, gamma, offset_new)
+    sum_w2 = gamma * gamma * sum_w2_old + acc_new.count
+    record = {"data": data, "dataset_path": str(Path(dataset.path).resolve()),
+              "rows": source.size, "samples": walks, "seed": seed, "half_life": half_life,
+              "decay": gamma, "seconds": time.monotonic() - began}
+    new_settings = {**settings, "updates": len(updates) + 1}
+    info = {**old.settings, "updates": updates + [record], "state_settings": new_settings,
+            "data_rows": gamma * old_rows + source.size, "sum_w2": sum_w2,
+            "effective_count": merged.count ** 2 / sum_w2 if sum_w2 else 0.0,
+            "passes": merged.count / (gamma * old_rows + source.size),
+            "convergence_ratio": merged.convergence_ratio()}
+    info.setdefault("dataset_path", None)
+    n, d = old.shape
+    stderr = merged.stderr() * (merged.count / max(info["effective_count"], 1e-12)) ** 0.5
+    result = Attribution(phi=merged.phi().view(n, d), stderr=stderr.view(n, d),
+                         count=round(merged.count), codebook=old.codebook,
+                         placeholder=old.placeholder, settings=info,
+                         model_fingerprint=old.model_fingerprint,
+                         dataset_fingerprint=old.dataset_fingerprint, field_dims=old.field_dims)
+    del cursor  # the old stream's cursor has no meaning after new rows were merged
+    return result, merged, new_settings
+
+
+def _walk_new_rows(model: nn.Module, old: Attribution, source: SampleSource, walks: int,
+                   seed: int, batch_size: int, engine: str, device: str | torch.device,
+                   antithetic: bool, control_variate: bool, quiet: bool
+                   ) -> tuple[Accumulator, torch.Tensor | None]:
+    """Credits of ``walks`` walks over the new rows, with the OLD codebook as placeholder."""
+    dev = torch.device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    try:
+        imputer = PlaceholderImputer(model, old.codebook.to(dev))
+        # the precision the old run used ("auto" chose it from the device and its data)
+        dtype = str(old.settings.get("dtype_used") or old.settings.get("dtype", "fp32"))
+        eng = make_engine(engine, imputer, dtype=dtype,
+                          max_rows=2048 if dev.type == "cpu" else 131072)
+        n, d = old.shape
+        acc = Accumulator(n * d, dev)
+        offset, surrogate = None, None
+        if control_variate:
+            offset = surrogate_mean(imputer, source, batch_size=batch_size, quiet=quiet)
+            surrogate = functools.partial(path_credits, imputer)
+        config = StreamConfig(seed=seed, batch_size=batch_size, antithetic=antithetic,
+                              quiet=quiet, surrogate=surrogate)
+        run_stream(eng, source, acc, cursor=0, rule=StopRule(tolerance=None, max_samples=walks),
+                   config=config, embed_dim=d, ctx=DistContext.current())
+        return acc, offset
+    finally:
+        model.train(was_training)
+
+
+def merge_decayed(old: Accumulator, new: Accumulator, gamma: float,
+                  new_offset: torch.Tensor | None = None) -> Accumulator:
+    """``gamma * old + new`` (sums, squared sums, counts; offsets weighted by counts).
+
+    gamma = 1 is :meth:`Accumulator.merge`. The count is a float once a decay made it
+    fractional.
+    """
+    if (old.offset is None) != (new_offset is None):
+        raise AttributionError("cannot merge a state with a control variate and one without")
+    merged = Accumulator(old.sum.numel(), old.sum.device)
+    merged.sum = old.sum * gamma + new.sum.to(old.sum.device)
+    merged.sumsq = old.sumsq * gamma + new.sumsq.to(old.sum.device)
+    count = gamma * old.count + new.count
+    merged.count = int(count) if float(count).is_integer() else count
+    if old.offset is not None and new_offset is not None:
+        weight_old = gamma * old.count / max(count, 1e-300)
+        merged.offset = old.offset * weight_old + new_offset.to(old.sum.device) * (1 - weight_old)
+    return merged

@@ -1,0 +1,124 @@
+"""The fleet file: device classes, each with a whole-artifact byte budget and its precisions.
+
+    classes:
+      - name: phone-low
+        bytes: 2MiB          # whole artifact (shaver.pruning.budget.parse_bytes units)
+        values: int8         # kept embedding values: fp32 | fp16 | int8
+        head: int8           # dense head + first-order weights: fp32 | fp16 | int8
+        format: both         # shaver | onnx | both (default shaver)
+
+Everything is checked before any work: an unknown key, a missing name or budget, a budget
+that is not a positive byte size, an unknown dtype or format, or a duplicate class name
+raises :class:`FleetError` naming the file, the class and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from shaver.errors import BudgetError, ShaverError
+from shaver.pruning.budget import Budget
+from shaver.runtime.headq import HEAD_DTYPES
+
+#: Embedding value dtypes a class may ask for. Extending the artifact's value dtypes (e.g.
+#: int4/int2) needs only a new entry here and in ``shaver.runtime.layout.VALUE_DTYPES``.
+FLEET_VALUE_DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
+FORMATS = ("shaver", "onnx", "both")
+CLASS_KEYS = ("name", "bytes", "values", "head", "format")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class FleetError(ShaverError):
+    """A fleet file or fleet run that cannot be used."""
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    """One device class: ``name``, ``bytes`` (whole-artifact budget), ``values`` and ``head``
+    dtypes, ``format`` (shaver | onnx | both)."""
+
+    name: str
+    bytes: int
+    values: str = "fp32"
+    head: str = "fp32"
+    format: str = "shaver"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget.bytes_(self.bytes)
+
+
+def load_fleet(path: str | os.PathLike[str]) -> list[DeviceClass]:
+    """Read and validate a fleet YAML file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FleetError(f"{path}: cannot read the fleet file ({exc.strerror})") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise FleetError(f"{path}: not valid YAML ({exc})") from exc
+    return parse_fleet(doc, str(path))
+
+
+def parse_fleet(doc: Any, where: str = "<fleet>") -> list[DeviceClass]:
+    """Validate a fleet document (``{"classes": [...]}``) -> device classes, in file order."""
+    if not isinstance(doc, Mapping) or "classes" not in doc:
+        raise FleetError(f"{where}: expected a mapping with a 'classes:' list")
+    unknown = sorted(str(k) for k in doc if k != "classes")
+    if unknown:
+        raise FleetError(f"{where}: unknown key {unknown[0]!r} (expected only 'classes')")
+    items = doc["classes"]
+    if not isinstance(items, list) or not items:
+        raise FleetError(f"{where}: 'classes' must be a non-empty list of device classes")
+    classes: list[DeviceClass] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        cls = _parse_class(item, f"{where}: classes[{i}]")
+        if cls.name in seen:
+            raise FleetError(f"{where}: classes[{i}]: duplicate class name {cls.name!r}")
+        seen.add(cls.name)
+        classes.append(cls)
+    return classes
+
+
+def _parse_class(item: Any, where: str) -> DeviceClass:
+    if not isinstance(item, Mapping):
+        raise FleetError(f"{where}: a class must be a mapping with keys {', '.join(CLASS_KEYS)}")
+    for key in item:
+        if key not in CLASS_KEYS:
+            raise FleetError(f"{where}: unknown key {key!r} (expected {', '.join(CLASS_KEYS)})")
+    name = item.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise FleetError(f"{where}: name must be a string of letters, digits, '.', '_' or '-' "
+                         f"(it names the artifact file), got {name!r}")
+    where = f"{where} ({name})"
+    if "bytes" not in item:
+        raise FleetError(f"{where}: missing key 'bytes' (the whole-artifact budget, e.g. 2MiB)")
+    raw = item["bytes"]
+    try:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise BudgetError(f"expected a byte size such as 2MiB or 500000, got {raw!r}")
+        budget = Budget.bytes_(raw)
+    except BudgetError as exc:
+        raise FleetError(f"{where}: bytes: {exc}") from None
+    fields = {"values": (FLEET_VALUE_DTYPES, "fp32"), "head": (HEAD_DTYPES, "fp32"),
+              "format": (FORMATS, "shaver")}
+    chosen = {}
+    for key, (allowed, default) in fields.items():
+        value = item.get(key, default)
+        if value not in allowed:
+            raise FleetError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+        chosen[key] = value
+    return DeviceClass(name=name, bytes=int(budget.value), **chosen)
