@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "see bench/attribution)")
     p.add_argument("--engine", choices=("fast", "reference"), default="fast",
                    help="fast (default) or the authors' step-by-step reference loop")
+    p.add_argument("--bins", type=int, default=None,
+                   help="also keep the credits per bin of the coalition's kept fraction, for "
+                   "budget-aware scores (shaver prune; default min(8, m*d), 0 = none, at "
+                   "most m*d)")
     p.add_argument("--seed", type=int, default=0, help="seed of data order and permutations")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true",
@@ -73,7 +77,8 @@ def _attribute(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, antithetic=args.antithetic,
         control_variate=args.control_variate, dtype=args.dtype,
         engine=args.engine, seed=args.seed, device=args.device, checkpoint_path=state,
-        resume=args.resume, quiet=args.quiet, checkpoint_every_s=args.checkpoint_every)
+        resume=args.resume, quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
+        bins=args.bins)
     if ctx.is_main:
         result.save(out)
         s = result.settings
