@@ -62,6 +62,8 @@ def test_auto_is_the_default_and_keeps_the_best_on_validation(setup, dataset):
         assert floor["kept"] == 0 and r.kept <= Budget.parse(r.budget.label).kept_entries(
             N * DIM)
     assert results[2].kept == 0  # sparsity 1.0: every candidate prunes everything
+    assert all(r.info["auto"]["validation_in_attribution"] for r in results)  # train+val
+    assert not auto.saw_validation(type("A", (), {"settings": {"data": "train:0.5"}})())
 
 
 def test_budget_aware_cut_targets_the_active_kept_fraction(setup, dataset):

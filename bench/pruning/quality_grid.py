@@ -73,12 +73,12 @@ def trained(name: str, dataset, work: Path, epochs: int, seed: int):
 
 
 def attribution(model, dataset, work: Path, name: str, placeholder: str, seconds: float,
-                seed: int, samples: int | None = None) -> Attribution:
+                seed: int, samples: int | None = None, data: str = "train+val") -> Attribution:
     path = work / f"run-{name}" / f"attribution-{placeholder}.safetensors"
     if path.exists():
         return Attribution.load(path)
     started = time.perf_counter()
-    result = attribute(model, dataset, placeholder=placeholder, data="train+val",
+    result = attribute(model, dataset, placeholder=placeholder, data=data,
                        tolerance=0.01, max_seconds=seconds, max_samples=samples, seed=seed,
                        device=DEVICE, quiet=True)
     result.settings["wall_seconds"] = time.perf_counter() - started
@@ -190,6 +190,9 @@ def main() -> None:
                     help="cap on each attribution's wall time (it records the samples seen)")
     ap.add_argument("--attr-samples", type=int, default=None,
                     help="cap on each attribution's samples (reproducible, unlike seconds)")
+    ap.add_argument("--attr-data", default="train+val",
+                    help="attribution data (train+val as the paper; train keeps the validation "
+                    "split, on which auto selects, out of the scores)")
     ap.add_argument("--placeholders", default="codebook,zero",
                     help="attributions to run (codebook is needed; zero adds shaver-zero rows)")
     ap.add_argument("--seed", type=int, default=0)
@@ -223,7 +226,7 @@ def main() -> None:
         print(f"{name}: base AUC {base['auc']:.4f} ({time.perf_counter() - started:.0f} s)",
               flush=True)
         attrs = {p: attribution(model, dataset, args.work, name, p, args.attr_seconds, args.seed,
-                                args.attr_samples)
+                                args.attr_samples, args.attr_data)
                  for p in args.placeholders.split(",")}
         meta = {p: attribution_summary(a) for p, a in attrs.items()}
         print(f"{name}: attribution {meta} ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -8,6 +8,11 @@ keeps the best by validation AUC (validation LogLoss breaks ties closer than
 come from ONE attribution (the paper's walks, their bins included), so auto costs the same
 attribution as the paper's Shaver, plus one validation pass per candidate and budget.
 
+Selection is only as honest as the validation split is unseen: an attribution computed on
+``train+val`` (the paper's data, our default) has seen the validation labels, which favours
+the Shapley candidates in the selection. ``info["auto"]["validation_in_attribution"]`` says
+so (and a warning is logged); attribute on ``train`` to keep validation clean.
+
 A candidate is a name and a function ``budget -> PruneResult`` (a pruned model, no
 evaluation). Candidates come from factories in :data:`CANDIDATES`; a factory gets the
 :class:`AutoContext` and returns its candidates (none when it cannot serve, e.g. budget-aware
@@ -197,8 +202,15 @@ def auto_cut(candidates: Sequence[Candidate], ctx: AutoContext, budget: Budget):
         log.debug("auto %s: %s val AUC %.4f", budget.label, candidate.name, val["auc"])
     best.info.update(scorer="auto", winner=candidates[best_index].name,
                      auto={"winner": candidates[best_index].name, "selection": SELECTION,
-                           "candidates": records})
+                           "candidates": records,
+                           "validation_in_attribution": saw_validation(ctx.attribution)})
     return best
+
+
+def saw_validation(attribution: Any) -> bool:
+    """Whether the attribution's data included the validation split."""
+    data = str(getattr(attribution, "settings", {}).get("data", "train+val"))
+    return "val" in data.split(":")[0].split("+")
 
 
 def prune_auto(model: nn.Module, attribution: Any, budgets: Sequence[Budget], *,
@@ -223,6 +235,10 @@ def prune_auto(model: nn.Module, attribution: Any, budgets: Sequence[Budget], *,
         frequencies = data_frequencies(dataset, "train+val")
     ctx = AutoContext(model, attribution, dataset, frequencies, value_dtype, size_metadata,
                       device, quiet, cache={"paper": paper})
+    if saw_validation(attribution):
+        log.warning("auto: the attribution was computed on data including the validation "
+                    "split, so its Shapley candidates are favoured in the selection; "
+                    "attribute with data='train' (--data train) for an unbiased choice")
     names = list(CANDIDATES) if factories is None else list(factories)
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
