@@ -6,8 +6,10 @@ fraction of the table with the largest |phi| among the current survivors, prunes
 sample's walk starts from the pruned model and removes only its surviving active entries, in
 a uniform random order (the survivors-first stable reorder of the sample's uniform
 permutation), so a walk has as many steps as the sample has survivors. The engines run
-truncated walks: a batch costs (max survivors in it + 1) head evaluations per sample, not
-m*d + 1. The credits are the Shapley values of the pruned model's game (pruned entries are
+truncated walks: samples are grouped by survivor count (:data:`GROUP` per group) and a group
+costs (its largest survivor count + 1) head evaluations per sample, not m*d + 1. Survivors
+are counted per sample: kept entries sit on frequent rows, so a sample keeps far more than
+the table's kept fraction (MovieLens DeepFM at 10 % kept: about 43 % of a sample's entries). The credits are the Shapley values of the pruned model's game (pruned entries are
 null players there); efficiency holds per sample: they sum to loss(every survivor replaced)
 - loss(pruned model).
 
@@ -31,6 +33,9 @@ from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.sampling import SampleSource
 from shaver.errors import AttributionError
+
+#: Samples per walk group (grouped by survivor count).
+GROUP = 64
 
 
 @dataclass
@@ -84,13 +89,17 @@ def attribute_survivors(pruned: torch.nn.Module, dataset: Any, mask: np.ndarray,
         x_np, y_np = source.batch(lo, min(lo + batch_size, samples))
         x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
         entries = global_entries(x, d)
-        walk = survivor_walks(sample_permutations(seed, lo, len(x), players, device),
-                              alive_flat[entries])
-        losses = eng.losses(x, y, walk)
+        alive = alive_flat[entries]
+        perm = sample_permutations(seed, lo, len(x), players, device)
         credits = torch.zeros(len(x), players, device=device)
-        credits.scatter_(1, walk, losses[:, 1:] - losses[:, :-1])
+        # samples grouped by survivor count, so a group's walk is as long as its own longest
+        by_count = torch.argsort(alive.sum(1), stable=True)
+        for group in by_count.split(GROUP):
+            walk = survivor_walks(perm[group], alive[group])
+            losses = eng.losses(x[group], y[group], walk)
+            credits[group] = credits[group].scatter_(1, walk, losses[:, 1:] - losses[:, :-1])
+            states += len(group) * (walk.shape[1] + 1)
         acc.add(entries, credits)
-        states += len(x) * (walk.shape[1] + 1)
     record = RoundRecord(int(mask.sum()), acc.count, states, time.perf_counter() - started)
     return acc, record
 
