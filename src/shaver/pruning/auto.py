@@ -3,8 +3,10 @@
 No ranking wins at every budget on every model (bench/pruning/README.md): at sparsity >= 0.99
 the paper's Shapley ranking can lose to magnitude and even to pruning everything. ``auto``
 builds every registered candidate cut for a budget, scores each on the VALIDATION split and
-keeps the best by validation AUC (validation LogLoss breaks ties closer than
-:data:`AUC_TIE`); only the winner is evaluated on test, by the caller. All Shapley candidates
+chooses by validation AUC within the split's own noise (:mod:`shaver.pruning.selection`:
+candidates within 1.96 DeLong standard errors of the best are tied; among them the paper's
+Shaver if tied, else the fewest kept entries); only the winner is evaluated on test, by the
+caller. All Shapley candidates
 come from ONE attribution (the paper's walks, their bins included), so auto costs the same
 attribution as the paper's Shaver, plus one validation pass per candidate and budget.
 
@@ -23,7 +25,6 @@ scores of an attribution without bins). More can be added with :func:`register_c
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +37,11 @@ from shaver.data.store import PreparedDataset
 from shaver.errors import ShaverError
 from shaver.pruning.budget import Budget
 from shaver.pruning.scorers import Scores, compute_scores, data_frequencies, shapley_scores
+from shaver.pruning.selection import RULE, choose, components
 
 log = logging.getLogger(__name__)
 
-#: Validation AUCs closer than this are a tie, broken by validation LogLoss.
-AUC_TIE = 1e-4
-SELECTION = f"max validation AUC; ties (< {AUC_TIE:g}) by lower validation LogLoss"
+SELECTION = RULE
 
 
 class AutoError(ShaverError):
@@ -158,21 +158,19 @@ def check_validation(dataset: PreparedDataset | None) -> PreparedDataset:
     return dataset
 
 
-def _validation(model: nn.Module, ctx: AutoContext) -> dict[str, float]:
-    from shaver.train.loop import evaluate
+def _validation(model: nn.Module, ctx: AutoContext) -> tuple[dict[str, float], tuple]:
+    """Validation AUC / LogLoss of ``model`` and its DeLong components."""
+    from shaver.train.evaluation import predict_proba
+    from shaver.train.metrics import auc_logloss
 
-    metrics = evaluate(model, ctx.dataset, "val", device=ctx.device)
-    return {"auc": float(metrics["auc"]), "logloss": float(metrics["logloss"])}
-
-
-def select(records: Sequence[dict[str, Any]]) -> int:
-    """Index of the best record ({"val_auc", "val_logloss"}) under :data:`SELECTION`."""
-    def auc(r):
-        return -math.inf if not math.isfinite(r["val_auc"]) else r["val_auc"]
-
-    best = max(auc(r) for r in records)
-    tied = [i for i, r in enumerate(records) if auc(r) >= best - AUC_TIE]
-    return min(tied, key=lambda i: (records[i]["val_logloss"], i))
+    if "val" not in ctx.cache:
+        ctx.cache["val"] = (ctx.dataset.ids("val"), np.asarray(ctx.dataset.labels("val")))
+    x, y = ctx.cache["val"]
+    chunk = 1 << 18  # rows copied out of the memory map at a time
+    p = np.concatenate([predict_proba(model, np.array(x[lo:lo + chunk]), device=ctx.device)
+                        for lo in range(0, len(x), chunk)]) if len(x) else np.zeros(0)
+    auc, logloss = auc_logloss(y, p)
+    return {"auc": auc, "logloss": logloss}, components(y, p)
 
 
 def check_fits(name: str, budget: Budget, result: Any) -> None:
@@ -187,21 +185,24 @@ def check_fits(name: str, budget: Budget, result: Any) -> None:
 
 def auto_cut(candidates: Sequence[Candidate], ctx: AutoContext, budget: Budget):
     """Every candidate's cut at ``budget``, scored on validation -> the winner's PruneResult
-    with ``info["auto"]`` = {winner, selection, candidates: [{name, kept, bytes, val_auc,
+    with ``info["auto"]`` = {winner, selection, candidates: [{name, kept, bytes, val_auc, tied,
     val_logloss}]}."""
-    records, best, best_index = [], None, -1
+    records, comps = [], []
     for candidate in candidates:
         result = candidate.cut(budget)
         check_fits(candidate.name, budget, result)
-        val = _validation(result.model, ctx)
+        val, comp = _validation(result.model, ctx)
         records.append({"name": candidate.name, "kept": result.kept,
                         "bytes": result.artifact_bytes, "val_auc": val["auc"],
                         "val_logloss": val["logloss"]})
-        if select(records) == len(records) - 1:
-            best, best_index = result, len(records) - 1
+        comps.append(comp)
+        del result  # only the winner is kept: it is cut again below (cuts are deterministic)
         log.debug("auto %s: %s val AUC %.4f", budget.label, candidate.name, val["auc"])
-    best.info.update(scorer="auto", winner=candidates[best_index].name,
-                     auto={"winner": candidates[best_index].name, "selection": SELECTION,
+    reference = "shaver" if ctx.attribution.placeholder == "codebook" else "shaver-zero"
+    index = choose(records, comps, reference)
+    best = candidates[index].cut(budget)
+    best.info.update(scorer="auto", winner=candidates[index].name,
+                     auto={"winner": candidates[index].name, "selection": SELECTION,
                            "candidates": records,
                            "validation_in_attribution": saw_validation(ctx.attribution)})
     return best
