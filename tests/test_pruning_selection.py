@@ -63,3 +63,12 @@ def test_choose_with_one_class_uses_logloss():
     recs, comps = _records(y, [np.arange(10.0), np.arange(10.0)], [1, 1])
     recs[1]["val_logloss"] = 0.1
     assert choose(recs, comps, "shaver") == 1 and not any(r["tied"] for r in recs)
+
+
+def test_choose_breaks_remaining_ties_by_logloss():
+    rng = np.random.default_rng(3)
+    y = rng.random(500) < 0.5
+    p = y + rng.normal(0, 1.0, 500)
+    recs, comps = _records(y, [p, p + 1e-9], [0, 0], ["floor/codebook", "floor/zero"])
+    recs[0]["val_logloss"], recs[1]["val_logloss"] = 0.70, 0.68
+    assert choose(recs, comps, "shaver") == 1

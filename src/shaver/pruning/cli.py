@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=RUN_METHODS, default=None,
                    help="auto (default): at each budget, the best of several cuts (the "
                    "paper's Shaver, budget-aware Shapley, codebook/zero placeholders, "
-                   "magnitude, Taylor, everything pruned) by validation AUC, reported on test; "
+                   "magnitude, Taylor, everything pruned) by validation AUC within its noise "
+                   "(ties: the paper's Shaver, else the fewest kept entries), reported on test; "
                    "shaver: the paper's method (Shapley, |phi|, fixed codebook) alone; single: "
                    "--scorer's ranking (the default as soon as --scorer, --placeholder, "
                    "--order or --codebook is given)")

@@ -10,8 +10,8 @@ var(AUC_a - AUC_b) = var(V10_a - V10_b) / positives + var(V01_a - V01_b) / negat
 Rule (:func:`choose`): b = the candidate with the best validation AUC; a candidate is TIED
 with b when AUC_b - AUC_c <= :data:`Z` x SE(AUC_b - AUC_c). Among the tied candidates, in
 this order: the reference (the paper's Shaver) when it is tied; else the fewest kept entries
-(at equal quality, the smaller model); then the higher validation AUC; then the lower
-validation LogLoss. So the default leaves the paper's cut only when validation shows it is
+(at equal quality, the smaller model); then the lower validation LogLoss (the AUCs are equal
+within noise, LogLoss is the other measure); then the higher validation AUC. So the default leaves the paper's cut only when validation shows it is
 worse, and prefers pruning more when the difference is within noise.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 Z = 1.96
 RULE = (f"best validation AUC; candidates within {Z} DeLong standard errors of it are tied, "
         "and among them the paper's Shaver if tied, else the fewest kept entries, then "
-        "validation AUC, then validation LogLoss")
+        "validation LogLoss, then validation AUC")
 
 
 def midranks(values: np.ndarray) -> np.ndarray:
@@ -84,4 +84,4 @@ def choose(records: Sequence[dict[str, Any]], comps: Sequence[tuple], reference:
     ref = [i for i in tied if records[i]["name"] == reference]
     if ref:
         return ref[0]
-    return min(tied, key=lambda i: (records[i]["kept"], -aucs[i], records[i]["val_logloss"], i))
+    return min(tied, key=lambda i: (records[i]["kept"], records[i]["val_logloss"], -aucs[i], i))
