@@ -4,7 +4,7 @@ No ranking wins at every budget on every model (bench/pruning/README.md): at spa
 the paper's Shapley ranking can lose to magnitude and even to pruning everything. ``auto``
 builds every registered candidate cut for a budget, scores each on the VALIDATION split and
 chooses by validation AUC within the split's own noise (:mod:`shaver.pruning.selection`:
-candidates within 1.96 DeLong standard errors of the best are tied; among them the paper's
+candidates within one DeLong standard error of the best are tied; among them the paper's
 Shaver if tied, else the fewest kept entries); only the winner is evaluated on test, by the
 caller. All Shapley candidates
 come from ONE attribution (the paper's walks, their bins included), so auto costs the same

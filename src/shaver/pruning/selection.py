@@ -7,8 +7,10 @@ rows is DeLong's (DeLong, DeLong & Clarke-Pearson 1988; the O(n log n) form of S
 per positive and per negative "structural components" of each AUC, and
 var(AUC_a - AUC_b) = var(V10_a - V10_b) / positives + var(V01_a - V01_b) / negatives.
 
-Rule (:func:`choose`): b = the candidate with the best validation AUC; a candidate is TIED
-with b when AUC_b - AUC_c <= :data:`Z` x SE(AUC_b - AUC_c). Among the tied candidates, in
+Rule (:func:`choose`), the one-standard-error rule of model selection (Breiman et al. 1984;
+Hastie, Tibshirani & Friedman, ESL section 7.10) with the paired standard error: b = the
+candidate with the best validation AUC; a candidate is TIED with b when
+AUC_b - AUC_c <= :data:`Z` x SE(AUC_b - AUC_c). Among the tied candidates, in
 this order: the reference (the paper's Shaver) when it is tied; else the fewest kept entries
 (at equal quality, the smaller model); then the lower validation LogLoss (the AUCs are equal
 within noise, LogLoss is the other measure); then the higher validation AUC. So the default leaves the paper's cut only when validation shows it is
@@ -23,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-#: Two-sided 95 % normal quantile: a difference within Z standard errors is a tie.
-Z = 1.96
+#: A difference within Z standard errors of the best is a tie (the one-standard-error rule).
+Z = 1.0
 RULE = (f"best validation AUC; candidates within {Z} DeLong standard errors of it are tied, "
         "and among them the paper's Shaver if tied, else the fewest kept entries, then "
         "validation LogLoss, then validation AUC")
