@@ -128,7 +128,7 @@ class BinnedCredits:
     def shares(self, count: int, offset: torch.Tensor | None = None) -> torch.Tensor:
         """float32 (B, n*d): each bin's share of phi, ``sums / count`` (+ p_b * ``offset``,
         the control variate's exact mean, which does not depend on the step)."""
-        out = self.sums / max(int(count), 1)
+        out = self.sums / max(count, 1)
         if offset is not None:
             probs = torch.from_numpy(bin_probabilities(self.edges)).to(out.device)
             out = out + (probs[:, None] * offset.to(out.device)[None, :]).float()
