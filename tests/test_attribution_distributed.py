@@ -52,4 +52,6 @@ def test_two_ranks_equal_one_rank(tmp_path, cv):
         assert res.settings["world_size"] == 2
         assert torch.allclose(res.phi, single.phi, atol=1e-7)
         assert torch.allclose(res.stderr, single.stderr, atol=1e-7)
+        assert res.bin_edges == single.bin_edges and torch.allclose(res.bins, single.bins,
+                                                                     atol=1e-6)
     assert (tmp_path / "res.state").is_file()  # rank 0 checkpoints the merged state

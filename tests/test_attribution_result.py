@@ -42,7 +42,7 @@ def test_metadata_are_json_strings(tmp_path):
     path = _attr().save(tmp_path / "a.safetensors")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    assert meta["format"] == "shaver-attribution" and meta["format_version"] == "1"
+    assert meta["format"] == "shaver-attribution" and meta["format_version"] == "2"
     assert json.loads(meta["count"]) == 42 and json.loads(meta["field_dims"]) == [3, 4]
 
 

@@ -48,6 +48,9 @@ def test_update_equals_a_fresh_attribution_within_standard_errors(ds, tmp_path, 
     z = (new.phi - fresh.phi).abs() / (new.stderr ** 2 + fresh.stderr ** 2).sqrt().clamp_min(1e-12)
     seen = fresh.stderr > 0
     assert float((z[seen] < 4).float().mean()) >= 0.99
+    # the bins of budget-aware scores are merged too: their shares still add up to phi
+    assert new.bins is not None and new.bin_edges == old.bin_edges
+    assert torch.allclose(new.bins.double().sum(0), new.phi.double(), atol=1e-5)
     # the update moved phi towards the fresh value: old alone is further away on the whole
     assert float((new.phi - fresh.phi).abs().sum()) < float((old.phi - fresh.phi).abs().sum())
 

@@ -58,7 +58,8 @@ def test_one_sort_serves_every_budget_with_nested_masks(dataset):
     model = TinyModel().eval()
     attribution = make_attribution(model, dataset)
     budgets = [0.0, 0.2, 0.5, 0.8, 0.95, 1.0]
-    results = prune(model, attribution, budgets, dataset=dataset, device="cpu")
+    results = prune(model, attribution, budgets, dataset=dataset, device="cpu", method="shaver")
+    assert all(r.info["method"] == "shaver" and r.info["scorer"] == "shapley" for r in results)
     masks = [r.model.embedding.mask.numpy() for r in results]
     for bigger, smaller in zip(masks, masks[1:]):
         assert np.all(bigger >= smaller)
@@ -131,7 +132,7 @@ def test_nan_scores_are_refused(dataset):
     attribution = make_attribution(model, dataset)
     attribution.phi[2, 1] = float("nan")
     with pytest.raises(ScoreError, match="NaN or infinite"):
-        prune(model, attribution, [0.5])
+        prune(model, attribution, [0.5])  # auto: checked before asking for validation
     scores = np.ones((N, DIM))
     scores[0, 0] = np.inf
     with pytest.raises(ScoreError, match="row 0, column 0"):

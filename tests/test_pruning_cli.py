@@ -52,7 +52,7 @@ def run_dir(tmp_path_factory):
 def test_prune_writes_dirs_and_tables(run_dir, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["prune", "--run", str(run_dir), "--sparsity", "0,0.5,0.9", "--params", "7",
-                 "--out", str(out)])
+                 "--method", "shaver", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "sparsity=0.5" in printed and "params=7" in printed and "AUC" in printed
@@ -72,6 +72,33 @@ def test_prune_writes_dirs_and_tables(run_dir, tmp_path, capsys):
     for r in rows:
         info = load_pruned(r["path"]).info
         assert info["artifact_bytes"] == r["bytes"] and info["metrics"]["auc"] == r["auc"]
+
+
+def test_prune_defaults_to_auto_and_names_the_winners(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", "--run", str(run_dir), "--sparsity", "0.5,1.0", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "winner (on validation)" in printed
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in rows] == ["auto", "auto"] and rows[1]["kept"] == 0
+    for r in rows:
+        info = load_pruned(r["path"]).info
+        assert r["path"].endswith(f"auto-{r['budget'].replace('=', '-')}")
+        assert r["winner"] == info["winner"] == info["auto"]["winner"] and r["winner"] in printed
+    with open(out / "results.csv") as f:
+        assert [r["winner"] for r in csv.DictReader(f)] == [r["winner"] for r in rows]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "auto", "--scorer", "magnitude"], "--method auto chooses the scorer, "
+     "placeholder, order and codebook of each cut itself; drop --scorer or use --method single"),
+    (["--method", "shaver", "--scorer", "taylor"], "--method shaver is the Shapley ranking; "
+     "--scorer taylor needs --method single"),
+])
+def test_prune_method_conflicts(run_dir, tmp_path, capsys, argv, message):
+    code = main(["prune", "--run", str(run_dir), "--sparsity", "0.5", *argv])
+    assert code == 2 and message in capsys.readouterr().err
 
 
 def test_prune_other_scorers_and_options(run_dir, tmp_path, capsys):

@@ -14,8 +14,8 @@ from shaver.report.harness import BenchConfig, run_bench
 from shaver.report.schema import ReportError, load_document, read_results_csv
 from train_data import make_learnable
 
-METHODS = ("shaver", "shaver-zero", "magnitude", "random", "taylor")
-SPARSITIES = (0.5, 0.9)
+METHODS = ("auto", "shaver", "shaver-zero", "magnitude", "random", "taylor")
+SPARSITIES = (0.5, 0.9, 1.0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,6 +64,20 @@ def test_grid_has_one_row_per_cell(bench):
         assert row.artifact_bytes > 0
     by_budget = {r.budget: r.artifact_bytes for r in outcome.rows if r.method == "magnitude"}
     assert by_budget["sparsity=0.9"] < by_budget["sparsity=0.5"]
+
+
+def test_auto_rows_name_their_winner_and_the_report_labels_the_paper(bench):
+    out, outcome = bench
+    auto = [r for r in outcome.rows if r.method == "auto"]
+    assert len(auto) == len(SPARSITIES) and all(r.winner for r in auto)
+    assert all(r.winner is None for r in outcome.rows if r.method != "auto")
+    floor = [r for r in outcome.rows if r.budget == "sparsity=1" and r.method != "ptq"]
+    assert floor and all(r.kept == 0 for r in floor)
+    html = (out / "report.html").read_text()
+    assert "shaver (paper)" in html and "winner (auto, on validation)" in html
+    assert all(r.winner in html for r in auto)
+    with open(out / "results.csv") as f:
+        assert "winner" in f.readline()
 
 
 def test_outputs_agree_with_each_other(bench):
@@ -130,7 +144,8 @@ def test_attribution_needs_a_stopping_rule(data_dir, tmp_path):
     ("overrides", "message"),
     [
         ({"methods": ["pep"]}, "unknown method 'pep'"),
-        ({"sparsities": [1.0]}, r"sparsities must lie in \(0, 1\)"),
+        ({"sparsities": [1.5]}, r"sparsities must lie in \(0, 1\], got \[1.5\]"),
+        ({"sparsities": [0.0]}, r"sparsities must lie in \(0, 1\]"),
         ({"seeds": []}, "at least one model, one method and one seed"),
         ({"data": None, "dataset": "criteo-full"}, "unknown dataset 'criteo-full'"),
     ],

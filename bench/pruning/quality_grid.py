@@ -15,8 +15,14 @@ For each model (DeepFM, DCN-Mix; paper sizes: d = 16, MLP 400-400-400): train on
 early stopping on val AUC), attribute once per placeholder (codebook, zero; train+val,
 tolerance 0.01 or --attr-seconds), then prune with every method at every sparsity:
 
-* shaver-cb (codebook placeholder) and shaver-zero, orders abs / signed, codebook fixed / refit
-  (refit only for the codebook placeholder);
+* auto (the default of ``shaver prune``): per sparsity, the best candidate cut on the
+  validation split (see shaver.pruning.auto), test metrics and the winning candidate; it uses
+  the codebook attribution only, so its attribution compute equals the paper's Shaver's;
+* shaver-cb/abs/fixed = the paper's Shaver; shaver-cb (codebook placeholder) and shaver-zero,
+  orders abs / signed, codebook fixed / refit (refit only for the codebook placeholder);
+  shaver-cb/abs/zero-ph: the paper's ranking with 0 as placeholder;
+* budget-aware/abs: the semivalue of the codebook attribution's bins centred on each cut's
+  active kept fraction (shaver.pruning.budget_aware), codebook placeholder;
 * magnitude |w| and random (seeded) and taylor |w dL/dw| (zero placeholder), abs order;
 * ptq int16 / int8 / int4, per row and per table (no sparsity; placed by bytes);
 * with --finetune N: the FINETUNED methods again, each pruned model fine-tuned (mask fixed).
@@ -38,6 +44,7 @@ from pathlib import Path
 
 import torch
 from grid_data import DATASETS, open_grid_dataset
+from grid_tables import target_lines
 
 from shaver.attribution.api import attribute
 from shaver.attribution.result import Attribution
@@ -50,7 +57,7 @@ from shaver.train.checkpoint import load_run
 from shaver.train.loop import evaluate, fit
 
 DEVICE: str | None = None  # set from --device (None: cuda when available)
-SPARSITIES = (0.5, 0.8, 0.95, 0.99, 0.999)
+SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 MODELS = ("deepfm", "dcn-mix")
 
 
@@ -66,13 +73,14 @@ def trained(name: str, dataset, work: Path, epochs: int, seed: int):
 
 
 def attribution(model, dataset, work: Path, name: str, placeholder: str, seconds: float,
-                seed: int) -> Attribution:
+                seed: int, samples: int | None = None, data: str = "train+val") -> Attribution:
     path = work / f"run-{name}" / f"attribution-{placeholder}.safetensors"
     if path.exists():
         return Attribution.load(path)
     started = time.perf_counter()
-    result = attribute(model, dataset, placeholder=placeholder, data="train+val",
-                       tolerance=0.01, max_seconds=seconds, seed=seed, device=DEVICE, quiet=True)
+    result = attribute(model, dataset, placeholder=placeholder, data=data,
+                       tolerance=0.01, max_seconds=seconds, max_samples=samples, seed=seed,
+                       device=DEVICE, quiet=True)
     result.settings["wall_seconds"] = time.perf_counter() - started
     result.save(path)
     return result
@@ -85,31 +93,75 @@ def method_rows(model, dataset, attrs, sparsities, seed: int, freq,
                 finetune: FinetuneConfig | None = None,
                 save: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Every method at every sparsity; ``save(rows so far)`` after each method."""
-    variants = []
-    for order in ("abs", "signed"):
-        for cb in ("fixed", "refit"):
-            variants.append((f"shaver-cb/{order}/{cb}", attrs["codebook"], order, cb))
-        variants.append((f"shaver-zero/{order}/fixed", attrs["zero"], order, "fixed"))
-    for scorer in ("magnitude", "random", "taylor"):
-        scores = compute_scores(scorer, model, dataset=dataset, placeholder="zero", seed=seed,
-                                device=DEVICE)
-        variants.append((f"{scorer}/abs/fixed", scores, "abs", "fixed"))
-    runs = [(label, scores, order, cb, None) for label, scores, order, cb in variants]
+    rows = auto_rows(model, dataset, attrs["codebook"], sparsities, freq)
+    if save is not None:
+        save(rows)
+    runs = [(label, scores, order, cb, None)
+            for label, scores, order, cb in variants(model, dataset, attrs, seed)]
     if finetune is not None:
         runs += [(label + "+ft", scores, order, cb, finetune)
-                 for label, scores, order, cb in variants if label in FINETUNED]
-    rows = []
+                 for label, scores, order, cb, _ in runs if label in FINETUNED]
     for label, scores, order, cb, ft in runs:
         started = time.perf_counter()
         for r in prune(model, scores, list(sparsities), order=order, codebook=cb,
                        dataset=dataset, frequencies=freq, include_feature_map=False,
-                       finetune_config=ft, device=DEVICE):
+                       finetune_config=ft, device=DEVICE, method="scores"):
             rows.append({"method": label, "sparsity": r.budget.value, "kept": r.kept,
                          "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
                          "logloss": r.metrics["logloss"], "seconds": round(r.seconds, 4)})
         print(f"  {label}: {time.perf_counter() - started:.1f} s", flush=True)
         if save is not None:
             save(rows)
+    return rows
+
+
+def variants(model, dataset, attrs, seed: int) -> list[tuple]:
+    """(label, scores, order, codebook) of every method with one ranking for all budgets."""
+    from shaver.pruning.auto import zero_placeholder
+    from shaver.pruning.scorers import shapley_scores
+
+    out = []
+    for order in ("abs", "signed"):
+        for cb in ("fixed", "refit"):
+            out.append((f"shaver-cb/{order}/{cb}", attrs["codebook"], order, cb))
+        if "zero" in attrs:
+            out.append((f"shaver-zero/{order}/fixed", attrs["zero"], order, "fixed"))
+    out.append(("shaver-cb/abs/zero-ph", zero_placeholder(shapley_scores(attrs["codebook"])),
+                "abs", "fixed"))
+    for scorer in ("magnitude", "random", "taylor"):
+        scores = compute_scores(scorer, model, dataset=dataset, placeholder="zero", seed=seed,
+                                device=DEVICE)
+        out.append((f"{scorer}/abs/fixed", scores, "abs", "fixed"))
+    return out
+
+
+def auto_rows(model, dataset, attr, sparsities, freq) -> list[dict]:
+    """auto (and its budget-aware candidate, shown alone) at every sparsity: test metrics,
+    the winner, and every candidate's validation AUC / LogLoss."""
+    started = time.perf_counter()
+    rows = []
+    for r in prune(model, attr, list(sparsities), method="auto", dataset=dataset,
+                   frequencies=freq, include_feature_map=False, device=DEVICE):
+        rows.append({"method": "auto", "sparsity": r.budget.value, "kept": r.kept,
+                     "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
+                     "logloss": r.metrics["logloss"], "seconds": round(r.seconds, 4),
+                     "winner": r.info["winner"], "candidates": r.info["auto"]["candidates"]})
+    print(f"  auto: {time.perf_counter() - started:.1f} s", flush=True)
+    if attr.bins is not None:
+        from shaver.pruning.auto import AutoContext
+        from shaver.pruning.budget import Budget
+        from shaver.pruning.budget_aware import budget_aware_cut
+        from shaver.train.loop import evaluate as evaluate_split
+
+        ctx = AutoContext(model, attr, dataset, freq, device=DEVICE)
+        for sparsity in sparsities:
+            r = budget_aware_cut(ctx, Budget.sparsity(sparsity))
+            m = evaluate_split(r.model, dataset, "test", device=DEVICE)
+            rows.append({"method": "budget-aware/abs/fixed", "sparsity": sparsity,
+                         "kept": r.kept, "bytes": r.artifact_bytes, "auc": m["auc"],
+                         "logloss": m["logloss"], "seconds": round(r.seconds, 4),
+                         "centre": r.info["semivalue_centre"],
+                         "active_kept_fraction": r.info["active_kept_fraction"]})
     return rows
 
 
@@ -136,6 +188,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--attr-seconds", type=float, default=600.0,
                     help="cap on each attribution's wall time (it records the samples seen)")
+    ap.add_argument("--attr-samples", type=int, default=None,
+                    help="cap on each attribution's samples (reproducible, unlike seconds)")
+    ap.add_argument("--attr-data", default="train+val",
+                    help="attribution data (train+val as the paper; train keeps the validation "
+                    "split, on which auto selects, out of the scores)")
+    ap.add_argument("--placeholders", default="codebook,zero",
+                    help="attributions to run (codebook is needed; zero adds shaver-zero rows)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch.set_num_threads (0: torch's default)")
@@ -151,7 +210,7 @@ def main() -> None:
     DEVICE = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
-    sparsities = (0.5, 0.95) if args.quick else SPARSITIES
+    sparsities = (0.5, 0.95, 1.0) if args.quick else SPARSITIES
     if args.quick:
         args.epochs, args.attr_seconds = 1, 20.0
     args.work.mkdir(parents=True, exist_ok=True)
@@ -166,8 +225,9 @@ def main() -> None:
         base = evaluate(model, dataset, "test", device=DEVICE)
         print(f"{name}: base AUC {base['auc']:.4f} ({time.perf_counter() - started:.0f} s)",
               flush=True)
-        attrs = {p: attribution(model, dataset, args.work, name, p, args.attr_seconds, args.seed)
-                 for p in ("codebook", "zero")}
+        attrs = {p: attribution(model, dataset, args.work, name, p, args.attr_seconds, args.seed,
+                                args.attr_samples, args.attr_data)
+                 for p in args.placeholders.split(",")}
         meta = {p: attribution_summary(a) for p, a in attrs.items()}
         print(f"{name}: attribution {meta} ({time.perf_counter() - started:.0f} s)", flush=True)
         found = [{"method": "base", "sparsity": 0.0, "kept": None, "bytes": None,
@@ -201,7 +261,8 @@ def write_grid(work: Path, rows: list[dict]) -> None:
     tmp = work / ".grid.csv.tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["model", "method", "sparsity", "kept", "bytes",
-                                               "auc", "logloss", "seconds"], extrasaction="ignore")
+                                               "auc", "logloss", "seconds", "winner"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, work / "grid.csv")
@@ -223,6 +284,10 @@ def print_table(name: str, rows: list[dict]) -> None:
         cells = {r["sparsity"]: r for r in rows if r["method"] == m}
         print(f"{m:<26}" + "".join(f"{cells[s]['auc']:>8.4f}/{cells[s]['logloss']:.4f}"
                                     if s in cells else f"{'':>16}" for s in sparsities))
+    winners = {r["sparsity"]: r["winner"] for r in rows if r["method"] == "auto"}
+    print(f"{'auto winner':<26}" + "".join(f"{winners.get(s, ''):>16.16}" for s in sparsities))
+    for line in target_lines(rows):
+        print(line)
     for r in rows:
         if r["method"].startswith("ptq"):
             print(f"{r['method']:<26} bytes {r['bytes']:>9}  AUC {r['auc']:.4f}  "

@@ -6,6 +6,8 @@ adding their states. With a control variate (:mod:`shaver.attribution.surrogate`
 are of credit - surrogate and ``offset`` holds the surrogate's exact mean over D, added to
 phi. A checkpoint also stores the stream cursor (next global sample index), the offset, and a
 hash of the settings it was computed with; resuming with other settings is refused.
+``binned`` (optional, :mod:`shaver.attribution.binned`) keeps the same credits per bin of the
+coalition's kept fraction; it is merged, reset, saved and resumed with the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from shaver.attribution.binned import BinnedCredits
 from shaver.errors import AttributionError
 from shaver.fileio import read_tensors
 
@@ -39,6 +42,7 @@ class Accumulator:
         self.sumsq = torch.zeros_like(self.sum)
         self.count = 0
         self.offset: torch.Tensor | None = None  # float64 (n*d,): added to phi (control variate)
+        self.binned: BinnedCredits | None = None  # credits per bin of the kept fraction
 
     def add(self, entries: torch.Tensor, credits: torch.Tensor) -> None:
         """entries LongTensor (B, P) global flat indices, credits (B, P): one row per sample.
@@ -59,12 +63,16 @@ class Accumulator:
         self.sum += other.sum.to(self.sum.device)
         self.sumsq += other.sumsq.to(self.sum.device)
         self.count += other.count
+        if self.binned is not None:
+            self.binned.merge(other.binned)
         return self
 
     def reset(self) -> None:
         self.sum.zero_()
         self.sumsq.zero_()
         self.count = 0
+        if self.binned is not None:
+            self.binned.reset()
 
     def phi(self) -> torch.Tensor:
         """float64 (n*d,): mean credit per sample seen (0 before any sample), plus ``offset``."""
@@ -100,6 +108,9 @@ class Accumulator:
             tensors = {"sum": self.sum.cpu(), "sumsq": self.sumsq.cpu()}
             if self.offset is not None:
                 tensors["offset"] = self.offset.cpu()
+            if self.binned is not None:
+                tensors["bins"] = self.binned.sums.cpu()
+                meta["bin_edges"] = json.dumps(self.binned.edges)
             save_file(tensors, tmp, metadata=meta)
             os.replace(tmp, path)
         except BaseException:
@@ -131,4 +142,9 @@ class Accumulator:
             acc.offset = tensors["offset"].to(device=acc.sum.device, dtype=torch.float64)
         count = float(meta["count"])  # a decayed update (shaver.attribution.update) is fractional
         acc.count = int(count) if count.is_integer() else count
+        if "bins" in tensors and "bin_edges" in meta:
+            edges = json.loads(meta["bin_edges"])
+            acc.binned = BinnedCredits(acc.sum.numel(), edges[-1] - 1, device=device,
+                                       edges=edges)
+            acc.binned.sums.copy_(tensors["bins"])
         return acc, int(meta["cursor"])

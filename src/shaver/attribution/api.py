@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.binned import DEFAULT_BINS, BinnedCredits, bin_edges
 from shaver.attribution.codebook import field_codebook, zero_codebook
 from shaver.attribution.distributed import DistContext, rank_device
 from shaver.attribution.estimator.common import DTYPES, ENGINES, make_engine
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def _check_options(placeholder: str, dtype: str, engine: str, tolerance: float | None,
-                   max_samples: int | None, batch_size: int) -> None:
+                   max_samples: int | None, batch_size: int, bins: int | None = None) -> None:
     for what, value, allowed in (("placeholder", placeholder, PLACEHOLDERS),
                                  ("dtype", dtype, DTYPES), ("engine", engine, ENGINES)):
         if value not in allowed:
@@ -52,6 +53,8 @@ def _check_options(placeholder: str, dtype: str, engine: str, tolerance: float |
         raise AttributionError(f"max_samples must be >= 1 (or None), got {max_samples}")
     if batch_size < 1:
         raise AttributionError(f"batch_size must be >= 1, got {batch_size}")
+    if bins is not None and bins < 0:
+        raise AttributionError(f"bins must be >= 0 (0: no bins), got {bins}")
 
 
 def check_model_dataset(model: nn.Module, dataset: PreparedDataset) -> None:
@@ -94,6 +97,7 @@ def attribute(
     stop_draws: int = DEFAULT_STOP_DRAWS,
     min_passes: float = 1.0,
     codebook: torch.Tensor | None = None,
+    bins: int | None = None,
 ) -> Attribution:
     """Shapley value of every entry of ``model.embedding.weight`` (n, d) on ``dataset``.
 
@@ -119,12 +123,16 @@ def attribute(
     cache-sized passes win; 131072 on GPU). ``codebook`` (m, d): use this placeholder
     instead of computing it from ``data`` (e.g. to play the game of an earlier attribution,
     see :mod:`shaver.attribution.update`).
+    ``bins`` (default min(8, m*d); 0: none) also keeps the credits per bin of the coalition's
+    kept fraction, from the same walks, for budget-aware scores
+    (:mod:`shaver.attribution.binned`, :mod:`shaver.attribution.semivalue`); more bins than
+    m*d walk positions is an error.
     ``checkpoint_path`` saves the running state (every ``checkpoint_every_s`` and at the
     end); ``resume`` continues from it. Under
     torch.distributed each rank takes a shard; every rank returns the merged result.
     """
     check_model_interface(model)
-    _check_options(placeholder, dtype, engine, tolerance, max_samples, batch_size)
+    _check_options(placeholder, dtype, engine, tolerance, max_samples, batch_size, bins)
     check_stop_options(stop, tolerance, stop_budgets, stop_fraction, stop_draws)
     if not min_passes >= 0:
         raise AttributionError(f"min_passes must be >= 0, got {min_passes!r}")
@@ -152,11 +160,18 @@ def attribute(
                     "model_fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint}
         if control_variate:  # only when on: states of runs without it keep their hash
             settings["control_variate"] = f"path-gradient-{DEFAULT_POINTS}"
+        if bins is None:
+            bins = min(DEFAULT_BINS, m * d)
+        edges = bin_edges(m * d, bins) if bins else None  # checks bins <= m*d first
+        if edges:  # only when on, as above
+            settings["bins"] = edges
         imputer = PlaceholderImputer(model, book)
         rows = max_rows or (2048 if dev.type == "cpu" else 131072)
         eng = make_engine(engine, imputer, dtype=dtype, max_rows=rows)
         _settle_precision(eng, source, seed, dev, m * d)
         acc, cursor = _initial_state(weight.shape[0] * d, dev, checkpoint_path, resume, settings)
+        if edges and acc.binned is None:
+            acc.binned = BinnedCredits(acc.sum.numel(), m * d, device=dev, edges=edges)
         surrogate = None
         if control_variate:
             if acc.offset is None:
@@ -198,7 +213,10 @@ def attribute(
                            count=acc.count, codebook=book, placeholder=placeholder,
                            settings=info, model_fingerprint=fingerprint,
                            dataset_fingerprint=dataset.fingerprint,
-                           field_dims=dataset.field_dims)
+                           field_dims=dataset.field_dims,
+                           bins=None if acc.binned is None else
+                           acc.binned.shares(acc.count, acc.offset).view(-1, n, d),
+                           bin_edges=[] if acc.binned is None else acc.binned.edges)
     finally:
         model.train(was_training)
 

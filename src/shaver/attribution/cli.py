@@ -71,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(approximate, see bench/attribution)")
     p.add_argument("--engine", choices=("fast", "reference"), default="fast",
                    help="fast (default) or the authors' step-by-step reference loop")
+    p.add_argument("--bins", type=int, default=None,
+                   help="also keep the credits per bin of the coalition's kept fraction, for "
+                   "budget-aware scores (shaver prune; default min(8, m*d), 0 = none, at "
+                   "most m*d)")
     p.add_argument("--seed", type=int, default=0, help="seed of data order and permutations")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true",
@@ -125,7 +129,8 @@ def _attribute(args: argparse.Namespace) -> int:
         engine=args.engine, seed=args.seed, device=args.device, checkpoint_path=state,
         resume=args.resume, quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
         stop=args.stop, stop_budgets=_sparsities(args.stop_budgets),
-        stop_fraction=args.stop_fraction, stop_draws=args.stop_draws, min_passes=args.min_passes)
+        stop_fraction=args.stop_fraction, stop_draws=args.stop_draws, min_passes=args.min_passes,
+        bins=args.bins)
     if ctx.is_main:
         result.save(out)
         s = result.settings

@@ -63,3 +63,37 @@ def exact_shapley(imputer: PlaceholderImputer, x: torch.Tensor, y: torch.Tensor,
     total = torch.zeros(num_features * d, dtype=torch.float64, device=x.device)
     total.index_add_(0, global_entries(x, d).reshape(-1), phi.reshape(-1))
     return (total / x.shape[0]).view(num_features, d)
+
+
+@torch.no_grad()
+def exact_sample_strata(imputer: PlaceholderImputer, x: torch.Tensor, y: torch.Tensor,
+                        edges: list[int]) -> torch.Tensor:
+    """x (B, m), y (B,) -> float64 (B, bins, m*d): each entry's exact mean marginal
+    contribution over the coalitions of each bin of :mod:`shaver.attribution.binned`.
+
+    Bin b holds the coalitions that keep c in [edges[b], edges[b+1]) entries, the entry itself
+    included; the mean is uniform over c in the bin, then over the coalitions of size c - 1
+    not containing the entry (the law of a uniform walk's step). Needs m*d <= MAX_PLAYERS.
+    """
+    players = imputer.num_players
+    if players > MAX_PLAYERS:
+        raise AttributionError(
+            f"exact enumeration needs m*d <= {MAX_PLAYERS} players, got {players}")
+    coalitions = torch.tensor(list(itertools.product([False, True], repeat=players)),
+                              device=x.device)
+    batch = x.shape[0]
+    loss = torch.stack([bce(imputer(x, keep.expand(batch, players)), y).double()
+                        for keep in coalitions], 1)
+    sizes = coalitions.sum(1)
+    bits = 1 << torch.arange(players - 1, -1, -1, device=x.device)
+    index = (coalitions.long() * bits).sum(1)
+    out = torch.zeros(batch, len(edges) - 1, players, dtype=torch.float64, device=x.device)
+    for j in range(players):
+        without = ~coalitions[:, j]
+        gain = loss[:, index[without]] - loss[:, index[without] + bits[j]]  # (B, 2^(P-1))
+        kept = sizes[without] + 1  # c: the coalition before removing j keeps j too
+        for b in range(len(edges) - 1):
+            cs = range(edges[b], edges[b + 1])
+            per_c = [gain[:, kept == c].mean(1) for c in cs]
+            out[:, b, j] = torch.stack(per_c, 1).mean(1)
+    return out

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.codebook import field_codebook, zero_codebook
@@ -38,6 +37,7 @@ from shaver.attribution.runner import batch_credits
 from shaver.attribution.sampling import SampleSource
 from shaver.data.store import PreparedDataset
 from shaver.errors import AttributionError, FingerprintMismatch
+from shaver.progress import progress_bar
 from shaver.train.checkpoint import model_fingerprint
 
 
@@ -108,14 +108,14 @@ def paired_walks(new_model: nn.Module, old_model: nn.Module, old: Attribution,
         acc = Accumulator(weight.shape[0] * d, device)
         alone = Accumulator(weight.shape[0] * d, device)
         antithetic = bool(old.settings.get("antithetic", False))
-        with tqdm(total=samples, unit="sample", disable=quiet) as bar:
+        with progress_bar(total=samples, desc="refresh", unit="sample", disable=quiet) as bar:
             for lo in range(0, samples, batch_size):
                 hi = min(lo + batch_size, samples)
                 x_np, y_np = source.batch(lo, hi)
                 x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
                 perm = sample_permutations(seed, lo, hi - lo, m_fields * d, device)
-                credits = batch_credits(eng_new, x, y, perm, antithetic).double()
-                diff = credits - batch_credits(eng_old, x, y, perm, antithetic).double()
+                credits = batch_credits(eng_new, x, y, perm, antithetic)[0].double()
+                diff = credits - batch_credits(eng_old, x, y, perm, antithetic)[0].double()
                 if not bool(torch.isfinite(diff).all()):
                     raise AttributionError(f"non-finite credits on samples {lo}..{hi - 1}")
                 entries = global_entries(x, d)

@@ -2,9 +2,14 @@
 
 File format (safetensors, written atomically)::
 
-    tensors   phi (n, d) float32, stderr (n, d) float32, codebook (m, d) float32
-    metadata  format="shaver-attribution", format_version="1", and JSON strings:
-              count, placeholder, settings, model_fingerprint, dataset_fingerprint, field_dims
+    tensors   phi (n, d) float32, stderr (n, d) float32, codebook (m, d) float32,
+              optional bins (B, n, d) float32
+    metadata  format="shaver-attribution", format_version="2", and JSON strings:
+              count, placeholder, settings, model_fingerprint, dataset_fingerprint, field_dims,
+              bin_edges (only with bins)
+
+Version 2 added the optional bins (each bin's share of phi, :mod:`shaver.attribution.binned`);
+version 1 files (no bins) still load, with ``bins=None``.
 
 Loading never unpickles; a missing, truncated or foreign file raises :class:`CheckpointError`.
 """
@@ -25,7 +30,8 @@ from shaver.errors import CheckpointError
 from shaver.fileio import read_tensors
 
 FORMAT = "shaver-attribution"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = ("1", "2")
 PLACEHOLDERS = ("codebook", "zero")
 _META_KEYS = ("count", "placeholder", "settings", "model_fingerprint", "dataset_fingerprint",
               "field_dims")
@@ -37,7 +43,9 @@ class Attribution:
 
     phi: float32 (n, d), mean loss increase when the entry is replaced by its placeholder
     (> 0: useful entry); stderr: float32 (n, d) standard error of phi; count: samples seen;
-    codebook: float32 (m, d) per-field placeholder (zeros for ``placeholder="zero"``).
+    codebook: float32 (m, d) per-field placeholder (zeros for ``placeholder="zero"``);
+    bins: float32 (B, n, d) or None, bin b's share of phi (they sum to phi) over walk steps
+    whose coalition keeps c in [bin_edges[b], bin_edges[b+1]) of the m*d active entries.
     """
 
     phi: torch.Tensor
@@ -49,6 +57,8 @@ class Attribution:
     model_fingerprint: str = ""
     dataset_fingerprint: str = ""
     field_dims: list[int] = field(default_factory=list)
+    bins: torch.Tensor | None = None
+    bin_edges: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.phi = self.phi.detach().to("cpu", torch.float32).contiguous()
@@ -71,6 +81,20 @@ class Attribution:
             raise CheckpointError(
                 f"field_dims {self.field_dims} do not match phi rows {self.phi.shape[0]} and "
                 f"codebook fields {self.codebook.shape[0]}")
+        self._check_bins()
+
+    def _check_bins(self) -> None:
+        self.bin_edges = [int(e) for e in self.bin_edges]
+        if self.bins is None:
+            if self.bin_edges:
+                raise CheckpointError("bin_edges given without bins")
+            return
+        self.bins = self.bins.detach().to("cpu", torch.float32).contiguous()
+        if self.bins.dim() != 3 or tuple(self.bins.shape[1:]) != tuple(self.phi.shape) \
+                or len(self.bin_edges) != self.bins.shape[0] + 1:
+            raise CheckpointError(
+                f"bins must be (B, {self.phi.shape[0]}, {self.phi.shape[1]}) with B + 1 "
+                f"bin_edges, got {tuple(self.bins.shape)} and {len(self.bin_edges)} edges")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,6 +109,9 @@ class Attribution:
         for key in _META_KEYS:
             meta[key] = json.dumps(getattr(self, key), sort_keys=True)
         tensors = {"phi": self.phi, "stderr": self.stderr, "codebook": self.codebook}
+        if self.bins is not None:
+            tensors["bins"] = self.bins
+            meta["bin_edges"] = json.dumps(self.bin_edges)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         try:
@@ -104,19 +131,22 @@ class Attribution:
         tensors, meta = read_tensors(path, CheckpointError)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-        if meta.get("format_version") != str(FORMAT_VERSION):
+        if meta.get("format_version") not in READABLE_VERSIONS:
             raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not "
-                                  f"supported (this shaver reads {FORMAT_VERSION})")
+                                  f"supported (this shaver reads "
+                                  f"{', '.join(READABLE_VERSIONS)})")
         missing = [k for k in ("phi", "stderr", "codebook") if k not in tensors]
         missing += [k for k in _META_KEYS if k not in meta]
         if missing:
             raise CheckpointError(f"{path}: missing {', '.join(missing)}")
         try:
             fields = {k: json.loads(meta[k]) for k in _META_KEYS}
+            if "bins" in tensors:
+                fields["bin_edges"] = json.loads(meta.get("bin_edges", "[]"))
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
         return cls(phi=tensors["phi"], stderr=tensors["stderr"], codebook=tensors["codebook"],
-                   **fields)
+                   bins=tensors.get("bins"), **fields)
 
     def __repr__(self) -> str:
         n, d = self.shape

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.binned import BinnedCredits
 from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.common import Engine, entry_credits, global_entries
 from shaver.attribution.permutations import sample_permutations
@@ -51,15 +52,25 @@ class StreamConfig:
     surrogate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
+Halves = list[tuple[torch.Tensor, torch.Tensor, float]]
+
+
 def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
-                  antithetic: bool) -> torch.Tensor:
-    """Per-sample credits (B, P) in entry order; antithetic: mean over perm and its reverse."""
+                  antithetic: bool) -> tuple[torch.Tensor, Halves]:
+    """(per-sample credits (B, P) in entry order, the walks behind them).
+
+    The walks: ``[(credits, perm, weight)]``, one per walk of each sample (two with
+    ``antithetic``: perm and its reverse, weight 0.5 each); the credits are their weighted
+    sum. The binned accumulator needs each walk's own steps.
+    """
     if not antithetic:
-        return entry_credits(engine.losses(x, y, perm), perm)
+        credits = entry_credits(engine.losses(x, y, perm), perm)
+        return credits, [(credits, perm, 1.0)]
     both = torch.cat([perm, perm.flip(1)])
     losses = engine.losses(torch.cat([x, x]), torch.cat([y, y]), both)
     credits = entry_credits(losses, both)
-    return 0.5 * (credits[: x.shape[0]] + credits[x.shape[0]:])
+    first, second = credits[: x.shape[0]], credits[x.shape[0]:]
+    return 0.5 * (first + second), [(first, perm, 0.5), (second, both[x.shape[0]:], 0.5)]
 
 
 def _check_finite(credits: torch.Tensor, lo: int) -> bool:
@@ -82,7 +93,7 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     """
     ctx = ctx or DistContext.current()
     device = acc.sum.device
-    pending = Accumulator(acc.sum.numel(), device) if ctx.world > 1 else acc
+    pending = _pending_for(acc) if ctx.world > 1 else acc
     players = source.dataset.num_fields * embed_dim
     limit = math.inf if rule.max_samples is None else int(rule.max_samples)
     start, last_save = time.monotonic(), time.monotonic()
@@ -100,12 +111,14 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
                 x_np, y_np = source.batch(lo, hi)
                 x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
                 perm = sample_permutations(config.seed, lo, hi - lo, players, device)
-                credits = batch_credits(engine, x, y, perm, config.antithetic)
+                credits, walks = batch_credits(engine, x, y, perm, config.antithetic)
                 finite = _check_finite(credits, lo)
                 if finite and config.surrogate is not None:
-                    credits = credits.double() - config.surrogate(x, y)
+                    surrogate = config.surrogate(x, y)
+                    credits = credits.double() - surrogate
+                    walks = [(c.double() - surrogate, p, w) for c, p, w in walks]
                 if finite:
-                    pending.add(global_entries(x, embed_dim), credits)
+                    _add(pending, global_entries(x, embed_dim), credits, walks)
             budget = math.inf if rule.max_seconds is None else rule.max_seconds
             flags = torch.tensor([0.0 if finite else 1.0,
                                   float(time.monotonic() - start >= budget)], device=device)
@@ -132,9 +145,26 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     return cursor, reason
 
 
+def _add(acc: Accumulator, entries: torch.Tensor, credits: torch.Tensor, walks: Halves) -> None:
+    acc.add(entries, credits)
+    if acc.binned is not None:
+        for walk_credits, walk_perm, weight in walks:
+            acc.binned.add(entries, walk_credits, walk_perm, weight)
+
+
+def _pending_for(acc: Accumulator) -> Accumulator:
+    """An empty accumulator shaped like ``acc`` (bins included) for one round's increments."""
+    pending = Accumulator(acc.sum.numel(), acc.sum.device)
+    if acc.binned is not None:
+        pending.binned = BinnedCredits(acc.sum.numel(), acc.binned.players,
+                                       device=acc.sum.device, edges=acc.binned.edges)
+    return pending
+
+
 def _merge_pending(ctx: DistContext, acc: Accumulator, pending: Accumulator) -> None:
     count = torch.tensor([float(pending.count)], dtype=torch.float64, device=acc.sum.device)
-    ctx.all_reduce_sum(pending.sum, pending.sumsq, count)
+    binned = () if pending.binned is None else (pending.binned.sums,)
+    ctx.all_reduce_sum(pending.sum, pending.sumsq, count, *binned)
     pending.count = int(count.item())
     acc.merge(pending)
     pending.reset()

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.binned import BinnedCredits
 from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.common import make_engine
 from shaver.attribution.imputer import PlaceholderImputer
@@ -54,7 +55,7 @@ from shaver.train.checkpoint import model_fingerprint
 log = logging.getLogger(__name__)
 #: Keys of an attribution's settings that identify its running state (api.attribute's).
 STATE_KEYS = ("format", "placeholder", "data", "seed", "antithetic", "dtype",
-              "model_fingerprint", "dataset_fingerprint", "control_variate")
+              "model_fingerprint", "dataset_fingerprint", "control_variate", "bins")
 
 
 def state_settings(attribution: Attribution) -> dict[str, Any]:
@@ -138,7 +139,8 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
     began = time.monotonic()
     acc_new, offset_new = _walk_new_rows(model, old, source, walks, seed, batch_size, engine,
                                          device, bool(settings.get("antithetic")),
-                                         "control_variate" in settings, quiet)
+                                         "control_variate" in settings, quiet,
+                                         None if acc_old.binned is None else acc_old.binned.edges)
     gamma = 1.0 if half_life is None else 0.5 ** (source.size / float(half_life))
     sum_w2_old = float(old.settings.get("sum_w2", acc_old.count))
     merged = merge_decayed(acc_old, acc_new, gamma, offset_new)
@@ -155,20 +157,26 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
     info.setdefault("dataset_path", None)
     n, d = old.shape
     stderr = merged.stderr() * (merged.count / max(info["effective_count"], 1e-12)) ** 0.5
+    binned = merged.binned
     result = Attribution(phi=merged.phi().view(n, d), stderr=stderr.view(n, d),
                          count=round(merged.count), codebook=old.codebook,
                          placeholder=old.placeholder, settings=info,
                          model_fingerprint=old.model_fingerprint,
-                         dataset_fingerprint=old.dataset_fingerprint, field_dims=old.field_dims)
+                         dataset_fingerprint=old.dataset_fingerprint, field_dims=old.field_dims,
+                         bins=None if binned is None else
+                         binned.shares(merged.count, merged.offset).view(-1, n, d),
+                         bin_edges=[] if binned is None else binned.edges)
     del cursor  # the old stream's cursor has no meaning after new rows were merged
     return result, merged, new_settings
 
 
 def _walk_new_rows(model: nn.Module, old: Attribution, source: SampleSource, walks: int,
                    seed: int, batch_size: int, engine: str, device: str | torch.device,
-                   antithetic: bool, control_variate: bool, quiet: bool
+                   antithetic: bool, control_variate: bool, quiet: bool,
+                   edges: list[int] | None = None
                    ) -> tuple[Accumulator, torch.Tensor | None]:
-    """Credits of ``walks`` walks over the new rows, with the OLD codebook as placeholder."""
+    """Credits of ``walks`` walks over the new rows, with the OLD codebook as placeholder
+    (binned with ``edges`` when the old run kept bins)."""
     dev = torch.device(device)
     was_training = model.training
     model.to(dev).eval()
@@ -180,6 +188,8 @@ def _walk_new_rows(model: nn.Module, old: Attribution, source: SampleSource, wal
                           max_rows=2048 if dev.type == "cpu" else 131072)
         n, d = old.shape
         acc = Accumulator(n * d, dev)
+        if edges:
+            acc.binned = BinnedCredits(n * d, len(old.field_dims) * d, device=dev, edges=edges)
         offset, surrogate = None, None
         if control_variate:
             offset = surrogate_mean(imputer, source, batch_size=batch_size, quiet=quiet)
@@ -207,6 +217,12 @@ def merge_decayed(old: Accumulator, new: Accumulator, gamma: float,
     merged.sumsq = old.sumsq * gamma + new.sumsq.to(old.sum.device)
     count = gamma * old.count + new.count
     merged.count = int(count) if float(count).is_integer() else count
+    if (old.binned is None) != (new.binned is None):
+        raise AttributionError("cannot merge a state with bins and one without")
+    if old.binned is not None and new.binned is not None:
+        merged.binned = BinnedCredits(old.sum.numel(), old.binned.players,
+                                      device=old.sum.device, edges=old.binned.edges)
+        merged.binned.sums = old.binned.sums * gamma + new.binned.sums.to(old.sum.device)
     if old.offset is not None and new_offset is not None:
         weight_old = gamma * old.count / max(count, 1e-300)
         merged.offset = old.offset * weight_old + new_offset.to(old.sum.device) * (1 - weight_old)

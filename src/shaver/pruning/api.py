@@ -2,7 +2,11 @@
 
     >>> results = prune(model, attribution, [0.5, 0.95, "2MiB"], dataset=ds)
     >>> results[1].model          # embedding is a MaskedEmbedding, 95 % of entries replaced
+    >>> results[1].info["winner"] # the candidate cut chosen on validation (method "auto")
 
+With an Attribution the default method is ``auto`` (:mod:`shaver.pruning.auto`: the best of
+several cuts on the validation split, per budget); ``method="shaver"`` is the paper's ranking
+alone. Given scores (magnitude, ...) are pruned by their own ranking (``method="scores"``).
 The scores are sorted once (:class:`~shaver.pruning.order.PruneOrder`); each budget is a cut
 in that order. :class:`Pruner` keeps the sorted order to serve later budgets instantly.
 """
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Splits whose id counts weight the refit codebook (the attribution's default data).
 FREQUENCY_DATA = "train+val"
+#: auto: best cut on validation; shaver: the paper's Shapley ranking; scores: given scores.
+METHODS: tuple[str, ...] = ("auto", "shaver", "scores")
 
 
 @dataclass
@@ -64,7 +70,8 @@ class PruneResult:
                 "bytes": self.artifact_bytes, "auc": self.metrics.get("auc"),
                 "logloss": self.metrics.get("logloss"), "seconds": self.seconds,
                 "scorer": self.info.get("scorer"), "order": self.info.get("order"),
-                "codebook": self.info.get("codebook"), "finetuned": self.info.get("finetuned")}
+                "codebook": self.info.get("codebook"), "finetuned": self.info.get("finetuned"),
+                "winner": self.info.get("winner")}
 
 
 def _fingerprint(model: nn.Module) -> str:
@@ -194,8 +201,8 @@ def prune(
     scores_or_attribution: Any,
     budgets: Budget | float | int | str | Iterable[Any],
     *,
-    order: str = "abs",
-    codebook: str = "fixed",
+    order: str | None = None,
+    codebook: str | None = None,
     dataset: PreparedDataset | None = None,
     frequencies: np.ndarray | None = None,
     evaluate: bool | None = None,
@@ -205,8 +212,16 @@ def prune(
     include_feature_map: bool = True,
     device: str | torch.device | None = None,
     quiet: bool = True,
+    method: str | None = None,
 ) -> list[PruneResult]:
     """Prune ``model`` to every budget in ``budgets`` (one sort of the scores serves all).
+
+    ``method`` (default: "auto" for an Attribution given without ``order`` / ``codebook``,
+    "shaver" for one given with them, else "scores"): "auto" evaluates the candidate cuts of
+    :mod:`shaver.pruning.auto` on ``dataset``'s validation split at each budget and keeps the
+    best (``info["winner"]``); "shaver" is the paper's ranking of the attribution's phi with
+    ``order`` / ``codebook`` (default "abs" / "fixed": |phi|, fixed codebook); "scores" prunes
+    by the given scores with them.
 
     budgets: Budget objects or values read by :meth:`Budget.parse` (0.95 sparsity, 1000 kept
     entries, "2MiB"); all are validated before any work. ``evaluate`` (default: when a
@@ -221,15 +236,26 @@ def prune(
         size_metadata = _feature_map_metadata(dataset)
     if finetune_config is not None and dataset is None:
         raise ScoreError("fine-tuning needs a dataset")
-    pruner = Pruner(model, scores_or_attribution, order=order, codebook=codebook,
-                    dataset=dataset, frequencies=frequencies, value_dtype=value_dtype,
-                    size_metadata=size_metadata)
+    method = resolve_method(method, scores_or_attribution,
+                            explicit=order is not None or codebook is not None)
+    order, codebook = order or "abs", codebook or "fixed"
+    if method == "auto":
+        from shaver.pruning.auto import prune_auto
+
+        cuts = prune_auto(model, scores_or_attribution, budgets, dataset=dataset,
+                          frequencies=frequencies, value_dtype=value_dtype,
+                          size_metadata=size_metadata, device=device, quiet=quiet)
+    else:
+        pruner = Pruner(model, scores_or_attribution, order=order, codebook=codebook,
+                        dataset=dataset, frequencies=frequencies, value_dtype=value_dtype,
+                        size_metadata=size_metadata)
+        kept_counts = [pruner.resolve(b) for b in budgets]  # every budget checked first
+        cuts = [pruner.cut(b, kept) for b, kept in zip(budgets, kept_counts)]
     evaluate = dataset is not None if evaluate is None else evaluate
     base_fp = _fingerprint(model)
-    kept_counts = [pruner.resolve(b) for b in budgets]  # every budget checked before any cut
     results = []
-    for budget, kept in zip(budgets, kept_counts):
-        result = pruner.cut(budget, kept)
+    for result in cuts:
+        result.info["method"] = method
         result.info["model_fingerprint"] = base_fp
         if dataset is not None:
             result.info["dataset"] = {"path": str(dataset.path),
@@ -245,6 +271,23 @@ def prune(
                  result.total, result.artifact_bytes, result.metrics.get("auc"), result.seconds)
         results.append(result)
     return results
+
+
+def resolve_method(method: str | None, scores: Any, explicit: bool = False) -> str:
+    """The pruning method for ``scores``: None -> "auto" for an Attribution ("shaver" when
+    ``explicit``: an order or codebook mode was asked for), else "scores"."""
+    is_attribution = hasattr(scores, "phi") and hasattr(scores, "codebook")
+    if method is None:
+        return ("shaver" if explicit else "auto") if is_attribution else "scores"
+    if method == "auto" and explicit:
+        raise ScoreError("method 'auto' chooses the order and codebook of each cut itself; "
+                         "drop order=/codebook= or use method='shaver'")
+    if method not in METHODS:
+        raise ScoreError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+    if method in ("auto", "shaver") and not is_attribution:
+        raise ScoreError(f"method {method!r} needs an Attribution (shaver attribute), not "
+                         f"{type(scores).__name__} scores; use method='scores'")
+    return method
 
 
 def _feature_map_metadata(dataset: PreparedDataset) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from shaver.pruning.budget import parse_budget_list
 from shaver.pruning.codebook import CODEBOOK_MODES
 from shaver.pruning.finetune import FinetuneConfig
 from shaver.pruning.order import ORDERS
+from shaver.pruning.runner import RUN_METHODS
 from shaver.pruning.scorers import PLACEHOLDERS, SCORERS
 
 
@@ -31,14 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="numbers of kept embedding entries (integers)")
     p.add_argument("--bytes", default=None, metavar="SIZE[,SIZE...]",
                    help="artifact sizes, e.g. 2MiB,500KB,123456B")
-    p.add_argument("--scorer", choices=SCORERS, default="shapley", help="importance scores")
+    p.add_argument("--method", choices=RUN_METHODS, default=None,
+                   help="auto (default): at each budget, the best of several cuts (the "
+                   "paper's Shaver, budget-aware Shapley, codebook/zero placeholders, "
+                   "magnitude, Taylor, everything pruned) by validation AUC within its noise "
+                   "(ties: the paper's Shaver, else the fewest kept entries), reported on test; "
+                   "shaver: the paper's method (Shapley, |phi|, fixed codebook) alone; single: "
+                   "--scorer's ranking (the default as soon as --scorer, --placeholder, "
+                   "--order or --codebook is given)")
+    p.add_argument("--scorer", choices=SCORERS, default=None,
+                   help="importance scores (default shapley; not with --method auto)")
     p.add_argument("--placeholder", choices=PLACEHOLDERS, default=None,
                    help="value of pruned entries for magnitude/random/taylor (default zero; "
                    "shapley uses its attribution's)")
-    p.add_argument("--order", choices=ORDERS, default="abs",
-                   help="abs: prune smallest |score| first (the authors); signed: lowest first")
-    p.add_argument("--codebook", choices=CODEBOOK_MODES, default="fixed",
-                   help="refit: refit each field's placeholder on the entries pruned")
+    p.add_argument("--order", choices=ORDERS, default=None,
+                   help="abs (default): prune smallest |score| first (the authors); signed: "
+                   "lowest first")
+    p.add_argument("--codebook", choices=CODEBOOK_MODES, default=None,
+                   help="fixed (default) or refit: refit each field's placeholder on the "
+                   "entries pruned")
     p.add_argument("--finetune", action="store_true",
                    help="fine-tune kept entries and head after pruning (mask fixed)")
     p.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs")
@@ -62,15 +74,31 @@ def _prune(args: argparse.Namespace) -> int:
             budgets += parse_budget_list(text, kind)
     if not budgets:
         raise BudgetError("give at least one budget: --sparsity, --params or --bytes")
+    method = _method(args)
     config = None
     if args.finetune:
         config = FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
-    rows = prune_run(args.run, budgets, attribution=args.attribution, scorer=args.scorer,
-                     placeholder=args.placeholder, order=args.order, codebook=args.codebook,
-                     finetune_config=config, out=args.out, data_dir=args.data, seed=args.seed,
+    rows = prune_run(args.run, budgets, attribution=args.attribution,
+                     scorer=args.scorer or "shapley", placeholder=args.placeholder,
+                     order=args.order or "abs", codebook=args.codebook or "fixed",
+                     method=method, finetune_config=config, out=args.out, data_dir=args.data, seed=args.seed,
                      device=args.device, quiet=args.quiet)
     if not args.quiet:
         print(format_table(rows))
         print(f"wrote {len(rows)} pruned directories and results.csv/json under "
               f"{Path(rows[0]['path']).parent}")
     return 0
+
+
+def _method(args: argparse.Namespace) -> str:
+    """--method, defaulting to auto unless a single ranking's options were given."""
+    given = [f"--{k}" for k in ("scorer", "placeholder", "order", "codebook")
+             if getattr(args, k) is not None]
+    method = args.method or ("single" if given else "auto")
+    if method == "auto" and given:
+        raise BudgetError(f"--method auto chooses the scorer, placeholder, order and codebook "
+                          f"of each cut itself; drop {', '.join(given)} or use --method single")
+    if method == "shaver" and args.scorer not in (None, "shapley"):
+        raise BudgetError(f"--method shaver is the Shapley ranking; --scorer {args.scorer} "
+                          f"needs --method single")
+    return method

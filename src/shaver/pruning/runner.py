@@ -22,7 +22,9 @@ from shaver.pruning.io import save_pruned
 from shaver.pruning.scorers import check_scorer, compute_scores
 
 COLUMNS = ("budget", "kept", "total", "sparsity", "bytes", "auc", "logloss", "seconds",
-           "scorer", "placeholder", "order", "codebook", "finetuned", "path")
+           "method", "winner", "scorer", "placeholder", "order", "codebook", "finetuned", "path")
+#: auto: best cut on validation per budget; shaver: the paper's; single: --scorer's ranking.
+RUN_METHODS: tuple[str, ...] = ("auto", "shaver", "single")
 
 
 def default_attribution(run_dir: Path, placeholder: str = "codebook") -> Path:
@@ -44,6 +46,7 @@ def prune_run(
     placeholder: str | None = None,
     order: str = "abs",
     codebook: str = "fixed",
+    method: str = "single",
     finetune_config: FinetuneConfig | None = None,
     out: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
@@ -56,8 +59,16 @@ def prune_run(
     Writes one pruned directory per budget, ``<out>/<variant>-<kind>-<value>``, and
     ``<out>/results.csv`` + ``results.json`` (default out: ``<run_dir>/pruned``). The
     attribution (``shapley``; default ``<run_dir>/attribution-codebook.safetensors``) must
-    come from this run's model and dataset.
+    come from this run's model and dataset. ``method="auto"`` ignores scorer / placeholder /
+    order / codebook: each budget's cut is chosen on the validation split
+    (:mod:`shaver.pruning.auto`), directories are named ``auto-<budget>`` and rows name the
+    ``winner``; "shaver" and "single" prune by ``scorer``'s ranking.
     """
+    if method not in RUN_METHODS:
+        raise CheckpointError(f"unknown method {method!r}: expected one of "
+                              f"{', '.join(RUN_METHODS)}")
+    if method == "auto":
+        scorer, placeholder, order, codebook = "shapley", None, "abs", "fixed"
     from shaver.attribution.result import Attribution
     from shaver.train.checkpoint import load_run, open_run_dataset
 
@@ -74,21 +85,27 @@ def prune_run(
         attr = Attribution.load(path)
     # taylor accumulates over the attribution's splits (a ":fraction" sample -> whole splits)
     data = str((attr.settings if attr else {}).get("data", "train+val")).split(":")[0]
-    scores = compute_scores(scorer, run.model, attribution=attr, dataset=dataset,
-                            placeholder=placeholder, data=data, seed=seed, device=device,
-                            quiet=quiet)
-    results = prune(run.model, scores, budgets, order=order, codebook=codebook,
-                    dataset=dataset, finetune_config=finetune_config, device=device,
-                    quiet=quiet)
+    if method == "auto":
+        results = prune(run.model, attr, budgets, method="auto", dataset=dataset,
+                        finetune_config=finetune_config, device=device, quiet=quiet)
+        prefix = "auto" + ("-ft" if finetune_config is not None else "")
+    else:
+        scores = compute_scores(scorer, run.model, attribution=attr, dataset=dataset,
+                                placeholder=placeholder, data=data, seed=seed, device=device,
+                                quiet=quiet)
+        results = prune(run.model, scores, budgets, order=order, codebook=codebook,
+                        dataset=dataset, finetune_config=finetune_config, device=device,
+                        quiet=quiet)
+        prefix = variant_name(scorer, scores.placeholder, order, codebook,
+                              finetune_config is not None)
     out_dir = Path(out) if out is not None else run.path / "pruned"
-    prefix = variant_name(scorer, scores.placeholder, order, codebook,
-                          finetune_config is not None)
     rows = []
     for result in results:
         name = f"{prefix}-{result.budget.label.replace('=', '-')}"
         info = {**result.info, "artifact_bytes": result.artifact_bytes}
         path = save_pruned(out_dir / name, result.model, info)
-        rows.append({**result.row(), "placeholder": scores.placeholder, "path": str(path)})
+        rows.append({**result.row(), "method": method,
+                     "placeholder": result.info.get("placeholder"), "path": str(path)})
     write_results(out_dir, rows)
     return rows
 
@@ -110,13 +127,16 @@ def write_results(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table: budget, kept, sparsity, bytes, AUC, LogLoss, seconds."""
+    """Plain-text table: budget, kept, sparsity, bytes, AUC, LogLoss, seconds (and the
+    winning candidate of ``auto``)."""
+    winners = any(r.get("winner") for r in rows)
     head = f"{'budget':<22} {'kept':>10} {'sparsity':>9} {'bytes':>12} {'AUC':>8} " \
-           f"{'LogLoss':>8} {'seconds':>8}"
+           f"{'LogLoss':>8} {'seconds':>8}" + ("  winner (on validation)" if winners else "")
     lines = [head, "-" * len(head)]
     for r in rows:
         auc = "n/a" if r.get("auc") is None else f"{r['auc']:.4f}"
         ll = "n/a" if r.get("logloss") is None else f"{r['logloss']:.4f}"
         lines.append(f"{r['budget']:<22} {r['kept']:>10} {r['sparsity']:>9.4f} "
-                     f"{r['bytes']:>12} {auc:>8} {ll:>8} {r['seconds']:>8.3f}")
+                     f"{r['bytes']:>12} {auc:>8} {ll:>8} {r['seconds']:>8.3f}"
+                     + (f"  {r.get('winner') or ''}" if winners else ""))
     return "\n".join(lines)

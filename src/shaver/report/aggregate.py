@@ -32,6 +32,7 @@ class Summary:
     logloss: float
     logloss_std: float
     seconds: float
+    winners: str = ""  # method "auto": the candidates that won, over the seeds
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -71,6 +72,7 @@ def summarize(rows: Iterable[ResultRow]) -> list[Summary]:
                 logloss=logloss,
                 logloss_std=logloss_std,
                 seconds=float(np.median([r.seconds for r in members])),
+                winners=", ".join(dict.fromkeys(r.winner for r in members if r.winner)),
             )
         )
     return out

@@ -9,8 +9,8 @@ from pathlib import Path
 from shaver.cli import add_run_dir
 from shaver.report.schema import ReportError
 
-DEFAULT_METHODS = "shaver,shaver-zero,magnitude,random,taylor,ptq"
-DEFAULT_SPARSITY = "0.5,0.8,0.9,0.95,0.99,0.999"
+DEFAULT_METHODS = "auto,shaver,shaver-zero,magnitude,random,taylor,ptq"
+DEFAULT_SPARSITY = "0.5,0.8,0.9,0.95,0.99,0.999,1.0"
 
 
 def _csv(text: str) -> list[str]:
@@ -61,10 +61,13 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
                    help="rows of synthetic-criteo (default 200000)")
     p.add_argument("--models", type=_csv, default=["deepfm"], help="comma list (default deepfm)")
     p.add_argument("--methods", type=_csv, default=_csv(DEFAULT_METHODS),
-                   help=f"comma list (default {DEFAULT_METHODS}; also shaver-signed, "
-                   "shaver-refit, magnitude-codebook, random-codebook, taylor-codebook)")
+                   help=f"comma list (default {DEFAULT_METHODS}; auto: at each budget the "
+                   "best candidate cut on validation, reported on test; shaver: the paper's "
+                   "method; also shaver-signed, shaver-refit, magnitude-codebook, "
+                   "random-codebook, taylor-codebook)")
     p.add_argument("--sparsity", type=_floats, default=_floats(DEFAULT_SPARSITY),
-                   help=f"comma list of sparsities (default {DEFAULT_SPARSITY})")
+                   help=f"comma list of sparsities in (0, 1] (default {DEFAULT_SPARSITY}; 1.0 "
+                   "prunes every entry: the floor)")
     p.add_argument("--seeds", type=_ints, default=[0], help="comma list of seeds (default 0)")
     p.add_argument("--epochs", type=int, default=10, help="max training epochs (default 10)")
     p.add_argument("--batch-size", type=int, default=2048, help="training batch (default 2048)")

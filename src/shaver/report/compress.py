@@ -25,7 +25,7 @@ class MethodSpec:
     """How a method name maps onto the pruning API."""
 
     name: str
-    scorer: str  # shapley | magnitude | random | taylor | ptq
+    scorer: str  # auto | shapley | magnitude | random | taylor | ptq
     placeholder: str  # codebook | zero
     order: str = "abs"
     codebook: str = "fixed"
@@ -33,11 +33,13 @@ class MethodSpec:
     @property
     def placeholder_of_attribution(self) -> str | None:
         """The attribution this method needs (its placeholder), or None."""
-        return self.placeholder if self.scorer == "shapley" else None
+        return self.placeholder if self.scorer in ("shapley", "auto") else None
 
 
 _METHODS = {
-    "shaver": MethodSpec("shaver", "shapley", "codebook"),
+    # the default of shaver prune: per budget, the best candidate cut on validation
+    "auto": MethodSpec("auto", "auto", "codebook"),
+    "shaver": MethodSpec("shaver", "shapley", "codebook"),  # the paper's method
     "shaver-signed": MethodSpec("shaver-signed", "shapley", "codebook", order="signed"),
     "shaver-refit": MethodSpec("shaver-refit", "shapley", "codebook", codebook="refit"),
     "shaver-zero": MethodSpec("shaver-zero", "shapley", "zero"),
@@ -138,12 +140,21 @@ def run_method(ctx: CellContext, method: str, labels: Sequence[str],
     from shaver.pruning.scorers import compute_scores
 
     started = time.perf_counter()
+    if spec.scorer == "auto":
+        results = prune(ctx.base, attribution, labels, method="auto", dataset=ctx.dataset,
+                        evaluate=False, device=ctx.device, quiet=ctx.quiet)
+        return _rows(ctx, method, results), time.perf_counter() - started
     scores = compute_scores(spec.scorer, ctx.base, attribution=attribution, dataset=ctx.dataset,
                             placeholder=spec.placeholder, seed=ctx.seed, device=ctx.device,
                             quiet=ctx.quiet)
     score_seconds = time.perf_counter() - started
     results = prune(ctx.base, scores, labels, order=spec.order, codebook=spec.codebook,
                     dataset=ctx.dataset, evaluate=False, device=ctx.device, quiet=ctx.quiet)
+    return _rows(ctx, method, results), score_seconds
+
+
+def _rows(ctx: CellContext, method: str, results: Sequence[Any]) -> list[ResultRow]:
+    """Result rows of pruned models (each evaluated on test here)."""
     rows = []
     for result in results:
         mask = result.model.embedding.mask.detach().cpu().numpy().astype(bool)
@@ -154,8 +165,9 @@ def run_method(ctx: CellContext, method: str, labels: Sequence[str],
             artifact_bytes=result.artifact_bytes, auc=float(metrics["auc"]),
             logloss=float(metrics["logloss"]),
             seconds=result.seconds,
-            eval_seconds=eval_seconds, kept_per_field=_per_field(mask, ctx.base.field_dims)))
-    return rows, score_seconds
+            eval_seconds=eval_seconds, kept_per_field=_per_field(mask, ctx.base.field_dims),
+            winner=result.info.get("winner")))
+    return rows
 
 
 def _ptq_row(ctx: CellContext, label: str) -> ResultRow:

@@ -108,7 +108,8 @@ def export_and_check(out: Path, rows: list[ResultRow], seed: int) -> tuple[Path,
     run = load_run(out / "runs" / f"deepfm-s{seed}", device="cpu")
     dataset = open_run_dataset(run)
     attribution = Attribution.load(out / "attributions" / f"deepfm-s{seed}-codebook.safetensors")
-    (result,) = prune(run.model, attribution, [EXPORT_SPARSITY], dataset=dataset, evaluate=False)
+    (result,) = prune(run.model, attribution, [EXPORT_SPARSITY], dataset=dataset, evaluate=False,
+                      method="shaver")  # the bench row it is checked against
     label = result.budget.label
     measured = _measured(rows, label)
     path = out / f"deepfm-s{seed}-{label.replace('=', '')}.shaver"

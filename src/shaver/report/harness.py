@@ -47,8 +47,9 @@ class BenchConfig:
     dataset: str | None = "movielens-100k"
     rows: int = 200_000
     models: Sequence[str] = ("deepfm",)
-    methods: Sequence[str] = ("shaver", "shaver-zero", "magnitude", "random", "taylor", "ptq")
-    sparsities: Sequence[float] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+    methods: Sequence[str] = ("auto", "shaver", "shaver-zero", "magnitude", "random", "taylor",
+                              "ptq")
+    sparsities: Sequence[float] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
     seeds: Sequence[int] = (0,)
     epochs: int = 10
     batch_size: int = 2048
@@ -67,9 +68,9 @@ class BenchConfig:
             compress.method_spec(method)  # raises on an unknown method
         if not self.models or not self.methods or not self.seeds:
             raise ReportError("bench needs at least one model, one method and one seed")
-        bad = [s for s in self.sparsities if not 0 < float(s) < 1]
+        bad = [s for s in self.sparsities if not 0 < float(s) <= 1]
         if bad:
-            raise ReportError(f"sparsities must lie in (0, 1), got {bad}")
+            raise ReportError(f"sparsities must lie in (0, 1], got {bad}")
 
     def identity(self) -> dict[str, Any]:
         """Settings that change a cell's result: a rerun must keep them."""

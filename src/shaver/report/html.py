@@ -126,22 +126,31 @@ def _pm(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.4f} &plusmn; {std:.4f}" if seeds > 1 else f"{mean:.4f}"
 
 
+#: How methods are named in the report: the paper's method is labelled as such.
+METHOD_LABELS = {"shaver": "shaver (paper)", "auto": "auto (default: best on validation)"}
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
 def _summary_tables(summaries: Sequence[Summary]) -> list[str]:
     out = ['<h2 id="results">Results (mean &plusmn; std over seeds)</h2>']
     head = ("<tr><th class=l>method</th><th class=l>budget</th><th>seeds</th><th>sparsity</th>"
             "<th>kept entries</th><th>kept bytes</th><th>artifact bytes</th><th>AUC</th>"
-            "<th>LogLoss</th><th>seconds</th></tr>")
+            "<th>LogLoss</th><th>seconds</th><th class=l>winner (auto, on validation)</th></tr>")
     for dataset, model in _pairs(summaries):
         out.append(f"<h3>{_e(dataset)} / {_e(model)}</h3><table class=results>{head}")
         for s in summaries:
             if (s.dataset, s.model) != (dataset, model):
                 continue
             out.append(
-                f"<tr><td class=l>{_e(s.method)}</td><td class=l>{_e(s.budget)}</td>"
+                f"<tr><td class=l>{_e(method_label(s.method))}</td><td class=l>{_e(s.budget)}</td>"
                 f"<td>{s.seeds}</td><td>{s.sparsity:.4g}</td><td>{s.kept:,}</td>"
                 f"<td>{_fmt_bytes(s.kept_bytes)}</td><td>{_fmt_bytes(s.artifact_bytes)}</td>"
                 f"<td>{_pm(s.auc, s.auc_std, s.seeds)}</td>"
-                f"<td>{_pm(s.logloss, s.logloss_std, s.seeds)}</td><td>{s.seconds:.3f}</td></tr>"
+                f"<td>{_pm(s.logloss, s.logloss_std, s.seeds)}</td><td>{s.seconds:.3f}</td>"
+                f"<td class=l>{_e(s.winners or '-')}</td></tr>"
             )
         out.append("</table>")
     return out

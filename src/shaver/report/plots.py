@@ -26,7 +26,7 @@ from shaver.report.aggregate import Summary, pareto_frontier  # noqa: E402
 from shaver.report.schema import ReportError, ResultRow  # noqa: E402
 
 FORMATS = ("png", "svg")
-_METHOD_ORDER = ("shaver", "shaver-zero", "magnitude", "taylor", "random", "ptq")
+_METHOD_ORDER = ("auto", "shaver", "shaver-zero", "magnitude", "taylor", "random", "ptq")
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,8 @@ def _draw_series(ax: Any, points: Sequence[Summary], axis: str, metric: str,
         xs = [_x_value(s, axis) for s in series]
         ys = [getattr(s, metric) for s in series]
         errs = [getattr(s, f"{metric}_std") for s in series]
-        ax.errorbar(xs, ys, yerr=errs, label=method, capsize=2, ms=5, lw=1.3, **styles[method])
+        label = "shaver (paper)" if method == "shaver" else method
+        ax.errorbar(xs, ys, yerr=errs, label=label, capsize=2, ms=5, lw=1.3, **styles[method])
 
 
 def convergence_figure(attributions: Sequence[Mapping[str, Any]], fmt: str = "png") -> Figure:

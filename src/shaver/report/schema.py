@@ -21,6 +21,7 @@ One **result row** per (dataset, model, method, budget, seed)::
     eval_seconds    float  time of the test evaluation
     finetuned       bool
     kept_per_field  list[int]|None  kept scalars per field (for the per-field share plot)
+    winner          str|None  method "auto": the candidate cut chosen on validation
 
 The **report document** (``report.json``) is one JSON object::
 
@@ -76,6 +77,7 @@ class ResultRow:
     eval_seconds: float = 0.0
     finetuned: bool = False
     kept_per_field: list[int] | None = field(default=None)
+    winner: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -128,6 +130,8 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, str):
             value = json.loads(value)
         return [_as_int(name, v) for v in value]
+    if name == "winner":
+        return None if value in (None, "") else str(value)
     return str(value)
 
 

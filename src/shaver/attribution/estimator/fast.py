@@ -145,7 +145,8 @@ class FastEngine:
 
     @torch.no_grad()
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        """x (B, m), y (B,), perm (B, m*d) -> losses (B, m*d + 1) along the walk."""
+        """x (B, m), y (B,), perm (B, K <= m*d) -> losses (B, K + 1) along the (truncated)
+        walk."""
         batch, players = perm.shape
         emb, base = self.imputer.embed(x)
         if not self._validated:

@@ -1,8 +1,9 @@
 """Ways to evaluate every state of a walk: the generic path and model-specific fast paths.
 
 A path's ``walk_logits(x, emb, base, perm)`` takes x (b, m), emb and base (b, m, d) (the
-sample's embedding and placeholders) and perm (b, P = m*d), and returns logits (b, P + 1):
-column t is the model's logit with the first t entries of ``perm`` replaced.
+sample's embedding and placeholders) and perm (b, K) with K <= P = m*d distinct entries (a
+whole walk, or its first K steps: a truncated walk), and returns logits (b, K + 1): column t
+is the model's logit with the first t entries of ``perm`` replaced.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def walk_deltas(emb: torch.Tensor, base: torch.Tensor, perm: torch.Tensor) -> to
     return (base - emb).reshape(emb.shape[0], -1).gather(1, perm)
 
 
+def walk_ranks(perm: torch.Tensor, players: int) -> torch.Tensor:
+    """(b, P): the step at which each entry is removed; P (never) for entries a truncated
+    walk does not reach."""
+    rank = torch.full((perm.shape[0], players), players, dtype=perm.dtype, device=perm.device)
+    steps = torch.arange(perm.shape[1], device=perm.device).expand_as(perm)
+    return rank.scatter_(1, perm, steps)
+
+
 def prefix_sums(start: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """start (b, *s), steps (b, P, *s) -> (b, P + 1, *s): start, start + steps[0], ..."""
     out = torch.empty(steps.shape[0], steps.shape[1] + 1, *steps.shape[2:],
@@ -48,15 +57,14 @@ class GenericPath:
 
     def walk_logits(self, x, emb, base, perm):
         b, m, d = emb.shape
-        players = m * d
-        rank = torch.empty_like(perm).scatter_(
-            1, perm, torch.arange(players, device=perm.device).expand_as(perm))
-        steps = torch.arange(players + 1, device=perm.device).view(1, -1, 1)
-        drop = rank.unsqueeze(1) < steps  # (b, P+1, P)
+        players, walk = m * d, perm.shape[1]
+        rank = walk_ranks(perm, players)
+        steps = torch.arange(walk + 1, device=perm.device).view(1, -1, 1)
+        drop = rank.unsqueeze(1) < steps  # (b, K+1, P)
         states = torch.where(drop, base.reshape(b, 1, players), emb.reshape(b, 1, players))
-        logits = self.model.head(states.view(b * (players + 1), m, d),
-                                 x.repeat_interleave(players + 1, dim=0))
-        return logits.float().view(b, players + 1)
+        logits = self.model.head(states.view(b * (walk + 1), m, d),
+                                 x.repeat_interleave(walk + 1, dim=0))
+        return logits.float().view(b, walk + 1)
 
 
 class FMMLPPath:
@@ -78,9 +86,9 @@ class FMMLPPath:
         return FMMLPPath(self.linear, self.use_fm, self.mlp.to_int8() if self.mlp else None)
 
     def walk_logits(self, x, emb, base, perm):
-        b, m, d = emb.shape
+        b = emb.shape[0]
         delta = walk_deltas(emb, base, perm)
-        logits = torch.zeros(b, m * d + 1, device=emb.device)
+        logits = torch.zeros(b, perm.shape[1] + 1, device=emb.device)
         if self.linear is not None:
             logits += self.linear(x).float().reshape(b, 1)
         if self.use_fm:
@@ -93,7 +101,7 @@ class FMMLPPath:
     def _fm(emb, base, perm, delta):
         b, m, d = emb.shape
         e64, d64 = emb.double(), delta.double()
-        col_steps = torch.zeros(b, m * d, d, dtype=torch.float64, device=emb.device)
+        col_steps = torch.zeros(b, perm.shape[1], d, dtype=torch.float64, device=emb.device)
         col_steps.scatter_(2, (perm % d).unsqueeze(2), d64.unsqueeze(2))
         sums = prefix_sums(e64.sum(1), col_steps)  # (b, P+1, d)
         sq_steps = (base.double() ** 2 - e64 ** 2).reshape(b, -1).gather(1, perm)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shaver.attribution.estimator.mlp import FoldedMLP, fold_mlp
-from shaver.attribution.estimator.paths import prefix_sums, walk_deltas
+from shaver.attribution.estimator.paths import prefix_sums, walk_deltas, walk_ranks
 
 
 class CrossPath:
@@ -35,13 +35,12 @@ class CrossPath:
 
     def walk_logits(self, x, emb, base, perm):
         b, m, d = emb.shape
-        players = m * d
+        players, walk = m * d, perm.shape[1]
         delta = walk_deltas(emb, base, perm)
-        rank = torch.empty_like(perm).scatter_(
-            1, perm, torch.arange(players, device=perm.device).expand_as(perm))
-        steps = torch.arange(players + 1, device=perm.device).view(1, -1, 1)
+        rank = walk_ranks(perm, players)
+        steps = torch.arange(walk + 1, device=perm.device).view(1, -1, 1)
         x0 = torch.where(rank.unsqueeze(1) < steps, base.reshape(b, 1, players),
-                         emb.reshape(b, 1, players)).flatten(0, 1)  # (b*(P+1), P)
+                         emb.reshape(b, 1, players)).flatten(0, 1)  # (b*(K+1), P)
         flat = emb.reshape(b, players)
         h = self._cross(x0, flat, perm, delta)
         if self.parallel:
@@ -51,7 +50,7 @@ class CrossPath:
             h = torch.cat([h, self.mlp.forward_from_first(z)], dim=1)
         else:
             h = self.mlp.forward(h)
-        return self.out(h).float().view(b, players + 1)
+        return self.out(h).float().view(b, walk + 1)
 
     def _incremental(self, weight_t: torch.Tensor, flat, perm, delta) -> torch.Tensor:
         """weight_t (P, *k): response of input j -> (b*(P+1), *k) along the walk."""

@@ -30,14 +30,14 @@ class ReferenceEngine:
 
     @torch.no_grad()
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        """x (B, m), y (B,), perm (B, m*d) -> losses (B, m*d + 1) along the walk."""
-        batch, players = perm.shape
-        keep = torch.ones(batch, players, dtype=torch.bool, device=x.device)
+        """x (B, m), y (B,), perm (B, K <= m*d) -> losses (B, K + 1) along the walk."""
+        batch, walk = perm.shape
+        keep = torch.ones(batch, self.imputer.num_players, dtype=torch.bool, device=x.device)
         rows = torch.arange(batch, device=x.device)
-        out = torch.empty(batch, players + 1, device=x.device)
+        out = torch.empty(batch, walk + 1, device=x.device)
         with precision(self.dtype, self.device):
             out[:, 0] = bce(self.imputer(x, keep), y)
-            for t in range(players):
+            for t in range(walk):
                 keep[rows, perm[:, t]] = False
                 out[:, t + 1] = bce(self.imputer(x, keep), y)
         return out
