@@ -26,11 +26,20 @@ import numpy as np
 import torch
 
 from shaver import __version__
-from shaver.deploy.size import encode_feature_map, encode_info, head_tensors, plan_artifact
+from shaver.deploy.size import (
+    artifact_version,
+    encode_feature_map,
+    encode_info,
+    head_tensors,
+    plan_artifact,
+)
+from shaver.deploy.tiers import table_plan
 from shaver.errors import ArtifactError, ShaverError
+from shaver.pruning.tiers import first_order_dtype
 from shaver.runtime.container import SectionSpec, container_bytes, write_container
 from shaver.runtime.layout import encode_embedding, quantize_per_field
 from shaver.runtime.model import Artifact, load_artifact
+from shaver.runtime.tiered import encode_tiered
 
 log = logging.getLogger(__name__)
 #: Keys of pruned.json copied into the artifact's ``info`` section.
@@ -83,10 +92,8 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     model, meta = _resolve_source(source, metadata, include_feature_map)
     weight, mask, codebook = embedding_state(model)
     fields, specs = plan_artifact(model, mask, value_dtype, meta)
-    layouts, emb_sections = encode_embedding(weight, mask, codebook, model.field_dims, value_dtype)
-    if layouts != fields["embedding"]["layouts"]:  # pragma: no cover - same function both times
-        raise ArtifactError("internal error: layout plan changed between sizing and encoding")
-    arrays = dict((spec.name, arr) for spec, arr in emb_sections)
+    version = artifact_version(fields)
+    arrays, fo_dtype = _table_arrays(model, weight, mask, codebook, value_dtype, fields)
     state = head_tensors(model)
     for spec in specs:
         if spec.name.startswith("head/"):
@@ -94,7 +101,7 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
         elif spec.name.startswith("first_order/"):
             name = spec.name.split("/", 1)[1]
             table = state[name].detach().float().cpu().numpy()
-            arrays[spec.name], scales = quantize_per_field(table, model.field_dims, value_dtype)
+            arrays[spec.name], scales = quantize_per_field(table, model.field_dims, fo_dtype)
             if scales is not None:
                 arrays[f"first_order_scale/{name}"] = scales
     meta = dict(meta)
@@ -105,12 +112,29 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
-    written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs])
-    if written != container_bytes(fields, specs):  # pragma: no cover - guarded by tests
+    written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs], version)
+    if written != container_bytes(fields, specs, version):  # pragma: no cover - tested
         raise ArtifactError("internal error: written size differs from the planned size")
     log.debug("wrote %s (%d bytes, %s)", out_path, written, value_dtype)
     loaded = load_artifact(out_path)
     return ExportResult(out_path, written, loaded.breakdown(), loaded.info)
+
+
+def _table_arrays(model: torch.nn.Module, weight: np.ndarray, mask: np.ndarray,
+                  codebook: np.ndarray, value_dtype: str, fields: dict[str, Any]
+                  ) -> tuple[dict[str, np.ndarray], str]:
+    """Section arrays of the embedding table, and the dtype of the first-order weights."""
+    plan = table_plan(model, mask, value_dtype, with_values=True)
+    if plan is None:
+        layouts, sections = encode_embedding(weight, mask, codebook, model.field_dims,
+                                             value_dtype)
+        if layouts != fields["embedding"]["layouts"]:  # pragma: no cover - same function
+            raise ArtifactError("internal error: layout plan changed between sizing and encoding")
+        return {spec.name: arr for spec, arr in sections}, value_dtype
+    assert plan.weight is not None and plan.scales is not None
+    arrays = encode_tiered(plan.weight, plan.tier_map, codebook, model.field_dims, plan.tiers,
+                           plan.scales)
+    return arrays, first_order_dtype(plan.tiers)
 
 
 def _resolve_source(source: Any, metadata: Mapping[str, Any] | None,

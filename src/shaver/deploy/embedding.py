@@ -105,5 +105,10 @@ def compressed_model(artifact: Artifact | str | os.PathLike[str]) -> nn.Module:
         raise ArtifactError(f"{art.path}: head tensors do not match model "
                             f"{art.config.get('name')!r} (missing {missing}, unexpected "
                             f"{unexpected})")
-    model.embedding = CompressedEmbedding.from_artifact(art)
+    if art.version >= 2:
+        from shaver.deploy.tiered_embedding import TieredCompressedEmbedding
+
+        model.embedding = TieredCompressedEmbedding(art.tables)
+    else:
+        model.embedding = CompressedEmbedding.from_artifact(art)
     return model.eval()

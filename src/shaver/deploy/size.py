@@ -24,10 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from shaver.deploy.tiers import table_plan
 from shaver.errors import ArtifactError
 from shaver.models.base import check_model_interface
+from shaver.pruning.tiers import first_order_dtype
 from shaver.runtime.container import SectionSpec, container_bytes
 from shaver.runtime.layout import check_value_dtype, choose_layouts, embedding_specs
+from shaver.runtime.tiered import plan_tiered
 
 INFO_BYTES = 4096
 _TORCH_TO_SECTION = {torch.int64: "i64", torch.uint8: "u8", torch.int8: "i8"}
@@ -70,7 +73,8 @@ def head_specs(model: torch.nn.Module, value_dtype: str) -> list[SectionSpec]:
 
     First-order tables (float, leading dim n, e.g. DeepFM's ``linear.weight.weight`` (n, 1))
     follow the value dtype: fp32, fp16, or int8 with one fp32 scale per field (section
-    ``first_order_scale/<name>``, kind first_order). Head tensors stay fp32.
+    ``first_order_scale/<name>``, kind first_order); next to a v2 table, the dtype of
+    :func:`shaver.pruning.tiers.first_order_dtype`. Head tensors stay fp32.
     """
     n = int(model.embedding.weight.shape[0])
     m = len(model.field_dims)
@@ -97,15 +101,22 @@ def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
                   metadata: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[SectionSpec]]:
     """Header fields and section specs of the artifact (no data)."""
     check_model_interface(model)
-    check_value_dtype(value_dtype)
     mask = np.asarray(mask)
     n, d = (int(s) for s in model.embedding.weight.shape)
     if mask.dtype != np.bool_ or mask.shape != (n, d):
         raise ArtifactError(f"mask must be bool of shape ({n}, {d}), got {mask.dtype} {mask.shape}")
     field_dims = [int(v) for v in model.field_dims]
-    layouts, kept = choose_layouts(mask, field_dims, value_dtype)
-    specs = embedding_specs(field_dims, d, layouts, kept, value_dtype)
-    specs += head_specs(model, value_dtype)
+    plan = table_plan(model, mask, value_dtype)
+    if plan is None:
+        check_value_dtype(value_dtype)
+        layouts, kept = choose_layouts(mask, field_dims, value_dtype)
+        specs = embedding_specs(field_dims, d, layouts, kept, value_dtype)
+        embedding = {"dim": d, "field_dims": field_dims, "layouts": layouts,
+                     "value_dtype": value_dtype}
+        specs += head_specs(model, value_dtype)
+    else:
+        embedding, specs = plan_tiered(plan.tier_map, field_dims, d, plan.tiers)
+        specs += head_specs(model, first_order_dtype(plan.tiers))
     metadata = dict(metadata or {})
     feature_map = metadata.pop("feature_map", None)
     if feature_map is not None:
@@ -113,10 +124,20 @@ def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
                                  (len(encode_feature_map(feature_map)),)))
     encode_info(metadata)  # fails early when the volatile metadata cannot fit
     specs.append(SectionSpec("info", "metadata", "json", (INFO_BYTES,)))
-    fields = {"model": model.config(),
-              "embedding": {"dim": d, "field_dims": field_dims, "layouts": layouts,
-                            "value_dtype": value_dtype}}
-    return fields, specs
+    return {"model": model.config(), "embedding": embedding}, specs
+
+
+def artifact_version(fields: Mapping[str, Any]) -> int:
+    """Container version of planned header fields: 2 for a tiered table, else 1."""
+    return 2 if "tiers" in fields["embedding"] else 1
+
+
+TABLE_KINDS = ("values", "index", "scales", "codebook")
+
+
+def table_bytes(specs: list[SectionSpec]) -> int:
+    """Bytes of the embedding table's sections (kept values, index, scales, codebook)."""
+    return sum(s.nbytes for s in specs if s.kind in TABLE_KINDS)
 
 
 def predict_artifact_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dtype: str = "fp32",
@@ -127,7 +148,14 @@ def predict_artifact_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dt
     ``feature_map`` entry changes the size).
     """
     fields, specs = plan_artifact(model, mask, value_dtype, metadata)
-    return container_bytes(fields, specs)
+    return container_bytes(fields, specs, artifact_version(fields))
+
+
+def predict_table_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dtype: str = "fp32"
+                        ) -> int:
+    """Exact bytes of the embedding table in that artifact (values, index, scales, codebook;
+    not the alignment padding between sections)."""
+    return table_bytes(plan_artifact(model, mask, value_dtype, None)[1])
 
 
 def minimum_artifact_bytes(model: torch.nn.Module, *, value_dtype: str = "fp32",

@@ -1,10 +1,16 @@
-"""The shaver artifact container (format version 1): one file, a JSON header, checksummed sections.
+"""The shaver artifact container (format versions 1 and 2): one file, a JSON header, checksummed
+sections.
+
+Version 2 is written only when the embedding table uses what version 1 cannot describe
+(int4 / int2 values, row scales, several precision tiers: :mod:`shaver.runtime.tiered`), so a
+reader that knows version 1 only refuses such a file by its version instead of misreading it;
+every other artifact is still written as version 1.
 
 Layout (all integers little-endian)::
 
     offset 0   8 bytes  magic  b"\\x89SHAVER\\n"   (a non-ASCII first byte and a newline catch
                                                    text-mode and 7-bit mangling, as in PNG)
-    offset 8   uint32   format_version (1)
+    offset 8   uint32   format_version (1 or 2; the header repeats it)
     offset 12  uint32   H = header length in bytes (a multiple of 8)
     offset 16  uint32   CRC-32 of the H header bytes
     offset 20  uint32   reserved, 0
@@ -45,6 +51,8 @@ from shaver.fileio import atomic_path
 
 MAGIC = b"\x89SHAVER\n"
 FORMAT_VERSION = 1
+#: Versions this runtime reads (2: tiered / low-bit embedding tables).
+SUPPORTED_VERSIONS = (1, 2)
 PREAMBLE = struct.Struct("<8sIIII")  # magic, version, header length, header crc, reserved
 ALIGN = 8
 #: Section dtypes and their numpy types. ``json`` sections are UTF-8 bytes.
@@ -54,7 +62,7 @@ DTYPES: dict[str, np.dtype] = {
     "i64": np.dtype("<i8"), "json": np.dtype("u1"),
 }
 #: Section kinds, as reported by ``shaver inspect``.
-KINDS = ("values", "index", "codebook", "first_order", "head", "metadata")
+KINDS = ("values", "index", "scales", "codebook", "first_order", "head", "metadata")
 MAX_HEADER = 64 << 20
 
 
@@ -87,26 +95,28 @@ def layout(specs: Sequence[SectionSpec]) -> tuple[list[int], int]:
 
 
 def encode_header(fields: Mapping[str, Any], specs: Sequence[SectionSpec],
-                  crcs: Sequence[int] | None = None) -> bytes:
+                  crcs: Sequence[int] | None = None, version: int = FORMAT_VERSION) -> bytes:
     """The padded header bytes; ``crcs=None`` gives a header of the same length (for sizing)."""
     offsets, _ = layout(specs)
     crcs = crcs if crcs is not None else [0] * len(specs)
     table = [[s.name, s.kind, s.dtype, list(s.shape), off, s.nbytes, f"{crc:08x}"]
              for s, off, crc in zip(specs, offsets, crcs)]
-    doc = {**fields, "format": "shaver-artifact", "format_version": FORMAT_VERSION,
+    doc = {**fields, "format": "shaver-artifact", "format_version": version,
            "sections": table}
     raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                      allow_nan=False).encode("ascii")
     return raw + b" " * (_align(len(raw)) - len(raw))
 
 
-def container_bytes(fields: Mapping[str, Any], specs: Sequence[SectionSpec]) -> int:
+def container_bytes(fields: Mapping[str, Any], specs: Sequence[SectionSpec],
+                    version: int = FORMAT_VERSION) -> int:
     """Exact size of the file :func:`write_container` writes for these sections."""
-    return PREAMBLE.size + len(encode_header(fields, specs)) + layout(specs)[1]
+    return PREAMBLE.size + len(encode_header(fields, specs, version=version)) + layout(specs)[1]
 
 
 def write_container(path: str | os.PathLike[str], fields: Mapping[str, Any],
-                    sections: Sequence[tuple[SectionSpec, np.ndarray]]) -> int:
+                    sections: Sequence[tuple[SectionSpec, np.ndarray]],
+                    version: int = FORMAT_VERSION) -> int:
     """Write atomically (temp file + ``os.replace``); return the number of bytes written."""
     specs = [spec for spec, _ in sections]
     blobs = []
@@ -115,11 +125,13 @@ def write_container(path: str | os.PathLike[str], fields: Mapping[str, Any],
         if tuple(data.shape) != spec.shape:
             raise ArtifactError(f"section {spec.name}: shape {data.shape} != planned {spec.shape}")
         blobs.append(data.tobytes())
-    header = encode_header(fields, specs, [zlib.crc32(b) for b in blobs])
+    if version not in SUPPORTED_VERSIONS:
+        raise ArtifactError(f"cannot write format version {version} (known: {SUPPORTED_VERSIONS})")
+    header = encode_header(fields, specs, [zlib.crc32(b) for b in blobs], version)
     offsets, _ = layout(specs)
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        out.write(PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), zlib.crc32(header), 0))
+        out.write(PREAMBLE.pack(MAGIC, version, len(header), zlib.crc32(header), 0))
         out.write(header)
         pos = 0
         for off, blob in zip(offsets, blobs):
@@ -138,6 +150,7 @@ class Container:
     arrays: dict[str, np.ndarray]
     table: list[list[Any]]
     size: int
+    version: int = FORMAT_VERSION
 
     def json(self, name: str) -> Any:
         """Decode a ``json`` section."""
@@ -165,9 +178,10 @@ def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
     magic, version, hlen, hcrc, reserved = PREAMBLE.unpack_from(buf)
     if magic != MAGIC:
         raise ArtifactError(f"{path}: not a shaver artifact (bad magic bytes)")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise ArtifactError(f"{path}: format version {version} is not supported "
-                            f"(this shaver reads version {FORMAT_VERSION})")
+                            f"(this shaver reads versions "
+                            f"{', '.join(map(str, SUPPORTED_VERSIONS))})")
     if reserved != 0 or hlen % ALIGN or hlen > MAX_HEADER:
         raise ArtifactError(f"{path}: corrupt preamble")
     if PREAMBLE.size + hlen > len(buf):
@@ -175,20 +189,20 @@ def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
     raw = buf[PREAMBLE.size:PREAMBLE.size + hlen]
     if zlib.crc32(raw) != hcrc:
         raise ArtifactError(f"{path}: header checksum mismatch (file corrupted)")
-    header = _decode_header(raw, path)
+    header = _decode_header(raw, path, version)
     table = header["sections"]
     arrays = _read_sections(buf, PREAMBLE.size + hlen, table, path)
-    return Container(path, header, arrays, table, len(buf))
+    return Container(path, header, arrays, table, len(buf), version)
 
 
-def _decode_header(raw: bytes, path: str) -> dict[str, Any]:
+def _decode_header(raw: bytes, path: str, version: int) -> dict[str, Any]:
     try:
         header = json.loads(raw.decode("ascii"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != "shaver-artifact" \
-            or header.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: header does not describe a shaver artifact v{FORMAT_VERSION}")
+            or header.get("format_version") != version:
+        raise ArtifactError(f"{path}: header does not describe a shaver artifact v{version}")
     if not isinstance(header.get("sections"), list):
         raise ArtifactError(f"{path}: header has no section table")
     return header
