@@ -239,3 +239,30 @@ def test_cli_export_int4_and_inspect_table_bytes(tmp_path, capsys):
     assert main(["inspect", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["table_bytes"] == art.table_bytes() and doc["format_version"] == 2
+
+
+def test_rest_and_rows_layouts_and_no_codebook_when_nothing_is_pruned(tmp_path):
+    model, mask = pruned_model("deepfm", keep=[1, 1, 1, 1])
+    # uniform PTQ: one tier holding everything, no index, no codebook
+    out = export_artifact(model, tmp_path / "p.shaver", value_dtype="int2")
+    art = load_artifact(out.path)
+    assert art.tiers[0][1] == ["rest"] * 4
+    parts = art.breakdown()
+    n, d = mask.shape
+    assert parts["index"] == 0 and parts["codebook"] == 0
+    assert parts["values"] == n * d // 4 and parts["scales"] == 4 * 4
+    # whole rows in a high tier, the remaining entries in a low one: rows + rest
+    tmap = np.full(mask.shape, 2, np.uint8)
+    tmap[::3] = 1
+    tiers = [TierSpec("int8"), TierSpec("int2")]
+    fake = tiered_copy(model, tmap, tiers, model.embedding.codebook)
+    out = export_artifact(fake, tmp_path / "r.shaver")
+    art = load_artifact(out.path)
+    assert art.tiers[0][1] == ["rows"] * 4 and art.tiers[1][1] == ["rest"] * 4
+    assert out.bytes == predict_artifact_bytes(fake, mask)
+    x = random_ids(batch=64, seed=2)
+    np.testing.assert_allclose(art.predict(x), torch_proba(fake, x), atol=1e-5, rtol=0)
+    pytest.importorskip("onnxruntime")
+    from shaver.deploy.onnx_export import export_onnx
+
+    export_onnx(out.path, tmp_path / "r.onnx")

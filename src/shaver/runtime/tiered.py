@@ -11,16 +11,20 @@ Header (``"embedding"``): ``{"dim", "field_dims", "tiers": [{"value_dtype", "sca
 ``emb.t<t>.``. Per field, each tier takes the smallest of five layouts (b bits per value,
 R rows, K kept entries, P rows holding at least one, nb = ceil(d / 8)):
 
-* ``dense`` (only when the tier holds every entry of the field): R*d*b bits;
+* ``empty``: nothing (K = 0);
+* ``rest``: every entry of the field that no earlier tier holds (later tiers are then empty
+  there), no index: K*b bits. A uniform PTQ table is one tier, ``rest`` everywhere;
+* ``rows``: ``<p><f>.rows`` u8 (ceil(R/8),) one bit per row (LSB first), the tier holds
+  every entry of the rows listed (and no entry of earlier tiers there): R + K*b bits;
 * ``bitmask``: ``<p><f>.mask`` u8 (R, nb), then K*b bits;
 * ``sparse``: ``<p><f>.count`` u8 (R,) + ``<p><f>.cols`` u8 (K,) (d <= 255), then K*b bits;
-* ``rowmap``: ``<p><f>.rows`` u8 (ceil(R/8),) one bit per row (LSB first: row holds entries),
-  ``<p><f>.mask`` u8 (P, nb) keep-bits of those rows, then K*b bits;
-* ``empty``: nothing (K = 0).
+* ``rowmap``: ``<p><f>.rows`` u8 (ceil(R/8),) (rows holding entries) and ``<p><f>.mask``
+  u8 (P, nb) keep-bits of those rows, then K*b bits.
 
 Then ``<p>values`` (all fields' values, row-major: f32, f16, i8, or u8 packed for int4/int2)
 and, for integer dtypes, ``<p>scales`` of kind ``scales``: f32 (m,) per field, or f16 (P_total,)
-for the rows holding values, in row order. The codebook (m, d) f32 closes the table.
+for the rows holding values, in row order. The codebook (m, d) f32 closes the table; it is
+left out when no entry is pruned (every entry in some tier).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from shaver.runtime.lowbit import (
     unpack_at,
 )
 
-TIER_LAYOUTS = ("dense", "bitmask", "sparse", "rowmap", "empty")
+TIER_LAYOUTS = ("empty", "rest", "rows", "bitmask", "sparse", "rowmap")
 _STREAM_DTYPE = {"fp32": "f32", "fp16": "f16", "int8": "i8", "int4": "u8", "int2": "u8"}
 _NUMPY = {"f32": np.float32, "f16": np.float16, "i8": np.int8, "u8": np.uint8}
 MAX_TIERS = 8
@@ -98,23 +102,30 @@ def tier_counts(tier_mask: np.ndarray, field_dims: Sequence[int]) -> TierCounts:
     return TierCounts(kept.astype(np.int64), present.astype(np.int64))
 
 
-def layout_bits(rows: np.ndarray, dim: int, counts: TierCounts, bits: int) -> np.ndarray:
-    """(5, m) bits of each layout per field (inf where a layout cannot hold the tier)."""
+def layout_bits(rows: np.ndarray, dim: int, counts: TierCounts, bits: int,
+                remaining: np.ndarray, clean_rows: np.ndarray) -> np.ndarray:
+    """(6, m) bits of each layout per field (inf where a layout cannot hold the tier).
+
+    ``remaining``: entries per field that no earlier tier holds; ``clean_rows``: whether
+    every row this tier touches is whole and untouched by earlier tiers."""
     nb = (dim + 7) // 8
     k, p = counts.kept.astype(np.float64), counts.present.astype(np.float64)
     inf = np.inf
-    dense = np.where(k == rows * dim, rows * dim * bits, inf)
+    empty = np.where(k == 0, 0.0, inf)
+    rest = np.where(k == remaining, k * bits, inf)
+    row_bits = np.ceil(rows / 8) * 8
+    whole = np.where((k == p * dim) & clean_rows, row_bits + k * bits, inf)
     bitmask = rows * nb * 8 + k * bits
     sparse = rows * 8 + k * (8 + bits) if dim <= 255 else np.full(k.shape, inf)
-    rowmap = np.ceil(rows / 8) * 8 + p * nb * 8 + k * bits
-    empty = np.where(k == 0, 0.0, inf)
-    return np.stack([dense, bitmask, sparse, rowmap, empty])
+    rowmap = row_bits + p * nb * 8 + k * bits
+    return np.stack([empty, rest, whole, bitmask, sparse, rowmap])
 
 
 def choose_tier_layouts(counts: TierCounts, field_dims: Sequence[int], dim: int,
-                        spec: TierSpec) -> list[str]:
+                        spec: TierSpec, remaining: np.ndarray,
+                        clean_rows: np.ndarray) -> list[str]:
     rows = np.asarray(field_dims, dtype=np.float64)
-    best = np.argmin(layout_bits(rows, dim, counts, spec.bits), axis=0)
+    best = np.argmin(layout_bits(rows, dim, counts, spec.bits, remaining, clean_rows), axis=0)
     return [TIER_LAYOUTS[int(i)] for i in best]
 
 
@@ -130,9 +141,10 @@ def tier_section_specs(t: int, spec: TierSpec, layouts: Sequence[str], counts: T
         elif lay == "sparse":
             specs.append(SectionSpec(f"{p}{f}.count", "index", "u8", (int(rows),)))
             specs.append(SectionSpec(f"{p}{f}.cols", "index", "u8", (k,)))
-        elif lay == "rowmap":
+        elif lay in ("rowmap", "rows"):
             specs.append(SectionSpec(f"{p}{f}.rows", "index", "u8", ((int(rows) + 7) // 8,)))
-            specs.append(SectionSpec(f"{p}{f}.mask", "index", "u8", (present, nb)))
+            if lay == "rowmap":
+                specs.append(SectionSpec(f"{p}{f}.mask", "index", "u8", (present, nb)))
     stored = int(counts.kept.sum())
     dtype = _STREAM_DTYPE[spec.value_dtype]
     length = packed_bytes(stored, spec.value_dtype) if dtype == "u8" else stored
@@ -149,14 +161,33 @@ def plan_tiered(tier_map: np.ndarray, field_dims: Sequence[int], dim: int,
     """Header ``embedding`` entry and the table's section specs for a tier map (n, d)."""
     check_tier_map(tier_map, len(tiers))
     header_tiers, specs = [], []
+    bounds = field_bounds(field_dims)
+    remaining = np.asarray(field_dims, np.int64) * dim
     for t, spec in enumerate(tiers):
-        counts = tier_counts(tier_map == t + 1, field_dims)
-        layouts = choose_tier_layouts(counts, field_dims, dim, spec)
+        mask = tier_map == t + 1
+        counts = tier_counts(mask, field_dims)
+        layouts = choose_tier_layouts(counts, field_dims, dim, spec, remaining,
+                                      _clean_rows(tier_map, mask, t, bounds))
         header_tiers.append({**spec.to_json(), "layouts": layouts})
         specs += tier_section_specs(t, spec, layouts, counts, field_dims, dim)
-    specs.append(SectionSpec("codebook", "codebook", "f32", (len(field_dims), dim)))
+        remaining = remaining - counts.kept
+    if tier_map.size == 0 or not tier_map.all():
+        specs.append(SectionSpec("codebook", "codebook", "f32", (len(field_dims), dim)))
     embedding = {"dim": dim, "field_dims": [int(v) for v in field_dims], "tiers": header_tiers}
     return embedding, specs
+
+
+def _clean_rows(tier_map: np.ndarray, mask: np.ndarray, t: int,
+                bounds: np.ndarray) -> np.ndarray:
+    """Per field: every row the tier touches is whole (``rows`` can hold it) and no earlier
+    tier touches those rows."""
+    touched = mask.any(axis=1)
+    whole = mask.all(axis=1)
+    earlier = ((tier_map > 0) & (tier_map <= t)).any(axis=1)
+    bad = (touched & (~whole | earlier)).astype(np.int64)
+    if not bad.size:
+        return np.ones(len(bounds) - 1, bool)
+    return np.add.reduceat(bad, bounds[:-1]) == 0
 
 
 def check_tier_map(tier_map: np.ndarray, n_tiers: int) -> None:
@@ -190,10 +221,11 @@ def encode_tiered(weight: np.ndarray, tier_map: np.ndarray, codebook: np.ndarray
             elif lay == "sparse":
                 out[f"{p}{f}.count"] = mk.sum(axis=1).astype(np.uint8)
                 out[f"{p}{f}.cols"] = np.nonzero(mk)[1].astype(np.uint8)
-            elif lay == "rowmap":
+            elif lay in ("rowmap", "rows"):
                 has = mk.any(axis=1)
                 out[f"{p}{f}.rows"] = np.packbits(has, bitorder="little")
-                out[f"{p}{f}.mask"] = np.packbits(mk[has], axis=1, bitorder="little")
+                if lay == "rowmap":
+                    out[f"{p}{f}.mask"] = np.packbits(mk[has], axis=1, bitorder="little")
         rows, _ = np.nonzero(mask)
         values = weight[mask].astype(np.float32)
         if not has_scale(spec.value_dtype):
@@ -205,7 +237,8 @@ def encode_tiered(weight: np.ndarray, tier_map: np.ndarray, codebook: np.ndarray
         out[f"{p}values"] = codes if spec.bits == 8 else pack(codes, spec.bits)
         out[f"{p}scales"] = scale if spec.scale == "field" else \
             scale[mask.any(axis=1)].astype(np.float16)
-    out["codebook"] = np.asarray(codebook, np.float32)
+    if any(spec.name == "codebook" for spec in specs):
+        out["codebook"] = np.asarray(codebook, np.float32)
     missing = {s.name for s in specs} ^ set(out)
     if missing:  # pragma: no cover - plan and encoder walk the same layouts
         raise ArtifactError(f"internal error: sections {sorted(missing)} planned or encoded alone")

@@ -53,28 +53,36 @@ def read_tier_specs(embedding: Mapping[str, Any], m: int, where: str
 def decode_tiered(arrays: Mapping[str, np.ndarray], embedding: Mapping[str, Any],
                   field_dims: Sequence[int], dim: int, where: str) -> TieredTables:
     """Rebuild :class:`TieredTables` from section arrays, validating every index."""
-    m = len(field_dims)
-    tiers = [_decode_tier(arrays, t, spec, layouts, field_dims, dim, where)
-             for t, (spec, layouts) in enumerate(read_tier_specs(embedding, m, where))]
-    stacked = np.stack([_unpacked(t.masks, dim) for t in tiers]).sum(axis=0) \
-        if tiers[0].masks.shape[0] else np.zeros((0, dim))
-    _expect(bool(np.all(stacked <= 1)), where, "tiers (an entry is stored twice)")
-    codebook = _section(arrays, "codebook", where)
-    _expect(codebook.shape == (m, dim), where, "codebook shape")
+    m, n, nb = len(field_dims), int(sum(field_dims)), (dim + 7) // 8
+    taken = np.zeros((n, nb), np.uint8)  # packed union of the tiers decoded so far
+    tiers = []
+    for t, (spec, layouts) in enumerate(read_tier_specs(embedding, m, where)):
+        tier = _decode_tier(arrays, t, spec, layouts, field_dims, dim, taken, where)
+        _expect(not np.any(taken & tier.masks), where, "tiers (an entry is stored twice)")
+        taken = taken | tier.masks
+        tiers.append(tier)
+    if "codebook" in arrays:
+        codebook = arrays["codebook"]
+        _expect(codebook.shape == (m, dim), where, "codebook shape")
+    else:  # left out only when every entry is in some tier
+        full = np.packbits(np.ones(dim, bool), bitorder="little")
+        _expect(bool(np.all(taken == full)), where, "table (entries pruned, no codebook)")
+        codebook = np.zeros((m, dim), np.float32)
     return TieredTables(tiers, codebook.astype(np.float32), field_bounds(field_dims), dim)
-
-
-def _unpacked(masks: np.ndarray, dim: int) -> np.ndarray:
-    return np.unpackbits(masks, axis=1, bitorder="little")[:, :dim].astype(np.uint8)
 
 
 def _decode_tier(arrays: Mapping[str, np.ndarray], t: int, spec: TierSpec,
                  layouts: Sequence[str], field_dims: Sequence[int], dim: int,
-                 where: str) -> TierTables:
+                 taken: np.ndarray, where: str) -> TierTables:
     p, nb = prefix(t), (dim + 7) // 8
     masks, present = [], []
+    bounds = field_bounds(field_dims)
+    full = np.packbits(np.ones(dim, bool), bitorder="little")
     for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
-        mk = _field_mask(arrays, p, f, int(rows), dim, lay, where)
+        if lay == "rest":
+            mk = np.bitwise_and(np.bitwise_not(taken[bounds[f]:bounds[f + 1]]), full)
+        else:
+            mk = _field_mask(arrays, p, f, int(rows), dim, lay, where)
         masks.append(mk)
         present.append(mk.any(axis=1))
     mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
@@ -95,25 +103,29 @@ def _decode_tier(arrays: Mapping[str, np.ndarray], t: int, spec: TierSpec,
 def _field_mask(arrays: Mapping[str, np.ndarray], p: str, f: int, rows: int, dim: int,
                 lay: str, where: str) -> np.ndarray:
     nb = (dim + 7) // 8
-    if lay == "dense":
-        return np.broadcast_to(np.packbits(np.ones(dim, bool), bitorder="little"), (rows, nb))
     if lay == "empty":
         return np.zeros((rows, nb), np.uint8)
     if lay == "sparse":
         local = {"emb." + k[len(p):]: v for k, v in arrays.items() if k.startswith(p)}
         return _sparse_to_mask(local, f, rows, dim, where)
-    mk = _section(arrays, f"{p}{f}.mask", where)
-    if lay == "rowmap":
+    if lay in ("rowmap", "rows"):
         has_bits = _section(arrays, f"{p}{f}.rows", where)
         _expect(has_bits.shape == ((rows + 7) // 8,), where, f"{p}{f}.rows shape")
         has = np.unpackbits(has_bits, count=rows, bitorder="little").astype(bool)
         _expect(int(np.unpackbits(has_bits, bitorder="little").sum()) == int(has.sum()), where,
                 f"{p}{f}.rows padding bits")
+        full = np.packbits(np.ones(dim, bool), bitorder="little")
+        if lay == "rows":
+            return np.where(has[:, None], full[None, :], np.uint8(0)).astype(np.uint8)
+        mk = _section(arrays, f"{p}{f}.mask", where)
         _expect(mk.shape == (int(has.sum()), nb), where, f"{p}{f}.mask shape")
         _expect(bool(np.all(_POPCOUNT[mk].sum(axis=1) > 0)), where, f"{p}{f} listed rows")
-        full = np.zeros((rows, nb), np.uint8)
-        full[has] = mk
-        mk = full
+        if dim % 8:
+            _expect(not np.any(mk[:, -1] >> (dim % 8)), where, f"{p}{f}.mask padding bits")
+        listed = np.zeros((rows, nb), np.uint8)
+        listed[has] = mk
+        return listed
+    mk = _section(arrays, f"{p}{f}.mask", where)
     _expect(mk.shape == (rows, nb), where, f"{p}{f}.mask shape")
     if dim % 8:
         _expect(not np.any(mk[:, -1] >> (dim % 8)), where, f"{p}{f}.mask padding bits")
