@@ -117,14 +117,33 @@ def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
     else:
         embedding, specs = plan_tiered(plan.tier_map, field_dims, d, plan.tiers)
         specs += head_specs(model, first_order_dtype(plan.tiers))
+    specs += metadata_specs(metadata)
+    return {"model": model.config(), "embedding": embedding}, specs
+
+
+def metadata_specs(metadata: Mapping[str, Any] | None) -> list[SectionSpec]:
+    """The feature map (when ``metadata`` has one) and the fixed-size info section."""
     metadata = dict(metadata or {})
     feature_map = metadata.pop("feature_map", None)
+    specs = []
     if feature_map is not None:
         specs.append(SectionSpec("feature_map", "metadata", "json",
                                  (len(encode_feature_map(feature_map)),)))
     encode_info(metadata)  # fails early when the volatile metadata cannot fit
     specs.append(SectionSpec("info", "metadata", "json", (INFO_BYTES,)))
-    return {"model": model.config(), "embedding": embedding}, specs
+    return specs
+
+
+def predict_tiered_bytes(model: torch.nn.Module, tier_map: np.ndarray, tiers: list[Any], *,
+                         metadata: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """(artifact bytes, table bytes) of ``model`` stored with this tier map and these tier
+    specs (:mod:`shaver.runtime.tiered`), exactly as export writes it once the model's
+    embedding is the matching TieredEmbedding (``shaver.pruning.tiers.tiered_copy``)."""
+    d = int(model.embedding.weight.shape[1])
+    embedding, specs = plan_tiered(tier_map, [int(v) for v in model.field_dims], d, tiers)
+    table = table_bytes(specs)
+    specs += head_specs(model, first_order_dtype(tiers)) + metadata_specs(metadata)
+    return container_bytes({"model": model.config(), "embedding": embedding}, specs, 2), table
 
 
 def artifact_version(fields: Mapping[str, Any]) -> int:
