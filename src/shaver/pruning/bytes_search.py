@@ -52,12 +52,17 @@ def plan_for_bytes(model: nn.Module, scores: Any, budget: int | str,
                    dataset: PreparedDataset, *, axis: str = "table",
                    shapes: Sequence[Shape] | None = None, order: str = "abs",
                    metadata: dict[str, Any] | None = None, device: str | None = None,
-                   evaluate_test: bool = True, quiet: bool = True) -> tuple[nn.Module, dict]:
+                   codebook: str = "fixed", frequencies: np.ndarray | None = None,
+                   evaluate_test: bool = True, test_candidates: bool = False,
+                   quiet: bool = True) -> tuple[nn.Module, dict]:
     """The best plan for ``budget`` bytes on ``axis``: (model as the artifact computes it,
     record). ``scores``: Attribution, Scores or (n, d) array (as ``shaver.pruning.prune``).
 
     The record holds the budget, the chosen plan (tiers, shares, granularity, kept entries),
-    its table and artifact bytes, validation and test metrics, and every candidate tried.
+    its table and artifact bytes, validation and test metrics, and every candidate tried
+    (with its test metrics too when ``test_candidates``: for benchmarks, never for choosing).
+    ``codebook="refit"`` refits each plan's placeholders on its pruned entries (needs
+    ``frequencies``, or the dataset's train+val id counts), as ``shaver.pruning.prune``.
     """
     from shaver.deploy.size import predict_tiered_bytes
     from shaver.pruning.api import as_scores
@@ -65,6 +70,7 @@ def plan_for_bytes(model: nn.Module, scores: Any, budget: int | str,
     if axis not in AXES:
         raise BudgetError(f"unknown byte axis {axis!r}: expected one of {', '.join(AXES)}")
     scored = as_scores(model, scores, dataset=dataset)
+    placeholders = _placeholders(model, scored.codebook, codebook, frequencies, dataset)
     n, d = (int(s) for s in model.embedding.weight.shape)
     limit = resolve_table_budget(budget, n * d * 4) if axis == "table" else \
         (parse_bytes(budget) if isinstance(budget, str) else resolve_table_budget(budget, 1))
@@ -83,14 +89,16 @@ def plan_for_bytes(model: nn.Module, scores: Any, budget: int | str,
     fitted = _fit_all(planner, shapes, fits)
     if not fitted:
         _refuse(planner, shapes, size, axis, limit)
-    candidates = _evaluate(model, fitted, scored.codebook, dataset, size, device, quiet)
+    candidates = _evaluate(model, fitted, placeholders, dataset, size, device, quiet,
+                           test_candidates)
     best = max(candidates, key=lambda c: (c["val"]["auc"], -c["table_bytes"]))
     shape = next(s for s in shapes if s.label == best["plan"])
-    chosen = tiered_copy(model, planner.tier_map(shape, best["kept_units"]), shape.tiers,
-                         scored.codebook)
+    tmap = planner.tier_map(shape, best["kept_units"])
+    chosen = tiered_copy(model, tmap, shape.tiers, placeholders(tmap))
     record = {**best, "budget": {"kind": "table_bytes" if axis == "table" else "bytes",
                                  "value": limit, "label": f"{axis}-bytes={limit}"},
-              "scorer": scored.scorer, "placeholder": scored.placeholder, "order": order,
+              "scorer": scored.scorer, "order": order, "codebook": codebook,
+              "placeholder": "codebook" if codebook == "refit" else scored.placeholder,
               "tiers": [t.to_json() for t in shape.tiers], "shares": list(shape.shares),
               "granularity": shape.granularity, "total": n * d, "candidates": candidates}
     if evaluate_test:
@@ -99,6 +107,20 @@ def plan_for_bytes(model: nn.Module, scores: Any, budget: int | str,
         test = evaluate(chosen, dataset, "test", device=device)
         record["metrics"] = {"auc": float(test["auc"]), "logloss": float(test["logloss"])}
     return chosen.eval(), record
+
+
+def _placeholders(model: nn.Module, fixed: Any, mode: str, frequencies: np.ndarray | None,
+                  dataset: PreparedDataset) -> Any:
+    """tier map -> the (m, d) placeholder of its pruned entries (fixed or refit)."""
+    from shaver.pruning.api import FREQUENCY_DATA
+    from shaver.pruning.codebook import check_codebook_mode, refit_codebook
+    from shaver.pruning.scorers import data_frequencies
+
+    if check_codebook_mode(mode) == "fixed":
+        return lambda tmap: fixed
+    freq = frequencies if frequencies is not None else data_frequencies(dataset, FREQUENCY_DATA)
+    return lambda tmap: refit_codebook(model.embedding.weight, tmap > 0, model.field_dims, freq,
+                                       fixed)
 
 
 def _fit_all(planner: TierPlanner, shapes: Sequence[Shape], fits: Any
@@ -128,20 +150,24 @@ def _refuse(planner: TierPlanner, shapes: Sequence[Shape], size: Any, axis: str,
 
 def _evaluate(model: nn.Module, fitted: Sequence[tuple[Shape, int, np.ndarray]],
               codebook: Any, dataset: PreparedDataset, size: Any, device: str | None,
-              quiet: bool) -> list[dict[str, Any]]:
+              quiet: bool, test: bool = False) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     from shaver.train.evaluation import evaluate
 
     out = []
     for shape, kept, tmap in tqdm(fitted, desc="plans", disable=quiet, leave=False):
-        candidate = tiered_copy(model, tmap, shape.tiers, codebook)
+        candidate = tiered_copy(model, tmap, shape.tiers, codebook(tmap))
         val = evaluate(candidate, dataset, "val", device=device)
         artifact, table = size(tmap, shape.tiers)
-        out.append({"plan": shape.label, "kept_units": int(kept),
-                    "kept": int(np.count_nonzero(tmap)), "table_bytes": int(table),
-                    "artifact_bytes": int(artifact),
-                    "val": {"auc": float(val["auc"]), "logloss": float(val["logloss"])}})
+        row = {"plan": shape.label, "kept_units": int(kept),
+               "kept": int(np.count_nonzero(tmap)), "table_bytes": int(table),
+               "artifact_bytes": int(artifact),
+               "val": {"auc": float(val["auc"]), "logloss": float(val["logloss"])}}
+        if test:
+            metrics = evaluate(candidate, dataset, "test", device=device)
+            row["test"] = {"auc": float(metrics["auc"]), "logloss": float(metrics["logloss"])}
+        out.append(row)
         log.debug("%s: kept %d, %d table bytes, val auc %.4f", shape.label, kept, table,
                   val["auc"])
     return out
