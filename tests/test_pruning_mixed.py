@@ -121,3 +121,71 @@ def test_parse_tiers_and_its_errors():
     with pytest.raises(BudgetError, match="1 to 8 tiers"):
         Shape(tuple(TierSpec("int4") for _ in range(9)), (1 / 9,) * 9)
     assert len({s.label for s in default_shapes()}) == len(default_shapes())
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, setup):
+    from shaver.attribution.result import Attribution
+    from shaver.train.checkpoint import model_fingerprint, save_run
+
+    model, scores, dataset = setup
+    root = tmp_path_factory.mktemp("cli")
+    run = save_run(root / "run", model, dataset=dataset, metrics={}, seed=0, train_config={})
+    n = sum(FIELDS)
+    Attribution(phi=torch.from_numpy(scores), stderr=torch.zeros(n, DIM), count=5,
+                codebook=torch.ones(len(FIELDS), DIM), placeholder="codebook",
+                model_fingerprint=model_fingerprint(model),
+                dataset_fingerprint=dataset.fingerprint,
+                field_dims=FIELDS).save(run / "attribution-codebook.safetensors")
+    return run
+
+
+def _prune(run_dir, tmp_path, *argv):
+    from shaver.cli import main
+
+    return main(["prune", "--run", str(run_dir), "--out", str(tmp_path / "o"), *argv])
+
+
+def test_cli_table_and_artifact_byte_budgets(run_dir, tmp_path, capsys, monkeypatch):
+    import json
+
+    from shaver.pruning.io import load_pruned
+
+    monkeypatch.setattr("shaver.cli.STAGE_CLIS", ("shaver.pruning.cli",))
+    assert _prune(run_dir, tmp_path, "--table-bytes", "1/8,300", "--bytes", "1MiB",
+                  "--sparsity", "0.5") == 0
+    printed = capsys.readouterr().out
+    assert "table-bytes=" in printed and "plan" in printed
+    rows = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [r["budget"] for r in rows][1:] == ["table-bytes=84", "table-bytes=300",
+                                               f"artifact-bytes={2 ** 20}"]
+    for row in rows[1:]:
+        pruned = load_pruned(row["path"], device="cpu")
+        assert pruned.info["table_bytes"] == row["table_bytes"] and row["plan"]
+        out = export_artifact(row["path"], tmp_path / "a.shaver")
+        assert out.bytes == row["bytes"]  # the feature map is counted, as export adds it
+        assert load_artifact(out.path).table_bytes() == row["table_bytes"]
+    assert rows[0]["plan"] is None  # a sparsity budget: fp32 pruning, v1 artifact
+    out = export_artifact(rows[0]["path"], tmp_path / "a.shaver")
+    assert load_artifact(out.path).table_bytes() == rows[0]["table_bytes"]
+    # --precision fp32 with a table budget: pruning alone; --tiers: one family
+    assert _prune(run_dir, tmp_path, "--table-bytes", "1/8", "--precision", "fp32", "-q") == 0
+    (row,) = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert row["plan"] == "fp32/entry"
+    assert _prune(run_dir, tmp_path, "--table-bytes", "1/4", "--tiers", "int8:0.5,int2:0.5",
+                  "--granularity", "row", "-q") == 0
+    (row,) = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert row["plan"] == "int8/field:0.5+int2/field:0.5/row"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--table-bytes", "10B"], "below the minimum table size of 48 bytes"),
+    (["--table-bytes", "1/8", "--tiers", "int3"], "unknown value dtype 'int3': expected one "
+                                                   "of fp32, fp16, int8, int4, int2"),
+    (["--table-bytes", "1/8", "--finetune"], "fine-tuning is not available"),
+    (["--table-bytes", "a lot"], "cannot read a byte size"),
+])
+def test_cli_byte_budget_bad_input(run_dir, tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr("shaver.cli.STAGE_CLIS", ("shaver.pruning.cli",))
+    assert _prune(run_dir, tmp_path, *argv) == 2
+    assert message in capsys.readouterr().err

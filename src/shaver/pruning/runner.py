@@ -101,16 +101,27 @@ def prune_run(
     out_dir = Path(out) if out is not None else run.path / "pruned"
     prefix = variant_name(scorer, scores.placeholder, order, codebook,
                           finetune_config is not None)
-    rows = searched_rows(run.model, scores, searched, dataset, out_dir, prefix, shapes=shapes,
-                         order=order, codebook=codebook, device=device, quiet=quiet) \
-        if searched else []
+    rows = []
     for result in results:
         name = f"{prefix}-{result.budget.label.replace('=', '-')}"
         info = {**result.info, "artifact_bytes": result.artifact_bytes}
         path = save_pruned(out_dir / name, result.model, info)
-        rows.append({**result.row(), "placeholder": scores.placeholder, "path": str(path)})
+        rows.append({**result.row(), "placeholder": scores.placeholder, "path": str(path),
+                     "table_bytes": _v1_table_bytes(result.model), "plan": None})
+    if searched:
+        rows += searched_rows(run.model, scores, searched, dataset, out_dir, prefix,
+                              shapes=shapes, order=order, codebook=codebook, device=device,
+                              quiet=quiet)
     write_results(out_dir, rows)
     return rows
+
+
+def _v1_table_bytes(model: Any) -> int:
+    """Table bytes (values, index, codebook) of a pruned model's fp32 (v1) artifact."""
+    from shaver.deploy.size import predict_table_bytes
+
+    mask = model.embedding.mask.detach().cpu().numpy()
+    return predict_table_bytes(model, mask)
 
 
 def _split_budgets(budgets: Sequence[Budget], table_budgets: Sequence[str], precision: str
