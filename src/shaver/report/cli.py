@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shaver.report.schema import ReportError
 
-DEFAULT_METHODS = "shaver,shaver-zero,magnitude,random,taylor,ptq"
+DEFAULT_METHODS = "shaver,shaver-zero,magnitude,random,taylor,ptq,shaver-bytes"
 DEFAULT_SPARSITY = "0.5,0.8,0.9,0.95,0.99,0.999"
 
 
@@ -53,7 +53,10 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", type=_csv, default=["deepfm"], help="comma list (default deepfm)")
     p.add_argument("--methods", type=_csv, default=_csv(DEFAULT_METHODS),
                    help=f"comma list (default {DEFAULT_METHODS}; also shaver-signed, "
-                   "shaver-refit, magnitude-codebook, random-codebook, taylor-codebook)")
+                   "shaver-refit, magnitude-codebook, random-codebook, taylor-codebook). ptq "
+                   "runs int8, int4, int2 (no pruning); shaver-bytes runs table-byte budgets "
+                   "1/4, 1/8, 1/16, 1/32, 1/64, 1/128 of the fp32 table, each choosing "
+                   "sparsity x bits x tiers on validation")
     p.add_argument("--sparsity", type=_floats, default=_floats(DEFAULT_SPARSITY),
                    help=f"comma list of sparsities (default {DEFAULT_SPARSITY})")
     p.add_argument("--seeds", type=_ints, default=[0], help="comma list of seeds (default 0)")
