@@ -91,6 +91,11 @@ def test_budget_below_the_smallest_table_is_refused_with_the_minimum(setup):
         plan_for_bytes(model, scores, codebook - 1, dataset)
     with pytest.raises(BudgetError, match="minimum artifact size of"):
         plan_for_bytes(model, scores, 100, dataset, axis="artifact")
+    rowwise = [Shape((TierSpec("fp32"),), (1.0,), "row")]  # a whole row needs 7 + 16 bytes
+    with pytest.raises(BudgetError, match=r"tiers fp32/row do not fit 50 table bytes: keeping "
+                                          r"a single entry takes 6[58] bytes; .*value dtypes: "
+                                          r"fp32, fp16, int8, int4, int2; scales: field, row"):
+        plan_for_bytes(model, scores, codebook + 2, dataset, shapes=rowwise)
     with pytest.raises(BudgetError, match="unknown byte axis 'disk': expected one of table, "
                                           "artifact"):
         plan_for_bytes(model, scores, 100, dataset, axis="disk")

@@ -44,7 +44,8 @@ from shaver.runtime.tiered import encode_tiered
 log = logging.getLogger(__name__)
 #: Keys of pruned.json copied into the artifact's ``info`` section.
 INFO_KEYS = ("budget", "scorer", "order", "codebook", "placeholder", "kept", "total",
-             "finetuned", "metrics", "model_fingerprint", "dataset", "artifact_bytes")
+             "finetuned", "metrics", "model_fingerprint", "dataset", "artifact_bytes",
+             "table_bytes", "plan")
 
 
 @dataclass

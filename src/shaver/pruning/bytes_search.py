@@ -85,10 +85,13 @@ def plan_for_bytes(model: nn.Module, scores: Any, budget: int | str,
             return planner.table_bytes(tmap, tiers) <= limit
         return size(tmap, tiers)[0] <= limit
 
+    chosen_by_user = shapes is not None
     shapes = list(shapes) if shapes is not None else default_shapes()
     fitted = _fit_all(planner, shapes, fits)
     if not fitted:
         _refuse(planner, shapes, size, axis, limit)
+    if chosen_by_user and all(kept == 0 for _, kept, _ in fitted):
+        _refuse_tiers(planner, shapes, size, axis, limit)
     candidates = _evaluate(model, fitted, placeholders, dataset, size, device, quiet,
                            test_candidates)
     best = max(candidates, key=lambda c: (c["val"]["auc"], -c["table_bytes"]))
@@ -146,6 +149,18 @@ def _refuse(planner: TierPlanner, shapes: Sequence[Shape], size: Any, axis: str,
         "codebook, dense head, first-order weights and metadata"
     raise BudgetError(f"budget of {limit} bytes is below the minimum {axis} size of "
                       f"{minimum} bytes (every embedding entry pruned: {parts})")
+
+
+def _refuse_tiers(planner: TierPlanner, shapes: Sequence[Shape], size: Any, axis: str,
+                  limit: int) -> None:
+    from shaver.runtime.lowbit import TIER_DTYPES
+
+    index = 0 if axis == "artifact" else 1
+    needed = min(size(planner.tier_map(s, 1), s.tiers)[index] for s in shapes)
+    labels = ", ".join(s.label for s in shapes)
+    raise BudgetError(f"tiers {labels} do not fit {limit} {axis} bytes: keeping a single "
+                      f"entry takes {needed} bytes; give a larger budget, or fewer bits "
+                      f"(value dtypes: {', '.join(TIER_DTYPES)}; scales: field, row)")
 
 
 def _evaluate(model: nn.Module, fitted: Sequence[tuple[Shape, int, np.ndarray]],
