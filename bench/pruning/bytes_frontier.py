@@ -100,6 +100,32 @@ def print_table(title: str, base: dict, rows: list[dict]) -> None:
               f"{pr_cell[0]} | {pr_cell[1]} | {gap:+.4f} |")
 
 
+def print_summary(results: dict) -> None:
+    """Every stored run's table, then the mean over seeds per (dataset, model) and budget."""
+    groups: dict[str, list[dict]] = {}
+    for key, run in results.items():
+        print_table(key, run["base"], run["budgets"])
+        groups.setdefault(key.rsplit("/", 1)[0], []).append(run)
+    for group, runs in groups.items():
+        print(f"\n### {group}: mean test AUC over {len(runs)} seed(s)\n")
+        print("| budget | default | PTQ alone (largest within) | pruning alone | "
+              "default - PTQ | default - pruning |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for i, row in enumerate(runs[0]["budgets"]):
+            cells = [r["budgets"][i] for r in runs]
+            dft = np.mean([c["default"]["auc"] for c in cells])
+            ptq = [c["ptq"]["auc"] for c in cells if c["ptq"]]
+            pr = [c["prune_only"]["auc"] for c in cells if c["prune_only"]]
+            ptq_m = np.mean(ptq) if len(ptq) == len(cells) else float("nan")
+            pr_m = np.mean(pr) if len(pr) == len(cells) else float("nan")
+            print(f"| {row['fraction']} | {dft:.4f} | {_fmt(ptq_m)} | {_fmt(pr_m)} | "
+                  f"{_fmt(dft - ptq_m, '+.4f')} | {_fmt(dft - pr_m, '+.4f')} |")
+
+
+def _fmt(value: float, spec: str = ".4f") -> str:
+    return "n/a" if np.isnan(value) else format(value, spec)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True)
@@ -112,7 +138,12 @@ def main() -> None:
     parser.add_argument("--attr-seconds", type=float, default=240.0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--summary", action="store_true",
+                        help="print the tables of --work/frontier.json and stop")
     args = parser.parse_args()
+    if args.summary:
+        print_summary(json.loads((args.work / "frontier.json").read_text()))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
