@@ -266,3 +266,17 @@ def test_rest_and_rows_layouts_and_no_codebook_when_nothing_is_pruned(tmp_path):
     from shaver.deploy.onnx_export import export_onnx
 
     export_onnx(out.path, tmp_path / "r.onnx")
+
+
+def test_v1_module_refuses_a_v2_table(tmp_path):
+    from shaver.deploy.embedding import CompressedEmbedding, compressed_model
+
+    model, _ = pruned_model("fm")
+    out = export_artifact(model, tmp_path / "a.shaver", value_dtype="int2")
+    with pytest.raises(ArtifactError, match="a tiered \\(format v2\\) table; build it with "
+                                            "compressed_model"):
+        CompressedEmbedding.from_artifact(out.path)
+    x = torch.as_tensor(random_ids(batch=8, seed=5))
+    with torch.no_grad():
+        got = compressed_model(out.path).embedding(x).numpy()
+    np.testing.assert_array_equal(got, load_artifact(out.path).embed(x.numpy()))

@@ -56,6 +56,9 @@ class CompressedEmbedding(nn.Module):
     def from_artifact(cls, artifact: Artifact | str | os.PathLike[str]) -> CompressedEmbedding:
         """Build from a loaded :class:`Artifact` or an artifact path."""
         art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+        if art.version >= 2:
+            raise ArtifactError(f"{art.path}: a tiered (format v2) table; build it with "
+                                "compressed_model() or TieredCompressedEmbedding")
         t = art.tables
         return cls(t.masks, t.block_ptr, t.in_block, t.values, t.scales, t.codebook, t.bounds, t.dim)
 
