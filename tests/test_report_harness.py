@@ -71,7 +71,7 @@ def test_byte_budgets_of_the_default_grid(data_dir, tmp_path, caplog):
     from shaver.report.aggregate import pareto_frontier
 
     config = _config(data_dir, methods=["shaver", "ptq", "shaver-bytes"], sparsities=[0.9],
-                     table_fractions=[4, 8, 32])
+                     table_fractions=[4, 8, 32], html=True)
     with caplog.at_level("WARNING"):
         outcome = run_bench(config, tmp_path / "bytes", quiet=True)
     # 1/32 of this tiny table (66 bytes) is below its codebook alone: said, not served
@@ -86,6 +86,7 @@ def test_byte_budgets_of_the_default_grid(data_dir, tmp_path, caplog):
         assert 0.0 <= row.auc <= 1.0 and row.artifact_bytes > 0
     points = [(r.kept_bytes, r.auc) for r in outcome.rows if r.method != "base"]
     assert pareto_frontier(points)
+    assert "shaver-bytes" in outcome.report_html.read_text()
 
 
 def test_outputs_agree_with_each_other(bench):
