@@ -62,11 +62,12 @@ def test_wrong_magic_and_version(artifact_bytes):
     with pytest.raises(ArtifactError, match="magic"):
         _load(b"PK\x03\x04" + artifact_bytes[4:])
     future = artifact_bytes[:8] + struct.pack("<I", 3) + artifact_bytes[12:]
-    with pytest.raises(ArtifactError, match="version 3 is not supported"):
+    with pytest.raises(ArtifactError, match=r"version 3 is not supported \(this shaver reads "
+                                            r"versions 1, 2\)"):
         _load(future)
-    # a v1 header behind a v2 preamble (or the reverse) is refused: the two must agree
+    # a v1 file relabelled v2 in its preamble: the header's own version disagrees
     relabelled = artifact_bytes[:8] + struct.pack("<I", 2) + artifact_bytes[12:]
-    with pytest.raises(ArtifactError, match="does not describe a shaver artifact v2"):
+    with pytest.raises(ArtifactError, match="header does not describe a shaver artifact v2"):
         _load(relabelled)
     reserved = artifact_bytes[:20] + struct.pack("<I", 1) + artifact_bytes[24:]
     with pytest.raises(ArtifactError, match="preamble"):

@@ -51,12 +51,13 @@ def test_grid_has_one_row_per_cell(bench):
     out, outcome = bench
     keys = {r.key for r in outcome.rows}
     expected = {("tiny", "fm", m, f"sparsity={s:g}", 0) for m in METHODS for s in SPARSITIES}
-    expected |= {("tiny", "fm", "ptq", f"int{b}", 0) for b in (16, 8, 4)}
+    expected |= {("tiny", "fm", "ptq", f"int{b}", 0) for b in (8, 4, 2)}
     assert keys == expected | {("tiny", "fm", "base", "full", 0)}
     assert outcome.computed == len(keys)
     ptq = {r.budget: r for r in outcome.rows if r.method == "ptq"}
-    assert ptq["int4"].kept_bytes * 4 == ptq["int16"].kept_bytes  # packed values
-    assert ptq["int4"].artifact_bytes < ptq["int8"].artifact_bytes < ptq["int16"].artifact_bytes
+    fields = 4  # table bytes: packed values + one fp32 scale per field, no index or codebook
+    assert (ptq["int8"].kept_bytes - 4 * fields) == 4 * (ptq["int2"].kept_bytes - 4 * fields)
+    assert ptq["int2"].artifact_bytes < ptq["int4"].artifact_bytes < ptq["int8"].artifact_bytes
     for row in (r for r in outcome.rows if r.method != "ptq"):
         assert 0.0 <= row.auc <= 1.0 and row.logloss > 0
         assert row.kept == round(row.total * (1 - row.sparsity))
@@ -78,6 +79,28 @@ def test_auto_rows_name_their_winner_and_the_report_labels_the_paper(bench):
     assert all(r.winner in html for r in auto)
     with open(out / "results.csv") as f:
         assert "winner" in f.readline()
+
+
+def test_byte_budgets_of_the_default_grid(data_dir, tmp_path, caplog):
+    from shaver.report.aggregate import pareto_frontier
+
+    config = _config(data_dir, methods=["shaver", "ptq", "shaver-bytes"], sparsities=[0.9],
+                     table_fractions=[4, 8, 32], html=True)
+    with caplog.at_level("WARNING"):
+        outcome = run_bench(config, tmp_path / "bytes", quiet=True)
+    # 1/32 of this tiny table (66 bytes) is below its codebook alone: said, not served
+    assert "table=1/32 cannot be served: budget of 66 bytes is below the minimum table size " \
+        "of 256 bytes" in caplog.text
+    rows = {(r.method, r.budget): r for r in outcome.rows}
+    assert ("shaver-bytes", "table=1/32") not in rows
+    fp32 = rows[("base", "full")].total * 4
+    for fraction in (4, 8):
+        row = rows[("shaver-bytes", f"table=1/{fraction}")]
+        assert 0 < row.kept_bytes <= fp32 // fraction  # exact table bytes within the budget
+        assert 0.0 <= row.auc <= 1.0 and row.artifact_bytes > 0
+    points = [(r.kept_bytes, r.auc) for r in outcome.rows if r.method != "base"]
+    assert pareto_frontier(points)
+    assert "shaver-bytes" in outcome.report_html.read_text()
 
 
 def test_outputs_agree_with_each_other(bench):

@@ -3,6 +3,8 @@
 API
     size.predict_artifact_bytes(model, mask, *, value_dtype, metadata) -> int  (exact file size)
     size.minimum_artifact_bytes(model, *, value_dtype, metadata) -> int        (all pruned)
+    size.predict_table_bytes(model, mask, *, value_dtype) -> int   (values+index+scales+codebook)
+    size.predict_tiered_bytes(model, tier_map, tiers) -> (artifact, table)  (format v2)
     artifact.export_artifact(model_or_pruned_dir, out, *, value_dtype, metadata,
                              include_feature_map) -> ExportResult
     artifact.load_artifact(path) -> shaver.runtime.Artifact                    (numpy only)
@@ -31,4 +33,20 @@ Artifact format v1 / v2 (one file; details in shaver.runtime.container / shaver.
     ``feature_map`` (optional JSON: dataset meta + vocabularies, for raw rows) and ``info``
     (budget, metrics, provenance) in a fixed 4096-byte JSON section, so that the size does
     not depend on values decided after the budget search.
+
+Artifact format v2 (shaver.runtime.tiered; written only when the table needs it)
+    Same container; the preamble and header say version 2, so a v1-only reader refuses the
+    file by its version instead of misreading it. The table is a list of precision tiers
+    (e.g. int8 for the most important kept entries, int4, int2 for the rest; pruned entries
+    read the codebook), each with its value dtype (fp32, fp16, int8, int4 packed two per
+    byte, int2 packed four per byte), its scales (one fp32 per field, or one fp16 per row
+    that stores values: section kind ``scales``) and, per field, the smallest of the
+    layouts empty / rest (no index: every entry no earlier tier holds) / rows (one bit per
+    row) / bitmask / sparse / rowmap (a row bitmap + keep-bits of the listed rows). The
+    codebook is left out when nothing is pruned. Export picks v2 for ``value_dtype`` int4,
+    int2 or ``<dtype>/<field|row>`` (e.g. ``int4/row``) and for a model whose embedding is a
+    ``shaver.pruning.tiers.TieredEmbedding`` (what ``shaver prune --table-bytes`` writes).
+    The runtime, ``CompressedEmbedding`` / ``TieredCompressedEmbedding`` and ONNX compute
+    exactly what the fake-quantised torch model (``shaver.pruning.tiers.tiered_copy``)
+    computes; first-order weights next to an integer tier are stored int8 (per field).
 """

@@ -35,16 +35,20 @@ from shaver.deploy.size import (
     head_tensors,
     plan_artifact,
 )
+from shaver.deploy.tiers import table_plan
 from shaver.errors import ArtifactError, ShaverError
+from shaver.pruning.tiers import first_order_dtype as tiers_first_order_dtype
 from shaver.runtime.container import SectionSpec, container_bytes, write_container
 from shaver.runtime.headq import first_order_dtype, quantize_int8
 from shaver.runtime.layout import encode_embedding, quantize_per_field
 from shaver.runtime.model import Artifact, load_artifact
+from shaver.runtime.tiered import encode_tiered
 
 log = logging.getLogger(__name__)
 #: Keys of pruned.json copied into the artifact's ``info`` section.
 INFO_KEYS = ("budget", "scorer", "order", "codebook", "placeholder", "kept", "total",
-             "finetuned", "metrics", "model_fingerprint", "dataset", "artifact_bytes")
+             "finetuned", "metrics", "model_fingerprint", "dataset", "artifact_bytes",
+             "table_bytes", "plan")
 
 
 @dataclass
@@ -94,11 +98,8 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
     model, meta = _resolve_source(source, metadata, include_feature_map)
     weight, mask, codebook = embedding_state(model)
     fields, specs = plan_artifact(model, mask, value_dtype, meta, head_dtype)
-    layouts, emb_sections = encode_embedding(weight, mask, codebook, model.field_dims, value_dtype)
-    if layouts != fields["embedding"]["layouts"]:  # pragma: no cover - same function both times
-        raise ArtifactError("internal error: layout plan changed between sizing and encoding")
-    arrays = dict((spec.name, arr) for spec, arr in emb_sections)
-    arrays.update(_head_arrays(model, specs, first_order_dtype(value_dtype, head_dtype)))
+    arrays, table_dtype = _table_arrays(model, weight, mask, codebook, value_dtype, fields)
+    arrays.update(_head_arrays(model, specs, first_order_dtype(table_dtype, head_dtype)))
     meta = dict(meta)
     if "feature_map" in meta:
         arrays["feature_map"] = np.frombuffer(encode_feature_map(meta.pop("feature_map")), np.uint8)
@@ -136,6 +137,24 @@ def _head_arrays(model: torch.nn.Module, specs: list[SectionSpec],
             if scales is not None:
                 arrays[f"first_order_scale/{name}"] = scales
     return arrays
+
+
+def _table_arrays(model: torch.nn.Module, weight: np.ndarray, mask: np.ndarray,
+                  codebook: np.ndarray, value_dtype: str, fields: dict[str, Any]
+                  ) -> tuple[dict[str, np.ndarray], str]:
+    """Section arrays of the embedding table, and the dtype its first-order weights take
+    before the head's dtype is considered (:func:`shaver.runtime.headq.first_order_dtype`)."""
+    plan = table_plan(model, mask, value_dtype, with_values=True)
+    if plan is None:
+        layouts, sections = encode_embedding(weight, mask, codebook, model.field_dims,
+                                             value_dtype)
+        if layouts != fields["embedding"]["layouts"]:  # pragma: no cover - same function
+            raise ArtifactError("internal error: layout plan changed between sizing and encoding")
+        return {spec.name: arr for spec, arr in sections}, value_dtype
+    assert plan.weight is not None and plan.scales is not None
+    arrays = encode_tiered(plan.weight, plan.tier_map, codebook, model.field_dims, plan.tiers,
+                           plan.scales)
+    return arrays, tiers_first_order_dtype(plan.tiers)
 
 
 def _resolve_source(source: Any, metadata: Mapping[str, Any] | None,

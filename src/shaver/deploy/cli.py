@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from shaver.deploy.fleet_cli import register_fleet
+from shaver.deploy.tiers import VALUE_CHOICES
 from shaver.errors import ArtifactError
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
-KIND_LABELS = {"values": "values", "index": "index", "codebook": "codebook",
+KIND_LABELS = {"values": "values", "index": "index", "scales": "scales", "codebook": "codebook",
                "first_order": "first-order", "head": "head", "metadata": "metadata"}
 
 
@@ -29,11 +30,15 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=("shaver", "onnx", "executorch"), default="shaver",
                    help="shaver artifact (default), ONNX graph, or ExecuTorch .pte program "
                    "(needs the optional executorch package)")
-    p.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="storage of the kept embedding values (default fp32)")
+    p.add_argument("--dtype", choices=VALUE_CHOICES, default="fp32", metavar="DTYPE",
+                   help="storage of the kept embedding values: fp32 (default), fp16, int8 "
+                   "(format v1), int4 / int2 (packed, format v2), with /field or /row scales "
+                   "(e.g. int4/row). A directory pruned with tiers (shaver prune "
+                   "--table-bytes) keeps its own tiers")
     p.add_argument("--head", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="storage of the dense head (int8: per-output-channel scales) and, "
-                   "when more compact than --dtype, of the first-order weights (default fp32)")
+                   help="storage of the dense head (int8: per-output-channel scales; format "
+                   "v2) and, when more compact than --dtype, of the first-order weights "
+                   "(default fp32)")
     p.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.shaver, "
                    "DIR/model.onnx or DIR/model.pte)")
     p.add_argument("--no-feature-map", action="store_true",
@@ -104,22 +109,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     art = load_artifact(args.file)
     parts = art.breakdown()
     if args.json:
-        print(json.dumps({"bytes": art.size, "breakdown": parts, "model": art.config,
-                          "value_dtype": art.value_dtype, "head_dtype": art.head_dtype,
-                          "layouts": art.layouts,
+        print(json.dumps({"bytes": art.size, "table_bytes": art.table_bytes(),
+                          "format_version": art.version, "breakdown": parts,
+                          "model": art.config, "value_dtype": art.value_dtype,
+                          "head_dtype": art.head_dtype, "layouts": art.layouts,
                           "info": art.info}, indent=2, sort_keys=True))
         return 0
     rows = sum(art.field_dims)
-    version = art.container.header.get("format_version")
-    print(f"{args.file}: shaver artifact v{version}, model {art.config.get('name')}, {rows:,} "
-          f"rows x {art.dim}, {len(art.field_dims)} fields, values {art.value_dtype}, head "
-          f"{art.head_dtype}")
+    print(f"{args.file}: shaver artifact v{art.version}, model {art.config.get('name')}, "
+          f"{rows:,} rows x {art.dim}, {len(art.field_dims)} fields, values "
+          f"{art.value_dtype}, head {art.head_dtype}")
     counts = {lay: art.layouts.count(lay) for lay in dict.fromkeys(art.layouts)}
     print("layouts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     kept = art.tables.kept
     print(f"stored entries: {kept:,} of {rows * art.dim:,}; index {parts['index'] / rows:.3f} "
           f"bytes/row")
     _print_breakdown(parts, art.size)
+    table = art.table_bytes()
+    fp32 = rows * art.dim * 4
+    print(f"  table (values + index + scales + codebook): {table:,} bytes = "
+          f"{table / fp32:.4f} of the fp32 table ({fp32:,})")
     fmap = next((e[5] for e in art.container.table if e[0] == "feature_map"), 0)
     if fmap:
         print(f"  (metadata includes a feature map of {fmap:,} bytes: vocabularies for raw rows)")

@@ -56,6 +56,9 @@ class CompressedEmbedding(nn.Module):
     def from_artifact(cls, artifact: Artifact | str | os.PathLike[str]) -> CompressedEmbedding:
         """Build from a loaded :class:`Artifact` or an artifact path."""
         art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+        if art.tiered:
+            raise ArtifactError(f"{art.path}: a tiered (format v2) table; build it with "
+                                "compressed_model() or TieredCompressedEmbedding")
         t = art.tables
         return cls(t.masks, t.block_ptr, t.in_block, t.values, t.scales, t.codebook, t.bounds, t.dim)
 
@@ -105,5 +108,10 @@ def compressed_model(artifact: Artifact | str | os.PathLike[str]) -> nn.Module:
         raise ArtifactError(f"{art.path}: head tensors do not match model "
                             f"{art.config.get('name')!r} (missing {missing}, unexpected "
                             f"{unexpected})")
-    model.embedding = CompressedEmbedding.from_artifact(art)
+    if art.tiered:
+        from shaver.deploy.tiered_embedding import TieredCompressedEmbedding
+
+        model.embedding = TieredCompressedEmbedding(art.tables)
+    else:
+        model.embedding = CompressedEmbedding.from_artifact(art)
     return model.eval()

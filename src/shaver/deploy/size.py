@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from shaver.deploy.tiers import table_plan
 from shaver.errors import ArtifactError
 from shaver.models.base import check_model_interface
+from shaver.pruning.tiers import first_order_dtype as tiers_first_order_dtype
 from shaver.runtime.container import SectionSpec, container_bytes
 from shaver.runtime.headq import (
     check_head_dtype,
@@ -39,6 +41,7 @@ from shaver.runtime.layout import (
     embedding_specs,
     layouts_for_counts,
 )
+from shaver.runtime.tiered import plan_tiered
 
 INFO_BYTES = 4096
 _TORCH_TO_SECTION = {torch.int64: "i64", torch.uint8: "u8", torch.int8: "i8"}
@@ -83,8 +86,10 @@ def head_specs(model: torch.nn.Module, value_dtype: str,
     First-order tables (float, leading dim n, e.g. DeepFM's ``linear.weight.weight`` (n, 1))
     take :func:`~shaver.runtime.headq.first_order_dtype` of the value and head dtypes: fp32,
     fp16, or int8 with one fp32 scale per field (section ``first_order_scale/<name>``, kind
-    first_order). Head tensors follow ``head_dtype`` (:mod:`shaver.runtime.headq`): fp32,
-    fp16, or int8 matrices with per-output-channel fp32 scales (``head_scale/<name>``).
+    first_order); next to a v2 table, ``value_dtype`` is that of
+    :func:`shaver.pruning.tiers.first_order_dtype`. Head tensors follow ``head_dtype``
+    (:mod:`shaver.runtime.headq`): fp32, fp16, or int8 matrices with per-output-channel fp32
+    scales (``head_scale/<name>``).
     """
     n = int(model.embedding.weight.shape[0])
     m = len(model.field_dims)
@@ -115,34 +120,40 @@ def _float_head_specs(name: str, shape: tuple[int, ...], head_dtype: str) -> lis
     return [SectionSpec(f"head/{name}", "head", "f16" if head_dtype == "fp16" else "f32", shape)]
 
 
-def artifact_version(fields: Mapping[str, Any]) -> int:
-    """The lowest container version describing ``fields``: 2 with a quantised head, else 1."""
-    return 2 if "head" in fields else 1
-
-
 def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
                   metadata: Mapping[str, Any] | None, head_dtype: str = "fp32"
                   ) -> tuple[dict[str, Any], list[SectionSpec]]:
     """Header fields and section specs of the artifact (no data).
 
-    A quantised head adds ``"head": {"dtype": ...}`` to the fields (format version 2); an
-    fp32 head leaves the fields, and so the file, exactly as format version 1 had them.
+    Format version 2 adds what version 1 cannot describe: ``"head": {"dtype": ...}`` for a
+    quantised head, ``"tiers"`` in the embedding for int4 / int2 values, row scales or
+    several precision tiers (:mod:`shaver.runtime.tiered`). Anything else leaves the fields,
+    and so the file, exactly as format version 1 had them.
     """
     check_model_interface(model)
-    check_value_dtype(value_dtype)
+    check_head_dtype(head_dtype)
     mask = np.asarray(mask)
     n, d = (int(s) for s in model.embedding.weight.shape)
     if mask.dtype != np.bool_ or mask.shape != (n, d):
         raise ArtifactError(f"mask must be bool of shape ({n}, {d}), got {mask.dtype} {mask.shape}")
-    layouts, kept = choose_layouts(mask, [int(v) for v in model.field_dims], value_dtype)
-    return plan_for_counts(model, kept, value_dtype, metadata, head_dtype, layouts)
+    field_dims = [int(v) for v in model.field_dims]
+    plan = table_plan(model, mask, value_dtype)
+    if plan is None:
+        check_value_dtype(value_dtype)
+        layouts, kept = choose_layouts(mask, field_dims, value_dtype)
+        return plan_for_counts(model, kept, value_dtype, metadata, head_dtype, layouts)
+    embedding, specs = plan_tiered(plan.tier_map, field_dims, d, plan.tiers)
+    specs += head_specs(model, tiers_first_order_dtype(plan.tiers), head_dtype)
+    specs += metadata_specs(metadata)
+    return _fields(model, embedding, head_dtype), specs
 
 
 def plan_for_counts(model: torch.nn.Module, kept: np.ndarray, value_dtype: str,
                     metadata: Mapping[str, Any] | None, head_dtype: str = "fp32",
                     layouts: list[str] | None = None
                     ) -> tuple[dict[str, Any], list[SectionSpec]]:
-    """:func:`plan_artifact` from the kept entries per field (all the size depends on)."""
+    """:func:`plan_artifact` of a version-1 table from the kept entries per field (all the
+    size depends on)."""
     check_model_interface(model)
     check_value_dtype(value_dtype)
     check_head_dtype(head_dtype)
@@ -152,19 +163,60 @@ def plan_for_counts(model: torch.nn.Module, kept: np.ndarray, value_dtype: str,
         layouts = layouts_for_counts(kept, field_dims, d, value_dtype)
     specs = embedding_specs(field_dims, d, layouts, kept, value_dtype)
     specs += head_specs(model, value_dtype, head_dtype)
+    specs += metadata_specs(metadata)
+    embedding = {"dim": d, "field_dims": field_dims, "layouts": layouts,
+                 "value_dtype": value_dtype}
+    return _fields(model, embedding, head_dtype), specs
+
+
+def _fields(model: torch.nn.Module, embedding: dict[str, Any], head_dtype: str
+            ) -> dict[str, Any]:
+    fields = {"model": model.config(), "embedding": embedding}
+    if head_dtype != "fp32":
+        fields["head"] = {"dtype": head_dtype}
+    return fields
+
+
+def metadata_specs(metadata: Mapping[str, Any] | None) -> list[SectionSpec]:
+    """The feature map (when ``metadata`` has one) and the fixed-size info section."""
     metadata = dict(metadata or {})
     feature_map = metadata.pop("feature_map", None)
+    specs = []
     if feature_map is not None:
         specs.append(SectionSpec("feature_map", "metadata", "json",
                                  (len(encode_feature_map(feature_map)),)))
     encode_info(metadata)  # fails early when the volatile metadata cannot fit
     specs.append(SectionSpec("info", "metadata", "json", (INFO_BYTES,)))
-    fields = {"model": model.config(),
-              "embedding": {"dim": d, "field_dims": field_dims, "layouts": layouts,
-                            "value_dtype": value_dtype}}
-    if head_dtype != "fp32":
-        fields["head"] = {"dtype": head_dtype}
-    return fields, specs
+    return specs
+
+
+def predict_tiered_bytes(model: torch.nn.Module, tier_map: np.ndarray, tiers: list[Any], *,
+                         metadata: Mapping[str, Any] | None = None,
+                         head_dtype: str = "fp32") -> tuple[int, int]:
+    """(artifact bytes, table bytes) of ``model`` stored with this tier map and these tier
+    specs (:mod:`shaver.runtime.tiered`), exactly as export writes it once the model's
+    embedding is the matching TieredEmbedding (``shaver.pruning.tiers.tiered_copy``)."""
+    d = int(model.embedding.weight.shape[1])
+    embedding, specs = plan_tiered(tier_map, [int(v) for v in model.field_dims], d, tiers)
+    table = table_bytes(specs)
+    specs += head_specs(model, tiers_first_order_dtype(tiers), head_dtype)
+    specs += metadata_specs(metadata)
+    fields = _fields(model, embedding, head_dtype)
+    return container_bytes(fields, specs, artifact_version(fields)), table
+
+
+def artifact_version(fields: Mapping[str, Any]) -> int:
+    """The lowest container version describing ``fields``: 2 with a quantised head or a
+    tiered table, else 1."""
+    return 2 if "head" in fields or "tiers" in fields["embedding"] else 1
+
+
+TABLE_KINDS = ("values", "index", "scales", "codebook")
+
+
+def table_bytes(specs: list[SectionSpec]) -> int:
+    """Bytes of the embedding table's sections (kept values, index, scales, codebook)."""
+    return sum(s.nbytes for s in specs if s.kind in TABLE_KINDS)
 
 
 def predict_artifact_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dtype: str = "fp32",
@@ -183,9 +235,16 @@ def predict_bytes_for_counts(model: torch.nn.Module, kept: np.ndarray, *,
                              value_dtype: str = "fp32", head_dtype: str = "fp32",
                              metadata: Mapping[str, Any] | None = None) -> int:
     """:func:`predict_artifact_bytes` from the kept entries per field (int (m,)): the same
-    number for any mask with these counts, without building the mask."""
+    number for any mask with these counts, without building the mask (version-1 tables)."""
     fields, specs = plan_for_counts(model, kept, value_dtype, metadata, head_dtype)
     return container_bytes(fields, specs, artifact_version(fields))
+
+
+def predict_table_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dtype: str = "fp32"
+                        ) -> int:
+    """Exact bytes of the embedding table in that artifact (values, index, scales, codebook;
+    not the alignment padding between sections)."""
+    return table_bytes(plan_artifact(model, mask, value_dtype, None)[1])
 
 
 def minimum_artifact_bytes(model: torch.nn.Module, *, value_dtype: str = "fp32",

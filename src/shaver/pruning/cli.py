@@ -8,8 +8,10 @@ from pathlib import Path
 from shaver.cli import add_run_dir
 from shaver.errors import BudgetError
 from shaver.pruning.budget import parse_budget_list
+from shaver.pruning.bytes_runner import PRECISIONS
 from shaver.pruning.codebook import CODEBOOK_MODES
 from shaver.pruning.finetune import FinetuneConfig
+from shaver.pruning.mixed import GRANULARITIES, parse_tiers
 from shaver.pruning.order import ORDERS
 from shaver.pruning.runner import RUN_METHODS
 from shaver.pruning.scorers import PLACEHOLDERS, SCORERS
@@ -21,8 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prune", help="prune a trained run's embedding table to one or many budgets",
         description="Sort the entry scores once, cut at every budget, write one pruned "
         "directory per budget plus results.csv/results.json, and print the table. Budgets: "
-        "--sparsity (fraction replaced), --params (kept entries), --bytes (artifact size); "
-        "each takes a comma-separated list and they can be combined.")
+        "--sparsity (fraction replaced), --params (kept entries), --bytes (size of the whole "
+        "artifact file), --table-bytes (size of the embedding table: kept values, index, "
+        "scales, codebook); each takes a comma-separated list and they can be combined. A "
+        "byte budget chooses sparsity, bits and precision tiers on the validation split "
+        "(--precision auto, the default) and reports test metrics; the other budgets take "
+        "the best cut of several methods on validation (--method auto, the default).")
     add_run_dir(p)
     p.add_argument("--attribution", type=Path, default=None,
                    help="attribution file (default: RUN/attribution-codebook.safetensors)")
@@ -31,7 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--params", default=None, metavar="N[,N...]",
                    help="numbers of kept embedding entries (integers)")
     p.add_argument("--bytes", default=None, metavar="SIZE[,SIZE...]",
-                   help="artifact sizes, e.g. 2MiB,500KB,123456B")
+                   help="sizes of the whole artifact file, e.g. 2MiB,500KB,123456B")
+    p.add_argument("--table-bytes", default=None, metavar="SIZE[,SIZE...]",
+                   help="sizes of the embedding table alone (kept values + index + scales + "
+                   "codebook), e.g. 40KiB, or fractions of the fp32 table: 1/16,1/64")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="byte budgets: auto (default) searches sparsity x bits (fp32, fp16, "
+                   "int8, int4, int2) x tiers on validation; fp32 prunes with fp32 values only "
+                   "(by --method)")
+    p.add_argument("--tiers", default=None, metavar="DTYPE[:SHARE],...",
+                   help="restrict the byte-budget search to one tier plan, most important "
+                   "entries first, e.g. int8:0.1,int4:0.3,int2:0.6 (dtypes fp32 fp16 int8 "
+                   "int4 int2, optionally /row or /field scales)")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="entry",
+                   help="with --tiers: rank single entries (default) or whole rows")
     p.add_argument("--method", choices=RUN_METHODS, default=None,
                    help="auto (default): at each budget, the best of several cuts (the "
                    "paper's Shaver, budget-aware Shapley, codebook/zero placeholders, "
@@ -72,17 +91,21 @@ def _prune(args: argparse.Namespace) -> int:
         text = getattr(args, kind)
         if text is not None:
             budgets += parse_budget_list(text, kind)
-    if not budgets:
-        raise BudgetError("give at least one budget: --sparsity, --params or --bytes")
+    table = [t.strip() for t in (args.table_bytes or "").split(",") if t.strip()]
+    if not budgets and not table:
+        raise BudgetError("give at least one budget: --sparsity, --params, --bytes or "
+                          "--table-bytes")
     method = _method(args)
+    shapes = None if args.tiers is None else [parse_tiers(args.tiers, args.granularity)]
     config = None
     if args.finetune:
         config = FinetuneConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
     rows = prune_run(args.run, budgets, attribution=args.attribution,
                      scorer=args.scorer or "shapley", placeholder=args.placeholder,
                      order=args.order or "abs", codebook=args.codebook or "fixed",
-                     method=method, finetune_config=config, out=args.out, data_dir=args.data, seed=args.seed,
-                     device=args.device, quiet=args.quiet)
+                     method=method, finetune_config=config, out=args.out, data_dir=args.data,
+                     seed=args.seed, device=args.device, quiet=args.quiet, table_budgets=table,
+                     precision=args.precision, shapes=shapes)
     if not args.quiet:
         print(format_table(rows))
         print(f"wrote {len(rows)} pruned directories and results.csv/json under "

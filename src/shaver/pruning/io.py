@@ -95,6 +95,8 @@ def save_pruned(out_dir: str | os.PathLike[str], model: nn.Module,
         "kept": emb.kept,
         "total": emb.num_embeddings * emb.embedding_dim,
     }
+    if getattr(emb, "tiers", None) is not None:  # a TieredEmbedding: its tier specs
+        meta["tiers"] = [spec.to_json() for spec in emb.tiers]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -162,7 +164,7 @@ def load_pruned(
         state = load_file(str(path / MODEL_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
-    _install_masked_embedding(model, state, path)
+    _install_masked_embedding(model, state, path, info.get("tiers"))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -174,7 +176,8 @@ def load_pruned(
     return PrunedRun(model=model, info=info, path=path)
 
 
-def _install_masked_embedding(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _install_masked_embedding(model: nn.Module, state: dict[str, torch.Tensor], path: Path,
+                              tiers: Any = None) -> None:
     needed = ("embedding.weight", "embedding.mask_packed", "embedding.codebook")
     lacking = [k for k in needed if k not in state]
     if lacking:
@@ -186,7 +189,11 @@ def _install_masked_embedding(model: nn.Module, state: dict[str, torch.Tensor], 
         raise CheckpointError(f"{path / MODEL_FILE}: bad embedding.mask_packed ({exc})") from exc
     state["embedding.mask"] = torch.from_numpy(np.ascontiguousarray(mask))
     try:
-        model.embedding = MaskedEmbedding(weight, torch.from_numpy(mask),
-                                          state["embedding.codebook"], model.field_dims)
+        if tiers is not None or "embedding.tier_map" in state:
+            from shaver.pruning.tiers import tiered_embedding_from_state
+            model.embedding = tiered_embedding_from_state(state, tiers, model.field_dims)
+        else:
+            model.embedding = MaskedEmbedding(weight, torch.from_numpy(mask),
+                                              state["embedding.codebook"], model.field_dims)
     except ShaverError as exc:
         raise CheckpointError(f"{path / MODEL_FILE}: {exc}") from exc

@@ -13,16 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shaver.errors import CheckpointError
+from shaver.errors import BudgetError, CheckpointError
 from shaver.fileio import write_text_atomic
 from shaver.pruning.api import prune
 from shaver.pruning.budget import Budget
+from shaver.pruning.bytes_runner import PRECISIONS, searched_rows
 from shaver.pruning.finetune import FinetuneConfig
 from shaver.pruning.io import save_pruned
+from shaver.pruning.mixed import Shape
 from shaver.pruning.scorers import check_scorer, compute_scores
+from shaver.runtime.tiered import TierSpec
 
-COLUMNS = ("budget", "kept", "total", "sparsity", "bytes", "auc", "logloss", "seconds",
-           "method", "winner", "scorer", "placeholder", "order", "codebook", "finetuned", "path")
+COLUMNS = ("budget", "kept", "total", "sparsity", "bytes", "table_bytes", "plan", "auc",
+           "logloss", "seconds", "method", "winner", "scorer", "placeholder", "order", "codebook",
+           "finetuned", "path")
 #: auto: best cut on validation per budget; shaver: the paper's; single: --scorer's ranking.
 RUN_METHODS: tuple[str, ...] = ("auto", "shaver", "single")
 
@@ -53,8 +57,17 @@ def prune_run(
     seed: int = 0,
     device: str | None = None,
     quiet: bool = False,
+    table_budgets: Sequence[str] = (),
+    precision: str = "auto",
+    shapes: Sequence[Shape] | None = None,
 ) -> list[dict[str, Any]]:
     """Prune the model of ``run_dir`` to every budget; returns the results rows.
+
+    Byte budgets (``bytes`` budgets: the whole artifact; ``table_budgets``: the embedding
+    table, e.g. "40KiB" or "1/16" of the fp32 table) are searched over sparsity x bits x tiers
+    on validation with ``precision="auto"`` (``shaver.pruning.bytes_search``; ``shapes``
+    restricts the plan families); ``precision="fp32"`` prunes with fp32 values as before
+    (table budgets then search fp32 pruning only).
 
     Writes one pruned directory per budget, ``<out>/<variant>-<kind>-<value>``, and
     ``<out>/results.csv`` + ``results.json`` (default out: ``<run_dir>/pruned``). The
@@ -73,6 +86,10 @@ def prune_run(
     from shaver.train.checkpoint import load_run, open_run_dataset
 
     check_scorer(scorer)
+    searched, budgets = _split_budgets(budgets, table_budgets, precision)
+    if searched and finetune_config is not None:
+        raise BudgetError("fine-tuning is not available for byte budgets searched over "
+                          "precisions: pass --precision fp32, or prune without --finetune")
     run = load_run(run_dir, device=device)
     dataset = open_run_dataset(run, data_dir)
     attr = None
@@ -85,17 +102,20 @@ def prune_run(
         attr = Attribution.load(path)
     # taylor accumulates over the attribution's splits (a ":fraction" sample -> whole splits)
     data = str((attr.settings if attr else {}).get("data", "train+val")).split(":")[0]
+    scores = compute_scores(scorer, run.model, attribution=attr, dataset=dataset,
+                            placeholder=placeholder, data=data, seed=seed, device=device,
+                            quiet=quiet)
+    if precision == "fp32" and shapes is None:
+        shapes = [Shape((TierSpec("fp32"),), (1.0,))]
     if method == "auto":
         results = prune(run.model, attr, budgets, method="auto", dataset=dataset,
-                        finetune_config=finetune_config, device=device, quiet=quiet)
+                        finetune_config=finetune_config, device=device,
+                        quiet=quiet) if budgets else []
         prefix = "auto" + ("-ft" if finetune_config is not None else "")
     else:
-        scores = compute_scores(scorer, run.model, attribution=attr, dataset=dataset,
-                                placeholder=placeholder, data=data, seed=seed, device=device,
-                                quiet=quiet)
         results = prune(run.model, scores, budgets, order=order, codebook=codebook,
                         dataset=dataset, finetune_config=finetune_config, device=device,
-                        quiet=quiet)
+                        quiet=quiet) if budgets else []
         prefix = variant_name(scorer, scores.placeholder, order, codebook,
                               finetune_config is not None)
     out_dir = Path(out) if out is not None else run.path / "pruned"
@@ -105,9 +125,38 @@ def prune_run(
         info = {**result.info, "artifact_bytes": result.artifact_bytes}
         path = save_pruned(out_dir / name, result.model, info)
         rows.append({**result.row(), "method": method,
-                     "placeholder": result.info.get("placeholder"), "path": str(path)})
+                     "placeholder": result.info.get("placeholder"), "path": str(path),
+                     "table_bytes": _v1_table_bytes(result.model), "plan": None})
+    if searched:  # byte budgets: sparsity x bits x tiers chosen on validation
+        rows += [{"method": "byte-search", **row} for row in searched_rows(
+            run.model, scores, searched, dataset, out_dir, prefix, shapes=shapes, order=order,
+            codebook=codebook, device=device, quiet=quiet)]
     write_results(out_dir, rows)
     return rows
+
+
+def _v1_table_bytes(model: Any) -> int:
+    """Table bytes (values, index, codebook) of a pruned model's fp32 (v1) artifact."""
+    from shaver.deploy.size import predict_table_bytes
+
+    mask = model.embedding.mask.detach().cpu().numpy()
+    return predict_table_bytes(model, mask)
+
+
+def _split_budgets(budgets: Sequence[Budget], table_budgets: Sequence[str], precision: str
+                   ) -> tuple[list[tuple[str, str]], list[Budget]]:
+    """(searched (axis, size) pairs, budgets for the fp32 pruning path)."""
+    if precision not in PRECISIONS:
+        raise BudgetError(f"unknown precision {precision!r}: expected one of "
+                          f"{', '.join(PRECISIONS)}")
+    searched = [("table", str(t)) for t in table_budgets]
+    plain = []
+    for budget in budgets:
+        if budget.kind == "bytes" and precision == "auto":
+            searched.append(("artifact", str(budget.value)))
+        else:
+            plain.append(budget)
+    return searched, plain
 
 
 def results_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -127,16 +176,20 @@ def write_results(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table: budget, kept, sparsity, bytes, AUC, LogLoss, seconds (and the
-    winning candidate of ``auto``)."""
+    """Plain-text table: budget, kept, sparsity, bytes, table bytes, AUC, LogLoss, seconds,
+    the plan of a byte search and the winning candidate of ``auto``."""
     winners = any(r.get("winner") for r in rows)
-    head = f"{'budget':<22} {'kept':>10} {'sparsity':>9} {'bytes':>12} {'AUC':>8} " \
-           f"{'LogLoss':>8} {'seconds':>8}" + ("  winner (on validation)" if winners else "")
+    head = f"{'budget':<22} {'kept':>10} {'sparsity':>9} {'bytes':>12} {'table':>10} " \
+           f"{'AUC':>8} {'LogLoss':>8} {'seconds':>8}  plan" \
+           + ("  winner (on validation)" if winners else "")
     lines = [head, "-" * len(head)]
     for r in rows:
         auc = "n/a" if r.get("auc") is None else f"{r['auc']:.4f}"
         ll = "n/a" if r.get("logloss") is None else f"{r['logloss']:.4f}"
+        secs = "" if r.get("seconds") is None else f"{r['seconds']:.3f}"
+        table = "" if r.get("table_bytes") is None else str(r["table_bytes"])
         lines.append(f"{r['budget']:<22} {r['kept']:>10} {r['sparsity']:>9.4f} "
-                     f"{r['bytes']:>12} {auc:>8} {ll:>8} {r['seconds']:>8.3f}"
+                     f"{r['bytes']:>12} {table:>10} {auc:>8} {ll:>8} {secs:>8}  "
+                     f"{r.get('plan') or 'fp32 pruning':<14}"
                      + (f"  {r.get('winner') or ''}" if winners else ""))
     return "\n".join(lines)

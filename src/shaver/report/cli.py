@@ -9,7 +9,7 @@ from pathlib import Path
 from shaver.cli import add_run_dir
 from shaver.report.schema import ReportError
 
-DEFAULT_METHODS = "auto,shaver,shaver-zero,magnitude,random,taylor,ptq"
+DEFAULT_METHODS = "auto,shaver,shaver-zero,magnitude,random,taylor,ptq,shaver-bytes"
 DEFAULT_SPARSITY = "0.5,0.8,0.9,0.95,0.99,0.999,1.0"
 
 
@@ -64,7 +64,10 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
                    help=f"comma list (default {DEFAULT_METHODS}; auto: at each budget the "
                    "best candidate cut on validation, reported on test; shaver: the paper's "
                    "method; also shaver-signed, shaver-refit, magnitude-codebook, "
-                   "random-codebook, taylor-codebook)")
+                   "random-codebook, taylor-codebook). ptq runs int8, int4, int2 (no "
+                   "pruning); shaver-bytes runs table-byte budgets 1/4, 1/8, 1/16, 1/32, "
+                   "1/64, 1/128 of the fp32 table, each choosing sparsity x bits x tiers on "
+                   "validation")
     p.add_argument("--sparsity", type=_floats, default=_floats(DEFAULT_SPARSITY),
                    help=f"comma list of sparsities in (0, 1] (default {DEFAULT_SPARSITY}; 1.0 "
                    "prunes every entry: the floor)")

@@ -6,6 +6,7 @@ rows. Pruning goes through ``shaver.pruning.api.prune`` (one sort serves every b
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 from shaver.report.schema import ReportError, ResultRow
+
+log = logging.getLogger(__name__)
 
 #: fp32 bytes per kept value: the authors' count of kept scalars, in bytes.
 FP32 = 4
@@ -29,6 +32,7 @@ class MethodSpec:
     placeholder: str  # codebook | zero
     order: str = "abs"
     codebook: str = "fixed"
+    search: bool = False  # budgets are table bytes; sparsity x bits x tiers chosen on val
 
     @property
     def placeholder_of_attribution(self) -> str | None:
@@ -49,7 +53,11 @@ _METHODS = {
     **{f"{name}-codebook": MethodSpec(f"{name}-codebook", name, "codebook")
        for name in ("magnitude", "random", "taylor")},
     "ptq": MethodSpec("ptq", "ptq", "zero"),
+    # the default for a byte budget: pruning + low-bit values + tiers, chosen on validation
+    "shaver-bytes": MethodSpec("shaver-bytes", "shapley", "codebook", search=True),
 }
+#: Table-byte budgets of ``shaver-bytes``: 1/N of the fp32 table.
+TABLE_FRACTIONS: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
 METHODS: tuple[str, ...] = tuple(_METHODS)
 
 
@@ -86,11 +94,18 @@ def ptq_label(bits: int) -> str:
     return f"int{bits}"
 
 
+def table_label(fraction: int) -> str:
+    return f"table=1/{int(fraction)}"
+
+
 def pending_budgets(method: str, sparsities: Sequence[float], ptq_bits: Sequence[int],
-                    is_pending: Callable[[str], bool]) -> list[str]:
+                    is_pending: Callable[[str], bool],
+                    table_fractions: Sequence[int] = TABLE_FRACTIONS) -> list[str]:
     """Budget labels of ``method`` whose cells are not finished yet."""
     if method_spec(method).scorer == "ptq":
         labels = [ptq_label(b) for b in ptq_bits]
+    elif method_spec(method).search:
+        labels = [table_label(f) for f in table_fractions]
     else:
         labels = [budget_label(s) for s in sparsities]
     return [label for label in labels if is_pending(label)]
@@ -131,11 +146,15 @@ def run_method(ctx: CellContext, method: str, labels: Sequence[str],
                attribution: Any = None) -> tuple[list[ResultRow], float]:
     """(result rows of ``method`` at the budgets ``labels``, seconds spent scoring once).
 
-    ``labels``: sparsity labels (``sparsity=0.95``), or ``intN`` for ptq. A row's ``seconds``
-    is the cost of one new budget from the sorted scores (not the scoring itself)."""
+    ``labels``: sparsity labels (``sparsity=0.95``), ``intN`` for ptq, ``table=1/N`` for a
+    searched method. A row's ``seconds`` is the cost of one new budget from the sorted scores
+    (not the scoring itself; for a searched method, the whole search with its evaluations)."""
     spec = method_spec(method)
     if spec.scorer == "ptq":
         return [_ptq_row(ctx, label) for label in labels], 0.0
+    if spec.search:
+        rows = [_searched_row(ctx, method, label, attribution) for label in labels]
+        return [r for r in rows if r is not None], 0.0
     from shaver.pruning.api import prune
     from shaver.pruning.scorers import compute_scores
 
@@ -170,14 +189,60 @@ def _rows(ctx: CellContext, method: str, results: Sequence[Any]) -> list[ResultR
     return rows
 
 
-def _ptq_row(ctx: CellContext, label: str) -> ResultRow:
-    """Post-training quantisation (per-row absmax scales) of the whole table to ``intN``.
+def _searched_row(ctx: CellContext, method: str, label: str,
+                  attribution: Any) -> ResultRow | None:
+    """The plan ``plan_for_bytes`` picks on validation for a table budget (``table=1/N``);
+    None (with a warning naming the minimum) when the budget is below the smallest table.
 
-    ``kept_bytes``: the packed quantised values; ``artifact_bytes``: the pruning stage's count
-    of the same artifact with those values in one dense section (head etc. counted alike)."""
+    ``kept_bytes``: the exact table bytes (kept values, index, scales, codebook)."""
+    from shaver.errors import BudgetError
+    from shaver.pruning.bytes_search import plan_for_bytes
+
+    started = time.perf_counter()
+    try:
+        _, record = plan_for_bytes(ctx.base, attribution, label.removeprefix("table="),
+                                   ctx.dataset, device=ctx.device, quiet=ctx.quiet)
+    except BudgetError as exc:
+        log.warning("%s / %s: %s cannot be served: %s", ctx.model_name, method, label, exc)
+        return None
+    total = record["total"]
+    return ctx.row(method=method, budget=label, sparsity=1 - record["kept"] / total,
+                   kept=record["kept"], total=total, kept_bytes=record["table_bytes"],
+                   artifact_bytes=record["artifact_bytes"], auc=record["metrics"]["auc"],
+                   logloss=record["metrics"]["logloss"],
+                   seconds=time.perf_counter() - started, kept_per_field=None)
+
+
+def _ptq_tier_row(ctx: CellContext, label: str, bits: int) -> ResultRow:
+    from shaver.deploy.size import predict_tiered_bytes
+    from shaver.pruning.tiers import tiered_copy
+    from shaver.runtime.tiered import TierSpec
+
+    n, d = _table(ctx.base)
+    tmap, tiers = np.ones((n, d), np.uint8), [TierSpec(f"int{bits}")]
+    started = time.perf_counter()
+    model = tiered_copy(ctx.base, tmap, tiers, torch.zeros(len(ctx.base.field_dims), d))
+    seconds = time.perf_counter() - started
+    artifact, table = predict_tiered_bytes(ctx.base, tmap, tiers)
+    metrics, eval_seconds = _evaluate(ctx, model)
+    return ctx.row(method="ptq", budget=label, sparsity=0.0, kept=n * d, total=n * d,
+                   kept_bytes=table, artifact_bytes=artifact, auc=float(metrics["auc"]),
+                   logloss=float(metrics["logloss"]), seconds=seconds,
+                   eval_seconds=eval_seconds, kept_per_field=None)
+
+
+def _ptq_row(ctx: CellContext, label: str) -> ResultRow:
+    """Post-training quantisation of the whole table to ``intN``, no pruning.
+
+    int8 / int4 / int2: the v2 artifact's table (one tier, per-field scales; packed values):
+    ``kept_bytes`` = its exact table bytes (values + scales), ``artifact_bytes`` exact.
+    int16 (no artifact dtype): per-row absmax, bytes counted as ``quantized_artifact_bytes``."""
+    bits = int(label.removeprefix("int"))
+    if bits in (8, 4, 2):
+        return _ptq_tier_row(ctx, label, bits)
     from shaver.pruning.quantize import QuantizeConfig, quantize_, quantized_artifact_bytes
 
-    config = QuantizeConfig(bits=int(label.removeprefix("int")), granularity="row")
+    config = QuantizeConfig(bits=bits, granularity="row")
     started = time.perf_counter()
     model = quantize_(copy.deepcopy(ctx.base), config)
     seconds = time.perf_counter() - started

@@ -48,7 +48,7 @@ class BenchConfig:
     rows: int = 200_000
     models: Sequence[str] = ("deepfm",)
     methods: Sequence[str] = ("auto", "shaver", "shaver-zero", "magnitude", "random", "taylor",
-                              "ptq")
+                              "ptq", "shaver-bytes")
     sparsities: Sequence[float] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
     seeds: Sequence[int] = (0,)
     epochs: int = 10
@@ -58,7 +58,8 @@ class BenchConfig:
     max_samples: int | None = None
     max_seconds: float | None = None
     device: str | None = None
-    ptq_bits: Sequence[int] = (16, 8, 4)
+    ptq_bits: Sequence[int] = (8, 4, 2)
+    table_fractions: Sequence[int] = compress.TABLE_FRACTIONS  # shaver-bytes: 1/N of fp32
     title: str | None = None
     html: bool = True  # also render report.html (report.json is always written)
     extra_commands: list[str] = field(default_factory=list)
@@ -157,7 +158,7 @@ def _run_model_seed(config: BenchConfig, out: Path, name: str, dataset: Any, mod
     for method in config.methods:
         todo = compress.pending_budgets(method, config.sparsities, config.ptq_bits,
                                         lambda b, m=method: (name, model_name, m, b, seed)
-                                        not in store)
+                                        not in store, config.table_fractions)
         spec = compress.method_spec(method)
         attribution = None
         if spec.placeholder_of_attribution is not None:
@@ -183,7 +184,7 @@ def _run_model_seed(config: BenchConfig, out: Path, name: str, dataset: Any, mod
                                 "note": f"seed {seed}"})
         cut = [r.seconds for k, r in store.rows.items()
                if k[:3] == (name, model_name, method) and k[4] == seed]
-        if cut and method != "ptq":
+        if cut and method != "ptq" and not spec.search:
             timings.append({"dataset": name, "model": model_name,
                             "step": f"prune per new budget ({method})",
                             "seconds": statistics.median(cut),

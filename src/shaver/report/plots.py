@@ -26,7 +26,8 @@ from shaver.report.aggregate import Summary, pareto_frontier  # noqa: E402
 from shaver.report.schema import ReportError, ResultRow  # noqa: E402
 
 FORMATS = ("png", "svg")
-_METHOD_ORDER = ("auto", "shaver", "shaver-zero", "magnitude", "taylor", "random", "ptq")
+_METHOD_ORDER = ("auto", "shaver", "shaver-zero", "magnitude", "taylor", "random", "ptq",
+                 "shaver-bytes")
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def _styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 _AXES = (
     ("artifact_bytes", "artifact bytes (deployable file, log)"),
-    ("kept_bytes", "kept embedding bytes (authors' count, log)"),
+    ("kept_bytes", "kept embedding bytes (authors' count; table bytes for ptq and "
+                   "shaver-bytes, log)"),
     ("kept_fraction", "kept fraction = 1 - sparsity (log)"),
 )
 _METRICS = (("auc", "test AUC", True), ("logloss", "test LogLoss", False))
@@ -127,7 +129,9 @@ def tradeoff_figure(
     slug = f"tradeoff-{_slug(dataset)}-{_slug(model)}"
     caption = (
         "Each point is one budget (mean over seeds; bars: standard deviation). Left: size of "
-        "the deployable artifact; middle: the authors' count of kept embedding values; right: "
+        "the deployable artifact; middle: the authors' count of kept embedding values (fp32 per "
+        "kept entry), and for ptq and shaver-bytes the exact bytes of the embedding table "
+        "(values, index, scales, codebook); right: "
         "kept fraction of embedding entries. The dotted grey line is the Pareto frontier over "
         "all methods (no point is both smaller and more accurate)."
     )

@@ -1,4 +1,11 @@
-"""The shaver artifact container (versions 1 and 2): a JSON header and checksummed sections.
+"""The shaver artifact container (format versions 1 and 2): one file, a JSON header, checksummed
+sections.
+
+Version 2 is written only when an artifact uses what version 1 cannot describe: a quantised
+head (int8 / fp16, see below) or an embedding table with int4 / int2 values, row scales or
+several precision tiers (:mod:`shaver.runtime.tiered`). A reader that knows version 1 only
+refuses such a file by its version instead of misreading it; every other artifact is still
+written as version 1, byte for byte.
 
 Layout (all integers little-endian)::
 
@@ -61,7 +68,7 @@ DTYPES: dict[str, np.dtype] = {
     "i64": np.dtype("<i8"), "json": np.dtype("u1"),
 }
 #: Section kinds, as reported by ``shaver inspect``.
-KINDS = ("values", "index", "codebook", "first_order", "head", "metadata")
+KINDS = ("values", "index", "scales", "codebook", "first_order", "head", "metadata")
 MAX_HEADER = 64 << 20
 
 
@@ -153,6 +160,7 @@ class Container:
     arrays: dict[str, np.ndarray]
     table: list[list[Any]]
     size: int
+    version: int = FORMAT_VERSION
 
     def json(self, name: str) -> Any:
         """Decode a ``json`` section."""
@@ -194,7 +202,7 @@ def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
     header = _decode_header(raw, path, version)
     table = header["sections"]
     arrays = _read_sections(buf, PREAMBLE.size + hlen, table, path)
-    return Container(path, header, arrays, table, len(buf))
+    return Container(path, header, arrays, table, len(buf), version)
 
 
 def _decode_header(raw: bytes, path: str, version: int) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from shaver.runtime.layout import (
     decode_embedding,
     dequantize_per_field,
 )
+from shaver.runtime.tiered import TieredTables
+from shaver.runtime.tiered_decode import decode_tiered, read_tier_specs
 
 
 class Artifact:
@@ -36,23 +38,34 @@ class Artifact:
         self.path = container.path
         self.size = container.size
         where = container.path
+        self.version = container.version
         try:
             self.config: dict[str, Any] = dict(container.header["model"])
             emb = container.header["embedding"]
             self.field_dims = [int(v) for v in emb["field_dims"]]
             self.dim = int(emb["dim"])
-            self.value_dtype = str(emb["value_dtype"])
-            self.layouts = [str(v) for v in emb["layouts"]]
+            self.tiered = "tiers" in emb  # int4/int2 values, row scales, tiers: version 2
+            if self.tiered:
+                self.tiers = read_tier_specs(emb, len(self.field_dims), where)
+                self.value_dtype = "+".join(spec.label for spec, _ in self.tiers)
+                self.layouts = [lay for _, layouts in self.tiers for lay in layouts]
+            else:
+                self.value_dtype = str(emb["value_dtype"])
+                self.layouts = [str(v) for v in emb["layouts"]]
             self.head_dtype = str(container.header.get("head", {}).get("dtype", "fp32"))
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
             raise ArtifactError(f"{where}: header lacks the model description ({exc})") from exc
-        if (self.value_dtype not in VALUE_DTYPES or len(self.layouts) != len(self.field_dims)
-                or any(v not in LAYOUTS for v in self.layouts) or not 0 < self.dim <= 65535
-                or any(v <= 0 for v in self.field_dims) or self.head_dtype not in HEAD_DTYPES):
+        if (self.tiered and self.version < 2) or (not self.tiered and (
+                self.value_dtype not in VALUE_DTYPES or len(self.layouts) != len(self.field_dims)
+                or any(v not in LAYOUTS for v in self.layouts))) \
+                or not 0 < self.dim <= 65535 or any(v <= 0 for v in self.field_dims) \
+                or self.head_dtype not in HEAD_DTYPES:
             raise ArtifactError(f"{where}: inconsistent embedding description in the header")
         arrays = container.arrays
-        self.tables: EmbeddingTables = decode_embedding(
-            arrays, self.field_dims, self.dim, self.layouts, self.value_dtype, where)
+        self.tables: EmbeddingTables | TieredTables = (
+            decode_tiered(arrays, emb, self.field_dims, self.dim, where) if self.tiered
+            else decode_embedding(arrays, self.field_dims, self.dim, self.layouts,
+                                  self.value_dtype, where))
         self.first_order = self._first_order(arrays)
         self.head_tensors = dequantize_head(_by_prefix(arrays, "head/"),
                                             _by_prefix(arrays, "head_scale/"), self.head_dtype,
@@ -156,8 +169,14 @@ class Artifact:
         return self.predict(self.encode_rows(rows, allow_missing=allow_missing))
 
     # -- description ------------------------------------------------------------------------
+    def table_bytes(self) -> int:
+        """Bytes of the embedding table: kept values, index, scales and codebook."""
+        parts = self.breakdown()
+        return sum(parts[k] for k in ("values", "index", "scales", "codebook"))
+
     def breakdown(self) -> dict[str, int]:
-        """Bytes per kind (values, index, codebook, first_order, head, metadata); sums to size.
+        """Bytes per kind (values, index, scales, codebook, first_order, head, metadata); sums
+        to size (v1 int8 tables count their per-field scales under values).
 
         ``metadata`` includes the preamble, the header and the alignment padding.
         """
