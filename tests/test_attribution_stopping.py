@@ -9,7 +9,7 @@ import torch
 
 from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.estimator import hardware
-from shaver.attribution.estimator.common import make_engine
+from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.stopping import CutStability, check_stop_options, cut_regret
 from shaver.errors import AttributionError

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from shaver.attribution.codebook import field_codebook
-from shaver.attribution.estimator.common import entry_credits, make_engine
+from shaver.attribution.estimator.common import entry_credits
+from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.surrogate import path_credits
 from shaver.train.checkpoint import load_run, open_run_dataset

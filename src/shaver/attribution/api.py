@@ -17,7 +17,8 @@ from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.binned import DEFAULT_BINS, BinnedCredits, bin_edges
 from shaver.attribution.codebook import field_codebook, zero_codebook
 from shaver.attribution.distributed import DistContext, rank_device
-from shaver.attribution.estimator.common import DTYPES, ENGINES, make_engine
+from shaver.attribution.estimator.common import DTYPES, ENGINES
+from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.estimator.hardware import cpu_summary
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from shaver.attribution.accumulator import Accumulator
-from shaver.attribution.estimator.common import global_entries, make_engine
+from shaver.attribution.estimator.common import global_entries
+from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.sampling import SampleSource

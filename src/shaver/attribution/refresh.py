@@ -29,7 +29,8 @@ from torch import nn
 
 from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.codebook import field_codebook, zero_codebook
-from shaver.attribution.estimator.common import global_entries, make_engine
+from shaver.attribution.estimator.common import global_entries
+from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.result import Attribution

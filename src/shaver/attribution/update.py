@@ -42,7 +42,7 @@ from torch import nn
 from shaver.attribution.accumulator import Accumulator
 from shaver.attribution.binned import BinnedCredits
 from shaver.attribution.distributed import DistContext
-from shaver.attribution.estimator.common import make_engine
+from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.result import Attribution
 from shaver.attribution.runner import StopRule, StreamConfig, run_stream

@@ -13,13 +13,12 @@ the numpy runtime. Here:
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import nn
 
 from shaver.deploy.size import head_tensors
+from shaver.models.base import copy_without_embedding
 from shaver.runtime.headq import (
     check_head_dtype,
     first_order_dtype,
@@ -47,12 +46,7 @@ def fake_quantize_head(model: nn.Module, head_dtype: str, value_dtype: str = "fp
     dtype decides the first-order tables' dtype) stores. The embedding is left as it is."""
     check_head_dtype(head_dtype)
     emb = model.embedding
-    model.embedding = nn.Identity()
-    try:
-        clone = copy.deepcopy(model)
-    finally:
-        model.embedding = emb
-    clone.embedding = emb
+    clone = copy_without_embedding(model)
     n = int(emb.weight.shape[0])
     table_dtype = first_order_dtype(value_dtype, head_dtype)
     state = {}

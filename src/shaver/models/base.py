@@ -16,6 +16,7 @@ Ids are GLOBAL: the prepared dataset already applied the field offsets.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,3 +89,16 @@ def check_model_interface(model: Any) -> None:
             f"{type(model).__name__}: sum(field_dims) = {sum(model.field_dims)} but the "
             f"embedding table has {model.embedding.weight.shape[0]} rows"
         )
+
+
+def copy_without_embedding(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that does not copy its (big) embedding table: the copy's
+    ``embedding`` is the original module, for the caller to replace or keep."""
+    emb = model.embedding
+    model.embedding = nn.Identity()
+    try:
+        clone = copy.deepcopy(model)
+    finally:
+        model.embedding = emb
+    clone.embedding = emb
+    return clone

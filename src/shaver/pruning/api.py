@@ -13,7 +13,6 @@ in that order. :class:`Pruner` keeps the sorted order to serve later budgets ins
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from torch import nn
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import FingerprintMismatch
-from shaver.models.base import check_model_interface
+from shaver.models.base import check_model_interface, copy_without_embedding
 from shaver.pruning.budget import Budget, as_budgets, resolve_bytes
 from shaver.pruning.codebook import check_codebook_mode, refit_codebook
 from shaver.pruning.finetune import FinetuneConfig, finetune
@@ -121,11 +120,7 @@ def masked_copy(model: nn.Module, mask: np.ndarray, codebook: torch.Tensor) -> n
     """A copy of ``model`` (eval mode) whose embedding is a MaskedEmbedding; the big table is
     not deep-copied (only its kept entries are copied into the new module)."""
     emb = model.embedding
-    model.embedding = nn.Identity()
-    try:
-        clone = copy.deepcopy(model)
-    finally:
-        model.embedding = emb
+    clone = copy_without_embedding(model)
     weight = emb.weight.detach()
     clone.embedding = MaskedEmbedding(weight, torch.from_numpy(mask).to(weight.device),
                                       codebook.to(weight.device), model.field_dims)

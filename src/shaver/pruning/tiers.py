@@ -10,7 +10,6 @@ FM) are dequantised like the artifact's: this model computes what the numpy runt
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from shaver.errors import ModelError, ShaverError
+from shaver.models.base import copy_without_embedding
 from shaver.pruning.mask import MaskedEmbedding
 from shaver.runtime.layout import dequantize_per_field, quantize_per_field
 from shaver.runtime.lowbit import dequantize, group_scales, has_scale, quantize
@@ -131,11 +131,7 @@ def tiered_copy(model: nn.Module, tier_map: np.ndarray, tiers: Sequence[TierSpec
     emb = model.embedding
     weight = emb.weight.detach().float().cpu().numpy()
     deq, scales = quantize_tiers(weight, np.asarray(tier_map, np.uint8), model.field_dims, tiers)
-    model.embedding = nn.Identity()
-    try:
-        clone = copy.deepcopy(model)
-    finally:
-        model.embedding = emb
+    clone = copy_without_embedding(model)
     device = emb.weight.device
     clone.embedding = TieredEmbedding(torch.from_numpy(deq).to(device), tier_map,
                                       torch.as_tensor(codebook).float().to(device),

@@ -6,6 +6,7 @@ permutations ``perm`` (batch, m*d), the per-sample BCE loss of every state of th
 then follow from :func:`shaver.attribution.estimator.common.entry_credits`.
 """
 
-from shaver.attribution.estimator.common import DTYPES, entry_credits, make_engine
+from shaver.attribution.estimator.common import DTYPES, entry_credits
+from shaver.attribution.estimator.factory import make_engine
 
 __all__ = ["DTYPES", "entry_credits", "make_engine"]

@@ -1,4 +1,4 @@
-"""Shared pieces of the engines: loss, credits, precision, engine factory."""
+"""Shared pieces of the engines: loss, credits, precision (the factory is :mod:`.factory`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Protocol
 import torch
 from torch.nn import functional as F
 
-from shaver.attribution.imputer import PlaceholderImputer
 from shaver.errors import AttributionError
 
 DTYPES = ("auto", "fp32", "bf16", "int8")
@@ -54,16 +53,3 @@ def global_entries(x: torch.Tensor, embed_dim: int) -> torch.Tensor:
     """x (B, m) global ids -> LongTensor (B, m*d): flat index row*d + column of each player."""
     cols = torch.arange(embed_dim, device=x.device)
     return (x.unsqueeze(2) * embed_dim + cols).reshape(x.shape[0], -1)
-
-
-def make_engine(name: str, imputer: PlaceholderImputer, *, dtype: str = "fp32",
-                max_rows: int = 32768) -> Engine:
-    """Build the ``"fast"`` or ``"reference"`` engine over ``imputer``."""
-    from shaver.attribution.estimator.fast import FastEngine
-    from shaver.attribution.estimator.reference import ReferenceEngine
-
-    if name == "reference":  # the authors' loop: "auto" means its own fp32
-        return ReferenceEngine(imputer, dtype="fp32" if dtype == "auto" else dtype)
-    if name == "fast":
-        return FastEngine(imputer, dtype=dtype, max_rows=max_rows)
-    raise AttributionError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")

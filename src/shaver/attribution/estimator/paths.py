@@ -8,43 +8,13 @@ is the model's logit with the first t entries of ``perm`` replaced.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from shaver.attribution.estimator.mlp import FoldedMLP, fold_mlp
-
-
-class WalkPath(Protocol):
-    name: str
-
-    def walk_logits(self, x: torch.Tensor, emb: torch.Tensor, base: torch.Tensor,
-                    perm: torch.Tensor) -> torch.Tensor: ...
-
-
-def walk_deltas(emb: torch.Tensor, base: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """(b, P): change of the entry removed at each step (placeholder - value), step order."""
-    return (base - emb).reshape(emb.shape[0], -1).gather(1, perm)
-
-
-def walk_ranks(perm: torch.Tensor, players: int) -> torch.Tensor:
-    """(b, P): the step at which each entry is removed; P (never) for entries a truncated
-    walk does not reach."""
-    rank = torch.full((perm.shape[0], players), players, dtype=perm.dtype, device=perm.device)
-    steps = torch.arange(perm.shape[1], device=perm.device).expand_as(perm)
-    return rank.scatter_(1, perm, steps)
-
-
-def prefix_sums(start: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """start (b, *s), steps (b, P, *s) -> (b, P + 1, *s): start, start + steps[0], ..."""
-    out = torch.empty(steps.shape[0], steps.shape[1] + 1, *steps.shape[2:],
-                      dtype=steps.dtype, device=steps.device)
-    out[:, 0] = start
-    torch.cumsum(steps, dim=1, out=out[:, 1:])
-    out[:, 1:] += start.unsqueeze(1)
-    return out
+from shaver.attribution.estimator.paths_dcn import find_cross_path
+from shaver.attribution.estimator.walks import WalkPath, prefix_sums, walk_deltas, walk_ranks
 
 
 class GenericPath:
@@ -134,8 +104,6 @@ def find_fast_path(model: nn.Module) -> WalkPath | None:
     mlp = getattr(model, "mlp", None)
     linear = getattr(model, "linear", None)
     if getattr(model, "cross", None) is not None:
-        from shaver.attribution.estimator.paths_dcn import find_cross_path
-
         return find_cross_path(model)
     if not isinstance(fm, FactorizationMachine):
         return None

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shaver.attribution.estimator.mlp import FoldedMLP, fold_mlp
-from shaver.attribution.estimator.paths import prefix_sums, walk_deltas, walk_ranks
+from shaver.attribution.estimator.walks import prefix_sums, walk_deltas, walk_ranks
 
 
 class CrossPath:
