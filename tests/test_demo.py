@@ -37,6 +37,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert diff < 1e-5
     artifact = out / "deepfm-s0-sparsity0.95.shaver"
     assert artifact.stat().st_size > 0
+    compact = out / "deepfm-s0-sparsity0.95-int8.shaver"  # int8 values + int8 head
+    assert 0 < compact.stat().st_size < 0.5 * artifact.stat().st_size
+    assert "the same cut with int8 values and an int8 head" in text
     doc = load_document(out / "report.json")
     methods = {r.method for r in doc["results"]}
     assert methods == {"base", *DEMO_METHODS}
