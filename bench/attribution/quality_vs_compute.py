@@ -19,7 +19,9 @@ For one trained model (cached in --work) it measures, on this machine and in thi
   reuse it): the ceiling.
 
 Every point: test AUC / LogLoss at ``--sparsity`` (codebook placeholder, |phi| order, the
-paper's cut). Prints the table and the CPU's features, writes ``qvc.json`` and ``qvc.png``.
+paper's cut). Prints the table and the CPU's features, writes ``qvc.json`` and ``qvc.png``;
+``shaver report WORK`` renders it as an HTML report (and adds it to a bench report in the
+same folder).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from shaver.attribution.result import Attribution  # noqa: E402
 from shaver.models.registry import build_model  # noqa: E402
 from shaver.pruning.api import prune  # noqa: E402
 from shaver.pruning.scorers import compute_scores  # noqa: E402
+from shaver.report.compute_section import quality_vs_compute_figure  # noqa: E402
 from shaver.train.checkpoint import load_run  # noqa: E402
 from shaver.train.loop import fit  # noqa: E402
 
@@ -113,29 +116,7 @@ def converged(model, dataset, work: Path, name: str, passes: float, seed: int) -
 
 
 def plot(record: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sparsities = record["sparsity"]
-    fig, axes = plt.subplots(1, len(sparsities), figsize=(4.2 * len(sparsities), 3.6))
-    for k, (ax, s) in enumerate(zip(axes, sparsities)):
-        for label in OPTIONS:
-            pts = [p for p in record["points"] if p["option"] == label]
-            ax.plot([p["seconds"] for p in pts], [p["auc"][k] for p in pts], "o-", label=label)
-        for ref, style in (("taylor", "--"), ("magnitude", ":"), ("converged", "-")):
-            ax.axhline(record[ref]["auc"][k], ls=style, color="grey", label=ref)
-        ax.axvline(record["epoch_seconds"], color="red", lw=0.8, label="1 epoch")
-        ax.set_xscale("log")
-        ax.set_title(f"sparsity {s:g}")
-        ax.set_xlabel("attribution seconds")
-        ax.set_ylabel("test AUC")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{record['dataset']} {record['model']}: quality vs compute ({record['cpu']})",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    quality_vs_compute_figure(record).savefig(path, dpi=110)
 
 
 def main() -> None:

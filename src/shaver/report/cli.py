@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from shaver.cli import add_run_dir
-from shaver.report.schema import ReportError
+from shaver.report.schema import ReportError, load_document
 
 DEFAULT_METHODS = "auto,shaver,shaver-zero,magnitude,random,taylor,ptq,shaver-bytes"
 DEFAULT_SPARSITY = "0.5,0.8,0.9,0.95,0.99,0.999,1.0"
@@ -172,10 +173,21 @@ def _run_report(args: argparse.Namespace) -> int:
         out = args.out or source / "report.html"
         print(f"report: {write_report(fleet_document(source / 'manifest.json'), out)}")
         return 0
+    from shaver.report.compute_section import QVC_FILE, compute_document, read_record
+
+    qvc = document.with_name(QVC_FILE)  # bench/attribution/quality_vs_compute.py's record
+    if not document.is_file() and qvc.is_file():
+        out = args.out or qvc.with_name("report.html")
+        print(f"report: {write_report(compute_document(qvc), out, image_format=args.format)}")
+        return 0
     if not document.is_file():
         raise ReportError(f"{document}: no report document (run `shaver bench` first)")
     out = args.out or document.with_name("report.html")
-    path = write_report(document, out, image_format=args.format)
+    doc: Any = document
+    if qvc.is_file():
+        doc = load_document(document)
+        doc["quality_vs_compute"] = [read_record(qvc)]
+    path = write_report(doc, out, image_format=args.format)
     print(f"report: {path}")
     return 0
 

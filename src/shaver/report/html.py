@@ -12,6 +12,7 @@ from typing import Any
 from shaver import __version__
 from shaver.report import plots
 from shaver.report.aggregate import Summary, summarize
+from shaver.report.compute_section import compute_section
 from shaver.report.fleet_table import fleet_section
 from shaver.report.schema import atomic_write_text, load_document, validate_document
 
@@ -60,6 +61,7 @@ def render_html(doc: Mapping[str, Any], *, image_format: str = "png") -> str:
         *_tradeoff_section(summaries, image_format),
         *_summary_tables(summaries),
         *_attribution_section(doc["attributions"], image_format),
+        *compute_section(doc.get("quality_vs_compute", []), image_format),
         *_field_section(rows, doc["attributions"], doc["fields"], image_format),
         *_timing_section(doc["timings"]),
         *fleet_section(doc.get("fleets", [])),
