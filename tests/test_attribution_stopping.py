@@ -64,12 +64,14 @@ def test_rare_rows_with_huge_errors_do_not_hold_the_cut():
 
 
 def test_budgets_without_a_cut_are_skipped_and_warned(caplog):
-    rule = CutStability(10, [0.0, 1.0, 0.999])
-    assert not rule.can_fire  # 0.999 of 10 entries keeps 0
     with caplog.at_level(logging.WARNING):
-        check_stop_options("cut", None, [0.0, 1.0], 0.01, 4)
-    assert "cannot fire" in caplog.text
+        rule = CutStability(10, [0.0, 1.0, 0.999])
+    assert not rule.can_fire  # 0.999 of 10 entries keeps 0
+    assert "keep no entry or every entry of this 10-entry table" in caplog.text
     caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert CutStability(10, [0.5]).can_fire
+    assert "cannot fire" not in caplog.text
     with caplog.at_level(logging.WARNING):
         check_stop_options("sage", 1e-20, [0.5], 0.01, 4)
     assert "below what float64" in caplog.text

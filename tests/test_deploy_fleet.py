@@ -16,10 +16,8 @@ from shaver.deploy import fleet as fleet_mod
 from shaver.deploy.fleet import file_sha256, fleet
 from shaver.deploy.fleet_spec import DeviceClass, FleetError, load_fleet, parse_fleet
 from shaver.deploy.size import minimum_artifact_bytes, predict_artifact_bytes
-from shaver.models.registry import build_model
 from shaver.runtime import load_artifact
-from shaver.train.checkpoint import model_fingerprint, save_run
-from test_pruning_util import DIM, FIELD_DIMS, tiny_dataset
+from test_pruning_util import FIELD_DIMS, saved_run_with_random_phi
 
 N = sum(FIELD_DIMS)
 
@@ -27,17 +25,7 @@ N = sum(FIELD_DIMS)
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("fleet")
-    dataset = tiny_dataset(root / "ds")
-    torch.manual_seed(0)
-    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM, mlp_dims=[8]).eval()
-    run = save_run(root / "run", model, dataset=dataset, metrics={}, seed=0, train_config={})
-    phi = torch.from_numpy(np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32))
-    Attribution(phi=phi, stderr=torch.zeros(N, DIM), count=5,
-                codebook=torch.ones(len(FIELD_DIMS), DIM), placeholder="codebook",
-                model_fingerprint=model_fingerprint(model),
-                dataset_fingerprint=dataset.fingerprint,
-                field_dims=FIELD_DIMS).save(run / "attribution-codebook.safetensors")
-    return run
+    return saved_run_with_random_phi(root)
 
 
 def _floor(run_dir, values="fp32", head="fp32"):

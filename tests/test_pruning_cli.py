@@ -21,8 +21,14 @@ from shaver.pruning.quantize import (
     quantize_table,
     quantized_artifact_bytes,
 )
-from shaver.train.checkpoint import model_fingerprint, save_run
-from test_pruning_util import DIM, FIELD_DIMS, random_ids, tiny_dataset
+from shaver.train.checkpoint import save_run
+from test_pruning_util import (
+    DIM,
+    FIELD_DIMS,
+    random_ids,
+    saved_run_with_random_phi,
+    tiny_dataset,
+)
 
 N = sum(FIELD_DIMS)
 
@@ -36,17 +42,7 @@ def only_prune_cli(monkeypatch):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    dataset = tiny_dataset(root / "ds")
-    torch.manual_seed(0)
-    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM, mlp_dims=[8]).eval()
-    run = save_run(root / "run", model, dataset=dataset, metrics={}, seed=0, train_config={})
-    phi = torch.from_numpy(np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32))
-    Attribution(phi=phi, stderr=torch.zeros(N, DIM), count=5,
-                codebook=torch.ones(len(FIELD_DIMS), DIM), placeholder="codebook",
-                model_fingerprint=model_fingerprint(model),
-                dataset_fingerprint=dataset.fingerprint,
-                field_dims=FIELD_DIMS).save(run / "attribution-codebook.safetensors")
-    return run
+    return saved_run_with_random_phi(root)
 
 
 def test_prune_writes_dirs_and_tables(run_dir, tmp_path, capsys):

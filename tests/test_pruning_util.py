@@ -72,6 +72,27 @@ def tiny_dataset(path: Path, rows: int = 300, seed: int = 0,
                           frequencies=freq)
 
 
+def saved_run_with_random_phi(root: Path) -> Path:
+    """A saved DeepFM run (MLP 8) on :func:`tiny_dataset`, with a random-phi codebook
+    attribution beside it: what the CLI tests of prune and fleet start from."""
+    from shaver.attribution.result import Attribution
+    from shaver.models.registry import build_model
+    from shaver.train.checkpoint import model_fingerprint, save_run
+
+    dataset = tiny_dataset(root / "ds")
+    torch.manual_seed(0)
+    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM, mlp_dims=[8]).eval()
+    run = save_run(root / "run", model, dataset=dataset, metrics={}, seed=0, train_config={})
+    n = sum(FIELD_DIMS)
+    phi = torch.from_numpy(np.random.default_rng(0).standard_normal((n, DIM)).astype(np.float32))
+    Attribution(phi=phi, stderr=torch.zeros(n, DIM), count=5,
+                codebook=torch.ones(len(FIELD_DIMS), DIM), placeholder="codebook",
+                model_fingerprint=model_fingerprint(model),
+                dataset_fingerprint=dataset.fingerprint,
+                field_dims=FIELD_DIMS).save(run / "attribution-codebook.safetensors")
+    return run
+
+
 def random_ids(rows: int = 50, seed: int = 0, field_dims=FIELD_DIMS) -> torch.Tensor:
     rng = np.random.default_rng(seed)
     offsets = np.concatenate([[0], np.cumsum(field_dims)[:-1]])

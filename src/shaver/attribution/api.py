@@ -173,19 +173,16 @@ def attribute(
         acc, cursor = _initial_state(weight.shape[0] * d, dev, checkpoint_path, resume, settings)
         if edges and acc.binned is None:
             acc.binned = BinnedCredits(acc.sum.numel(), m * d, device=dev, edges=edges)
+        cut = None  # built before any walk, so a rule that cannot fire is said at once
+        if stop == "cut":
+            cut = CutStability(weight.shape[0] * d, stop_budgets, fraction=stop_fraction,
+                               draws=stop_draws)
         surrogate = None
         if control_variate:
             if acc.offset is None:
                 acc.offset = surrogate_mean(imputer, source, batch_size=batch_size, ctx=ctx,
                                             quiet=quiet)
             surrogate = functools.partial(path_credits, imputer)
-        cut = None
-        if stop == "cut":
-            cut = CutStability(weight.shape[0] * d, stop_budgets, fraction=stop_fraction,
-                               draws=stop_draws)
-            if not cut.can_fire and any(0 < float(s) < 1 for s in stop_budgets):
-                log.warning("stop budgets %s keep no entry or every entry of this %d-entry "
-                            "table: the cut rule cannot fire", list(stop_budgets), cut.total)
         rule = StopRule(tolerance=tolerance, max_samples=max_samples, max_seconds=max_seconds,
                         min_passes=min_passes, cut=cut)
         config = StreamConfig(seed=seed, batch_size=batch_size, antithetic=antithetic,

@@ -11,6 +11,7 @@ from shaver.attribution.stopping import (
     DEFAULT_STOP_DRAWS,
     DEFAULT_STOP_FRACTION,
 )
+from shaver.attribution.update_cli import FIXED_BY_UPDATE
 from shaver.cli import add_run_dir
 
 
@@ -98,7 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --update: old evidence weighs half after this many new rows "
                    "(exponential decay; default: no decay)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_attribute)
+    p.set_defaults(func=_attribute,
+                   update_defaults={k: p.get_default(k) for k in FIXED_BY_UPDATE})
 
 
 def _attribute(args: argparse.Namespace) -> int:

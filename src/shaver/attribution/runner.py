@@ -99,8 +99,9 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     start, last_save = time.monotonic(), time.monotonic()
     bar = progress_bar(total=None, initial=min(cursor, limit), desc="attribute", unit="sample",
                        disable=config.quiet or not ctx.is_main, dynamic_ncols=True)
-    _show_progress(bar, rule, source, cursor, acc)
-    reason = _stop_reason(rule, source, cursor, acc, False) if cursor else ""
+    ratio = _sage_ratio(rule, acc)
+    _show_progress(bar, rule, source, cursor, ratio)
+    reason = _stop_reason(rule, source, cursor, acc, ratio, False) if cursor else ""
     try:
         while not reason:
             round_hi = int(min(cursor + ctx.world * config.batch_size, limit))
@@ -131,8 +132,9 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
                 _merge_pending(ctx, acc, pending)
             bar.update(round_hi - cursor)
             cursor = round_hi
-            reason = _stop_reason(rule, source, cursor, acc, bool(flags[1] > 0))
-            _show_progress(bar, rule, source, cursor, acc)
+            ratio = _sage_ratio(rule, acc)
+            reason = _stop_reason(rule, source, cursor, acc, ratio, bool(flags[1] > 0))
+            _show_progress(bar, rule, source, cursor, ratio)
             now = time.monotonic()
             if config.checkpoint_path and ctx.is_main and (
                     reason or now - last_save >= config.checkpoint_every_s):
@@ -170,9 +172,16 @@ def _merge_pending(ctx: DistContext, acc: Accumulator, pending: Accumulator) -> 
     pending.reset()
 
 
+def _sage_ratio(rule: StopRule, acc: Accumulator) -> float:
+    """SAGE's ratio of ``acc`` when the SAGE rule is in force (one pass over the entries,
+    once a round), else nan (the cut rule does not look at it)."""
+    return math.nan if rule.cut is not None else acc.convergence_ratio()
+
+
 def _stop_reason(rule: StopRule, source: SampleSource, cursor: int, acc: Accumulator,
-                 out_of_time: bool) -> str:
-    """"max_samples", "stable" (cut rule), "converged" (SAGE rule), "max_seconds" or ""."""
+                 ratio: float, out_of_time: bool) -> str:
+    """"max_samples", "stable" (cut rule), "converged" (SAGE rule, ``ratio``), "max_seconds"
+    or ""."""
     if rule.max_samples is not None and cursor >= rule.max_samples:
         return "max_samples"
     if cursor >= rule.min_passes * source.size:
@@ -181,14 +190,15 @@ def _stop_reason(rule: StopRule, source: SampleSource, cursor: int, acc: Accumul
                 verdict = rule.cut.check(acc, force=out_of_time)
                 if verdict is not None and verdict.stable:
                     return "stable"
-        elif rule.tolerance is not None and acc.convergence_ratio() < rule.tolerance:
+        elif rule.tolerance is not None and ratio < rule.tolerance:
             return "converged"
     return "max_seconds" if out_of_time else ""
 
 
 def _show_progress(bar: Any, rule: StopRule, source: SampleSource, cursor: int,
-                   acc: Accumulator) -> None:
-    """Bar total (expected samples) and what the stopping rule is waiting for."""
+                   ratio: float) -> None:
+    """Bar total (expected samples) and what the stopping rule is waiting for (``ratio``:
+    SAGE's, when that rule is in force)."""
     floor = max(int(math.ceil(rule.min_passes * source.size)), cursor)
     if rule.max_samples is not None:
         bar.total = int(rule.max_samples)
@@ -198,7 +208,6 @@ def _show_progress(bar: Any, rule: StopRule, source: SampleSource, cursor: int,
         scale = (share / rule.cut.fraction) ** 2 if math.isfinite(share) else 1.0
         bar.total = int(max(floor, cursor * scale)) if cursor >= floor else floor
     else:
-        ratio = acc.convergence_ratio()
         fine = rule.tolerance is not None and math.isfinite(ratio) and cursor > 0
         bar.total = int(max(floor, cursor * (ratio / rule.tolerance) ** 2)) if fine else floor
     if rule.cut is not None:
@@ -206,4 +215,4 @@ def _show_progress(bar: Any, rule: StopRule, source: SampleSource, cursor: int,
                    if cursor < rule.min_passes * source.size else rule.cut.status())
         bar.set_postfix_str(waiting, refresh=False)
     else:
-        bar.set_postfix(ratio=f"{acc.convergence_ratio():.4f}", refresh=False)
+        bar.set_postfix(ratio=f"{ratio:.4f}", refresh=False)

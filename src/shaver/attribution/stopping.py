@@ -24,7 +24,7 @@ reported (``uncertain``, per budget, z = 2) beside the regret.
 
 The draws are seeded, so a check is a function of the state. Budgets that keep no entry
 (s = 1) or every entry (s = 0) have no cut and are skipped; when no budget is left the rule
-cannot fire and :func:`check_stop_options` says so.
+cannot fire, and :class:`CutStability` says so when it is built (before any walk).
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ class CutStability:
         self.active = {s: k for s, k in self.kept.items() if 0 < k < self.total}
         self._next_at = 0.0
         self.last: CutCheck | None = None
+        if not self.active:
+            log.warning("stop budgets %s keep no entry or every entry of this %d-entry table: "
+                        "there is no cut to stabilise, so the cut rule cannot fire; the run "
+                        "stops only at max_samples / max_seconds",
+                        ",".join(f"{s:g}" for s in self.kept), self.total)
 
     @property
     def can_fire(self) -> bool:
@@ -95,12 +100,13 @@ class CutStability:
 
     def check(self, acc: Accumulator, *, force: bool = False) -> CutCheck | None:
         """The verdict on ``acc`` now, or None when throttled (``force`` skips throttling)."""
-        if not force and time.monotonic() < self._next_at:
-            return None
         began = time.monotonic()
+        if not force and began < self._next_at:
+            return None
         self.last = cut_regret(acc.phi(), acc.stderr(), self.active, fraction=self.fraction,
                                draws=self.draws)
-        self._next_at = time.monotonic() + 10 * (time.monotonic() - began)
+        ended = time.monotonic()
+        self._next_at = ended + 10 * (ended - began)
         return self.last
 
     def status(self) -> str:
@@ -154,7 +160,3 @@ def check_stop_options(stop: str, tolerance: float | None, budgets: Sequence[flo
         raise AttributionError(f"stop fraction must be in (0, 1), got {fraction!r}")
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise AttributionError(f"stop draws must be an integer >= 1, got {draws!r}")
-    if not any(0 < float(s) < 1 for s in budgets):
-        log.warning("stop budgets %s keep no entry or every entry: there is no cut to "
-                    "stabilise, so the cut rule cannot fire; the run stops only at "
-                    "max_samples / max_seconds", ",".join(f"{float(s):g}" for s in budgets))

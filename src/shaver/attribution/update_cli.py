@@ -10,9 +10,10 @@ from typing import Any
 from shaver.attribution.distributed import DistContext
 from shaver.errors import AttributionError
 
-#: Options of a fresh attribution that an update takes from the attribution it continues.
-_FIXED = ("placeholder", "antithetic", "control_variate", "dtype", "tolerance", "resume",
-          "max_seconds")
+#: Options of a fresh attribution that an update takes from the attribution it continues:
+#: giving one with ``--update`` is refused (``args.update_defaults`` holds their defaults).
+FIXED_BY_UPDATE = ("antithetic", "control_variate", "dtype", "tolerance", "resume",
+                   "max_seconds")
 
 
 def state_path_of(path: Path) -> Path:
@@ -26,9 +27,7 @@ def run_update(args: argparse.Namespace, run: Any, dataset: Any) -> int:
 
     if not args.update:
         raise AttributionError("--attribution and --half-life go with --update")
-    defaults = {"antithetic": False, "control_variate": False, "dtype": "auto",
-                "tolerance": 0.01, "resume": False, "max_seconds": None}
-    changed = [k for k in _FIXED[1:] if getattr(args, k) != defaults[k]]
+    changed = [k for k in FIXED_BY_UPDATE if getattr(args, k) != args.update_defaults[k]]
     if changed:
         raise AttributionError(
             f"--update continues the attribution with its own settings; drop "

@@ -132,8 +132,8 @@ def export_and_check(out: Path, rows: list[ResultRow], seed: int
     if feature_map is not None:
         metadata["feature_map"] = feature_map
     exported = export_artifact(result.model, path, metadata=metadata)
-    x, _ = dataset.arrays("test")
-    x = x[:RUNTIME_CHECK_ROWS]
+    x_test, y_test = dataset.arrays("test")
+    x = x_test[:RUNTIME_CHECK_ROWS]
     runtime_p = load_artifact(path).predict(x)
     torch_p = predict_proba(result.model, x, device="cpu")
     diff = float(np.max(np.abs(np.asarray(runtime_p, np.float64) - np.asarray(torch_p))))
@@ -142,7 +142,6 @@ def export_and_check(out: Path, rows: list[ResultRow], seed: int
     compact = path.with_name(path.stem + "-int8.shaver")
     small = export_artifact(result.model, compact, metadata=metadata, value_dtype="int8",
                             head_dtype="int8")
-    x_test, y_test = dataset.arrays("test")
     auc, ll = auc_logloss(np.asarray(y_test), np.asarray(load_artifact(compact).predict(x_test)))
     return path, exported.bytes, diff, {"path": str(compact), "bytes": small.bytes,
                                         "auc": auc, "logloss": ll}

@@ -47,11 +47,11 @@ class FastEngine:
         self.max_rows = max(1, int(max_rows))
         self.generic = GenericPath(imputer.model)
         self.path: WalkPath = path or find_fast_path(imputer.model) or self.generic
-        self._validated = self.path is self.generic
         self.int8_agreement: float | None = None
         self.agreement: dict[str, float] = {}
         self.dtype, self.candidates = self._plan(dtype)
-        self._validated = self._validated and not self.candidates
+        # the first batch checks the fast path and tries the low precisions
+        self._validated = self.path is self.generic and not self.candidates
 
     @property
     def dtype_used(self) -> str:
