@@ -100,3 +100,85 @@ def test_cli_options_reach_the_result(ds, tmp_path):
     assert settings["control_variate"].startswith("path-gradient") and settings["antithetic"]
     agreed = settings["int8_agreement"] >= 0.9  # int8 ran only where it agreed with fp32
     assert settings["dtype"] == "int8" and settings["dtype_used"] == ("int8" if agreed else "fp32")
+
+
+# -- the sampled control variate: the surrogate's mean from a sample S that grows with W ----
+def test_sampled_mean_is_unbiased_and_its_errors_are_calibrated(ds):
+    """Walks on a quarter of D, the surrogate's mean on half of D (surrogate_rows 2): the
+    mean over 24 seeds equals the exact Shapley values over ALL of D, and each run's
+    standard errors (walks + the sample of the surrogate) cover its own error."""
+    model = any_model("deepfm")
+    size = ds.num_rows("train+val")
+    runs = [_run(model, ds, max_samples=size // 4, seed=s, control_variate="sampled",
+                 surrogate_rows=2) for s in range(24)]
+    assert {r.settings["surrogate_rows_seen"] for r in runs} == {2 * (size // 4)}
+    phis = torch.stack([r.phi.double().reshape(-1) for r in runs])
+    errs = torch.stack([r.stderr.double().reshape(-1) for r in runs])
+    x, y = (torch.from_numpy(a) for a in ds.arrays("train+val"))
+    imputer = PlaceholderImputer(model.cpu(), runs[0].codebook)
+    exact = exact_shapley(imputer, x, y, ds.num_features).double().reshape(-1)
+    mean, se = phis.mean(0), phis.std(0) / len(runs) ** 0.5
+    assert float(((mean - exact).abs() / (se + 1e-12)).max()) < 4.5
+    touched = errs > 0
+    z = (phis - exact)[touched] / errs[touched]
+    assert 0.5 < float(z.pow(2).mean()) < 2.0  # calibrated on the whole (within a factor 2)
+
+
+def test_sampled_mean_over_all_of_d_is_the_exact_control_variate(ds):
+    """Once S covers D its mean is exact and adds no error: same phi and errors as "exact"."""
+    model = any_model("deepfm")
+    size = ds.num_rows("train+val")
+    exact = _run(model, ds, max_samples=size // 2, control_variate="exact")
+    sampled = _run(model, ds, max_samples=size // 2, control_variate="sampled",
+                   surrogate_rows=2.5)
+    assert sampled.settings["surrogate_rows_seen"] == size
+    assert sampled.settings["control_variate"].endswith("-sampled-2.5")
+    assert torch.allclose(sampled.phi, exact.phi, atol=1e-7)
+    assert torch.allclose(sampled.stderr, exact.stderr, atol=1e-7)
+    partial = _run(model, ds, max_samples=size // 2, control_variate="sampled",
+                   surrogate_rows=1)
+    walks_only = (exact.stderr > 0)
+    assert bool((partial.stderr[walks_only] >= exact.stderr[walks_only] - 1e-7).all())
+
+
+def test_sampled_resume_continues_the_sample(ds, tmp_path):
+    model = any_model("deepfm")
+    opts = dict(control_variate="sampled", surrogate_rows=3)
+    whole = _run(model, ds, max_samples=40, **opts)
+    state = tmp_path / "state.safetensors"
+    _run(model, ds, max_samples=16, checkpoint_path=state, **opts)
+    resumed = _run(model, ds, max_samples=40, checkpoint_path=state, resume=True, **opts)
+    assert resumed.settings["surrogate_rows_seen"] == whole.settings["surrogate_rows_seen"]
+    assert torch.allclose(resumed.phi, whole.phi, atol=1e-7)
+    assert torch.allclose(resumed.stderr, whole.stderr, atol=1e-7)
+    with pytest.raises(Exception, match="control_variate"):
+        _run(model, ds, max_samples=40, checkpoint_path=state, resume=True,
+             control_variate="sampled", surrogate_rows=4)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(control_variate="maybe"), "control_variate must be one of off, exact, sampled"),
+    (dict(control_variate="sampled", surrogate_rows=0.5), "surrogate_rows must be >= 1"),
+])
+def test_bad_control_variate_options(ds, kw, message):
+    with pytest.raises(Exception, match=message):
+        _run(any_model("deepfm"), ds, max_samples=8, **kw)
+
+
+def test_cli_sampled_control_variate(ds, tmp_path):
+    from shaver.attribution.result import Attribution
+    from shaver.cli import main
+    from shaver.train.checkpoint import save_run
+
+    run = save_run(tmp_path / "run", any_model("deepfm"), dataset=ds, metrics={}, seed=0,
+                   train_config={})
+    out = tmp_path / "a.safetensors"
+    assert main(["attribute", "--run-dir", str(run), "--max-samples", "16", "--batch-size",
+                 "8", "--device", "cpu", "--quiet", "--control-variate", "sampled",
+                 "--surrogate-rows", "2", "--out", str(out)]) == 0
+    settings = Attribution.load(out).settings
+    assert settings["control_variate"].endswith("-sampled-2")
+    assert settings["surrogate_rows_seen"] == 32
+    assert main(["attribute", "--run-dir", str(run), "--max-samples", "8", "--quiet",
+                 "--control-variate", "sampled", "--surrogate-rows", "0.5",
+                 "--out", str(out)]) == 2

@@ -17,7 +17,8 @@ OPTS = dict(stop="sage", tolerance=None, max_samples=70, batch_size=8, quiet=Tru
             antithetic=True)
 
 
-def _worker(rank: int, world: int, init_file: str, ds_path: str, out: str, cv: bool) -> None:
+def _worker(rank: int, world: int, init_file: str, ds_path: str, out: str,
+            cv: bool | str) -> None:
     import torch.distributed as dist
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -37,7 +38,8 @@ def _worker(rank: int, world: int, init_file: str, ds_path: str, out: str, cv: b
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cv", [False, True], ids=["plain", "control-variate"])
+@pytest.mark.parametrize("cv", [False, True, "sampled"],
+                         ids=["plain", "control-variate", "sampled-control-variate"])
 def test_two_ranks_equal_one_rank(tmp_path, cv):
     from shaver.attribution.api import attribute
 

@@ -257,3 +257,18 @@ def test_cli_under_torchrun(tmp_path, capsys, monkeypatch):
     assert path.read_bytes() == before  # only the main rank writes
     assert main(["attribute", *opts, "--refresh-from", str(run)]) == 2
     assert "--refresh-from runs in one process" in capsys.readouterr().err
+
+
+def test_update_takes_a_complete_sampled_control_variate_and_refuses_a_partial_one(ds, tmp_path):
+    model = registry_model("deepfm", DIMS)
+    rows = ds.num_rows("train")
+    _, state = _attribute_with_state(model, ds, tmp_path / "a.safetensors", data="train",
+                                     max_samples=rows // 2, control_variate="sampled",
+                                     surrogate_rows=2)
+    new, merged, _ = update_attribution(model, tmp_path / "a.safetensors", state, ds, data="val")
+    assert merged.cv is None and merged.offset is not None and new.count == merged.count
+    _, state = _attribute_with_state(model, ds, tmp_path / "b.safetensors", data="train",
+                                     max_samples=rows // 4, control_variate="sampled",
+                                     surrogate_rows=2)
+    with pytest.raises(AttributionError, match="rerun it with --control-variate exact"):
+        update_attribution(model, tmp_path / "b.safetensors", state, ds, data="val")

@@ -57,3 +57,18 @@ def test_shaver_report_renders_a_record_alone_or_beside_a_bench(tmp_path, capsys
     (bench / "qvc.json").write_text(json.dumps(_record()))
     assert main(["report", str(bench)]) == 0
     assert "Quality against compute" in (bench / "report.html").read_text()
+
+
+def test_default_cut_gets_its_own_row_when_measured():
+    from shaver.report.compute_section import quality_vs_compute_figure
+
+    record = _record()
+    assert len(quality_vs_compute_figure(record).axes) == 3
+    record["points"][1]["auc_auto"] = [0.77, 0.74, 0.71]  # measured at one cap only
+    record["converged"]["auc_auto"] = [0.768, 0.741, 0.712]
+    fig = quality_vs_compute_figure(record)
+    assert len(fig.axes) == 6
+    assert "default cut (auto)" in fig.axes[3].get_title()
+    ceiling = [line.get_ydata()[0] for line in fig.axes[5].get_lines()
+               if line.get_label() == "converged"]
+    assert ceiling == [0.712]

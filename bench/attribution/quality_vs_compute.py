@@ -14,12 +14,17 @@ For one trained model (cached in --work) it measures, on this machine and in thi
 * for each estimator option, the attribution capped at ``--epochs`` multiples of that epoch
   (one stream, each cap continuing the previous one's saved state, so a curve costs its
   largest cap): the paper's estimator (fast engine, fp32, plain walks), ``dtype auto``,
-  ``auto + control variate``, ``auto + antithetic + control variate``;
+  ``auto + sampled control variate`` (its surrogate mean from a sample that grows with the
+  walks), ``auto + control variate`` (exact mean, one up-front pass), ``auto + antithetic +
+  control variate``;
 * a long "converged" attribution (``--long-passes`` passes, fp32; cached in --work, so reruns
   reuse it): the ceiling.
 
-Every point: test AUC / LogLoss at ``--sparsity`` (codebook placeholder, |phi| order, the
-paper's cut). Prints the table and the CPU's features, writes ``qvc.json`` and ``qvc.png``;
+Every point: test AUC / LogLoss at ``--sparsity`` after the paper's cut (codebook
+placeholder, |phi| order), and (``auc_auto``, unless ``--no-auto``) after the default cut,
+``auto``: the best candidate on validation, Taylor and magnitude among them (their scores are
+computed once per run and reused: the same model gives the same scores; the seconds of one
+default cut are printed as ``auto cut seconds``). Prints the table and the CPU's features, writes ``qvc.json`` and ``qvc.png``;
 ``shaver report WORK`` renders it as an HTML report (and adds it to a bench report in the
 same folder).
 """
@@ -51,6 +56,7 @@ from shaver.train.loop import fit  # noqa: E402
 OPTIONS = {
     "paper (fp32)": dict(dtype="fp32"),
     "auto": dict(dtype="auto"),
+    "auto + scv": dict(dtype="auto", control_variate="sampled"),
     "auto + cv": dict(dtype="auto", control_variate=True),
     "auto + anti + cv": dict(dtype="auto", control_variate=True, antithetic=True),
 }
@@ -75,20 +81,44 @@ def epoch_seconds(model, dataset, seed: int) -> float:
     return time.perf_counter() - began
 
 
-def test_metrics(model, scores, dataset, sparsities) -> dict[str, list[float]]:
+def test_metrics(model, scores, dataset, sparsities, auto: bool = False
+                 ) -> dict[str, list[float]]:
     method = "shaver" if isinstance(scores, Attribution) else None  # the paper's cut, not auto
     runs = prune(model, scores, list(sparsities), dataset=dataset, method=method)
-    return {"auc": [r.metrics["auc"] for r in runs],
-            "logloss": [r.metrics["logloss"] for r in runs]}
+    out = {"auc": [r.metrics["auc"] for r in runs],
+           "logloss": [r.metrics["logloss"] for r in runs]}
+    if auto and isinstance(scores, Attribution):
+        chosen = prune(model, scores, list(sparsities), dataset=dataset, method="auto")
+        out["auc_auto"] = [r.metrics["auc"] for r in chosen]
+        out["logloss_auto"] = [r.metrics["logloss"] for r in chosen]
+        out["auto_winner"] = [r.info.get("winner") for r in chosen]
+    return out
+
+
+def reuse_single_shot_scores() -> None:
+    """auto's magnitude / Taylor candidates: computed once, then reused (same model)."""
+    import shaver.pruning.auto as auto_mod
+
+    cache: dict = {}
+    original = auto_mod.compute_scores
+
+    def cached(scorer, model, **kw):
+        key = (scorer, id(model), kw.get("placeholder"), kw.get("data"))
+        if key not in cache:
+            cache[key] = original(scorer, model, **kw)
+        return cache[key]
+
+    auto_mod.compute_scores = cached
 
 
 def capped_curve(model, dataset, label: str, kw: dict, caps: list[float], work: Path,
-                 sparsities, seed: int) -> list[dict]:
+                 sparsities, seed: int, auto: bool, auto_caps: set[int] | None = None
+                 ) -> list[dict]:
     """One attribution stream grown to each cap in turn (resumed from its saved state)."""
     state = work / f"state-{label.replace(' ', '_').replace('+', 'p')}.safetensors"
     state.unlink(missing_ok=True)
     spent, points = 0.0, []
-    for cap in caps:
+    for index, cap in enumerate(caps):
         began = time.perf_counter()
         res = attribute(model, dataset, placeholder="codebook", stop="sage", tolerance=None,
                         max_seconds=max(cap - spent, 1e-3), seed=seed, quiet=True,
@@ -96,10 +126,15 @@ def capped_curve(model, dataset, label: str, kw: dict, caps: list[float], work: 
         spent += time.perf_counter() - began
         point = {"option": label, "seconds": spent, "samples": res.count,
                  "passes": res.settings["passes"], "dtype_used": res.settings["dtype_used"],
-                 **test_metrics(model, res, dataset, sparsities)}
+                 "surrogate_rows": res.settings.get("surrogate_rows_seen"),
+                 **test_metrics(model, res, dataset, sparsities,
+                                auto and (auto_caps is None or index in auto_caps))}
         points.append(point)
         print(f"  {label:18s} {spent:8.1f}s {res.count:9d} samples "
-              + " ".join(f"{a:.4f}" for a in point["auc"]), flush=True)
+              + " ".join(f"{a:.4f}" for a in point["auc"])
+              + ("  auto " + " ".join(f"{a:.4f}" for a in point["auc_auto"])
+                 if "auc_auto" in point else ""),
+              flush=True)
     state.unlink(missing_ok=True)
     return points
 
@@ -134,6 +169,10 @@ def main() -> None:
     ap.add_argument("--long-passes", type=float, default=4.0)
     ap.add_argument("--options", default=",".join(OPTIONS))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-auto", action="store_true", help="only the paper's cut")
+    ap.add_argument("--auto-at", default=None, metavar="E,E,...",
+                    help="evaluate the default cut only at these caps (of --epochs; default: "
+                    "every cap); on large data each default cut costs validation passes")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny caps, 0.2 passes")
     args = ap.parse_args()
     if args.threads:
@@ -162,13 +201,26 @@ def main() -> None:
               + " ".join(f"{a:.4f}" for a in record[ref]["auc"]), flush=True)
     long = converged(model, dataset, args.work, args.model, 0.2 if args.quick
                      else args.long_passes, args.seed)
+    auto = not args.no_auto
+    if auto:
+        reuse_single_shot_scores()
+        began = time.perf_counter()
+        prune(model, long, sparsities, dataset=dataset, method="auto")
+        record["auto_cut_seconds"] = time.perf_counter() - began
+        print(f"auto cut seconds (3 budgets, Taylor included): "
+              f"{record['auto_cut_seconds']:.1f}", flush=True)
     record["converged"] = {"samples": long.count, **test_metrics(model, long, dataset,
-                                                                 sparsities)}
+                                                                 sparsities, auto)}
     print(f"  {'converged':18s} {long.count:9d} samples "
-          + " ".join(f"{a:.4f}" for a in record["converged"]["auc"]), flush=True)
+          + " ".join(f"{a:.4f}" for a in record["converged"]["auc"])
+          + ("  auto " + " ".join(f"{a:.4f}" for a in record["converged"]["auc_auto"])
+             if auto else ""), flush=True)
+    epochs = [float(e) for e in args.epochs.split(",")]
+    auto_caps = None if args.auto_at is None else {
+        epochs.index(float(e)) for e in args.auto_at.split(",")}
     for label in args.options.split(","):
         record["points"] += capped_curve(model, dataset, label, OPTIONS[label], caps,
-                                         args.work, sparsities, args.seed)
+                                         args.work, sparsities, args.seed, auto, auto_caps)
     (args.work / "qvc.json").write_text(json.dumps(record, indent=1) + "\n")
     plot(record, args.work / "qvc.png")
     print(f"wrote {args.work / 'qvc.json'} and {args.work / 'qvc.png'}")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.accumulator import Accumulator, SurrogateSample
 from shaver.attribution.binned import DEFAULT_BINS, BinnedCredits, bin_edges
 from shaver.attribution.codebook import field_codebook, zero_codebook
 from shaver.attribution.distributed import DistContext, rank_device
@@ -32,7 +32,13 @@ from shaver.attribution.stopping import (
     CutStability,
     check_stop_options,
 )
-from shaver.attribution.surrogate import DEFAULT_POINTS, path_credits, surrogate_mean
+from shaver.attribution.surrogate import (
+    DEFAULT_POINTS,
+    DEFAULT_SURROGATE_ROWS,
+    control_variate_mode,
+    path_credits,
+    surrogate_mean,
+)
 from shaver.data.store import PreparedDataset, open_dataset
 from shaver.errors import AttributionError, FingerprintMismatch
 from shaver.models.base import check_model_interface
@@ -82,7 +88,8 @@ def attribute(
     max_seconds: float | None = None,
     batch_size: int = 1024,
     antithetic: bool = False,
-    control_variate: bool = False,
+    control_variate: bool | str = False,
+    surrogate_rows: float = DEFAULT_SURROGATE_ROWS,
     dtype: str = "auto",
     engine: str = "fast",
     seed: int = 0,
@@ -113,8 +120,11 @@ def attribute(
     ``max_samples`` / ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
     same credits faster. ``antithetic`` averages each permutation with its reverse;
     ``control_variate`` subtracts from each walk's credits a surrogate (integrated gradients
-    along the path to the placeholders) whose exact mean over D is added back: still
-    unbiased, several times less variance (see :mod:`shaver.attribution.surrogate`); ``dtype``
+    along the path to the placeholders) whose mean over D is added back: still unbiased,
+    less variance (see :mod:`shaver.attribution.surrogate`); "exact" (or True) computes that
+    mean in one pass over D before the walks, "sampled" estimates it on a uniform sample of
+    ``surrogate_rows`` rows per walked sample that grows with the walks (no up-front pass;
+    its error is in the standard errors), False / "off": none; ``dtype``
     "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
     fp32's credits; "auto" (default) takes the fastest precision the device has natively (bf16
@@ -137,6 +147,10 @@ def attribute(
     check_stop_options(stop, tolerance, stop_budgets, stop_fraction, stop_draws)
     if not min_passes >= 0:
         raise AttributionError(f"min_passes must be >= 0, got {min_passes!r}")
+    cv_mode = control_variate_mode(control_variate)
+    if cv_mode == "sampled" and not surrogate_rows >= 1:
+        raise AttributionError(f"surrogate_rows must be >= 1 (S holds every walked row), got "
+                               f"{surrogate_rows!r}")
     if not isinstance(dataset, PreparedDataset):
         dataset = open_dataset(dataset)
     check_model_dataset(model, dataset)
@@ -159,8 +173,9 @@ def attribute(
         settings = {"format": 1, "placeholder": placeholder, "data": data, "seed": int(seed),
                     "antithetic": bool(antithetic), "dtype": dtype,
                     "model_fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint}
-        if control_variate:  # only when on: states of runs without it keep their hash
-            settings["control_variate"] = f"path-gradient-{DEFAULT_POINTS}"
+        if cv_mode != "off":  # only when on: states of runs without it keep their hash
+            settings["control_variate"] = f"path-gradient-{DEFAULT_POINTS}" + (
+                f"-sampled-{float(surrogate_rows):g}" if cv_mode == "sampled" else "")
         if bins is None:
             bins = min(DEFAULT_BINS, m * d)
         edges = bin_edges(m * d, bins) if bins else None  # checks bins <= m*d first
@@ -178,17 +193,20 @@ def attribute(
             cut = CutStability(weight.shape[0] * d, stop_budgets, fraction=stop_fraction,
                                draws=stop_draws)
         surrogate = None
-        if control_variate:
-            if acc.offset is None:
-                acc.offset = surrogate_mean(imputer, source, batch_size=batch_size, ctx=ctx,
-                                            quiet=quiet)
+        if cv_mode == "exact" and acc.offset is None:
+            acc.offset = surrogate_mean(imputer, source, batch_size=batch_size, ctx=ctx,
+                                        quiet=quiet)
+        if cv_mode == "sampled" and acc.cv is None:
+            acc.cv = SurrogateSample(acc.sum.numel(), source.size, dev)
+        if cv_mode != "off":
             surrogate = functools.partial(path_credits, imputer)
         rule = StopRule(tolerance=tolerance, max_samples=max_samples, max_seconds=max_seconds,
                         min_passes=min_passes, cut=cut)
         config = StreamConfig(seed=seed, batch_size=batch_size, antithetic=antithetic,
                               checkpoint_path=Path(checkpoint_path) if checkpoint_path else None,
                               checkpoint_every_s=checkpoint_every_s, settings=settings,
-                              quiet=quiet, surrogate=surrogate)
+                              quiet=quiet, surrogate=surrogate,
+                              surrogate_rows=surrogate_rows if cv_mode == "sampled" else None)
         began = time.monotonic()
         cursor, reason = run_stream(eng, source, acc, cursor=cursor, rule=rule, config=config,
                                     embed_dim=d, ctx=ctx)
@@ -203,6 +221,7 @@ def attribute(
             "int8_agreement": getattr(eng, "int8_agreement", None),
             "dtype_agreement": getattr(eng, "agreement", {}), "cpu": cpu_summary(),
             "stop_reason": reason,
+            "surrogate_rows_seen": None if acc.cv is None else acc.cv.count,
             "convergence_ratio": acc.convergence_ratio(), "passes": cursor / source.size,
             "data_rows": source.size, "dataset_path": str(Path(dataset.path).resolve()),
             "seconds": time.monotonic() - began, "world_size": ctx.world}
@@ -213,7 +232,7 @@ def attribute(
                            dataset_fingerprint=dataset.fingerprint,
                            field_dims=dataset.field_dims,
                            bins=None if acc.binned is None else
-                           acc.binned.shares(acc.count, acc.offset).view(-1, n, d),
+                           acc.binned.shares(acc.count, acc.surrogate_mean()).view(-1, n, d),
                            bin_edges=[] if acc.binned is None else acc.binned.edges)
     finally:
         model.train(was_training)

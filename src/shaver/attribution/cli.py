@@ -11,6 +11,7 @@ from shaver.attribution.stopping import (
     DEFAULT_STOP_DRAWS,
     DEFAULT_STOP_FRACTION,
 )
+from shaver.attribution.surrogate import CONTROL_VARIATES, DEFAULT_SURROGATE_ROWS
 from shaver.attribution.update_cli import FIXED_BY_UPDATE
 from shaver.cli import add_run_dir
 
@@ -61,9 +62,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default 1024)")
     p.add_argument("--antithetic", action="store_true",
                    help="pair each permutation with its reverse (less variance, 2x work)")
-    p.add_argument("--control-variate", action="store_true",
-                   help="subtract a path-gradient surrogate whose exact mean over the data is "
-                   "added back: unbiased, several times less variance (one cheap extra pass)")
+    p.add_argument("--control-variate", nargs="?", const="exact", default="off",
+                   choices=CONTROL_VARIATES, metavar="{exact,sampled,off}",
+                   help="subtract a path-gradient surrogate whose mean over the data is added "
+                   "back: unbiased, less variance. 'exact' (the flag alone) takes that mean in "
+                   "one extra pass over the data first; 'sampled' estimates it on "
+                   "--surrogate-rows rows per walked sample, growing with the walks (no "
+                   "up-front pass); default off")
+    p.add_argument("--surrogate-rows", type=float, default=DEFAULT_SURROGATE_ROWS,
+                   help="--control-variate sampled: rows of the surrogate's sample per walked "
+                   "sample (>= 1; default %(default)g)")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "int8"), default="auto",
                    help="auto (default): the fastest precision this device has natively (bf16 "
                    "on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs), used only where "
@@ -127,7 +135,8 @@ def _attribute(args: argparse.Namespace) -> int:
         run.model, dataset, placeholder=args.placeholder, data=args.data,
         tolerance=args.tolerance, max_samples=args.max_samples, max_seconds=args.max_seconds,
         batch_size=args.batch_size, antithetic=args.antithetic,
-        control_variate=args.control_variate, dtype=args.dtype,
+        control_variate=args.control_variate, surrogate_rows=args.surrogate_rows,
+        dtype=args.dtype,
         engine=args.engine, seed=args.seed, device=args.device, checkpoint_path=state,
         resume=args.resume, quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,
         stop=args.stop, stop_budgets=_sparsities(args.stop_budgets),

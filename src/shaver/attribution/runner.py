@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.accumulator import Accumulator, SurrogateSample
 from shaver.attribution.binned import BinnedCredits
 from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.common import Engine, entry_credits, global_entries
@@ -50,6 +50,10 @@ class StreamConfig:
     #: control variate: (x, y) -> surrogate credits (B, P), subtracted from the walk's credits
     #: (the accumulator's ``offset`` then holds the surrogate's exact mean over D)
     surrogate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    #: sampled control variate (the accumulator has a ``cv``): after each round the sample S
+    #: of the surrogate's mean covers the first ``surrogate_rows`` x (samples walked) rows of
+    #: the stream's first pass (all of D at most), so the walked rows are always inside S
+    surrogate_rows: float | None = None
 
 
 Halves = list[tuple[torch.Tensor, torch.Tensor, float]]
@@ -120,6 +124,9 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
                     walks = [(c.double() - surrogate, p, w) for c, p, w in walks]
                 if finite:
                     _add(pending, global_entries(x, embed_dim), credits, walks)
+            if finite and acc.cv is not None and config.surrogate is not None:
+                _extend_surrogate_sample(source, acc, pending, config, round_hi, embed_dim,
+                                         ctx, device)
             budget = math.inf if rule.max_seconds is None else rule.max_seconds
             flags = torch.tensor([0.0 if finite else 1.0,
                                   float(time.monotonic() - start >= budget)], device=device)
@@ -154,20 +161,44 @@ def _add(acc: Accumulator, entries: torch.Tensor, credits: torch.Tensor, walks: 
             acc.binned.add(entries, walk_credits, walk_perm, weight)
 
 
+def _extend_surrogate_sample(source: SampleSource, acc: Accumulator, pending: Accumulator,
+                             config: StreamConfig, walked: int, embed_dim: int,
+                             ctx: DistContext, device: torch.device) -> None:
+    """Grow S (the first ``acc.cv.count`` rows of pass 0) to ``surrogate_rows * walked`` rows
+    (at most D): rank r takes the r-th contiguous share of the new rows."""
+    target = min(source.size, int(math.ceil(float(config.surrogate_rows or 1.0) * walked)))
+    lo = acc.cv.count
+    if target <= lo:
+        return
+    mine_lo = lo + (target - lo) * ctx.rank // ctx.world
+    mine_hi = lo + (target - lo) * (ctx.rank + 1) // ctx.world
+    for a in range(mine_lo, mine_hi, config.batch_size):
+        x_np, y_np = source.batch(a, min(a + config.batch_size, mine_hi))
+        x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+        pending.cv.add(global_entries(x, embed_dim), config.surrogate(x, y))
+
+
 def _pending_for(acc: Accumulator) -> Accumulator:
-    """An empty accumulator shaped like ``acc`` (bins included) for one round's increments."""
+    """An empty accumulator shaped like ``acc`` (bins and surrogate sample included) for one
+    round's increments."""
     pending = Accumulator(acc.sum.numel(), acc.sum.device)
     if acc.binned is not None:
         pending.binned = BinnedCredits(acc.sum.numel(), acc.binned.players,
                                        device=acc.sum.device, edges=acc.binned.edges)
+    if acc.cv is not None:
+        pending.cv = SurrogateSample(acc.sum.numel(), acc.cv.size, acc.sum.device)
     return pending
 
 
 def _merge_pending(ctx: DistContext, acc: Accumulator, pending: Accumulator) -> None:
-    count = torch.tensor([float(pending.count)], dtype=torch.float64, device=acc.sum.device)
+    counts = [float(pending.count), float(pending.cv.count if pending.cv else 0)]
+    count = torch.tensor(counts, dtype=torch.float64, device=acc.sum.device)
     binned = () if pending.binned is None else (pending.binned.sums,)
-    ctx.all_reduce_sum(pending.sum, pending.sumsq, count, *binned)
-    pending.count = int(count.item())
+    cv = () if pending.cv is None else (pending.cv.sum, pending.cv.sumsq)
+    ctx.all_reduce_sum(pending.sum, pending.sumsq, count, *binned, *cv)
+    pending.count = int(count[0].item())
+    if pending.cv is not None:
+        pending.cv.count = int(count[1].item())
     acc.merge(pending)
     pending.reset()
 

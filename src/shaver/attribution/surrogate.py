@@ -13,8 +13,29 @@ straight path from the sample's embedding e to its placeholders b:
 
     s_i(x) = (b_i - e_i) * mean_q dL/de_i (e + a_q (b - e)),   a_q = (q + 1/2) / Q,
 
-Q backward passes per sample (midpoint rule), against m*d + 1 forward passes of one walk. Its
-mean over D takes one extra pass over D at that cost before the walks start.
+Q backward passes per sample (midpoint rule), against m*d + 1 forward passes of one walk.
+
+Its mean over D comes in one of two ways (``control_variate=`` of
+:func:`shaver.attribution.api.attribute`):
+
+* ``"exact"``: one pass over D at that cost before the walks start. On MovieLens-100k that
+  pass costs about a third of a training epoch; its cost grows with |D|, so within one
+  epoch's compute on large data it cannot even finish.
+* ``"sampled"`` (double sampling): the mean over S, the first ``r * n_W`` rows of the
+  stream's first pass, where n_W is the number of samples walked so far (S grows with the
+  walks, S is all of D at most). What must hold for
+
+      phi_i = mean_S[s_i] + mean_W[c_i - s_i]
+
+  to stay unbiased: S is a uniform random sample of D (a prefix of a uniformly random
+  permutation of D is), each walked sample is a uniformly drawn row of D with a permutation
+  drawn independently of S, and both sizes are fixed in advance (not chosen by looking at
+  the values: the stopping rule does look, as for every estimator here). Then E[mean_S s] =
+  mean_D s and E[mean_W (c - s)] = phi - mean_D s, whatever the overlap of S and W. Its
+  variance is Var(c - s) / n_W + (1 - |S|/|D|) Var(s) / |S| plus a covariance term of order
+  Cov(s, c - s) / |S| (left out of the standard errors; it is negative where s tracks c).
+  With a walk a times as costly as a surrogate row and Var(s) = k Var(c - s), the variance
+  per second is lowest near r = sqrt(a k).
 """
 
 from __future__ import annotations
@@ -27,10 +48,29 @@ from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.common import bce, global_entries
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.sampling import SampleSource
+from shaver.errors import AttributionError
 from shaver.progress import progress_bar
 
 #: Quadrature points of the path integral (variance reduction flattens out beyond ~4).
 DEFAULT_POINTS = 4
+CONTROL_VARIATES: tuple[str, ...] = ("off", "exact", "sampled")
+#: Rows of S per walked sample: sqrt(a k) with, measured on MovieLens-100k (1 thread),
+#: a = 8.8 (DeepFM, int8 walks) / 14.4 (DCN-Mix) and k = Var(s) / Var(c - s) = 2.5 for both
+#: (bench/attribution/README.md): 4.7 / 6.0. On Criteo-shaped models (39 fields) a walk costs
+#: several times more against a surrogate row, so the best r is larger; 6 is a middle.
+DEFAULT_SURROGATE_ROWS = 6.0
+
+
+def control_variate_mode(value: bool | str) -> str:
+    """``True`` / ``False`` / "exact" / "sampled" / "off" -> one of :data:`CONTROL_VARIATES`."""
+    if value is True:
+        return "exact"
+    if value is False or value is None:
+        return "off"
+    if value not in CONTROL_VARIATES:
+        raise AttributionError(f"control_variate must be one of {', '.join(CONTROL_VARIATES)} "
+                               f"(or True / False), got {value!r}")
+    return str(value)
 
 
 def path_credits(imputer: PlaceholderImputer, x: torch.Tensor, y: torch.Tensor,

@@ -127,6 +127,13 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
         raise AttributionError(f"half_life must be > 0 rows (or None), got {half_life}")
     settings = state_settings(old)
     acc_old, cursor = Accumulator.load(state_path, settings=settings, device=device)
+    if acc_old.cv is not None:  # a sampled control variate: only a complete sample is exact
+        if not acc_old.cv.complete:
+            raise AttributionError(
+                f"{state_path}: this attribution estimated its control variate's mean on "
+                f"{acc_old.cv.count} of {acc_old.cv.size} rows (--control-variate sampled); "
+                f"an update needs the exact mean: rerun it with --control-variate exact")
+        acc_old.offset, acc_old.cv = acc_old.cv.mean(), None
     if acc_old.count != old.count and round(acc_old.count) != old.count:
         raise AttributionError(f"{state_path}: the running state holds {acc_old.count} samples, "
                                f"the attribution {old.count}: they belong to different runs")
