@@ -121,6 +121,9 @@ def test_outputs_agree_with_each_other(bench):
         assert len(trace) >= 3
         assert [t["samples"] for t in trace] == sorted(t["samples"] for t in trace)
         assert trace[-1]["samples"] == record["samples"] > 0
+        assert record["stop"] == "cut" and record["stop_fraction"] > 0
+        regrets = [t["regret"] for t in trace]  # the cut rule's own measure, every chunk
+        assert all(0 <= r < 1 for r in regrets) and regrets[-1] < regrets[0]
         assert len(record["mean_abs_phi"]) == 4 and len(record["mean_abs_phi"][0]) == 16
     assert (out / "attributions" / "fm-s0-codebook.safetensors").is_file()
     assert not list((out / "attributions").glob("*.ckpt"))  # resume state removed when done

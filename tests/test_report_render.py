@@ -241,3 +241,27 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(mask)
     assert path.read_text() == "a\n" and (path.stat().st_mode & 0o777) == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["x.csv"]  # no temporary left behind
+
+
+def test_convergence_plot_draws_the_rule_each_run_stopped_by():
+    import matplotlib.pyplot as plt
+
+    from shaver.report.plots import convergence_plot
+
+    def legends(fig):
+        return [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+
+    trace = [{"samples": 500 * (i + 1), "ratio": 0.2 / (i + 1), "regret": 0.3 / (i + 1)}
+             for i in range(6)]
+    sage = {"dataset": "toy", "model": "deepfm", "seed": 0, "tolerance": 0.01, "trace": trace}
+    cut = {**sage, "stop": "cut", "stop_fraction": 0.05, "stop_reason": "stable"}
+    fig, caption = convergence_plot([cut])
+    assert len(fig.axes) == 1 and "stop fraction 0.05" in legends(fig)
+    assert "tolerance 0.01" not in legends(fig)
+    assert "cut rule" in caption and "SAGE" not in caption
+    plt.close(fig)
+    fig, caption = convergence_plot([cut, sage])
+    assert len(fig.axes) == 2
+    assert {"stop fraction 0.05", "tolerance 0.01"} <= set(legends(fig))
+    assert "SAGE" in caption and "cut rule" in caption
+    plt.close(fig)

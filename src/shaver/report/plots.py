@@ -165,36 +165,64 @@ def _draw_series(ax: Any, points: Sequence[Summary], axis: str, metric: str,
 
 
 def convergence_figure(attributions: Sequence[Mapping[str, Any]], fmt: str = "png") -> Figure:
-    """Stopping ratio max(stderr) / (max(phi) - min(phi)) against samples attributed."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    tolerances = set()
-    for rec in attributions:
-        trace = rec.get("trace") or []
-        pts = [(t["samples"], t["ratio"]) for t in trace
-               if t.get("ratio") is not None and math.isfinite(t["ratio"]) and t["ratio"] > 0]
-        if not pts:
-            continue
-        xs, ys = zip(*pts)
-        label = f"{rec.get('dataset')}/{rec.get('model')} {rec.get('placeholder')} s{rec.get('seed')}"
-        if rec.get("stop_reason"):
-            label += f" (stopped: {rec['stop_reason']})"
-        ax.plot(xs, ys, marker=".", label=label)
-        if rec.get("tolerance"):
-            tolerances.add(float(rec["tolerance"]))
-    for tol in sorted(tolerances):
-        ax.axhline(tol, color="k", ls="--", lw=0.8, label=f"tolerance {tol:g}")
-    if not ax.lines:
-        ax.text(0.5, 0.5, "no convergence trace recorded", ha="center", va="center",
-                transform=ax.transAxes)
-    else:
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("samples attributed")
-    ax.set_ylabel("max stderr / range(phi)")
-    ax.grid(True, which="both", alpha=0.25)
-    caption = ("Attribution stops once this ratio falls below the tolerance after a full "
-               "pass over the data (the SAGE rule).")
+    """What each attribution's stopping rule watched, against samples attributed (see
+    :func:`convergence_plot`)."""
+    fig, caption = convergence_plot(attributions)
     return Figure("convergence", "Attribution convergence", caption, embed(fig, "convergence", fmt))
+
+
+def convergence_plot(attributions: Sequence[Mapping[str, Any]]) -> tuple[Any, str]:
+    """(matplotlib figure, caption): the cut rule's worst regret (its threshold: the stop
+    fraction) for runs stopped by ``cut``, SAGE's max(stderr) / (max(phi) - min(phi)) (its
+    threshold: the tolerance) for the others; one panel per rule in use."""
+    rules = {"cut": ("regret", "worst cut regret (share of kept |phi|)", "stop_fraction",
+                     "stop fraction"),
+             "sage": ("ratio", "max stderr / range(phi)", "tolerance", "tolerance")}
+    used = [r for r in rules if any(_rule_of(rec) == r for rec in attributions)] or ["sage"]
+    fig, axes = plt.subplots(1, len(used), figsize=(7.5 * len(used) ** 0.5 + 1, 4.2),
+                             squeeze=False)
+    for ax, rule in zip(axes[0], used):
+        key, ylabel, limit_key, limit_name = rules[rule]
+        limits = set()
+        for rec in attributions:
+            if _rule_of(rec) != rule:
+                continue
+            pts = [(t["samples"], t[key]) for t in rec.get("trace") or []
+                   if t.get(key) is not None and math.isfinite(t[key]) and t[key] > 0]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            label = (f"{rec.get('dataset')}/{rec.get('model')} {rec.get('placeholder')} "
+                     f"s{rec.get('seed')}")
+            if rec.get("stop_reason"):
+                label += f" (stopped: {rec['stop_reason']})"
+            ax.plot(xs, ys, marker=".", label=label)
+            if rec.get(limit_key):
+                limits.add(float(rec[limit_key]))
+        for limit in sorted(limits):
+            ax.axhline(limit, color="k", ls="--", lw=0.8, label=f"{limit_name} {limit:g}")
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no convergence trace recorded", ha="center", va="center",
+                    transform=ax.transAxes)
+        else:
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("samples attributed")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"stopping rule: {rule}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.25)
+    caption = " ".join(
+        {"cut": "The cut rule (the default) stops, after --min-passes, once sampling noise "
+                "could cost less than the stop fraction of the |phi| each cut of the "
+                "report's grid keeps.",
+         "sage": "The SAGE rule (the paper's) stops, after a full pass, once this ratio "
+                 "falls below the tolerance."}[r] for r in used)
+    return fig, caption
+
+
+def _rule_of(record: Mapping[str, Any]) -> str:
+    """The stopping rule an attribution record ran under (records before the cut rule: sage)."""
+    return "cut" if record.get("stop") == "cut" else "sage"
 
 
 def field_share_figure(

@@ -139,6 +139,8 @@ def attribute_or_reuse(model: torch.nn.Module, dataset: PreparedDataset, *, plac
         "placeholder": placeholder, "seed": seed, "samples": int(result.count),
         "seconds": seconds, "tolerance": options.get("tolerance"),
         "stop_reason": result.settings.get("stop_reason"),
+        "stop": result.settings.get("stop"),
+        "stop_fraction": (result.settings.get("stop_cut") or {}).get("fraction"),
         "field_names": list(dataset.field_names),
         "mean_abs_phi": field_dim_mean_abs(result.phi, list(result.field_dims)),
         "trace": trace,
@@ -148,12 +150,34 @@ def attribute_or_reuse(model: torch.nn.Module, dataset: PreparedDataset, *, plac
     return result, record
 
 
+def _worst_regret(result: Any, options: dict[str, Any]) -> float:
+    """The cut rule's worst regret over its budgets for ``result``'s phi and errors."""
+    from shaver.attribution.stopping import (
+        DEFAULT_STOP_BUDGETS,
+        DEFAULT_STOP_DRAWS,
+        DEFAULT_STOP_FRACTION,
+        CutStability,
+        cut_regret,
+    )
+
+    total = result.phi.numel()
+    kept = CutStability(total, options.get("stop_budgets", DEFAULT_STOP_BUDGETS)).active
+    if not kept or result.count == 0:
+        return float("nan")
+    check = cut_regret(result.phi.reshape(-1), result.stderr.reshape(-1), kept,
+                       fraction=options.get("stop_fraction", DEFAULT_STOP_FRACTION),
+                       draws=options.get("stop_draws", DEFAULT_STOP_DRAWS))
+    return check.worst()[1]
+
+
 def attribute_with_trace(model: torch.nn.Module, dataset: PreparedDataset, *, placeholder: str,
                          seed: int, checkpoint: Path, options: dict[str, Any], quiet: bool
                          ) -> tuple[Any, list[dict[str, float]], float]:
     """Run ``attribute`` in growing chunks, each resuming the previous one's saved state (the
-    same samples and permutations as one uninterrupted run), recording the stopping ratio
-    after each chunk: (Attribution, trace [{samples, seconds, ratio}], seconds)."""
+    same samples and permutations as one uninterrupted run), recording after each chunk
+    SAGE's ratio and the cut rule's worst regret over its budgets (computed from the state
+    even before the rule may fire): (Attribution, trace [{samples, seconds, ratio, regret}],
+    seconds)."""
     from shaver.attribution.api import attribute
 
     opts = dict(options)
@@ -182,7 +206,7 @@ def attribute_with_trace(model: torch.nn.Module, dataset: PreparedDataset, *, pl
             spent += time.perf_counter() - started
             ratio = float(result.settings.get("convergence_ratio", float("nan")))
             trace.append({"samples": int(result.count), "seconds": round(spent, 4),
-                          "ratio": ratio})
+                          "ratio": ratio, "regret": _worst_regret(result, opts)})
             reason = result.settings.get("stop_reason")
             if reason in ("converged", "stable", "max_seconds") or cap == max_samples:
                 log.info("attribution (%s): %d samples in %.1f s, ratio %.4g, stopped: %s",
