@@ -182,3 +182,26 @@ def test_cli_sampled_control_variate(ds, tmp_path):
     assert main(["attribute", "--run-dir", str(run), "--max-samples", "8", "--quiet",
                  "--control-variate", "sampled", "--surrogate-rows", "0.5",
                  "--out", str(out)]) == 2
+
+
+def test_compute_epochs_caps_by_the_runs_own_epoch_time(ds, tmp_path, capsys):
+    from shaver.attribution.result import Attribution
+    from shaver.cli import main
+    from shaver.train.checkpoint import save_run
+
+    history = {"history": [{"epoch": 1, "seconds": 2.0}, {"epoch": 2, "seconds": 4.0}]}
+    run = save_run(tmp_path / "run", any_model("deepfm"), dataset=ds, metrics=history, seed=0,
+                   train_config={})
+    out = tmp_path / "a.safetensors"
+    args = ["attribute", "--run-dir", str(run), "--max-samples", "16", "--batch-size", "8",
+            "--device", "cpu", "--quiet", "--out", str(out)]
+    assert main(args + ["--compute-epochs", "0.5"]) == 0
+    assert Attribution.load(out).settings["max_seconds"] == pytest.approx(1.5)
+    assert main(args + ["--compute-epochs", "2", "--max-seconds", "1"]) == 0
+    assert Attribution.load(out).settings["max_seconds"] == pytest.approx(1.0)
+    bare = save_run(tmp_path / "bare", any_model("deepfm"), dataset=ds, metrics={}, seed=0,
+                    train_config={})
+    capsys.readouterr()
+    assert main(["attribute", "--run-dir", str(bare), "--quiet", "--compute-epochs", "1",
+                 "--out", str(out)]) == 2
+    assert "no training epoch seconds recorded" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from shaver.attribution.stopping import (
     DEFAULT_STOP_BUDGETS,
@@ -59,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default 0.01)")
     p.add_argument("--max-samples", type=int, default=None, help="stop after N samples")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--compute-epochs", type=float, default=None, metavar="E",
+                   help="stop after E times the wall time of one training epoch of this run "
+                   "(the mean epoch seconds its config.json records; with --max-seconds, "
+                   "the smaller cap)")
     p.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default 1024)")
     p.add_argument("--antithetic", action="store_true",
                    help="pair each permutation with its reverse (less variance, 2x work)")
@@ -130,10 +135,14 @@ def _attribute(args: argparse.Namespace) -> int:
 
         return run_update(args, run, dataset)
     out = args.out or run.path / f"attribution-{args.placeholder}.safetensors"
+    max_seconds = args.max_seconds
+    if args.compute_epochs is not None:
+        cap = args.compute_epochs * epoch_seconds(run)
+        max_seconds = cap if max_seconds is None else min(max_seconds, cap)
     state = Path(out).with_name(Path(out).name.replace(".safetensors", "") + ".state.safetensors")
     result = attribute(
         run.model, dataset, placeholder=args.placeholder, data=args.data,
-        tolerance=args.tolerance, max_samples=args.max_samples, max_seconds=args.max_seconds,
+        tolerance=args.tolerance, max_samples=args.max_samples, max_seconds=max_seconds,
         batch_size=args.batch_size, antithetic=args.antithetic,
         control_variate=args.control_variate, surrogate_rows=args.surrogate_rows,
         dtype=args.dtype,
@@ -150,6 +159,21 @@ def _attribute(args: argparse.Namespace) -> int:
               f"{s['dtype_used']})")
         print(f"wrote {out}")
     return 0
+
+
+def epoch_seconds(run: Any) -> float:
+    """Mean wall seconds of one training epoch of ``run`` (from its config.json)."""
+    from shaver.errors import AttributionError
+
+    history = (run.config.get("metrics") or {}).get("history") or []
+    seconds = [float(h["seconds"]) for h in history
+               if isinstance(h, dict) and isinstance(h.get("seconds"), (int, float))
+               and h["seconds"] > 0]
+    if not seconds:
+        raise AttributionError(
+            f"{run.path / 'config.json'}: no training epoch seconds recorded "
+            f"(metrics.history[].seconds); give --max-seconds instead of --compute-epochs")
+    return sum(seconds) / len(seconds)
 
 
 def _sparsities(text: str) -> list[float]:
