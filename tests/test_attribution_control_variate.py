@@ -205,3 +205,17 @@ def test_compute_epochs_caps_by_the_runs_own_epoch_time(ds, tmp_path, capsys):
     assert main(["attribute", "--run-dir", str(bare), "--quiet", "--compute-epochs", "1",
                  "--out", str(out)]) == 2
     assert "no training epoch seconds recorded" in capsys.readouterr().err
+
+
+def test_surrogate_points_reach_the_settings_and_are_checked(ds):
+    from shaver.attribution.surrogate import points_of
+
+    res = _run(any_model("deepfm"), ds, max_samples=8, control_variate="exact",
+               surrogate_points=2)
+    assert res.settings["control_variate"] == "path-gradient-2"
+    assert points_of("path-gradient-3-sampled-8") == 3
+    with pytest.raises(Exception, match="unknown control variate 'magic'"):
+        points_of("magic")
+    with pytest.raises(Exception, match="surrogate_points must be an integer >= 1"):
+        _run(any_model("deepfm"), ds, max_samples=8, control_variate="sampled",
+             surrogate_points=0)

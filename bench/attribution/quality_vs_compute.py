@@ -57,6 +57,7 @@ OPTIONS = {
     "paper (fp32)": dict(dtype="fp32"),
     "auto": dict(dtype="auto"),
     "auto + scv": dict(dtype="auto", control_variate="sampled"),
+    "auto + scv r8": dict(dtype="auto", control_variate="sampled", surrogate_rows=8),
     "auto + cv": dict(dtype="auto", control_variate=True),
     "auto + anti + cv": dict(dtype="auto", control_variate=True, antithetic=True),
 }

@@ -38,6 +38,7 @@ from shaver.attribution.surrogate import (
     control_variate_mode,
     path_credits,
     surrogate_mean,
+    surrogate_setting,
 )
 from shaver.data.store import PreparedDataset, open_dataset
 from shaver.errors import AttributionError, FingerprintMismatch
@@ -90,6 +91,7 @@ def attribute(
     antithetic: bool = False,
     control_variate: bool | str = False,
     surrogate_rows: float = DEFAULT_SURROGATE_ROWS,
+    surrogate_points: int = DEFAULT_POINTS,
     dtype: str = "auto",
     engine: str = "fast",
     seed: int = 0,
@@ -124,7 +126,8 @@ def attribute(
     less variance (see :mod:`shaver.attribution.surrogate`); "exact" (or True) computes that
     mean in one pass over D before the walks, "sampled" estimates it on a uniform sample of
     ``surrogate_rows`` rows per walked sample that grows with the walks (no up-front pass;
-    its error is in the standard errors), False / "off": none; ``dtype``
+    its error is in the standard errors), False / "off": none; ``surrogate_points``: the
+    surrogate's quadrature points along the path; ``dtype``
     "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
     fp32's credits; "auto" (default) takes the fastest precision the device has natively (bf16
@@ -148,6 +151,10 @@ def attribute(
     if not min_passes >= 0:
         raise AttributionError(f"min_passes must be >= 0, got {min_passes!r}")
     cv_mode = control_variate_mode(control_variate)
+    if cv_mode != "off" and (isinstance(surrogate_points, bool)
+                             or not isinstance(surrogate_points, int) or surrogate_points < 1):
+        raise AttributionError(f"surrogate_points must be an integer >= 1, got "
+                               f"{surrogate_points!r}")
     if cv_mode == "sampled" and not surrogate_rows >= 1:
         raise AttributionError(f"surrogate_rows must be >= 1 (S holds every walked row), got "
                                f"{surrogate_rows!r}")
@@ -174,8 +181,8 @@ def attribute(
                     "antithetic": bool(antithetic), "dtype": dtype,
                     "model_fingerprint": fingerprint, "dataset_fingerprint": dataset.fingerprint}
         if cv_mode != "off":  # only when on: states of runs without it keep their hash
-            settings["control_variate"] = f"path-gradient-{DEFAULT_POINTS}" + (
-                f"-sampled-{float(surrogate_rows):g}" if cv_mode == "sampled" else "")
+            settings["control_variate"] = surrogate_setting(cv_mode, surrogate_points,
+                                                            surrogate_rows)
         if bins is None:
             bins = min(DEFAULT_BINS, m * d)
         edges = bin_edges(m * d, bins) if bins else None  # checks bins <= m*d first
@@ -194,12 +201,12 @@ def attribute(
                                draws=stop_draws)
         surrogate = None
         if cv_mode == "exact" and acc.offset is None:
-            acc.offset = surrogate_mean(imputer, source, batch_size=batch_size, ctx=ctx,
-                                        quiet=quiet)
+            acc.offset = surrogate_mean(imputer, source, batch_size=batch_size,
+                                        points=surrogate_points, ctx=ctx, quiet=quiet)
         if cv_mode == "sampled" and acc.cv is None:
             acc.cv = SurrogateSample(acc.sum.numel(), source.size, dev)
         if cv_mode != "off":
-            surrogate = functools.partial(path_credits, imputer)
+            surrogate = functools.partial(path_credits, imputer, points=surrogate_points)
         rule = StopRule(tolerance=tolerance, max_samples=max_samples, max_seconds=max_seconds,
                         min_passes=min_passes, cut=cut)
         config = StreamConfig(seed=seed, batch_size=batch_size, antithetic=antithetic,

@@ -12,7 +12,11 @@ from shaver.attribution.stopping import (
     DEFAULT_STOP_DRAWS,
     DEFAULT_STOP_FRACTION,
 )
-from shaver.attribution.surrogate import CONTROL_VARIATES, DEFAULT_SURROGATE_ROWS
+from shaver.attribution.surrogate import (
+    CONTROL_VARIATES,
+    DEFAULT_POINTS,
+    DEFAULT_SURROGATE_ROWS,
+)
 from shaver.attribution.update_cli import FIXED_BY_UPDATE
 from shaver.cli import add_run_dir
 
@@ -74,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "one extra pass over the data first; 'sampled' estimates it on "
                    "--surrogate-rows rows per walked sample, growing with the walks (no "
                    "up-front pass); default off")
+    p.add_argument("--surrogate-points", type=int, default=DEFAULT_POINTS,
+                   help="quadrature points of the control variate's path integral (default "
+                   "%(default)d: the midpoint)")
     p.add_argument("--surrogate-rows", type=float, default=DEFAULT_SURROGATE_ROWS,
                    help="--control-variate sampled: rows of the surrogate's sample per walked "
                    "sample (>= 1; default %(default)g)")
@@ -145,6 +152,7 @@ def _attribute(args: argparse.Namespace) -> int:
         tolerance=args.tolerance, max_samples=args.max_samples, max_seconds=max_seconds,
         batch_size=args.batch_size, antithetic=args.antithetic,
         control_variate=args.control_variate, surrogate_rows=args.surrogate_rows,
+        surrogate_points=args.surrogate_points,
         dtype=args.dtype,
         engine=args.engine, seed=args.seed, device=args.device, checkpoint_path=state,
         resume=args.resume, quiet=args.quiet, checkpoint_every_s=args.checkpoint_every,

@@ -47,7 +47,7 @@ from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.result import Attribution
 from shaver.attribution.runner import StopRule, StreamConfig, run_stream
 from shaver.attribution.sampling import SampleSource, parse_data
-from shaver.attribution.surrogate import path_credits, surrogate_mean
+from shaver.attribution.surrogate import path_credits, points_of, surrogate_mean
 from shaver.data.store import PreparedDataset
 from shaver.errors import AttributionError, FingerprintMismatch
 from shaver.train.checkpoint import model_fingerprint
@@ -146,7 +146,7 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
     began = time.monotonic()
     acc_new, offset_new = _walk_new_rows(model, old, source, walks, seed, batch_size, engine,
                                          device, bool(settings.get("antithetic")),
-                                         "control_variate" in settings, quiet,
+                                         settings.get("control_variate"), quiet,
                                          None if acc_old.binned is None else acc_old.binned.edges)
     gamma = 1.0 if half_life is None else 0.5 ** (source.size / float(half_life))
     sum_w2_old = float(old.settings.get("sum_w2", acc_old.count))
@@ -179,7 +179,7 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
 
 def _walk_new_rows(model: nn.Module, old: Attribution, source: SampleSource, walks: int,
                    seed: int, batch_size: int, engine: str, device: str | torch.device,
-                   antithetic: bool, control_variate: bool, quiet: bool,
+                   antithetic: bool, control_variate: str | None, quiet: bool,
                    edges: list[int] | None = None
                    ) -> tuple[Accumulator, torch.Tensor | None]:
     """Credits of ``walks`` walks over the new rows, with the OLD codebook as placeholder
@@ -199,8 +199,10 @@ def _walk_new_rows(model: nn.Module, old: Attribution, source: SampleSource, wal
             acc.binned = BinnedCredits(n * d, len(old.field_dims) * d, device=dev, edges=edges)
         offset, surrogate = None, None
         if control_variate:
-            offset = surrogate_mean(imputer, source, batch_size=batch_size, quiet=quiet)
-            surrogate = functools.partial(path_credits, imputer)
+            points = points_of(control_variate)
+            offset = surrogate_mean(imputer, source, batch_size=batch_size, points=points,
+                                    quiet=quiet)
+            surrogate = functools.partial(path_credits, imputer, points=points)
         config = StreamConfig(seed=seed, batch_size=batch_size, antithetic=antithetic,
                               quiet=quiet, surrogate=surrogate)
         run_stream(eng, source, acc, cursor=0, rule=StopRule(tolerance=None, max_samples=walks),

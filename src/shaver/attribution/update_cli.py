@@ -13,7 +13,7 @@ from shaver.errors import AttributionError
 #: Options of a fresh attribution that an update takes from the attribution it continues:
 #: giving one with ``--update`` is refused (``args.update_defaults`` holds their defaults).
 FIXED_BY_UPDATE = ("antithetic", "control_variate", "dtype", "tolerance", "resume",
-                   "max_seconds", "compute_epochs", "surrogate_rows")
+                   "max_seconds", "compute_epochs", "surrogate_rows", "surrogate_points")
 
 
 def state_path_of(path: Path) -> Path:
