@@ -36,11 +36,12 @@ def tiny_dataset(path, dims=DIMS, rows=60, seed=0):
 
 def quiet_attribute(model, ds, **kw):
     """``attribute`` on CPU in fp32 (exact credits), quiet, seed 3, batches of 8, no stopping
-    rule (the paper's rule with no tolerance); ``kw`` overrides."""
+    rule (the paper's rule with no tolerance), the paper's estimator (plain walks) over the
+    paper's D (train+val); ``kw`` overrides."""
     from shaver.attribution.api import attribute
 
     opts = dict(stop="sage", tolerance=None, batch_size=8, quiet=True, seed=3, device="cpu",
-                dtype="fp32")
+                dtype="fp32", data="train+val", control_variate=False)
     opts.update(kw)
     return attribute(model, ds, **opts)
 

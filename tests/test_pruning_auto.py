@@ -58,7 +58,8 @@ def test_auto_is_the_default_and_keeps_the_best_on_validation(setup, dataset):
         assert floor["kept"] == 0 and r.kept <= Budget.parse(r.budget.label).kept_entries(
             N * DIM)
     assert results[2].kept == 0  # sparsity 1.0: every candidate prunes everything
-    assert all(r.info["auto"]["validation_in_attribution"] for r in results)  # train+val
+    # the default attribution data is train: the selection's validation split is unseen
+    assert not any(r.info["auto"]["validation_in_attribution"] for r in results)
     assert not auto.saw_validation(type("A", (), {"settings": {"data": "train:0.5"}})())
 
 
@@ -149,3 +150,13 @@ def test_registered_candidates_join_the_selection_and_must_fit(setup, dataset, m
                            factories=["shaver", "test"])
     assert [c["name"] for c in r.info["auto"]["candidates"]][-1] == "half-kept"
     assert r.info["auto"]["candidates"][-1]["kept"] == 9
+
+
+def test_auto_says_when_the_attribution_saw_the_validation_split(dataset, caplog):
+    model = TinyModel().eval()
+    seen = attribute(model, dataset, data="train+val", max_samples=40, tolerance=None, bins=4,
+                     quiet=True, device="cpu", batch_size=40)
+    with caplog.at_level("WARNING"):
+        results = prune(model, seen, [0.5], dataset=dataset)
+    assert results[0].info["auto"]["validation_in_attribution"]
+    assert "including the validation split" in caplog.text

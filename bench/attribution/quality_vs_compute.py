@@ -13,12 +13,14 @@ For one trained model (cached in --work) it measures, on this machine and in thi
 * Taylor |w dL/dw| and magnitude |w| (flat references; Taylor's seconds are printed);
 * for each estimator option, the attribution capped at ``--epochs`` multiples of that epoch
   (one stream, each cap continuing the previous one's saved state, so a curve costs its
-  largest cap): the paper's estimator (fast engine, fp32, plain walks), ``dtype auto``,
-  ``auto + sampled control variate`` (its surrogate mean from a sample that grows with the
-  walks), ``auto + control variate`` (exact mean, one up-front pass), ``auto + antithetic +
-  control variate``;
-* a long "converged" attribution (``--long-passes`` passes, fp32; cached in --work, so reruns
-  reuse it): the ceiling.
+  largest cap): the paper's estimator (fast engine, fp32, plain walks), ``dtype auto``
+  (plain walks), ``default`` (what ``shaver attribute`` does with no option: dtype auto and
+  the sampled control variate, its surrogate mean from a sample that grows with the walks),
+  ``auto + cv`` (exact mean, one up-front pass), ``auto + antithetic + cv``; every option
+  on the default attribution data (train);
+* a long "converged" attribution (``--long-passes`` passes of antithetic walks with the
+  exact control variate, fp32, same data; cached in --work, so reruns reuse it): the
+  ceiling.
 
 Every point: test AUC / LogLoss at ``--sparsity`` after the paper's cut (codebook
 placeholder, |phi| order), and (``auc_auto``, unless ``--no-auto``) after the default cut,
@@ -46,6 +48,7 @@ from grid_data import DATASETS, open_grid_dataset  # noqa: E402
 from shaver.attribution.api import attribute  # noqa: E402
 from shaver.attribution.estimator.hardware import cpu_summary  # noqa: E402
 from shaver.attribution.result import Attribution  # noqa: E402
+from shaver.attribution.sampling import DEFAULT_DATA  # noqa: E402
 from shaver.models.registry import build_model  # noqa: E402
 from shaver.pruning.api import prune  # noqa: E402
 from shaver.pruning.scorers import compute_scores  # noqa: E402
@@ -54,12 +57,11 @@ from shaver.train.checkpoint import load_run  # noqa: E402
 from shaver.train.loop import fit  # noqa: E402
 
 OPTIONS = {
-    "paper (fp32)": dict(dtype="fp32"),
-    "auto": dict(dtype="auto"),
-    "auto + scv": dict(dtype="auto", control_variate="sampled"),
-    "auto + scv r8": dict(dtype="auto", control_variate="sampled", surrogate_rows=8),
-    "auto + cv": dict(dtype="auto", control_variate=True),
-    "auto + anti + cv": dict(dtype="auto", control_variate=True, antithetic=True),
+    "paper (fp32)": dict(dtype="fp32", control_variate=False),
+    "auto": dict(dtype="auto", control_variate=False),
+    "default": dict(),  # dtype auto + the sampled control variate
+    "auto + cv": dict(dtype="auto", control_variate="exact"),
+    "auto + anti + cv": dict(dtype="auto", control_variate="exact", antithetic=True),
 }
 
 
@@ -141,12 +143,12 @@ def capped_curve(model, dataset, label: str, kw: dict, caps: list[float], work: 
 
 
 def converged(model, dataset, work: Path, name: str, passes: float, seed: int) -> Attribution:
-    path = work / f"converged-{name}-s{seed}-{passes:g}passes.safetensors"
+    path = work / f"converged-{name}-s{seed}-{DEFAULT_DATA}-{passes:g}passes.safetensors"
     if path.is_file():
         return Attribution.load(path)
-    size = dataset.num_rows("train+val")
+    size = dataset.num_rows(DEFAULT_DATA)
     res = attribute(model, dataset, placeholder="codebook", stop="sage", tolerance=None,
-                    max_samples=int(passes * size), dtype="fp32", control_variate=True,
+                    max_samples=int(passes * size), dtype="fp32", control_variate="exact",
                     antithetic=True, seed=seed + 1000, quiet=False)
     res.save(path)
     return res

@@ -24,7 +24,7 @@ from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.result import PLACEHOLDERS, Attribution
 from shaver.attribution.runner import StopRule, StreamConfig, run_stream
-from shaver.attribution.sampling import SampleSource
+from shaver.attribution.sampling import DEFAULT_DATA, SampleSource
 from shaver.attribution.stopping import (
     DEFAULT_STOP_BUDGETS,
     DEFAULT_STOP_DRAWS,
@@ -83,13 +83,13 @@ def attribute(
     dataset: PreparedDataset | str | os.PathLike[str],
     *,
     placeholder: str = "codebook",
-    data: str = "train+val",
+    data: str = DEFAULT_DATA,
     tolerance: float | None = 0.01,
     max_samples: int | None = None,
     max_seconds: float | None = None,
     batch_size: int = 1024,
     antithetic: bool = False,
-    control_variate: bool | str = False,
+    control_variate: bool | str = "sampled",
     surrogate_rows: float = DEFAULT_SURROGATE_ROWS,
     surrogate_points: int = DEFAULT_POINTS,
     dtype: str = "auto",
@@ -114,7 +114,8 @@ def attribute(
     One random permutation per sample over its m*d active entries (METHOD.md section 3);
     removed entries take ``placeholder`` ("codebook": frequency-weighted per-field mean over
     ``data``; "zero"). ``data``: splits, optionally ":FRACTION" or ":COUNT" (see
-    :mod:`shaver.attribution.sampling`). Stops, after ``min_passes`` passes over the data,
+    :mod:`shaver.attribution.sampling`; default "train", so that the default cut can choose
+    on an unseen validation split; the paper's D is "train+val"). Stops, after ``min_passes`` passes over the data,
     by ``stop`` (see :mod:`shaver.attribution.stopping`): "cut" (default) once the cut at
     every sparsity of ``stop_budgets`` is stable (sampling noise, simulated with
     ``stop_draws`` draws, could cost less than ``stop_fraction`` of the |phi| it keeps); "sage" (the
@@ -126,7 +127,8 @@ def attribute(
     less variance (see :mod:`shaver.attribution.surrogate`); "exact" (or True) computes that
     mean in one pass over D before the walks, "sampled" estimates it on a uniform sample of
     ``surrogate_rows`` rows per walked sample that grows with the walks (no up-front pass;
-    its error is in the standard errors), False / "off": none; ``surrogate_points``: the
+    its error is in the standard errors; the default), False / "off": none (the paper's
+    estimator); ``surrogate_points``: the
     surrogate's quadrature points along the path; ``dtype``
     "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from shaver.attribution.sampling import DEFAULT_DATA
 from shaver.attribution.stopping import (
     DEFAULT_STOP_BUDGETS,
     DEFAULT_STOP_DRAWS,
@@ -37,9 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placeholder", choices=("codebook", "zero"), default="codebook",
                    help="value of a removed entry: the field's frequency-weighted mean "
                    "(Shaver) or 0 (default codebook)")
-    p.add_argument("--data", default="train+val",
+    p.add_argument("--data", default=DEFAULT_DATA,
                    help="attribution data: splits joined by '+', optionally ':FRACTION' or "
-                   "':COUNT', e.g. train+val, train:0.1, val:50000 (default train+val)")
+                   "':COUNT', e.g. train+val (the paper's), train:0.1, val:50000 (default "
+                   "%(default)s: the default cut, auto, chooses on the validation split, "
+                   "which the attribution then has not seen)")
     p.add_argument("--dataset", type=Path, default=None,
                    help="prepared dataset directory (default: the run's own, checked by "
                    "fingerprint)")
@@ -71,13 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="samples per batch (default 1024)")
     p.add_argument("--antithetic", action="store_true",
                    help="pair each permutation with its reverse (less variance, 2x work)")
-    p.add_argument("--control-variate", nargs="?", const="exact", default="off",
+    p.add_argument("--control-variate", nargs="?", const="exact", default="sampled",
                    choices=CONTROL_VARIATES, metavar="{exact,sampled,off}",
                    help="subtract a path-gradient surrogate whose mean over the data is added "
                    "back: unbiased, less variance. 'exact' (the flag alone) takes that mean in "
                    "one extra pass over the data first; 'sampled' estimates it on "
                    "--surrogate-rows rows per walked sample, growing with the walks (no "
-                   "up-front pass); default off")
+                   "up-front pass; the default); 'off': the paper's plain walks")
     p.add_argument("--surrogate-points", type=int, default=DEFAULT_POINTS,
                    help="quadrature points of the control variate's path integral (default "
                    "%(default)d: the midpoint)")

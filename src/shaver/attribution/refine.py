@@ -32,7 +32,7 @@ from shaver.attribution.estimator.common import global_entries
 from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
-from shaver.attribution.sampling import SampleSource
+from shaver.attribution.sampling import DEFAULT_DATA, SampleSource
 from shaver.errors import AttributionError
 
 #: Samples per walk group (grouped by survivor count).
@@ -71,7 +71,7 @@ def survivor_walks(perm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def attribute_survivors(pruned: torch.nn.Module, dataset: Any, mask: np.ndarray,
-                        codebook: torch.Tensor, *, samples: int, data: str = "train+val",
+                        codebook: torch.Tensor, *, samples: int, data: str = DEFAULT_DATA,
                         seed: int = 0, batch_size: int = 512, engine: str = "fast",
                         device: str | torch.device = "cpu") -> tuple[Accumulator, RoundRecord]:
     """Shapley values of the surviving entries (``mask`` True) in ``pruned`` (a model whose
@@ -127,7 +127,7 @@ def nested_ranking(values_by_round: list[np.ndarray], masks: list[np.ndarray]) -
 
 
 def refine(model: torch.nn.Module, dataset: Any, attribution: Any, keep: list[float], *,
-           samples: int, data: str = "train+val", seed: int = 0, batch_size: int = 512,
+           samples: int, data: str = DEFAULT_DATA, seed: int = 0, batch_size: int = 512,
            engine: str = "fast", device: str | torch.device = "cpu") -> Refined:
     """The nested ranking of ``len(keep)`` refinement rounds after ``attribution`` (round 0).
 

@@ -57,11 +57,12 @@ from shaver.progress import progress_bar
 #: for the exact pass and for the sampled mean.
 DEFAULT_POINTS = 1
 CONTROL_VARIATES: tuple[str, ...] = ("off", "exact", "sampled")
-#: Rows of S per walked sample: sqrt(a k) with, measured on MovieLens-100k (1 thread),
-#: a = 8.8 (DeepFM, int8 walks) / 14.4 (DCN-Mix) and k = Var(s) / Var(c - s) = 2.5 for both
-#: (bench/attribution/README.md): 4.7 / 6.0. On Criteo-shaped models (39 fields) a walk costs
-#: several times more against a surrogate row, so the best r is larger; 6 is a middle.
-DEFAULT_SURROGATE_ROWS = 6.0
+#: Rows of S per walked sample: sqrt(a k), with a the cost of a walk in surrogate rows and
+#: k = Var(s) / Var(c - s), is 8.7 on MovieLens-100k DeepFM (int8 walks, one point: a = 32.8,
+#: k = 2.31) and 10.9 on DCN-Mix (a = 50.8, k = 2.32) (bench/attribution/row_sampling.py);
+#: on Criteo-shaped models (39 fields) a walk costs more surrogate rows still. 8 gives 1.5x
+#: the variance per second of plain walks there before S covers D, up to 2.4x after.
+DEFAULT_SURROGATE_ROWS = 8.0
 
 
 def surrogate_setting(mode: str, points: int, rows: float) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from shaver.attribution.sampling import DEFAULT_DATA
 from shaver.data.store import PreparedDataset, open_dataset
 from shaver.report.schema import ReportError, atomic_write_text
 
@@ -189,7 +190,7 @@ def attribute_with_trace(model: torch.nn.Module, dataset: PreparedDataset, *, pl
                           "max_seconds")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trace: list[dict[str, float]] = []
-    rows = dataset.num_rows(opts.get("data", "train+val"))
+    rows = dataset.num_rows(opts.get("data", DEFAULT_DATA))
     spent, target = 0.0, max(256, min(FIRST_CHUNK, rows // 8))  # a few points per pass
     stage_log = logging.getLogger("shaver.attribution")
     level = stage_log.level
