@@ -31,6 +31,7 @@ from shaver.attribution.estimator import entry_credits, make_engine
 from shaver.attribution.estimator.mlp import int8_available
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
+from shaver.attribution.surrogate import DEFAULT_POINTS, DEFAULT_SURROGATE_ROWS, path_credits
 from shaver.models.registry import build_model
 from shaver.train.device import pick_device
 
@@ -119,6 +120,15 @@ def engine_speed(name, device, args, dtypes: list[str]) -> list[dict]:
                 row["credit_corr_vs_fp32"] = float(torch.corrcoef(torch.stack(
                     [credits.flatten().double(), fp32_credits.flatten().double()]))[0, 1])
         rows.append(row)
+    # the control variate's surrogate (one quadrature point, the default) on the same rows:
+    # how many surrogate rows one walk costs sets the sampled control variate's best ratio
+    with torch.no_grad():
+        surrogate_s = timed(lambda: path_credits(imputer, x, y, DEFAULT_POINTS), device,
+                            args.repeats, warm=lambda: path_credits(imputer, x[:2], y[:2]))
+    for r in rows:
+        if r["engine"] == "fast":
+            r["surrogate_rows_per_s"] = n / surrogate_s
+            r["walk_in_surrogate_rows"] = r["surrogate_rows_per_s"] / r["samples_per_s"]
     for r in rows:
         ref = next((q for q in rows if q["engine"] == "reference" and q["dtype"] == r["dtype"]),
                    next(q for q in rows if q["engine"] == "reference"))
@@ -181,6 +191,13 @@ def main() -> None:
                   f"{r['samples_per_s']:10.1f} {r['speedup_vs_reference']:7.2f}x "
                   f"{r['gflop_per_sample']:10.3f} {r['achieved_gflops']:8.1f} {pct:6.0f}% "
                   f"{'' if corr is None else f'{corr:9.4f}'}")
+    for r in report["speed"]:
+        if "walk_in_surrogate_rows" in r:
+            a = r["walk_in_surrogate_rows"]
+            print(f"{r['model']:8} fast {r['dtype']}: one walk costs {a:.1f} surrogate rows "
+                  f"(control variate, {DEFAULT_POINTS} point); the sampled control variate's "
+                  f"best rows per walk ~ sqrt({a:.1f} k) = {(a * 2.3) ** 0.5:.1f} at k = 2.3 "
+                  f"(MovieLens; default {DEFAULT_SURROGATE_ROWS:g})")
     print("speedup: vs the reference loop in the same dtype (int8: vs the fp32 reference); "
           "GFLOP counted as fp32-equivalent matmul FLOPs; corr/fp32: correlation of the "
           "per-sample credits with the fp32 fast engine's on the same permutations; "
