@@ -115,8 +115,8 @@ def attribute(
     removed entries take ``placeholder`` ("codebook": frequency-weighted per-field mean over
     ``data``; "zero"). ``data``: splits, optionally ":FRACTION" or ":COUNT" (see
     :mod:`shaver.attribution.sampling`; default "train", so that the default cut can choose
-    on an unseen validation split; the paper's D is "train+val"). Stops, after ``min_passes`` passes over the data,
-    by ``stop`` (see :mod:`shaver.attribution.stopping`): "cut" (default) once the cut at
+    on an unseen validation split; the paper's D is "train+val"). Stops, after
+    ``min_passes`` passes over the data, by ``stop`` (see :mod:`shaver.attribution.stopping`): "cut" (default) once the cut at
     every sparsity of ``stop_budgets`` is stable (sampling noise, simulated with
     ``stop_draws`` draws, could cost less than ``stop_fraction`` of the |phi| it keeps); "sage" (the
     paper's rule) once max(stderr) / (max(phi) - min(phi)) < ``tolerance``; or at
@@ -128,9 +128,8 @@ def attribute(
     mean in one pass over D before the walks, "sampled" estimates it on a uniform sample of
     ``surrogate_rows`` rows per walked sample that grows with the walks (no up-front pass;
     its error is in the standard errors; the default), False / "off": none (the paper's
-    estimator); ``surrogate_points``: the
-    surrogate's quadrature points along the path; ``dtype``
-    "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
+    estimator); ``surrogate_points``: the surrogate's quadrature points along the path;
+    ``dtype`` "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
     fp32's credits; "auto" (default) takes the fastest precision the device has natively (bf16
     on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs) where its credits agree with
