@@ -192,7 +192,8 @@ def main() -> None:
     if args.quick:
         caps = [c / 20 for c in caps[:2]]
     print(f"one training epoch: {epoch:.1f} s; caps {', '.join(f'{c:.1f}' for c in caps)} s")
-    record = {"dataset": args.dataset, "model": args.model, "cpu": cpu_summary(),
+    record = {"dataset": args.dataset, "model": args.model, "seed": args.seed,
+              "cpu": cpu_summary(),
               "threads": torch.get_num_threads(), "epoch_seconds": epoch, "caps": caps,
               "sparsity": sparsities, "info": info, "points": []}
     for ref in ("taylor", "magnitude"):
