@@ -151,8 +151,17 @@ def attribute_or_reuse(model: torch.nn.Module, dataset: PreparedDataset, *, plac
     return result, record
 
 
+#: Above this many entries the trace takes the cut rule's own last check (if any) instead of
+#: sorting the table ``draws + 1`` times per chunk.
+TRACE_REGRET_ENTRIES = 5_000_000
+
+
 def _worst_regret(result: Any, options: dict[str, Any]) -> float:
-    """The cut rule's worst regret over its budgets for ``result``'s phi and errors."""
+    """The cut rule's worst regret over its budgets for ``result``'s phi and errors (nan
+    when the table is too large to check per chunk and the rule has not checked yet)."""
+    own = ((result.settings.get("stop_cut") or {}).get("regret") or {}).values()
+    if result.phi.numel() > TRACE_REGRET_ENTRIES:
+        return max(own, default=float("nan"))
     from shaver.attribution.stopping import (
         DEFAULT_STOP_BUDGETS,
         DEFAULT_STOP_DRAWS,
