@@ -132,7 +132,9 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
             raise AttributionError(
                 f"{state_path}: this attribution estimated its control variate's mean on "
                 f"{acc_old.cv.count} of {acc_old.cv.size} rows (--control-variate sampled); "
-                f"an update needs the exact mean: rerun it with --control-variate exact")
+                f"an update needs the exact mean: rerun it with --control-variate exact, or "
+                f"longer (the sample covers the data once 1/--surrogate-rows of a pass is "
+                f"walked)")
         acc_old.offset, acc_old.cv = acc_old.cv.mean(), None
     if acc_old.count != old.count and round(acc_old.count) != old.count:
         raise AttributionError(f"{state_path}: the running state holds {acc_old.count} samples, "
