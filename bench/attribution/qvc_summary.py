@@ -42,6 +42,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("folders", nargs="+", type=Path, help="folders holding qvc.json")
     ap.add_argument("--default", default="default", help="the option that is the default")
+    ap.add_argument("--caps", default=None, metavar="E,E,...",
+                    help="only these caps (in epochs) in the table (default: all)")
     args = ap.parse_args()
     records = load(args.folders)
     first = records[0]
@@ -64,6 +66,8 @@ def main() -> None:
     options = list(dict.fromkeys(p["option"] for p in first["points"]))
     for option in options:
         for index, cap in enumerate(epochs):
+            if args.caps and not any(abs(cap - float(c)) < 1e-6 for c in args.caps.split(",")):
+                continue
             points = [(r, at_cap(r, option, index)) for r in records]
             points = [(r, p) for r, p in points if p is not None]
             spent = cell([p["seconds"] / r["epoch_seconds"] for r, p in points])
