@@ -26,8 +26,8 @@ Every point: test AUC / LogLoss at ``--sparsity`` after the paper's cut (codeboo
 placeholder, |phi| order), and (``auc_auto``, unless ``--no-auto``) after the default cut,
 ``auto``: the best candidate on validation, Taylor and magnitude among them (their scores are
 computed once per run and reused: the same model gives the same scores; the seconds of one
-default cut are printed as ``auto cut seconds``). Prints the table and the CPU's features, writes ``qvc.json`` and ``qvc.png``;
-``shaver report WORK`` renders it as an HTML report (and adds it to a bench report in the
+default cut are printed as ``auto cut seconds``). Prints the table and the CPU's features,
+writes ``qvc.json`` and ``qvc.png``; ``shaver report WORK`` renders it as an HTML report (and adds it to a bench report in the
 same folder).
 """
 
