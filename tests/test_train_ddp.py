@@ -49,7 +49,7 @@ def _worker(rank: int, world: int, port: int, data_dir: str, out_dir: str,
 def _spawn_two(data_path: Path, tmp_path: Path, optimizer: str, attempts: int = 2) -> Path:
     """Run the 2-rank job; returns its output folder. A rank killed by a signal (a native
     crash inside gloo: under lazy Adam its sparse all-reduce aborted once with "malloc():
-    unaligned tcache chunk detected" in about ten runs on the 2-core CI machine, while the
+    unaligned tcache chunk detected" once in 8 runs on the 2-core CI machine, while the
     same job passed before and after) is retried once in a fresh folder on a fresh port; a
     second crash, an exception or a wrong result still fails the test."""
     for attempt in range(attempts):

@@ -83,7 +83,8 @@ def time_to_tolerance(model, dataset, args, device) -> list[dict]:
         began = time.perf_counter()
         res = attribute(model, dataset, data=args.data, tolerance=args.tolerance,
                         max_samples=args.walks // pairs, batch_size=args.batch_size, seed=0,
-                        device=device, quiet=True, **{"stop": "sage", "dtype": "fp32", **kw})
+                        device=device, quiet=True,
+                        **{"stop": "sage", "dtype": "fp32", "control_variate": False, **kw})
         secs = time.perf_counter() - began
         ratio = res.settings["convergence_ratio"]
         converged = res.settings["stop_reason"] == "converged"
@@ -102,7 +103,7 @@ def quality_by_samples(model, dataset, args, device, long) -> list[dict]:
     for k in args.samples:
         res = attribute(model, dataset, data=args.data, tolerance=None, max_samples=k,
                         batch_size=args.batch_size, seed=1, device=device, quiet=True,
-                        stop="sage", dtype="fp32")
+                        stop="sage", dtype="fp32", control_variate=False)
         rows.append({"samples": k, "spearman_vs_long": spearman(
             res.phi.reshape(-1)[touched], long.phi.reshape(-1)[touched]),
             **pruned_auc(model, res, dataset, device)})
@@ -169,7 +170,7 @@ def main() -> None:
               f"{auc['auc@0.8']:.4f}  {auc['auc@0.95']:.4f}")
     long = attribute(model, dataset, data=args.data, tolerance=None, max_samples=long_samples,
                      batch_size=1024, seed=99, device=device, quiet=True, stop="sage",
-                     dtype="fp32")
+                     dtype="fp32", control_variate=False)
     quality = quality_by_samples(model, dataset, args, device, long)
     print(f"\nquality vs samples attributed (fast fp32, seed 1; long run: {long_samples} "
           f"samples, seed 99; base AUC {base['auc']:.4f}):")

@@ -58,6 +58,7 @@ from shaver.train.loop import evaluate, fit
 
 DEVICE: str | None = None  # set from --device (None: cuda when available)
 ATTR_DTYPE = "fp32"  # set from --attr-dtype (the tables below were measured in fp32)
+ATTR_CV = "off"  # set from --attr-control-variate (the tables below: plain walks)
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 MODELS = ("deepfm", "dcn-mix")
 
@@ -81,7 +82,7 @@ def attribution(model, dataset, work: Path, name: str, placeholder: str, seconds
     started = time.perf_counter()
     result = attribute(model, dataset, placeholder=placeholder, data=data, stop="sage",
                        tolerance=0.01, max_seconds=seconds, max_samples=samples, seed=seed,
-                       device=DEVICE, quiet=True, dtype=ATTR_DTYPE)
+                       device=DEVICE, quiet=True, dtype=ATTR_DTYPE, control_variate=ATTR_CV)
     result.settings["wall_seconds"] = time.perf_counter() - started
     result.save(path)
     return result
@@ -198,6 +199,9 @@ def main() -> None:
                     help="attributions to run (codebook is needed; zero adds shaver-zero rows)")
     ap.add_argument("--attr-dtype", default="fp32", choices=("fp32", "auto", "bf16", "int8"),
                     help="attribution precision (default fp32, as the recorded tables)")
+    ap.add_argument("--attr-control-variate", default="off", choices=("off", "exact", "sampled"),
+                    help="attribution control variate (default off: the paper's plain walks, "
+                    "as the recorded tables; sampled is shaver attribute's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch.set_num_threads (0: torch's default)")
@@ -209,8 +213,8 @@ def main() -> None:
                     f"{', '.join(FINETUNED)} for up to EPOCHS epochs")
     ap.add_argument("--quick", action="store_true", help="1 epoch, 20 s attributions, 2 sparsities")
     args = ap.parse_args()
-    global DEVICE, ATTR_DTYPE
-    DEVICE, ATTR_DTYPE = args.device, args.attr_dtype
+    global DEVICE, ATTR_DTYPE, ATTR_CV
+    DEVICE, ATTR_DTYPE, ATTR_CV = args.device, args.attr_dtype, args.attr_control_variate
     if args.threads:
         torch.set_num_threads(args.threads)
     sparsities = (0.5, 0.95, 1.0) if args.quick else SPARSITIES

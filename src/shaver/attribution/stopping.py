@@ -84,8 +84,8 @@ class CutStability:
                  fraction: float = DEFAULT_STOP_FRACTION, draws: int = DEFAULT_STOP_DRAWS):
         self.total = int(total)
         self.fraction, self.draws = float(fraction), int(draws)
-        self.kept = {float(s): self.total - int(round(float(s) * self.total)) for s in budgets}
-        self.active = {s: k for s, k in self.kept.items() if 0 < k < self.total}
+        self.kept = kept_counts(self.total, budgets)
+        self.active = active_budgets(self.total, budgets)
         self._next_at = 0.0
         self.last: CutCheck | None = None
         if not self.active:
@@ -115,6 +115,16 @@ class CutStability:
             return "cut: waiting for the first check"
         s, regret = self.last.worst()
         return f"cut s={s:g}: regret {regret:.2%} (< {self.fraction:.2%})"
+
+
+def kept_counts(total: int, budgets: Sequence[float]) -> dict[float, int]:
+    """Sparsity s -> entries the cut at s keeps (round((1 - s) * total))."""
+    return {float(s): int(total) - int(round(float(s) * total)) for s in budgets}
+
+
+def active_budgets(total: int, budgets: Sequence[float]) -> dict[float, int]:
+    """:func:`kept_counts` without the budgets that keep nothing or everything (no cut)."""
+    return {s: k for s, k in kept_counts(total, budgets).items() if 0 < k < int(total)}
 
 
 def cut_regret(phi: torch.Tensor, stderr: torch.Tensor, kept: dict[float, int], *,

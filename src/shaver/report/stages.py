@@ -166,12 +166,11 @@ def _worst_regret(result: Any, options: dict[str, Any]) -> float:
         DEFAULT_STOP_BUDGETS,
         DEFAULT_STOP_DRAWS,
         DEFAULT_STOP_FRACTION,
-        CutStability,
+        active_budgets,
         cut_regret,
     )
 
-    total = result.phi.numel()
-    kept = CutStability(total, options.get("stop_budgets", DEFAULT_STOP_BUDGETS)).active
+    kept = active_budgets(result.phi.numel(), options.get("stop_budgets", DEFAULT_STOP_BUDGETS))
     if not kept or result.count == 0:
         return float("nan")
     check = cut_regret(result.phi.reshape(-1), result.stderr.reshape(-1), kept,
