@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shaver.deploy.artifact import export_artifact, load_artifact
-from shaver.deploy.size import INFO_BYTES, minimum_artifact_bytes, predict_artifact_bytes
 from shaver.errors import ArtifactError, DataError
 from shaver.runtime.layout import LAYOUTS
+from shaver.table.size import INFO_BYTES, minimum_artifact_bytes, predict_artifact_bytes
 from test_deploy_support import FIELD_DIMS, offsets, pruned_model, random_ids, torch_proba
 
 MODELS = ["lr", "fm", "deepfm", "dcn-v2", "dcn-mix"]

@@ -15,8 +15,8 @@ from shaver.cli import main
 from shaver.deploy import fleet as fleet_mod
 from shaver.deploy.fleet import file_sha256, fleet
 from shaver.deploy.fleet_spec import DeviceClass, FleetError, load_fleet, parse_fleet
-from shaver.deploy.size import minimum_artifact_bytes, predict_artifact_bytes
 from shaver.runtime import load_artifact
+from shaver.table.size import feature_map_metadata, minimum_artifact_bytes, predict_artifact_bytes
 from test_pruning_util import FIELD_DIMS, saved_run_with_random_phi
 
 N = sum(FIELD_DIMS)
@@ -34,7 +34,7 @@ def _floor(run_dir, values="fp32", head="fp32"):
     from shaver.train.checkpoint import load_run, open_run_dataset
 
     run = load_run(run_dir, device="cpu")
-    meta = fleet_mod._size_metadata(open_run_dataset(run))
+    meta = feature_map_metadata(open_run_dataset(run))
     full = np.ones(tuple(run.model.embedding.weight.shape), bool)
     return run.model, min(
         minimum_artifact_bytes(run.model, value_dtype=values, head_dtype=head, metadata=meta),

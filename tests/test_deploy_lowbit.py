@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shaver.deploy.artifact import export_artifact, load_artifact
-from shaver.deploy.size import predict_artifact_bytes, predict_table_bytes
-from shaver.deploy.tiers import parse_value_dtype
 from shaver.errors import ArtifactError
-from shaver.pruning.tiers import TieredEmbedding, tiered_copy
 from shaver.runtime.container import PREAMBLE, parse_container
 from shaver.runtime.lowbit import dequantize, group_scales, pack, quantize, unpack
 from shaver.runtime.tiered import TierSpec
+from shaver.table.plan import parse_value_dtype
+from shaver.table.size import predict_artifact_bytes, predict_table_bytes
+from shaver.table.tiers import TieredEmbedding, tiered_copy
 from test_deploy_support import FIELD_DIMS, pruned_model, random_ids, torch_proba
 
 MODELS = ["lr", "fm", "deepfm", "dcn-v2", "dcn-mix"]

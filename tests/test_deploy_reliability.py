@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.errors import ArtifactError, ShaverError
 from shaver.models.registry import build_model
-from shaver.pruning.mask import MaskedEmbedding
 from shaver.runtime.container import PREAMBLE, parse_container
 from shaver.runtime.model import Artifact
+from shaver.table.mask import MaskedEmbedding
 from test_deploy_support import pruned_model, random_ids, torch_proba
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from shaver.models.registry import build_model
-from shaver.pruning.mask import MaskedEmbedding
+from shaver.table.mask import MaskedEmbedding
 
 FIELD_DIMS = [5, 300, 7, 40]
 #: Keep probability per field: a spread that makes each field pick a different layout.

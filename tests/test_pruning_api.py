@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from shaver.attribution.result import Attribution
-from shaver.deploy.artifact import export_artifact, feature_map_of
-from shaver.deploy.size import minimum_artifact_bytes, predict_artifact_bytes
+from shaver.data.feature_map import feature_map_of
+from shaver.deploy.artifact import export_artifact
 from shaver.errors import BudgetError, FingerprintMismatch, ShaverError
 from shaver.pruning.api import Pruner, as_scores, prune
-from shaver.pruning.budget import Budget
 from shaver.pruning.finetune import FinetuneConfig
-from shaver.pruning.order import ScoreError
+from shaver.table.budget import Budget
+from shaver.table.order import ScoreError
+from shaver.table.size import minimum_artifact_bytes, predict_artifact_bytes
 from shaver.train.checkpoint import model_fingerprint
 from test_pruning_util import DIM, FIELD_DIMS, TinyModel, random_ids, tiny_dataset
 

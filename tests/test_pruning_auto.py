@@ -12,9 +12,9 @@ from shaver.attribution.semivalue import MissingBinsError
 from shaver.data.store import write_prepared
 from shaver.pruning import auto
 from shaver.pruning.api import prune
-from shaver.pruning.budget import Budget
 from shaver.pruning.budget_aware import budget_aware_scores
-from shaver.pruning.order import ScoreError
+from shaver.table.budget import Budget
+from shaver.table.order import ScoreError
 from shaver.train.loop import evaluate
 from test_pruning_util import DIM, FIELD_DIMS, TinyModel, tiny_dataset
 

@@ -8,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shaver.errors import BudgetError
-from shaver.pruning.budget import (
+from shaver.table.budget import (
     Budget,
     as_budgets,
     parse_budget_list,
     parse_bytes,
     resolve_bytes,
 )
-from shaver.pruning.order import PruneOrder, ScoreError
+from shaver.table.order import PruneOrder, ScoreError
 
 
 def test_int_versus_float_edge_like_torch_prune():

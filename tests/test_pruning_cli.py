@@ -11,7 +11,6 @@ import torch
 
 from shaver.attribution.result import Attribution
 from shaver.cli import main
-from shaver.deploy.size import predict_artifact_bytes
 from shaver.errors import ShaverError
 from shaver.models.registry import build_model
 from shaver.pruning.io import load_pruned
@@ -21,6 +20,7 @@ from shaver.pruning.quantize import (
     quantize_table,
     quantized_artifact_bytes,
 )
+from shaver.table.size import predict_artifact_bytes
 from shaver.train.checkpoint import save_run
 from test_pruning_util import (
     DIM,

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from shaver.errors import CheckpointError
 from shaver.pruning.io import load_pruned, read_info, save_pruned
-from shaver.pruning.mask import MaskedEmbedding, pack_mask
+from shaver.table.mask import MaskedEmbedding, pack_mask
 from test_pruning_util import FIELD_DIMS, TinyModel, build_tiny, random_ids
 
 INFO = {

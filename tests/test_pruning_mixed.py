@@ -10,8 +10,8 @@ from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.errors import BudgetError
 from shaver.models.registry import build_model
 from shaver.pruning.bytes_search import plan_for_bytes, resolve_table_budget
-from shaver.pruning.mixed import Shape, TierPlanner, default_shapes, parse_tiers
 from shaver.runtime.tiered import TierSpec
+from shaver.table.families import Shape, TierPlanner, default_shapes, parse_tiers
 from test_pruning_util import DIM, tiny_dataset
 
 FIELDS = [7, 30, 5]
@@ -55,7 +55,7 @@ def test_plan_for_bytes_fits_is_best_on_validation_and_exports_exactly(setup, tm
     model, scores, dataset = setup
     n = sum(FIELDS)
     if budget is None:  # an artifact budget a little above the all-pruned artifact
-        from shaver.deploy.size import predict_tiered_bytes
+        from shaver.table.size import predict_tiered_bytes
 
         floor = predict_tiered_bytes(model, np.zeros((n, DIM), np.uint8), [TierSpec("fp32")])[0]
         budget = floor + 200

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from shaver.pruning.api import prune
 from shaver.pruning.codebook import refit_codebook
 from shaver.pruning.finetune import FinetuneConfig, finetune
-from shaver.pruning.order import ScoreError
 from shaver.pruning.scorers import compute_scores, data_frequencies
+from shaver.table.order import ScoreError
 from test_pruning_util import DIM, FIELD_DIMS, TinyModel, tiny_dataset
 
 N = sum(FIELD_DIMS)

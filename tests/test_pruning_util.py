@@ -13,7 +13,7 @@ from torch import nn
 from shaver.data.store import PreparedDataset, write_prepared
 from shaver.errors import ModelError
 from shaver.models.base import CTRModel
-from shaver.pruning.mask import MaskedEmbedding, pack_mask, unpack_mask
+from shaver.table.mask import MaskedEmbedding, pack_mask, unpack_mask
 
 torch.set_num_threads(1)
 

@@ -11,9 +11,9 @@ import pytest
 
 from shaver.data.store import write_prepared
 from shaver.deploy.artifact import export_artifact, load_artifact
-from shaver.deploy.size import predict_artifact_bytes
 from shaver.errors import ArtifactError, DataError
 from shaver.pruning.io import save_pruned
+from shaver.table.size import predict_artifact_bytes
 from test_deploy_support import FIELD_DIMS, offsets, pruned_model, random_ids, torch_proba
 
 NAMES = [f"f{i}" for i in range(len(FIELD_DIMS))]

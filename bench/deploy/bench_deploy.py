@@ -88,7 +88,7 @@ def pruned_copy(model, mask):
 
     import torch
 
-    from shaver.pruning.mask import MaskedEmbedding
+    from shaver.table.mask import MaskedEmbedding
 
     weight = model.embedding.weight.detach()
     bounds = np.concatenate([[0], np.cumsum(model.field_dims)])
@@ -160,8 +160,8 @@ def bench_sparsity(model, sparsity: float, tmp: Path, args, dense_ms) -> dict:
 
     from shaver.deploy.artifact import export_artifact
     from shaver.deploy.onnx_export import export_onnx
-    from shaver.deploy.size import predict_artifact_bytes
     from shaver.runtime import load_artifact
+    from shaver.table.size import predict_artifact_bytes
 
     n, d = model.embedding.weight.shape
     mask = magnitude_mask(model.embedding.weight.detach().numpy(), sparsity)

@@ -61,9 +61,10 @@ def artifact_metrics(path: Path, dataset) -> dict[str, float]:
 
 def measure(model, dataset, attribution, sparsities: list[float]) -> dict:
     from shaver.deploy.artifact import export_artifact
-    from shaver.pruning.api import Pruner, _feature_map_metadata
+    from shaver.pruning.api import Pruner
+    from shaver.table.size import feature_map_metadata
 
-    meta = _feature_map_metadata(dataset) or {}
+    meta = feature_map_metadata(dataset) or {}
     pruner = Pruner(model, attribution, dataset=dataset)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from shaver.attribution.result import Attribution
 from shaver.models.registry import build_model
 from shaver.pruning.api import Pruner
-from shaver.pruning.budget import Budget
+from shaver.table.budget import Budget
 from shaver.train.checkpoint import model_fingerprint
 from shaver.train.device import pick_device
 

@@ -33,8 +33,8 @@ from grid_data import open_grid_dataset
 from quality_grid import attribution, attribution_summary, trained
 
 from shaver.pruning.bytes_search import plan_for_bytes
-from shaver.pruning.tiers import tiered_copy
 from shaver.runtime.tiered import TierSpec, plan_tiered
+from shaver.table.tiers import tiered_copy
 from shaver.train.evaluation import evaluate
 
 FRACTIONS = (4, 8, 16, 32, 64, 128)
@@ -43,7 +43,7 @@ PTQ = [TierSpec(d, s) for d in ("int8", "int4", "int2") for s in ("field", "row"
 
 def ptq_rows(model, dataset) -> list[dict]:
     """Every entry kept, one tier of each PTQ dtype: exact table bytes, val and test AUC."""
-    from shaver.deploy.size import table_bytes
+    from shaver.table.size import table_bytes
 
     n, d = model.embedding.weight.shape
     tmap = np.ones((n, d), np.uint8)

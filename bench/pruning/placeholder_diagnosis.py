@@ -33,8 +33,8 @@ from sklearn.metrics import roc_auc_score
 from shaver.attribution.result import Attribution
 from shaver.pruning.api import Pruner
 from shaver.pruning.auto import zero_placeholder
-from shaver.pruning.budget import Budget
 from shaver.pruning.scorers import data_frequencies, shapley_scores
+from shaver.table.budget import Budget
 from shaver.train.checkpoint import load_run, open_run_dataset
 
 SPARSITIES = (0.5, 0.9, 0.95, 0.99, 0.999)

@@ -151,8 +151,8 @@ def auto_rows(model, dataset, attr, sparsities, freq) -> list[dict]:
     print(f"  auto: {time.perf_counter() - started:.1f} s", flush=True)
     if attr.bins is not None:
         from shaver.pruning.auto import AutoContext
-        from shaver.pruning.budget import Budget
         from shaver.pruning.budget_aware import budget_aware_cut
+        from shaver.table.budget import Budget
         from shaver.train.loop import evaluate as evaluate_split
 
         ctx = AutoContext(model, attr, dataset, freq, device=DEVICE)

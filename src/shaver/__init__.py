@@ -42,8 +42,8 @@ _EXPORTS: dict[str, str] = {
     "field_codebook": "shaver.attribution.codebook",
     # pruning
     "prune": "shaver.pruning.api",
-    "Budget": "shaver.pruning.budget",
-    "MaskedEmbedding": "shaver.pruning.mask",
+    "Budget": "shaver.table.budget",
+    "MaskedEmbedding": "shaver.table.mask",
     # deployment
     "export_artifact": "shaver.deploy.artifact",
     "CompressedEmbedding": "shaver.deploy.embedding",

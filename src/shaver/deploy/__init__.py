@@ -45,8 +45,8 @@ Artifact format v2 (shaver.runtime.tiered; written only when the table needs it)
     row) / bitmask / sparse / rowmap (a row bitmap + keep-bits of the listed rows). The
     codebook is left out when nothing is pruned. Export picks v2 for ``value_dtype`` int4,
     int2 or ``<dtype>/<field|row>`` (e.g. ``int4/row``) and for a model whose embedding is a
-    ``shaver.pruning.tiers.TieredEmbedding`` (what ``shaver prune --table-bytes`` writes).
+    ``shaver.table.tiers.TieredEmbedding`` (what ``shaver prune --table-bytes`` writes).
     The runtime, ``CompressedEmbedding`` / ``TieredCompressedEmbedding`` and ONNX compute
-    exactly what the fake-quantised torch model (``shaver.pruning.tiers.tiered_copy``)
+    exactly what the fake-quantised torch model (``shaver.table.tiers.tiered_copy``)
     computes; first-order weights next to an integer tier are stored int8 (per field).
 """

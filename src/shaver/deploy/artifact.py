@@ -2,7 +2,7 @@
 
 The file format (container, layouts, sections) is described in
 :mod:`shaver.runtime.container` and :mod:`shaver.runtime.layout`; sizes in
-:mod:`shaver.deploy.size`. Section names:
+:mod:`shaver.table.size`. Section names:
 
 * ``emb.<f>.values`` / ``emb.<f>.mask`` / ``emb.<f>.count`` / ``emb.<f>.cols`` per field ``f``,
   ``emb.scales`` (int8 only), ``codebook`` (m, d) fp32;
@@ -28,21 +28,22 @@ import numpy as np
 import torch
 
 from shaver import __version__
-from shaver.deploy.size import (
+from shaver.data.feature_map import feature_map_of
+from shaver.errors import ArtifactError
+from shaver.runtime.container import SectionSpec, container_bytes, write_container
+from shaver.runtime.headq import first_order_dtype, quantize_int8
+from shaver.runtime.layout import encode_embedding, quantize_per_field
+from shaver.runtime.model import Artifact, load_artifact
+from shaver.runtime.tiered import encode_tiered
+from shaver.table.plan import table_plan
+from shaver.table.size import (
     artifact_version,
     encode_feature_map,
     encode_info,
     head_tensors,
     plan_artifact,
 )
-from shaver.deploy.tiers import table_plan
-from shaver.errors import ArtifactError, ShaverError
-from shaver.pruning.tiers import first_order_dtype as tiers_first_order_dtype
-from shaver.runtime.container import SectionSpec, container_bytes, write_container
-from shaver.runtime.headq import first_order_dtype, quantize_int8
-from shaver.runtime.layout import encode_embedding, quantize_per_field
-from shaver.runtime.model import Artifact, load_artifact
-from shaver.runtime.tiered import encode_tiered
+from shaver.table.tiers import first_order_dtype as tiers_first_order_dtype
 
 log = logging.getLogger(__name__)
 #: Keys of pruned.json copied into the artifact's ``info`` section.
@@ -175,21 +176,6 @@ def _resolve_source(source: Any, metadata: Mapping[str, Any] | None,
         if feature_map is not None:
             meta["feature_map"] = feature_map
     return pruned.model, {**info, **meta}
-
-
-def feature_map_of(dataset_path: str | None) -> dict[str, Any] | None:
-    """{"meta": ..., "vocab": ...} of a prepared dataset, or None if it cannot be opened."""
-    if not dataset_path:
-        return None
-    from shaver.data.store import open_dataset
-    try:
-        dataset = open_dataset(dataset_path)
-        vocab = dataset.vocabularies
-    except (ShaverError, OSError) as exc:
-        log.warning("no feature map in the artifact: dataset %s unavailable (%s)", dataset_path, exc)
-        return None
-    meta = {k: v for k, v in dataset.meta.items() if k != "checksums"}
-    return {"meta": meta, "vocab": vocab() if callable(vocab) else vocab}
 
 
 __all__ = ["Artifact", "ExportResult", "SectionSpec", "embedding_state", "export_artifact",

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from shaver.deploy.fleet_cli import register_fleet
-from shaver.deploy.tiers import VALUE_CHOICES
 from shaver.errors import ArtifactError
+from shaver.table.plan import VALUE_CHOICES
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
 KIND_LABELS = {"values": "values", "index": "index", "scales": "scales", "codebook": "codebook",

@@ -39,6 +39,7 @@ from shaver.deploy.fleet_manifest import (
 )
 from shaver.deploy.fleet_spec import DeviceClass, FleetError, load_fleet, parse_fleet
 from shaver.errors import BudgetError
+from shaver.table.size import feature_map_metadata
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,11 @@ class CutChoice:
 
 class CutSource:
     """What every class's cut is taken from: the model, its checked scores (one attribution)
-    ranked once (:class:`~shaver.deploy.fleet_cut.RankedCounts`), and the size metadata."""
+    ranked once (:class:`~shaver.table.ranked.RankedCounts`), and the size metadata."""
 
     def __init__(self, model: nn.Module, scores: Any, size_metadata: dict[str, Any] | None,
                  order: str = "abs"):
-        from shaver.deploy.fleet_cut import RankedCounts
+        from shaver.table.ranked import RankedCounts
 
         self.model, self.scores, self.size_metadata, self.order = (model, scores, size_metadata,
                                                                     order)
@@ -73,7 +74,7 @@ class CutSource:
 
     def size(self, kept: int, cls: DeviceClass) -> int:
         """Exact artifact bytes of the ``kept`` top-ranked entries at ``cls``'s dtypes."""
-        from shaver.deploy.size import predict_bytes_for_counts
+        from shaver.table.size import predict_bytes_for_counts
 
         return predict_bytes_for_counts(self.model, self.ranked.counts(kept),
                                         value_dtype=cls.values, head_dtype=cls.head,
@@ -85,11 +86,11 @@ def best_cut(source: CutSource, cls: DeviceClass) -> CutChoice:
 
     Today: the Shaver ranking of ``source`` (|phi|, the attribution's codebook), cut at the
     largest kept count whose artifact at the class's value and head dtypes fits its byte
-    budget (the binary search of :func:`~shaver.pruning.budget.resolve_bytes`, so the same
+    budget (the binary search of :func:`~shaver.table.budget.resolve_bytes`, so the same
     cut as ``shaver prune`` at that budget). Raises :class:`BudgetError` when even the
     smallest artifact does not fit.
     """
-    from shaver.pruning.budget import resolve_bytes
+    from shaver.table.budget import resolve_bytes
 
     kept = resolve_bytes(cls.budget, lambda k: source.size(k, cls), lambda k: k, source.total)
     return CutChoice(f"{source.scores.scorer}/{source.order}", kept, source.total,
@@ -162,7 +163,7 @@ def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass]
         raise FleetError("evaluate=True needs the dataset to measure AUC / LogLoss on")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    size_meta = _size_metadata(dataset)
+    size_meta = feature_map_metadata(dataset)
     cuts = CutSource(model, as_scores(model, attribution, dataset=dataset), size_meta)
     ident = {**(source or {}), "model_fingerprint": cuts.scores.model_fingerprint or "",
              "attribution_sha256": scores_sha(cuts.scores.values, cuts.scores.codebook)}
@@ -250,16 +251,6 @@ def _artifact_metrics(path: Path | None, pruned: nn.Module, cls: DeviceClass,
         got = evaluate(model, dataset, split)
         out[split] = {"auc": float(got["auc"]), "logloss": float(got["logloss"])}
     return out
-
-
-def _size_metadata(dataset: Any) -> dict[str, Any] | None:
-    if dataset is None:
-        return None
-    from shaver.deploy.artifact import feature_map_of
-    from shaver.deploy.size import encode_feature_map
-
-    feature_map = feature_map_of(str(dataset.path))
-    return None if feature_map is None else {"feature_map": encode_feature_map(feature_map)}
 
 
 def _summary(entry: dict[str, Any]) -> str:

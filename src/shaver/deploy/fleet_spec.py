@@ -2,7 +2,7 @@
 
     classes:
       - name: phone-low
-        bytes: 2MiB          # whole artifact (shaver.pruning.budget.parse_bytes units)
+        bytes: 2MiB          # whole artifact (shaver.table.budget.parse_bytes units)
         values: int8         # kept embedding values: fp32 | fp16 | int8
         head: int8           # dense head + first-order weights: fp32 | fp16 | int8
         format: both         # shaver | onnx | both (default shaver)
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from shaver.errors import BudgetError, ShaverError
-from shaver.pruning.budget import Budget
 from shaver.runtime.headq import HEAD_DTYPES
+from shaver.table.budget import Budget
 
 #: Embedding value dtypes a class may ask for. Extending the artifact's value dtypes (e.g.
 #: int4/int2) needs only a new entry here and in ``shaver.runtime.layout.VALUE_DTYPES``.

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from shaver.deploy.size import head_tensors
 from shaver.models.base import copy_without_embedding
 from shaver.runtime.headq import (
     check_head_dtype,
@@ -27,6 +26,7 @@ from shaver.runtime.headq import (
 )
 from shaver.runtime.layout import dequantize_per_field, quantize_per_field
 from shaver.runtime.model import Artifact
+from shaver.table.size import head_tensors
 
 
 def stored_head_values(name: str, tensor: torch.Tensor, head_dtype: str) -> np.ndarray:

@@ -7,7 +7,7 @@
 With an Attribution the default method is ``auto`` (:mod:`shaver.pruning.auto`: the best of
 several cuts on the validation split, per budget); ``method="shaver"`` is the paper's ranking
 alone. Given scores (magnitude, ...) are pruned by their own ranking (``method="scores"``).
-The scores are sorted once (:class:`~shaver.pruning.order.PruneOrder`); each budget is a cut
+The scores are sorted once (:class:`~shaver.table.order.PruneOrder`); each budget is a cut
 in that order. :class:`Pruner` keeps the sorted order to serve later budgets instantly.
 """
 
@@ -26,12 +26,13 @@ from torch import nn
 from shaver.data.store import PreparedDataset
 from shaver.errors import FingerprintMismatch
 from shaver.models.base import check_model_interface, copy_without_embedding
-from shaver.pruning.budget import Budget, as_budgets, resolve_bytes
 from shaver.pruning.codebook import check_codebook_mode, refit_codebook
 from shaver.pruning.finetune import FinetuneConfig, finetune
-from shaver.pruning.mask import MaskedEmbedding
-from shaver.pruning.order import PruneOrder, ScoreError, check_scores
 from shaver.pruning.scorers import Scores, data_frequencies, shapley_scores
+from shaver.table.budget import Budget, as_budgets, resolve_bytes
+from shaver.table.mask import MaskedEmbedding
+from shaver.table.order import PruneOrder, ScoreError, check_scores
+from shaver.table.size import feature_map_metadata
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Pruner:
         model: the trained base model (not modified).
         scores: Attribution, Scores or (n, d) array (see :func:`as_scores`).
         order: "abs" or "signed". codebook: "fixed" or "refit" (needs ``frequencies``).
-        value_dtype / head_dtype / size_metadata: passed to ``shaver.deploy.size`` for byte
+        value_dtype / head_dtype / size_metadata: passed to ``shaver.table.size`` for byte
         counts.
     """
 
@@ -159,7 +160,7 @@ class Pruner:
         self.head_dtype = head_dtype
 
     def size_of(self, mask: np.ndarray) -> int:
-        from shaver.deploy.size import predict_artifact_bytes
+        from shaver.table.size import predict_artifact_bytes
 
         return predict_artifact_bytes(self.model, mask, value_dtype=self.value_dtype,
                                       metadata=self.size_metadata, head_dtype=self.head_dtype)
@@ -228,7 +229,7 @@ def prune(
     """
     budgets = as_budgets(budgets)
     if size_metadata is None and dataset is not None and include_feature_map:
-        size_metadata = _feature_map_metadata(dataset)
+        size_metadata = feature_map_metadata(dataset)
     if finetune_config is not None and dataset is None:
         raise ScoreError("fine-tuning needs a dataset")
     method = resolve_method(method, scores_or_attribution,
@@ -283,14 +284,6 @@ def resolve_method(method: str | None, scores: Any, explicit: bool = False) -> s
         raise ScoreError(f"method {method!r} needs an Attribution (shaver attribute), not "
                          f"{type(scores).__name__} scores; use method='scores'")
     return method
-
-
-def _feature_map_metadata(dataset: PreparedDataset) -> dict[str, Any] | None:
-    from shaver.deploy.artifact import feature_map_of
-    from shaver.deploy.size import encode_feature_map
-
-    feature_map = feature_map_of(str(dataset.path))
-    return None if feature_map is None else {"feature_map": encode_feature_map(feature_map)}
 
 
 def _test_metrics(model: nn.Module, dataset: PreparedDataset | None,

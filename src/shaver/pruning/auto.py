@@ -35,9 +35,9 @@ from torch import nn
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import ShaverError
-from shaver.pruning.budget import Budget
 from shaver.pruning.scorers import Scores, compute_scores, data_frequencies, shapley_scores
 from shaver.pruning.selection import RULE, choose, components
+from shaver.table.budget import Budget
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from shaver.attribution.semivalue import active_kept_fraction, require_bins, semivalue_scores
-from shaver.pruning.budget import Budget
 from shaver.pruning.scorers import Scores, shapley_scores
+from shaver.table.budget import Budget
 
 #: Fixed-point rounds of the target kept fraction.
 ROUNDS = 2

@@ -12,7 +12,7 @@ from torch import nn
 from shaver.data.store import PreparedDataset
 from shaver.pruning.bytes_search import plan_for_bytes
 from shaver.pruning.io import save_pruned
-from shaver.pruning.mixed import Shape
+from shaver.table.families import Shape
 
 PRECISIONS = ("auto", "fp32")
 
@@ -23,9 +23,10 @@ def searched_rows(model: nn.Module, scores: Any, budgets: Sequence[tuple[str, st
                   codebook: str = "fixed", device: str | None = None,
                   quiet: bool = True) -> list[dict[str, Any]]:
     """``budgets``: (axis "table" | "artifact", size text) pairs; returns results rows."""
-    from shaver.pruning.api import _feature_map_metadata, _fingerprint
+    from shaver.pruning.api import _fingerprint
+    from shaver.table.size import feature_map_metadata
 
-    metadata = _feature_map_metadata(dataset)
+    metadata = feature_map_metadata(dataset)
     base_fp = _fingerprint(model)
     rows = []
     for axis, text in budgets:

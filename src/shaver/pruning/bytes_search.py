@@ -7,7 +7,7 @@ Two axes, said explicitly by ``axis``:
   a budget may also be written as a fraction of the fp32 table, ``"1/16"``;
 * ``"artifact"``: the whole artifact file (table, dense head, first-order weights, metadata).
 
-Every plan family of :func:`shaver.pruning.mixed.default_shapes` (or the given ``shapes``) is
+Every plan family of :func:`shaver.table.families.default_shapes` (or the given ``shapes``) is
 fitted to the budget on exact bytes and evaluated on the validation split; the best
 validation AUC is kept and its test metrics reported.
 """
@@ -25,9 +25,9 @@ from torch import nn
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import BudgetError
-from shaver.pruning.budget import parse_bytes
-from shaver.pruning.mixed import Shape, TierPlanner, default_shapes
-from shaver.pruning.tiers import tiered_copy
+from shaver.table.budget import parse_bytes
+from shaver.table.families import Shape, TierPlanner, default_shapes
+from shaver.table.tiers import tiered_copy
 
 log = logging.getLogger(__name__)
 AXES = ("table", "artifact")
@@ -64,8 +64,8 @@ def plan_for_bytes(model: nn.Module, scores: Any, budget: int | str,
     ``codebook="refit"`` refits each plan's placeholders on its pruned entries (needs
     ``frequencies``, or the dataset's train+val id counts), as ``shaver.pruning.prune``.
     """
-    from shaver.deploy.size import predict_tiered_bytes
     from shaver.pruning.api import as_scores
+    from shaver.table.size import predict_tiered_bytes
 
     if axis not in AXES:
         raise BudgetError(f"unknown byte axis {axis!r}: expected one of {', '.join(AXES)}")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from shaver.cli import add_run_dir
 from shaver.errors import BudgetError
-from shaver.pruning.budget import parse_budget_list
 from shaver.pruning.bytes_runner import PRECISIONS
 from shaver.pruning.codebook import CODEBOOK_MODES
 from shaver.pruning.finetune import FinetuneConfig
-from shaver.pruning.mixed import GRANULARITIES, parse_tiers
-from shaver.pruning.order import ORDERS
 from shaver.pruning.runner import RUN_METHODS
 from shaver.pruning.scorers import PLACEHOLDERS, SCORERS
+from shaver.table.budget import parse_budget_list
+from shaver.table.families import GRANULARITIES, parse_tiers
+from shaver.table.order import ORDERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import TrainingError
-from shaver.pruning.mask import MaskedEmbedding
+from shaver.table.mask import MaskedEmbedding
 
 log = logging.getLogger(__name__)
 

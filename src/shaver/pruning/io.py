@@ -34,7 +34,7 @@ from torch import nn
 
 from shaver.errors import CheckpointError, ShaverError
 from shaver.fileio import check_format, read_json
-from shaver.pruning.mask import MaskedEmbedding, pack_mask, unpack_mask
+from shaver.table.mask import MaskedEmbedding, pack_mask, unpack_mask
 
 FORMAT = "shaver-pruned"
 FORMAT_VERSION = 1
@@ -190,7 +190,7 @@ def _install_masked_embedding(model: nn.Module, state: dict[str, torch.Tensor], 
     state["embedding.mask"] = torch.from_numpy(np.ascontiguousarray(mask))
     try:
         if tiers is not None or "embedding.tier_map" in state:
-            from shaver.pruning.tiers import tiered_embedding_from_state
+            from shaver.table.tiers import tiered_embedding_from_state
             model.embedding = tiered_embedding_from_state(state, tiers, model.field_dims)
         else:
             model.embedding = MaskedEmbedding(weight, torch.from_numpy(mask),

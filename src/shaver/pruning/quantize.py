@@ -5,7 +5,7 @@ with one fp32 scale ``s = max|w| / qmax`` per row (``granularity="row"``) or for
 table (``"table"``). The model sees the dequantised table ``q * s``.
 
 How bytes are counted (:func:`quantized_artifact_bytes`): the artifact
-``shaver.deploy.size.predict_artifact_bytes`` gives for the unpruned model (all entries kept,
+``shaver.table.size.predict_artifact_bytes`` gives for the unpruned model (all entries kept,
 fp32, every field dense), minus its fp32 embedding values (n*d*4) and its codebook (m*d*4,
 which a quantised table does not need), plus the packed quantised values
 ``ceil(n*d*bits/8)`` (int4: two per byte) and the fp32 scales (4 per row, or 4). So the head,
@@ -71,7 +71,7 @@ def quantize_(model: nn.Module, config: QuantizeConfig) -> nn.Module:
 def quantized_artifact_bytes(model: nn.Module, config: QuantizeConfig,
                              metadata: dict[str, Any] | None = None) -> dict[str, int]:
     """Byte breakdown ``{"values", "scales", "rest", "total"}`` (see the module docstring)."""
-    from shaver.deploy.size import predict_artifact_bytes
+    from shaver.table.size import predict_artifact_bytes
 
     n, d = (int(s) for s in model.embedding.weight.shape)
     m = len(model.field_dims)

@@ -16,13 +16,13 @@ from typing import Any
 from shaver.errors import BudgetError, CheckpointError
 from shaver.fileio import write_text_atomic
 from shaver.pruning.api import prune
-from shaver.pruning.budget import Budget
 from shaver.pruning.bytes_runner import PRECISIONS, searched_rows
 from shaver.pruning.finetune import FinetuneConfig
 from shaver.pruning.io import save_pruned
-from shaver.pruning.mixed import Shape
 from shaver.pruning.scorers import check_scorer, compute_scores
 from shaver.runtime.tiered import TierSpec
+from shaver.table.budget import Budget
+from shaver.table.families import Shape
 
 COLUMNS = ("budget", "kept", "total", "sparsity", "bytes", "table_bytes", "plan", "auc",
            "logloss", "seconds", "method", "winner", "scorer", "placeholder", "order", "codebook",
@@ -137,7 +137,7 @@ def prune_run(
 
 def _v1_table_bytes(model: Any) -> int:
     """Table bytes (values, index, codebook) of a pruned model's fp32 (v1) artifact."""
-    from shaver.deploy.size import predict_table_bytes
+    from shaver.table.size import predict_table_bytes
 
     mask = model.embedding.mask.detach().cpu().numpy()
     return predict_table_bytes(model, mask)

@@ -3,7 +3,7 @@
 Every scorer returns :class:`Scores`: ``values`` float32 (n, d) where larger = more useful
 (the Shapley sign convention: phi > 0 means replacing the entry raises the loss), plus the
 placeholder the pruned entries take (codebook or zero). What is masked is decided later by a
-:class:`~shaver.pruning.order.PruneOrder` cut.
+:class:`~shaver.table.order.PruneOrder` cut.
 
 * ``shapley``: phi of an :class:`~shaver.attribution.result.Attribution` (its placeholder
   and codebook).
@@ -26,7 +26,7 @@ from torch import nn
 
 from shaver.data.store import PreparedDataset
 from shaver.progress import progress_bar
-from shaver.pruning.order import ScoreError, check_scores
+from shaver.table.order import ScoreError, check_scores
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """One benchmark method applied to a trained model at several budgets, measured as result
 rows. Pruning goes through ``shaver.pruning.api.prune`` (one sort serves every budget) and
 ``shaver.pruning.scorers.compute_scores``; post-training quantisation through
-``shaver.pruning.quantize``; byte counts through ``shaver.deploy.size``."""
+``shaver.pruning.quantize``; byte counts through ``shaver.table.size``."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class CellContext:
 
 
 def budget_label(sparsity: float) -> str:
-    from shaver.pruning.budget import Budget
+    from shaver.table.budget import Budget
 
     return Budget.sparsity(float(sparsity)).label
 
@@ -118,7 +118,7 @@ def _table(model: torch.nn.Module) -> tuple[int, int]:
 
 def base_row(ctx: CellContext, test: dict[str, Any]) -> ResultRow:
     """The uncompressed model: every entry kept, dense artifact size."""
-    from shaver.deploy.size import predict_artifact_bytes
+    from shaver.table.size import predict_artifact_bytes
 
     n, d = _table(ctx.base)
     size = predict_artifact_bytes(ctx.base, np.ones((n, d), dtype=bool))
@@ -214,9 +214,9 @@ def _searched_row(ctx: CellContext, method: str, label: str,
 
 
 def _ptq_tier_row(ctx: CellContext, label: str, bits: int) -> ResultRow:
-    from shaver.deploy.size import predict_tiered_bytes
-    from shaver.pruning.tiers import tiered_copy
     from shaver.runtime.tiered import TierSpec
+    from shaver.table.size import predict_tiered_bytes
+    from shaver.table.tiers import tiered_copy
 
     n, d = _table(ctx.base)
     tmap, tiers = np.ones((n, d), np.uint8), [TierSpec(f"int{bits}")]

@@ -110,7 +110,8 @@ def export_and_check(out: Path, rows: list[ResultRow], seed: int
     values and an int8 head and score it on the test split with the runtime.
     (path, bytes, max |diff|, {"path", "bytes", "auc", "logloss"} of the compact one)."""
     from shaver.attribution.result import Attribution
-    from shaver.deploy.artifact import export_artifact, feature_map_of
+    from shaver.data.feature_map import feature_map_of
+    from shaver.deploy.artifact import export_artifact
     from shaver.pruning.api import prune
     from shaver.runtime import load_artifact
     from shaver.train.checkpoint import load_run, open_run_dataset

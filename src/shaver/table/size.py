@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from shaver.deploy.tiers import table_plan
+from shaver.data.feature_map import feature_map_of
 from shaver.errors import ArtifactError
 from shaver.models.base import check_model_interface
-from shaver.pruning.tiers import first_order_dtype as tiers_first_order_dtype
 from shaver.runtime.container import SectionSpec, container_bytes
 from shaver.runtime.headq import (
     check_head_dtype,
@@ -42,6 +41,8 @@ from shaver.runtime.layout import (
     layouts_for_counts,
 )
 from shaver.runtime.tiered import plan_tiered
+from shaver.table.plan import table_plan
+from shaver.table.tiers import first_order_dtype as tiers_first_order_dtype
 
 INFO_BYTES = 4096
 _TORCH_TO_SECTION = {torch.int64: "i64", torch.uint8: "u8", torch.int8: "i8"}
@@ -53,6 +54,15 @@ def encode_feature_map(feature_map: Mapping[str, Any] | bytes) -> bytes:
         return feature_map
     return json.dumps(feature_map, sort_keys=True, separators=(",", ":"),
                       ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def feature_map_metadata(dataset: Any) -> dict[str, Any] | None:
+    """``{"feature_map": bytes}`` of a prepared dataset (what export adds and the size
+    counts), or None without a dataset or when it cannot be opened."""
+    if dataset is None:
+        return None
+    feature_map = feature_map_of(str(dataset.path))
+    return None if feature_map is None else {"feature_map": encode_feature_map(feature_map)}
 
 
 def encode_info(info: Mapping[str, Any]) -> bytes:
@@ -87,7 +97,7 @@ def head_specs(model: torch.nn.Module, value_dtype: str,
     take :func:`~shaver.runtime.headq.first_order_dtype` of the value and head dtypes: fp32,
     fp16, or int8 with one fp32 scale per field (section ``first_order_scale/<name>``, kind
     first_order); next to a v2 table, ``value_dtype`` is that of
-    :func:`shaver.pruning.tiers.first_order_dtype`. Head tensors follow ``head_dtype``
+    :func:`shaver.table.tiers.first_order_dtype`. Head tensors follow ``head_dtype``
     (:mod:`shaver.runtime.headq`): fp32, fp16, or int8 matrices with per-output-channel fp32
     scales (``head_scale/<name>``).
     """
@@ -195,7 +205,7 @@ def predict_tiered_bytes(model: torch.nn.Module, tier_map: np.ndarray, tiers: li
                          head_dtype: str = "fp32") -> tuple[int, int]:
     """(artifact bytes, table bytes) of ``model`` stored with this tier map and these tier
     specs (:mod:`shaver.runtime.tiered`), exactly as export writes it once the model's
-    embedding is the matching TieredEmbedding (``shaver.pruning.tiers.tiered_copy``)."""
+    embedding is the matching TieredEmbedding (``shaver.table.tiers.tiered_copy``)."""
     d = int(model.embedding.weight.shape[1])
     embedding, specs = plan_tiered(tier_map, [int(v) for v in model.field_dims], d, tiers)
     table = table_bytes(specs)

@@ -19,10 +19,10 @@ from torch import nn
 
 from shaver.errors import ModelError, ShaverError
 from shaver.models.base import copy_without_embedding
-from shaver.pruning.mask import MaskedEmbedding
 from shaver.runtime.layout import dequantize_per_field, quantize_per_field
 from shaver.runtime.lowbit import dequantize, group_scales, has_scale, quantize
 from shaver.runtime.tiered import TierSpec, check_tier_map
+from shaver.table.mask import MaskedEmbedding
 
 
 class TieredEmbedding(MaskedEmbedding):

@@ -8,7 +8,7 @@ ordered by the sum of their entries' scores: whole rows kept or pruned, which th
 layout indexes with one bit per row instead of one per entry). For a budget, each family's
 largest kept count that fits is found by binary search on the EXACT bytes (values, index,
 scales, codebook; :func:`shaver.runtime.tiered.plan_tiered`); every fitting plan is evaluated
-on the validation split as the artifact computes it (:func:`shaver.pruning.tiers.tiered_copy`)
+on the validation split as the artifact computes it (:func:`shaver.table.tiers.tiered_copy`)
 and the best validation AUC wins. The default families include uniform bits with no pruning
 (post-training quantisation), pruning with fp32 values (the paper's Shaver) and pruning with
 uniform low bits, so the chosen plan is never worse on validation than any of them.
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from shaver.errors import BudgetError
-from shaver.pruning.order import PruneOrder
 from shaver.runtime.tiered import MAX_TIERS, TierSpec, plan_tiered
+from shaver.table.order import PruneOrder
 
 GRANULARITIES = ("entry", "row")
 
@@ -59,8 +59,8 @@ class Shape:
 def parse_tiers(text: str, granularity: str = "entry") -> Shape:
     """``"int8:0.1,int4:0.3,int2:0.6"`` (dtype[/scale]:share, most important first; a single
     tier needs no share) -> :class:`Shape`. Unknown dtypes are refused naming the known ones."""
-    from shaver.deploy.tiers import parse_value_dtype
     from shaver.errors import ArtifactError
+    from shaver.table.plan import parse_value_dtype
 
     tiers, shares = [], []
     items = [t.strip() for t in str(text).split(",") if t.strip()]
@@ -130,7 +130,7 @@ class TierPlanner:
 
     def table_bytes(self, tier_map: np.ndarray, tiers: Sequence[TierSpec]) -> int:
         """Exact table bytes (values, index, scales, codebook) of a tier map."""
-        from shaver.deploy.size import table_bytes
+        from shaver.table.size import table_bytes
 
         return table_bytes(plan_tiered(tier_map, self.field_dims, self.shape[1], tiers)[1])
 

@@ -5,7 +5,7 @@ Three kinds (the ``kind`` stored in pruned.json):
 * ``sparsity``: fraction of embedding entries REPLACED by their placeholder, a float in [0, 1].
   Resolved like ``torch.nn.utils.prune``: ``pruned = round(s * total)``, ``kept = total - pruned``.
 * ``params``: number of KEPT embedding entries, an int >= 0 (<= the table size when applied).
-* ``bytes``: size of the deployable artifact (``shaver.deploy.size``), e.g. ``"2MiB"``,
+* ``bytes``: size of the deployable artifact (``shaver.table.size``), e.g. ``"2MiB"``,
   ``"500KB"``, ``"123456B"``; resolved to the largest kept count whose artifact fits.
 
 The int-vs-float edge follows torch's prune ``amount``: in :meth:`Budget.parse`, ``1`` (int)

@@ -1,13 +1,13 @@
 """Byte-budget cuts for many device classes without sorting the whole table.
 
 An artifact's size depends on the mask only through the kept entries per field
-(:func:`shaver.deploy.size.predict_bytes_for_counts`). :class:`RankedCounts` answers "how
+(:func:`shaver.table.size.predict_bytes_for_counts`). :class:`RankedCounts` answers "how
 many of the K highest-ranked entries lie in each field" for any K after ONE pass over the
 scores: a per-field histogram of the scores' top 16 bits (their order-preserving integer
 form). Only the one bucket a cut falls in is sorted, when it is asked for. The ranking is
-exactly :class:`shaver.pruning.order.PruneOrder`'s (``abs``: by |score|, ``signed``: by
+exactly :class:`shaver.table.order.PruneOrder`'s (``abs``: by |score|, ``signed``: by
 score; ties: the lower flat index is pruned first), so a byte budget resolves, through the
-same binary search (:func:`shaver.pruning.budget.resolve_bytes`), to the same kept count and
+same binary search (:func:`shaver.table.budget.resolve_bytes`), to the same kept count and
 the same mask as :meth:`shaver.pruning.api.Pruner.resolve`, at a fraction of the cost on a
 1M x 16 table (no 16M-entry sort; each size is O(fields) plus one small bucket).
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from shaver.pruning.order import check_order, check_scores
+from shaver.table.order import check_order, check_scores
 
 BUCKET_BITS = 16  # buckets are uint16
 _SHIFT = 32 - BUCKET_BITS

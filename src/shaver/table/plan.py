@@ -3,14 +3,14 @@
 Value dtypes accepted by export and by the byte counts:
 
 * ``fp32``, ``fp16``, ``int8``: the v1 table (unchanged), unless the model's embedding is a
-  :class:`~shaver.pruning.tiers.TieredEmbedding`;
+  :class:`~shaver.table.tiers.TieredEmbedding`;
 * ``int4``, ``int2`` (and ``int8``, ``fp16``, ``fp32`` when written with a scale suffix, e.g.
   ``int4/row``, ``int8/field``): one tier of that dtype over the kept entries, v2;
 * a model with a TieredEmbedding: its own tiers (the value dtype argument is then ignored
   for the table), v2.
 
 The first-order weights of a v2 artifact take
-:func:`~shaver.pruning.tiers.first_order_dtype` of its tiers.
+:func:`~shaver.table.tiers.first_order_dtype` of its tiers.
 """
 
 from __future__ import annotations
