@@ -34,6 +34,8 @@ from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.sampling import DEFAULT_DATA, SampleSource
 from shaver.errors import AttributionError
+from shaver.table.mask import masked_copy
+from shaver.table.order import PruneOrder
 
 #: Samples per walk group (grouped by survivor count).
 GROUP = 64
@@ -133,9 +135,6 @@ def refine(model: torch.nn.Module, dataset: Any, attribution: Any, keep: list[fl
 
     keep: decreasing kept fractions of the whole table, e.g. [0.1, 0.01]; each round
     attributes the survivors with ``samples`` samples (seeds ``seed + r``)."""
-    from shaver.pruning.api import masked_copy
-    from shaver.table.order import PruneOrder
-
     if not keep or any(not 0 < f < 1 for f in keep) or list(keep) != sorted(keep, reverse=True):
         raise AttributionError(f"keep must be decreasing fractions in (0, 1), got {keep}")
     phi = attribution.phi.numpy()

@@ -35,12 +35,12 @@ from shaver.runtime.headq import first_order_dtype, quantize_int8
 from shaver.runtime.layout import encode_embedding, quantize_per_field
 from shaver.runtime.model import Artifact, load_artifact
 from shaver.runtime.tiered import encode_tiered
-from shaver.table.plan import table_plan
+from shaver.table.head import head_tensors
+from shaver.table.plan import table_plan, v1_value_dtype
 from shaver.table.size import (
     artifact_version,
     encode_feature_map,
     encode_info,
-    head_tensors,
     plan_artifact,
 )
 from shaver.table.tiers import first_order_dtype as tiers_first_order_dtype
@@ -145,6 +145,7 @@ def _table_arrays(model: torch.nn.Module, weight: np.ndarray, mask: np.ndarray,
                   ) -> tuple[dict[str, np.ndarray], str]:
     """Section arrays of the embedding table, and the dtype its first-order weights take
     before the head's dtype is considered (:func:`shaver.runtime.headq.first_order_dtype`)."""
+    value_dtype = v1_value_dtype(model, value_dtype)
     plan = table_plan(model, mask, value_dtype, with_values=True)
     if plan is None:
         layouts, sections = encode_embedding(weight, mask, codebook, model.field_dims,

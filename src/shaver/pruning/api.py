@@ -1,21 +1,22 @@
-"""Python API: prune a model to one or many budgets from one set of scores.
+"""Python API: prune a model to one or many budgets, through THE chooser.
 
-    >>> results = prune(model, attribution, [0.5, 0.95, "2MiB"], dataset=ds)
-    >>> results[1].model          # embedding is a MaskedEmbedding, 95 % of entries replaced
-    >>> results[1].info["winner"] # the candidate cut chosen on validation (method "auto")
+    >>> results = prune(model, attribution, [0.5, 0.95, "2MiB", "1/16"], dataset=ds)
+    >>> results[1].model          # its embedding a plan module (kept tiers + codebook)
+    >>> results[1].info["winner"] # the candidate chosen on validation (method "auto")
 
-With an Attribution the default method is ``auto`` (:mod:`shaver.pruning.auto`: the best of
-several cuts on the validation split, per budget); ``method="shaver"`` is the paper's ranking
-alone. Given scores (magnitude, ...) are pruned by their own ranking (``method="scores"``).
-The scores are sorted once (:class:`~shaver.table.order.PruneOrder`); each budget is a cut
-in that order. :class:`Pruner` keeps the sorted order to serve later budgets instantly.
+With an Attribution the default method is ``auto``: :mod:`shaver.pruning.chooser` picks, per
+budget, the best of rankings x plan families x head precisions on the validation split,
+each recalibrated. ``method="shaver"`` is the paper's cut alone (|phi|, the attribution's
+codebook, fp32 values, no validation); given scores (magnitude, ...) are cut by their own
+ranking (``method="scores"``). Every door (``shaver prune``, ``shaver fleet``, ``shaver
+bench``) calls :func:`prune`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,19 +25,24 @@ import torch
 from torch import nn
 
 from shaver.data.store import PreparedDataset
-from shaver.errors import FingerprintMismatch
-from shaver.models.base import check_model_interface, copy_without_embedding
-from shaver.pruning.codebook import check_codebook_mode, refit_codebook
+from shaver.errors import FingerprintMismatch, ShaverError
+from shaver.models.base import check_model_interface
+from shaver.pruning.chooser import Chooser, ChooserError, candidates_for, with_budget_aware
+from shaver.pruning.codebook import check_codebook_mode
 from shaver.pruning.finetune import FinetuneConfig, finetune
+from shaver.pruning.rankings import PAPER, Ranking, attribution_rankings, single_shot_rankings
 from shaver.pruning.scorers import Scores, data_frequencies, shapley_scores
-from shaver.table.budget import Budget, as_budgets, resolve_bytes
-from shaver.table.mask import MaskedEmbedding
-from shaver.table.order import PruneOrder, ScoreError, check_scores
+from shaver.table.budget import Budget, as_budgets
+from shaver.table.families import Shape
+from shaver.table.order import ScoreError, check_scores
 from shaver.table.size import feature_map_metadata
+from shaver.train.checkpoint import model_fingerprint
+from shaver.train.evaluation import evaluate as evaluate_split
 
 log = logging.getLogger(__name__)
 
-#: Splits whose id counts weight the refit codebook (the attribution's default data).
+#: Splits whose id counts weight the refit codebook and the budget-aware targets: every
+#: labelled row the model was fitted or selected on.
 FREQUENCY_DATA = "train+val"
 #: auto: best cut on validation; shaver: the paper's Shapley ranking; scores: given scores.
 METHODS: tuple[str, ...] = ("auto", "shaver", "scores")
@@ -46,15 +52,18 @@ METHODS: tuple[str, ...] = ("auto", "shaver", "scores")
 class PruneResult:
     """One budget's pruned model and its record.
 
-    ``kept``/``total``: embedding entries kept / in the table; ``artifact_bytes``: exact size
-    of the deployable artifact; ``seconds``: time to produce the pruned model from the sorted
-    scores (budget resolution, mask, codebook, module; not evaluation or fine-tuning).
+    ``kept``/``total``: embedding entries kept / in the table (the paper's count);
+    ``artifact_bytes`` / ``table_bytes``: exact sizes of the deployable artifact and of its
+    embedding table (:func:`shaver.table.size.plan_bytes`); ``seconds``: time to choose and
+    build the cut (fitting, validation of the candidates; not test evaluation or
+    fine-tuning); ``info``: the record stored in pruned.json and the artifact.
     """
 
     budget: Budget
     kept: int
     total: int
     artifact_bytes: int
+    table_bytes: int
     seconds: float
     model: nn.Module
     info: dict[str, Any] = field(default_factory=dict)
@@ -64,19 +73,20 @@ class PruneResult:
         return self.info.get("metrics", {})
 
     def row(self) -> dict[str, Any]:
-        """Flat record for results tables."""
+        """THE results row of a cut (``shaver prune``, fleets and the benchmark use it)."""
         return {"budget": self.budget.label, "kept": self.kept, "total": self.total,
                 "sparsity": 1 - self.kept / self.total if self.total else 0.0,
-                "bytes": self.artifact_bytes, "auc": self.metrics.get("auc"),
-                "logloss": self.metrics.get("logloss"), "seconds": self.seconds,
-                "scorer": self.info.get("scorer"), "order": self.info.get("order"),
+                "artifact_bytes": self.artifact_bytes, "table_bytes": self.table_bytes,
+                "auc": self.metrics.get("auc"), "logloss": self.metrics.get("logloss"),
+                "seconds": self.seconds, "method": self.info.get("method"),
+                "winner": self.info.get("winner"), "plan": self.info.get("plan"),
+                "head_dtype": self.info.get("head_dtype"), "scorer": self.info.get("scorer"),
+                "placeholder": self.info.get("placeholder"), "order": self.info.get("order"),
                 "codebook": self.info.get("codebook"), "finetuned": self.info.get("finetuned"),
-                "winner": self.info.get("winner")}
+                "calibrated": "calibration" in self.info}
 
 
 def _fingerprint(model: nn.Module) -> str:
-    from shaver.train.checkpoint import model_fingerprint
-
     return model_fingerprint(model)
 
 
@@ -117,156 +127,157 @@ def as_scores(model: nn.Module, scores: Any, *, dataset: PreparedDataset | None 
     return result
 
 
-def masked_copy(model: nn.Module, mask: np.ndarray, codebook: torch.Tensor) -> nn.Module:
-    """A copy of ``model`` (eval mode) whose embedding is a MaskedEmbedding; the big table is
-    not deep-copied (only its kept entries are copied into the new module)."""
-    emb = model.embedding
-    clone = copy_without_embedding(model)
-    weight = emb.weight.detach()
-    clone.embedding = MaskedEmbedding(weight, torch.from_numpy(mask).to(weight.device),
-                                      codebook.to(weight.device), model.field_dims)
-    return clone.eval()
-
-
-class Pruner:
-    """Scores sorted once; :meth:`cut` gives the pruned model for any budget.
-
-    Args:
-        model: the trained base model (not modified).
-        scores: Attribution, Scores or (n, d) array (see :func:`as_scores`).
-        order: "abs" or "signed". codebook: "fixed" or "refit" (needs ``frequencies``).
-        value_dtype / head_dtype / size_metadata: passed to ``shaver.table.size`` for byte
-        counts.
-    """
-
-    def __init__(self, model: nn.Module, scores: Any, *, order: str = "abs",
-                 codebook: str = "fixed", dataset: PreparedDataset | None = None,
-                 frequencies: np.ndarray | None = None, value_dtype: str = "fp32",
-                 size_metadata: dict[str, Any] | None = None, head_dtype: str = "fp32"):
-        check_model_interface(model)
-        self.model = model
-        self.codebook_mode = check_codebook_mode(codebook)
-        self.scores = as_scores(model, scores, dataset=dataset)
-        started = time.perf_counter()
-        self.order = PruneOrder(self.scores.values, order)
-        self.sort_seconds = time.perf_counter() - started
-        self.total = self.order.total
-        if codebook == "refit" and frequencies is None:
-            if dataset is None:
-                raise ScoreError("codebook='refit' needs id frequencies or a dataset")
-            frequencies = data_frequencies(dataset, FREQUENCY_DATA)
-        self.frequencies = frequencies
-        self.value_dtype, self.size_metadata = value_dtype, size_metadata
-        self.head_dtype = head_dtype
-
-    def size_of(self, mask: np.ndarray) -> int:
-        from shaver.table.size import predict_artifact_bytes
-
-        return predict_artifact_bytes(self.model, mask, value_dtype=self.value_dtype,
-                                      metadata=self.size_metadata, head_dtype=self.head_dtype)
-
-    def resolve(self, budget: Budget) -> int:
-        """Kept entries for ``budget`` (bytes: largest cut whose artifact fits)."""
-        if budget.kind != "bytes":
-            return budget.kept_entries(self.total)
-        return resolve_bytes(budget, self.size_of, self.order.cursor().move, self.total)
-
-    def cut(self, budget: Budget | float | int | str, kept: int | None = None) -> PruneResult:
-        """The pruned model for one budget (no evaluation); ``kept``: already resolved."""
-        budget = Budget.parse(budget)
-        started = time.perf_counter()
-        kept = self.resolve(budget) if kept is None else kept
-        mask = self.order.mask(kept)
-        codebook = self.scores.codebook
-        if self.codebook_mode == "refit":
-            codebook = refit_codebook(self.model.embedding.weight, mask, self.model.field_dims,
-                                      self.frequencies, codebook)
-        pruned = masked_copy(self.model, mask, codebook)
-        seconds = time.perf_counter() - started
-        placeholder = "codebook" if self.codebook_mode == "refit" else self.scores.placeholder
-        info = {"budget": budget.to_json(), "scorer": self.scores.scorer,
-                "order": self.order.order, "codebook": self.codebook_mode,
-                "placeholder": placeholder, "kept": kept, "total": self.total,
-                "finetuned": False, "metrics": {}, "seconds_to_prune": seconds,
-                "seconds_to_sort": self.sort_seconds}
-        return PruneResult(budget, kept, self.total, self.size_of(mask), seconds, pruned, info)
-
-
 def prune(
     model: nn.Module,
     scores_or_attribution: Any,
     budgets: Budget | float | int | str | Iterable[Any],
     *,
+    method: str | None = None,
+    dataset: PreparedDataset | None = None,
+    values: Sequence[str] | None = None,
+    heads: Sequence[str] | None = None,
+    families: Sequence[Shape] | None = None,
     order: str | None = None,
     codebook: str | None = None,
-    dataset: PreparedDataset | None = None,
     frequencies: np.ndarray | None = None,
     evaluate: bool | None = None,
     finetune_config: FinetuneConfig | None = None,
-    value_dtype: str = "fp32",
-    size_metadata: dict[str, Any] | None = None,
     include_feature_map: bool = True,
     device: str | torch.device | None = None,
     quiet: bool = True,
-    method: str | None = None,
 ) -> list[PruneResult]:
-    """Prune ``model`` to every budget in ``budgets`` (one sort of the scores serves all).
+    """Prune ``model`` to every budget in ``budgets`` (read by :meth:`Budget.parse`: 0.95
+    sparsity, 1000 kept entries, "2MiB" artifact bytes, "1/16" of the fp32 table; all are
+    validated before any work).
 
     ``method`` (default: "auto" for an Attribution given without ``order`` / ``codebook``,
-    "shaver" for one given with them, else "scores"): "auto" evaluates the candidate cuts of
-    :mod:`shaver.pruning.auto` on ``dataset``'s validation split at each budget and keeps the
-    best (``info["winner"]``); "shaver" is the paper's ranking of the attribution's phi with
-    ``order`` / ``codebook`` (default "abs" / "fixed": |phi|, fixed codebook); "scores" prunes
-    by the given scores with them.
+    "shaver" for one given with them, else "scores"): "auto" chooses each budget's cut on
+    ``dataset``'s validation split among rankings x plan families x head precisions
+    (:mod:`shaver.pruning.chooser`), restricted to the value dtypes ``values``, the head
+    dtypes ``heads`` or the plan ``families`` when given; "shaver" is the paper's ranking
+    of the attribution's phi with ``order`` / ``codebook`` (default "abs" / "fixed"), and
+    "scores" the given scores' ranking, each as one fixed candidate (fp32 values and head
+    unless ``values`` / ``heads`` / ``families`` name one).
 
-    budgets: Budget objects or values read by :meth:`Budget.parse` (0.95 sparsity, 1000 kept
-    entries, "2MiB"); all are validated before any work. ``evaluate`` (default: when a
-    dataset is given) adds test ``{"auc", "logloss"}``; ``finetune_config`` fine-tunes each
-    pruned model (mask fixed) on ``dataset`` before that evaluation. Byte counts are those of
-    ``shaver.deploy.artifact.export_artifact`` on the saved pruned directory: with a dataset
-    and ``include_feature_map``, its feature map (vocabularies) is counted, as export adds it.
-    Returns one :class:`PruneResult` per budget, in the given order.
+    ``evaluate`` (default: when a dataset is given) adds test ``{"auc", "logloss"}``;
+    ``finetune_config`` fine-tunes each pruned model (mask fixed; fp32 plans) on ``dataset``
+    before that evaluation. Byte counts are those of the artifact ``shaver export`` writes
+    (with the dataset's feature map when ``include_feature_map``). Returns one
+    :class:`PruneResult` per budget, in the given order.
     """
     budgets = as_budgets(budgets)
-    if size_metadata is None and dataset is not None and include_feature_map:
-        size_metadata = feature_map_metadata(dataset)
     if finetune_config is not None and dataset is None:
         raise ScoreError("fine-tuning needs a dataset")
     method = resolve_method(method, scores_or_attribution,
                             explicit=order is not None or codebook is not None)
-    order, codebook = order or "abs", codebook or "fixed"
-    if method == "auto":
-        from shaver.pruning.auto import prune_auto
-
-        cuts = prune_auto(model, scores_or_attribution, budgets, dataset=dataset,
-                          frequencies=frequencies, value_dtype=value_dtype,
-                          size_metadata=size_metadata, device=device, quiet=quiet)
-    else:
-        pruner = Pruner(model, scores_or_attribution, order=order, codebook=codebook,
-                        dataset=dataset, frequencies=frequencies, value_dtype=value_dtype,
-                        size_metadata=size_metadata)
-        kept_counts = [pruner.resolve(b) for b in budgets]  # every budget checked first
-        cuts = [pruner.cut(b, kept) for b, kept in zip(budgets, kept_counts)]
+    chooser, names = open_chooser(model, scores_or_attribution, method, dataset=dataset,
+                                  order=order or "abs", codebook=codebook or "fixed",
+                                  frequencies=frequencies,
+                                  include_feature_map=include_feature_map, device=device,
+                                  quiet=quiet)
+    for budget in budgets:  # every budget checked before any work
+        if not budget.is_bytes:
+            budget.kept_entries(chooser.total)
     evaluate = dataset is not None if evaluate is None else evaluate
-    base_fp = _fingerprint(model)
-    results = []
-    for result in cuts:
-        result.info["method"] = method
-        result.info["model_fingerprint"] = base_fp
-        if dataset is not None:
-            result.info["dataset"] = {"path": str(dataset.path),
-                                      "fingerprint": dataset.fingerprint}
-        if finetune_config is not None:
-            record = finetune(result.model, dataset, finetune_config, device=device,
-                              quiet=quiet)
-            result.info.update(finetuned=True, finetune=finetune_config.to_json(),
-                               finetune_best_epoch=record["best_epoch"])
-        if evaluate:
-            result.info["metrics"] = _test_metrics(result.model, dataset, device)
-        log.debug("%s: kept %d/%d, %d bytes, auc %s (%.3f s)", result.budget.label, result.kept,
-                 result.total, result.artifact_bytes, result.metrics.get("auc"), result.seconds)
-        results.append(result)
-    return results
+    return [cut(chooser, names, budget, method, values=values, heads=heads, families=families,
+                evaluate=evaluate, finetune_config=finetune_config) for budget in budgets]
+
+
+def cut(chooser: Chooser, names: list[str], budget: Budget, method: str, *,
+        values: Sequence[str] | None = None, heads: Sequence[str] | None = None,
+        families: Sequence[Shape] | None = None, evaluate: bool = True,
+        finetune_config: FinetuneConfig | None = None) -> PruneResult:
+    """One budget's cut from an :func:`open_chooser` (what :func:`prune` does per budget;
+    a fleet calls it per device class with the class's precisions)."""
+    started = time.perf_counter()
+    ranked = with_budget_aware(chooser, budget, names) if method == "auto" else names
+    candidates = candidates_for(budget, ranked, values=values, heads=heads, families=families)
+    if method != "auto":
+        candidates = candidates[:1]
+    pruned, record = chooser.choose(budget, candidates)
+    seconds = time.perf_counter() - started
+    dataset = chooser.dataset
+    info = {**record, "method": method, "model_fingerprint": _fingerprint(chooser.model),
+            "finetuned": False, "metrics": {}}
+    if dataset is not None:
+        info["dataset"] = {"path": str(dataset.path), "fingerprint": dataset.fingerprint}
+    if finetune_config is not None:
+        _finetune(pruned, info, dataset, finetune_config, chooser.device, chooser.quiet)
+    if evaluate:
+        info["metrics"] = _test_metrics(pruned, dataset, chooser.device)
+    result = PruneResult(budget, record["kept"], record["total"], record["artifact_bytes"],
+                         record["table_bytes"], seconds, pruned, info)
+    log.debug("%s: %s kept %d/%d, %d bytes, auc %s (%.3f s)", budget.label, record["winner"],
+              result.kept, result.total, result.artifact_bytes, result.metrics.get("auc"),
+              seconds)
+    return result
+
+
+def open_chooser(model: nn.Module, scores: Any, method: str, *,
+                 dataset: PreparedDataset | None, order: str = "abs", codebook: str = "fixed",
+                 frequencies: np.ndarray | None = None, include_feature_map: bool = True,
+                 device: Any = None, quiet: bool = True) -> tuple[Chooser, list[str]]:
+    """The chooser of ``method`` ("auto", "shaver", "scores": see :func:`prune`) and its
+    ranking names (the paper's, or the given scores', first); built once, it serves every
+    budget (its rankings are sorted once)."""
+    check_model_interface(model)
+    check_codebook_mode(codebook)
+    scored = as_scores(model, scores, dataset=dataset)
+    needs_counts = method == "auto" or codebook == "refit"
+    if frequencies is None and needs_counts:
+        if dataset is None:
+            raise ScoreError(f"method {method!r} with codebook {codebook!r} needs id "
+                             f"frequencies or a dataset")
+        frequencies = data_frequencies(dataset, FREQUENCY_DATA)
+    meta = feature_map_metadata(dataset) if include_feature_map else None
+    attribution = scores if method in ("auto", "shaver") else None
+    if method == "auto":
+        check_validation(dataset)
+        if saw_validation(attribution):
+            log.warning("auto: the attribution was computed on data including the validation "
+                        "split, so its Shapley candidates are favoured in the selection; "
+                        "attribute with data='train' (--data train) for an unbiased choice")
+        data = str(attribution.settings.get("data", "train")).split(":")[0]
+        rankings = attribution_rankings(attribution) + single_shot_rankings(
+            model, dataset, data, device=device, quiet=quiet)
+    else:
+        name = PAPER if method == "shaver" else scored.scorer
+        rankings = [Ranking(name, scored, order, refit=codebook == "refit")]
+    chooser = Chooser(model, {r.name: r for r in rankings}, dataset, frequencies, meta,
+                      attribution, device, quiet)
+    return chooser, [r.name for r in rankings]
+
+
+def _finetune(pruned: nn.Module, info: dict[str, Any], dataset: PreparedDataset,
+              config: FinetuneConfig, device: Any, quiet: bool) -> None:
+    if any(t["value_dtype"] != "fp32" for t in info["tiers"]) or info["head_dtype"] != "fp32":
+        raise ScoreError(f"fine-tuning keeps the mask fixed and trains fp32 values: plan "
+                         f"{info['plan']} with head {info['head_dtype']} is quantised")
+    record = finetune(pruned, dataset, config, device=device, quiet=quiet)
+    info.update(finetuned=True, finetune=config.to_json(),
+                finetune_best_epoch=record["best_epoch"])
+
+
+def check_validation(dataset: PreparedDataset | None) -> PreparedDataset:
+    """The dataset, if it has a non-empty validation split; else :class:`ChooserError`."""
+    hint = ("method 'auto' chooses each budget's cut on the validation split: give a "
+            "prepared dataset with a non-empty 'val' split, or use method 'shaver' (the "
+            "paper's ranking, no validation needed)")
+    if dataset is None:
+        raise ChooserError(f"no dataset given; {hint}")
+    try:
+        rows = dataset.num_rows("val")
+    except (KeyError, ShaverError):
+        rows = 0
+    if rows <= 0:
+        raise ChooserError(f"{dataset.path}: no validation rows; {hint}")
+    return dataset
+
+
+def saw_validation(attribution: Any) -> bool:
+    """Whether the attribution's data included the validation split."""
+    data = str(getattr(attribution, "settings", {}).get("data", "train"))
+    return "val" in data.split(":")[0].split("+")
 
 
 def resolve_method(method: str | None, scores: Any, explicit: bool = False) -> str:
@@ -288,9 +299,7 @@ def resolve_method(method: str | None, scores: Any, explicit: bool = False) -> s
 
 def _test_metrics(model: nn.Module, dataset: PreparedDataset | None,
                   device: str | torch.device | None) -> dict[str, float]:
-    from shaver.train.loop import evaluate
-
     if dataset is None:
         raise ScoreError("evaluate=True needs a dataset")
-    metrics = evaluate(model, dataset, "test", device=device)
+    metrics = evaluate_split(model, dataset, "test", device=device)
     return {"auc": float(metrics["auc"]), "logloss": float(metrics["logloss"])}

@@ -1,19 +1,23 @@
-"""Budget-aware cuts: rank by the semivalue of the coalition sizes a budget runs the model on.
+"""Budget-aware rankings: rank by the semivalue of the coalition sizes a budget runs the model on.
 
-For a budget, the target is the kept fraction of an average sample's ACTIVE entries at that
-cut (:func:`shaver.attribution.semivalue.active_kept_fraction`, frequency-weighted), not
-1 - sparsity: kept entries sit on frequent rows. It is found by a short fixed point: start
-from the paper's |phi| cut, score with the semivalue centred on its active kept fraction, cut,
-measure again (``rounds`` times). The scores come from the attribution's bins: no new walks.
+For a cut keeping K entries, the target is the kept fraction of an average sample's ACTIVE
+entries (:func:`shaver.attribution.semivalue.active_kept_fraction`, frequency-weighted), not
+K / total: kept entries sit on frequent rows. It is found by a short fixed point: start from
+the paper's |phi| cut at K, score with the semivalue centred on its active kept fraction,
+cut at K, measure again (``rounds`` times). The scores come from the attribution's bins: no
+new walks. The chooser asks for them at the kept count of the paper's fp32 cut of a budget.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from shaver.attribution.semivalue import active_kept_fraction, require_bins, semivalue_scores
+from shaver.pruning.rankings import Ranking, zero_placeholder
 from shaver.pruning.scorers import Scores, shapley_scores
-from shaver.table.budget import Budget
+from shaver.table.order import PruneOrder
 
 #: Fixed-point rounds of the target kept fraction.
 ROUNDS = 2
@@ -27,32 +31,17 @@ def budget_aware_scores(attribution: Any, target: float | None) -> Scores:
                   attribution.model_fingerprint or None, attribution.dataset_fingerprint or None)
 
 
-def _target_fraction(pruner, budget: Budget, frequencies) -> float:
-    mask = pruner.order.mask(pruner.resolve(budget))
-    return active_kept_fraction(mask, frequencies)
-
-
-def budget_aware_cut(ctx, budget: Budget, *, order: str = "abs", zero: bool = False,
-                     rounds: int = ROUNDS):
-    """The budget-aware cut of ``budget`` for an :class:`~shaver.pruning.auto.AutoContext`;
-    ``zero``: same ranking, 0 as placeholder. Scores are cached per (budget, order)."""
-    from shaver.pruning.auto import zero_placeholder
-
-    key = ("budget-aware", budget.label, order)
-    if key not in ctx.cache:
-        if "paper" not in ctx.cache:
-            ctx.cache["paper"] = ctx.pruner(shapley_scores(ctx.attribution))
-        target = _target_fraction(ctx.cache["paper"], budget, ctx.frequencies)
-        for _ in range(max(1, rounds)):
-            centre = target
-            scores = budget_aware_scores(ctx.attribution, centre)
-            pruner = ctx.pruner(scores, order=order)
-            target = _target_fraction(pruner, budget, ctx.frequencies)
-        ctx.cache[key] = (scores, pruner, {"semivalue_centre": centre,
-                                           "active_kept_fraction": target})
-    scores, pruner, record = ctx.cache[key]
-    if zero:
-        pruner = ctx.pruner(zero_placeholder(scores), order=order)
-    result = pruner.cut(budget)
-    result.info.update(record)
-    return result
+def budget_aware_rankings(attribution: Any, kept: int, frequencies: np.ndarray,
+                          rounds: int = ROUNDS) -> tuple[list[Ranking], dict[str, float]]:
+    """(the budget-aware rankings at ``kept`` entries: the attribution's placeholder, 0, and
+    the signed order; the fixed point's record). Needs the attribution's bins."""
+    scores = shapley_scores(attribution)
+    target = active_kept_fraction(PruneOrder(scores.values, "abs").mask(kept), frequencies)
+    centre = target
+    for _ in range(max(1, rounds)):
+        centre = target
+        scores = budget_aware_scores(attribution, centre)
+        target = active_kept_fraction(PruneOrder(scores.values, "abs").mask(kept), frequencies)
+    record = {"semivalue_centre": float(centre), "active_kept_fraction": float(target)}
+    return [Ranking("budget-aware", scores), Ranking("budget-aware/zero", zero_placeholder(scores)),
+            Ranking("budget-aware/signed", scores, order="signed")], record

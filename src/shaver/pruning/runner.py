@@ -13,21 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shaver.errors import BudgetError, CheckpointError
+from shaver.attribution.result import Attribution
+from shaver.errors import CheckpointError, ShaverError
 from shaver.fileio import write_text_atomic
 from shaver.pruning.api import prune
-from shaver.pruning.bytes_runner import PRECISIONS, searched_rows
 from shaver.pruning.finetune import FinetuneConfig
-from shaver.pruning.io import save_pruned
+from shaver.pruning.io import INFO_FILE, read_info, save_pruned
 from shaver.pruning.scorers import check_scorer, compute_scores
-from shaver.runtime.tiered import TierSpec
 from shaver.table.budget import Budget
 from shaver.table.families import Shape
+from shaver.train.checkpoint import load_run, open_run_dataset
 
-COLUMNS = ("budget", "kept", "total", "sparsity", "bytes", "table_bytes", "plan", "auc",
-           "logloss", "seconds", "method", "winner", "scorer", "placeholder", "order", "codebook",
-           "finetuned", "path")
-#: auto: best cut on validation per budget; shaver: the paper's; single: --scorer's ranking.
+COLUMNS = ("budget", "kept", "total", "sparsity", "artifact_bytes", "table_bytes", "plan",
+           "head_dtype", "auc", "logloss", "seconds", "method", "winner", "scorer",
+           "placeholder", "order", "codebook", "calibrated", "finetuned", "path")
+#: auto: the chooser's cut on validation per budget; shaver: the paper's; single: --scorer's.
 RUN_METHODS: tuple[str, ...] = ("auto", "shaver", "single")
 
 
@@ -35,10 +35,17 @@ def default_attribution(run_dir: Path, placeholder: str = "codebook") -> Path:
     return run_dir / f"attribution-{placeholder}.safetensors"
 
 
-def variant_name(scorer: str, placeholder: str, order: str, codebook: str,
+def variant_name(method: str, scorer: str, placeholder: str, order: str, codebook: str,
                  finetuned: bool) -> str:
-    """Directory prefix of one pruning variant: ``shapley-codebook-abs-fixed[-ft]``."""
-    return f"{scorer}-{placeholder}-{order}-{codebook}" + ("-ft" if finetuned else "")
+    """Directory prefix of a pruning variant: ``auto``, or
+    ``shapley-codebook-abs-fixed`` for a fixed ranking; ``-ft`` when fine-tuned."""
+    name = "auto" if method == "auto" else f"{scorer}-{placeholder}-{order}-{codebook}"
+    return name + ("-ft" if finetuned else "")
+
+
+def cut_dir_name(prefix: str, budget: Budget) -> str:
+    """``auto-sparsity-0.95``, ``auto-table_bytes-1of16``: a budget label as a folder name."""
+    return f"{prefix}-{budget.label.replace('=', '-').replace('/', 'of')}"
 
 
 def prune_run(
@@ -50,113 +57,66 @@ def prune_run(
     placeholder: str | None = None,
     order: str = "abs",
     codebook: str = "fixed",
-    method: str = "single",
+    method: str = "auto",
+    values: Sequence[str] | None = None,
+    heads: Sequence[str] | None = None,
+    families: Sequence[Shape] | None = None,
     finetune_config: FinetuneConfig | None = None,
     out: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     device: str | None = None,
     quiet: bool = False,
-    table_budgets: Sequence[str] = (),
-    precision: str = "auto",
-    shapes: Sequence[Shape] | None = None,
 ) -> list[dict[str, Any]]:
-    """Prune the model of ``run_dir`` to every budget; returns the results rows.
+    """Prune the model of ``run_dir`` to every budget (any kind) through
+    :func:`shaver.pruning.api.prune`; returns the results rows.
 
-    Byte budgets (``bytes`` budgets: the whole artifact; ``table_budgets``: the embedding
-    table, e.g. "40KiB" or "1/16" of the fp32 table) are searched over sparsity x bits x tiers
-    on validation with ``precision="auto"`` (``shaver.pruning.bytes_search``; ``shapes``
-    restricts the plan families); ``precision="fp32"`` prunes with fp32 values as before
-    (table budgets then search fp32 pruning only).
-
-    Writes one pruned directory per budget, ``<out>/<variant>-<kind>-<value>``, and
-    ``<out>/results.csv`` + ``results.json`` (default out: ``<run_dir>/pruned``). The
-    attribution (``shapley``; default ``<run_dir>/attribution-codebook.safetensors``) must
-    come from this run's model and dataset. ``method="auto"`` ignores scorer / placeholder /
-    order / codebook: each budget's cut is chosen on the validation split
-    (:mod:`shaver.pruning.auto`), directories are named ``auto-<budget>`` and rows name the
-    ``winner``; "shaver" and "single" prune by ``scorer``'s ranking.
+    ``method="auto"`` (the default) chooses each budget's cut on the validation split
+    (:mod:`shaver.pruning.chooser`), restricted by ``values`` / ``heads`` / ``families``;
+    "shaver" is the paper's cut; "single" cuts by ``scorer``'s ranking with ``placeholder``
+    / ``order`` / ``codebook``. Writes one pruned directory per budget,
+    ``<out>/<variant>-<kind>-<value>``, and ``<out>/results.csv`` + ``results.json``
+    (default out: ``<run_dir>/pruned``). The attribution (default
+    ``<run_dir>/attribution-codebook.safetensors``) must come from this run's model and data.
     """
     if method not in RUN_METHODS:
         raise CheckpointError(f"unknown method {method!r}: expected one of "
                               f"{', '.join(RUN_METHODS)}")
-    if method == "auto":
-        scorer, placeholder, order, codebook = "shapley", None, "abs", "fixed"
-    from shaver.attribution.result import Attribution
-    from shaver.train.checkpoint import load_run, open_run_dataset
-
     check_scorer(scorer)
-    searched, budgets = _split_budgets(budgets, table_budgets, precision)
-    if searched and finetune_config is not None:
-        raise BudgetError("fine-tuning is not available for byte budgets searched over "
-                          "precisions: pass --precision fp32, or prune without --finetune")
     run = load_run(run_dir, device=device)
     dataset = open_run_dataset(run, data_dir)
     attr = None
-    if attribution is not None or scorer == "shapley":
+    if method != "single" or attribution is not None or scorer == "shapley":
         path = Path(attribution) if attribution is not None else \
             default_attribution(run.path, placeholder or "codebook")
         if not path.is_file():
             raise CheckpointError(f"{path}: attribution file not found (run `shaver attribute "
                                   f"--run {run.path}` or pass --attribution)")
         attr = Attribution.load(path)
-    # taylor accumulates over the attribution's splits (a ":fraction" sample -> whole splits)
-    data = str((attr.settings if attr else {}).get("data", "train+val")).split(":")[0]
-    scores = compute_scores(scorer, run.model, attribution=attr, dataset=dataset,
-                            placeholder=placeholder, data=data, seed=seed, device=device,
-                            quiet=quiet)
-    if precision == "fp32" and shapes is None:
-        shapes = [Shape((TierSpec("fp32"),), (1.0,))]
-    if method == "auto":
-        results = prune(run.model, attr, budgets, method="auto", dataset=dataset,
-                        finetune_config=finetune_config, device=device,
-                        quiet=quiet) if budgets else []
-        prefix = "auto" + ("-ft" if finetune_config is not None else "")
+    if method == "single":
+        # taylor accumulates over the attribution's splits (a ":fraction" sample -> whole splits)
+        data = str((attr.settings if attr else {}).get("data", "train")).split(":")[0]
+        source: Any = compute_scores(scorer, run.model, attribution=attr, dataset=dataset,
+                                     placeholder=placeholder, data=data, seed=seed,
+                                     device=device, quiet=quiet)
+        api_method, ranking = "scores", {"order": order, "codebook": codebook}
     else:
-        results = prune(run.model, scores, budgets, order=order, codebook=codebook,
-                        dataset=dataset, finetune_config=finetune_config, device=device,
-                        quiet=quiet) if budgets else []
-        prefix = variant_name(scorer, scores.placeholder, order, codebook,
-                              finetune_config is not None)
+        source, api_method = attr, method
+        ranking = {"order": order, "codebook": codebook} if method == "shaver" else {}
+    results = prune(run.model, source, budgets, method=api_method, dataset=dataset,
+                    values=values, heads=heads, families=families,
+                    finetune_config=finetune_config, device=device, quiet=quiet, **ranking)
     out_dir = Path(out) if out is not None else run.path / "pruned"
+    prefix = variant_name(method, scorer, results[0].info["placeholder"] if results else "",
+                          order, codebook, finetune_config is not None)
     rows = []
     for result in results:
-        name = f"{prefix}-{result.budget.label.replace('=', '-')}"
-        info = {**result.info, "artifact_bytes": result.artifact_bytes}
-        path = save_pruned(out_dir / name, result.model, info)
-        rows.append({**result.row(), "method": method,
-                     "placeholder": result.info.get("placeholder"), "path": str(path),
-                     "table_bytes": _v1_table_bytes(result.model), "plan": None})
-    if searched:  # byte budgets: sparsity x bits x tiers chosen on validation
-        rows += [{"method": "byte-search", **row} for row in searched_rows(
-            run.model, scores, searched, dataset, out_dir, prefix, shapes=shapes, order=order,
-            codebook=codebook, device=device, quiet=quiet)]
-    write_results(out_dir, rows)
+        row = {**result.row(), "method": method}
+        path = save_pruned(out_dir / cut_dir_name(prefix, result.budget), result.model,
+                           {**result.info, "row": row})
+        rows.append({**row, "path": str(path)})
+    write_results(out_dir)
     return rows
-
-
-def _v1_table_bytes(model: Any) -> int:
-    """Table bytes (values, index, codebook) of a pruned model's fp32 (v1) artifact."""
-    from shaver.table.size import predict_table_bytes
-
-    mask = model.embedding.mask.detach().cpu().numpy()
-    return predict_table_bytes(model, mask)
-
-
-def _split_budgets(budgets: Sequence[Budget], table_budgets: Sequence[str], precision: str
-                   ) -> tuple[list[tuple[str, str]], list[Budget]]:
-    """(searched (axis, size) pairs, budgets for the fp32 pruning path)."""
-    if precision not in PRECISIONS:
-        raise BudgetError(f"unknown precision {precision!r}: expected one of "
-                          f"{', '.join(PRECISIONS)}")
-    searched = [("table", str(t)) for t in table_budgets]
-    plain = []
-    for budget in budgets:
-        if budget.kind == "bytes" and precision == "auto":
-            searched.append(("artifact", str(budget.value)))
-        else:
-            plain.append(budget)
-    return searched, plain
 
 
 def results_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -167,17 +127,35 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_results(out_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """``results.csv`` and ``results.json`` in ``out_dir``, each written atomically."""
+def collect_rows(out_dir: Path) -> list[dict[str, Any]]:
+    """The results row of every pruned directory under ``out_dir`` (each pruned.json is the
+    source of truth of its own cut), by directory name."""
+    rows = []
+    for info_path in sorted(Path(out_dir).glob(f"*/{INFO_FILE}")):
+        try:
+            row = read_info(info_path.parent).get("row")
+        except ShaverError:
+            continue  # not a pruned directory (or one of an older format): not listed
+        if isinstance(row, dict):
+            rows.append({**row, "path": str(info_path.parent)})
+    return rows
+
+
+def write_results(out_dir: Path) -> list[dict[str, Any]]:
+    """``results.csv`` and ``results.json`` in ``out_dir``, rebuilt from every pruned
+    directory in it (so earlier and concurrent prunes keep their rows), each written
+    atomically; returns the rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = collect_rows(out_dir)
     for name, text in (("results.csv", results_csv(rows)),
-                       ("results.json", json.dumps(list(rows), indent=2) + "\n")):
+                       ("results.json", json.dumps(rows, indent=2) + "\n")):
         write_text_atomic(out_dir / name, text)
+    return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Plain-text table: budget, kept, sparsity, bytes, table bytes, AUC, LogLoss, seconds,
-    the plan of a byte search and the winning candidate of ``auto``."""
+    """Plain-text table: budget, kept, sparsity, artifact and table bytes, AUC, LogLoss,
+    seconds, the plan and the winning candidate of ``auto``."""
     winners = any(r.get("winner") for r in rows)
     head = f"{'budget':<22} {'kept':>10} {'sparsity':>9} {'bytes':>12} {'table':>10} " \
            f"{'AUC':>8} {'LogLoss':>8} {'seconds':>8}  plan" \
@@ -189,7 +167,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         secs = "" if r.get("seconds") is None else f"{r['seconds']:.3f}"
         table = "" if r.get("table_bytes") is None else str(r["table_bytes"])
         lines.append(f"{r['budget']:<22} {r['kept']:>10} {r['sparsity']:>9.4f} "
-                     f"{r['bytes']:>12} {table:>10} {auc:>8} {ll:>8} {secs:>8}  "
-                     f"{r.get('plan') or 'fp32 pruning':<14}"
+                     f"{r['artifact_bytes']:>12} {table:>10} {auc:>8} {ll:>8} {secs:>8}  "
+                     f"{r.get('plan') or '':<14}"
                      + (f"  {r.get('winner') or ''}" if winners else ""))
     return "\n".join(lines)

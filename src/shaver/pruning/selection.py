@@ -8,13 +8,21 @@ per positive and per negative "structural components" of each AUC, and
 var(AUC_a - AUC_b) = var(V10_a - V10_b) / positives + var(V01_a - V01_b) / negatives.
 
 Rule (:func:`choose`), the one-standard-error rule of model selection (Breiman et al. 1984;
-Hastie, Tibshirani & Friedman, ESL section 7.10) with the paired standard error: b = the
-candidate with the best validation AUC; a candidate is TIED with b when
-AUC_b - AUC_c <= :data:`Z` x SE(AUC_b - AUC_c). Among the tied candidates, in
-this order: the reference (the paper's Shaver) when it is tied; else the fewest kept entries
-(at equal quality, the smaller model); then the lower validation LogLoss (the AUCs are equal
-within noise, LogLoss is the other measure); then the higher validation AUC. So the default leaves the paper's cut only when validation shows it is
-worse, and prefers pruning more when the difference is within noise.
+Hastie, Tibshirani & Friedman, ESL section 7.10) applied to BOTH measures a CTR model is used
+for, ranking (AUC) and probabilities (LogLoss, after each candidate's own recalibration):
+
+1. a candidate is TIED when its validation AUC is within :data:`Z` paired standard errors of
+   the best AUC (DeLong) AND its validation LogLoss within :data:`Z` paired standard errors of
+   the best LogLoss (the per-row loss differences on the same rows);
+2. when no candidate is tied on both (a trade-off the split can resolve), the candidates tied
+   on AUC alone are kept and the lowest LogLoss among them wins;
+3. among the tied: the reference (the paper's Shaver) when it is tied; else the smallest
+   (fewest artifact bytes for a byte budget, fewest kept entries otherwise); then the lower
+   LogLoss; then the higher AUC.
+
+So the default leaves the paper's cut only when validation shows it is worse, never keeps a
+cut whose probabilities are clearly worse than another's, and prefers the smaller model when
+the difference is within noise.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ import numpy as np
 
 #: A difference within Z standard errors of the best is a tie (the one-standard-error rule).
 Z = 1.0
-RULE = (f"best validation AUC; candidates within {Z} DeLong standard errors of it are tied, "
-        "and among them the paper's Shaver if tied, else the fewest kept entries, then "
-        "validation LogLoss, then validation AUC")
+RULE = (f"candidates within {Z} paired standard errors of the best validation AUC (DeLong) "
+        f"and of the best recalibrated validation LogLoss are tied (none: the lowest LogLoss "
+        f"among those tied on AUC); among them the paper's Shaver if tied, else the smallest "
+        f"(bytes for byte budgets, kept entries otherwise), then LogLoss, then AUC")
 
 
 def midranks(values: np.ndarray) -> np.ndarray:
@@ -67,23 +76,37 @@ def difference_se(a: tuple[float, np.ndarray, np.ndarray],
     return math.sqrt(d10.var(ddof=1) / len(d10) + d01.var(ddof=1) / len(d01))
 
 
-def choose(records: Sequence[dict[str, Any]], comps: Sequence[tuple], reference: str) -> int:
-    """Index of the chosen record ({"name", "kept", "val_auc", "val_logloss"}) under
-    :data:`RULE`; ``comps[i]``: components of record i. Sets each record's "tied"."""
+def loss_difference_se(a: np.ndarray, b: np.ndarray) -> float:
+    """Standard error of mean(a) - mean(b) for per-row losses of the same rows."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if len(diff) < 2:
+        return float("inf")
+    return float(diff.std(ddof=1) / math.sqrt(len(diff)))
+
+
+def choose(records: Sequence[dict[str, Any]], comps: Sequence[tuple],
+           losses: Sequence[np.ndarray], reference: str, size_key: str = "kept") -> int:
+    """Index of the chosen record ({"name", ``size_key``, "val_auc", "val_logloss"}) under
+    :data:`RULE`; ``comps[i]``: DeLong components of record i, ``losses[i]``: its per-row
+    validation losses. Sets each record's "tied"."""
     aucs = [r["val_auc"] if math.isfinite(r["val_auc"]) else -math.inf for r in records]
+    lls = [r["val_logloss"] if math.isfinite(r["val_logloss"]) else math.inf for r in records]
+    best_ll = int(np.argmin(lls))
+    ll_tied = [lls[i] - lls[best_ll] <= Z * loss_difference_se(losses[i], losses[best_ll])
+               if i != best_ll else True for i in range(len(records))]
     if not any(math.isfinite(a) for a in aucs):  # one class in validation: LogLoss decides
-        for rec in records:
-            rec["tied"] = False
-        return min(range(len(records)), key=lambda i: (records[i]["val_logloss"], i))
-    best = int(np.argmax(aucs))
+        auc_tied = [True] * len(records)
+    else:
+        best = int(np.argmax(aucs))
+        auc_tied = [math.isfinite(aucs[i]) and (
+            i == best or aucs[best] - aucs[i] <= Z * difference_se(comps[best], comps[i]))
+            for i in range(len(records))]
+    both = [i for i in range(len(records)) if auc_tied[i] and ll_tied[i]]
+    if not both:
+        both = [min((i for i in range(len(records)) if auc_tied[i]), key=lambda i: lls[i])]
     for i, rec in enumerate(records):
-        if not math.isfinite(aucs[i]):
-            rec["tied"] = False
-            continue
-        se = difference_se(comps[best], comps[i]) if i != best else 0.0
-        rec["tied"] = bool(aucs[best] - aucs[i] <= Z * se)
-    tied = [i for i, r in enumerate(records) if r["tied"]] or [best]
-    ref = [i for i in tied if records[i]["name"] == reference]
+        rec["tied"] = i in both
+    ref = [i for i in both if records[i]["name"] == reference]
     if ref:
         return ref[0]
-    return min(tied, key=lambda i: (records[i]["kept"], records[i]["val_logloss"], -aucs[i], i))
+    return min(both, key=lambda i: (records[i][size_key], lls[i], -aucs[i], i))

@@ -1,16 +1,22 @@
-"""Pruning budgets with explicit units, validated when given and resolved when applied.
+"""Budgets with explicit units, validated when given and resolved when applied: THE budget
+type of every door (CLI flags, the Python API, fleet files, the benchmark).
 
-Three kinds (the ``kind`` stored in pruned.json):
+Four kinds (the ``kind`` stored in pruned.json and artifacts):
 
 * ``sparsity``: fraction of embedding entries REPLACED by their placeholder, a float in [0, 1].
   Resolved like ``torch.nn.utils.prune``: ``pruned = round(s * total)``, ``kept = total - pruned``.
 * ``params``: number of KEPT embedding entries, an int >= 0 (<= the table size when applied).
-* ``bytes``: size of the deployable artifact (``shaver.table.size``), e.g. ``"2MiB"``,
-  ``"500KB"``, ``"123456B"``; resolved to the largest kept count whose artifact fits.
+* ``bytes``: size of the whole deployable artifact file (``shaver.table.size``), e.g.
+  ``"2MiB"``, ``"500KB"``, ``"123456B"``.
+* ``table_bytes``: size of the embedding table in that artifact (kept values, index, scales,
+  codebook): a byte size, or a fraction ``"1/16"`` of the table stored densely in fp32
+  (n x d x 4 bytes), resolved against the model's table when applied.
 
 The int-vs-float edge follows torch's prune ``amount``: in :meth:`Budget.parse`, ``1`` (int)
 keeps one entry while ``1.0`` (float) replaces all of them; strings likewise (``"1"`` vs
-``"1.0"``); ``"50%"`` is a sparsity, ``"2MiB"`` a byte budget.
+``"1.0"``); ``"50%"`` is a sparsity, ``"2MiB"`` artifact bytes, ``"1/16"`` table bytes, and
+``kind=value`` names the kind (``table_bytes=40KiB``). Every :attr:`Budget.label` parses back
+to the same budget.
 """
 
 from __future__ import annotations
@@ -21,35 +27,44 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
-
-import numpy as np
 
 from shaver.errors import BudgetError
 
-BudgetKind = Literal["sparsity", "params", "bytes"]
-KINDS: tuple[str, ...] = ("sparsity", "params", "bytes")
+BudgetKind = Literal["sparsity", "params", "bytes", "table_bytes"]
+KINDS: tuple[str, ...] = ("sparsity", "params", "bytes", "table_bytes")
+#: Kinds resolved by the size oracle (the others fix the kept-entry count).
+BYTE_KINDS: tuple[str, ...] = ("bytes", "table_bytes")
 BYTE_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20,
               "gb": 10**9, "gib": 2**30}
 _BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]i?b|b)\s*$", re.IGNORECASE)
 _INT_RE = re.compile(r"^\s*\+?\d+\s*$")
+_FRACTION_RE = re.compile(r"^\s*1\s*/\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
 class Budget:
-    """One budget: ``kind`` (sparsity | params | bytes) and its ``value``.
+    """One budget: ``kind`` (sparsity | params | bytes | table_bytes) and its ``value``
+    (a table-byte budget's value is an int, or a :class:`~fractions.Fraction` 1/N of the
+    fp32 table).
 
-    Build with :meth:`sparsity`, :meth:`params`, :meth:`bytes_` or :meth:`parse`; each
-    validates its value and raises :class:`~shaver.errors.BudgetError` on a bad one.
+    Build with :meth:`sparsity`, :meth:`params`, :meth:`bytes_`, :meth:`table_bytes` or
+    :meth:`parse`; each validates its value and raises :class:`~shaver.errors.BudgetError`
+    on a bad one.
     """
 
     kind: BudgetKind
-    value: float | int
+    value: float | int | Fraction
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise BudgetError(f"unknown budget kind {self.kind!r}: expected one of {KINDS}")
         v = self.value
+        if self.kind == "table_bytes" and isinstance(v, Fraction):
+            if v.numerator != 1 or v.denominator < 1:
+                raise BudgetError(f"a table budget fraction is 1/N with N >= 1, got {v}")
+            return
         if self.kind == "sparsity":
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1:
                 raise BudgetError(f"sparsity must be a fraction in [0, 1], got {v!r}")
@@ -57,8 +72,8 @@ class Budget:
         else:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
                 raise BudgetError(f"a {self.kind} budget must be an integer, got {v!r}")
-            if v < 0 or (self.kind == "bytes" and v == 0):
-                least = "> 0" if self.kind == "bytes" else ">= 0"
+            if v < 0 or (self.kind in BYTE_KINDS and v == 0):
+                least = "> 0" if self.kind in BYTE_KINDS else ">= 0"
                 raise BudgetError(f"a {self.kind} budget must be {least}, got {v!r}")
             object.__setattr__(self, "value", int(v))
 
@@ -89,6 +104,19 @@ class Budget:
         return cls("bytes", size)
 
     @classmethod
+    def table_bytes(cls, size: int | str | Fraction) -> Budget:
+        """Table bytes: an int, a size such as ``"40KiB"``, or ``"1/16"`` (a fraction of the
+        table stored densely in fp32, resolved by :meth:`byte_limit`)."""
+        if isinstance(size, str):
+            match = _FRACTION_RE.match(size)
+            if match:
+                if int(match.group(1)) == 0:
+                    raise BudgetError(f"table budget {size!r}: 1/0 is not a fraction")
+                return cls("table_bytes", Fraction(1, int(match.group(1))))
+            size = parse_bytes(size)
+        return cls("table_bytes", size)
+
+    @classmethod
     def parse(cls, spec: Budget | float | int | str) -> Budget:
         """Budget from a value whose type says its unit (see the module docstring)."""
         if isinstance(spec, Budget):
@@ -104,12 +132,13 @@ class Budget:
         text = spec.strip()
         kind, sep, rest = text.partition("=")
         if sep:
-            makers: dict[str, Callable[[str], Budget]] = {
-                "sparsity": cls.sparsity, "params": cls.params, "bytes": cls.bytes_}
+            makers = _makers()
             if kind.strip() not in makers:
                 raise BudgetError(f"unknown budget kind {kind.strip()!r} in {spec!r}: "
                                   f"expected one of {', '.join(KINDS)}")
             return makers[kind.strip()](rest)
+        if _FRACTION_RE.match(text):
+            return cls.table_bytes(text)
         if _BYTES_RE.match(text):
             return cls.bytes_(text)
         if _INT_RE.match(text):
@@ -123,9 +152,24 @@ class Budget:
         value = f"{self.value:g}" if self.kind == "sparsity" else str(self.value)
         return f"{self.kind}={value}"
 
+    @property
+    def is_bytes(self) -> bool:
+        """Whether the size oracle resolves this budget (bytes, table_bytes)."""
+        return self.kind in BYTE_KINDS
+
+    def byte_limit(self, fp32_table_bytes: int) -> int:
+        """Bytes allowed by a byte budget; a fraction 1/N takes ``fp32_table_bytes / N``."""
+        if not self.is_bytes:
+            raise BudgetError(f"budget {self.label} is not a byte budget")
+        if isinstance(self.value, Fraction):
+            return int(Fraction(int(fp32_table_bytes)) * self.value)
+        return int(self.value)
+
     def to_json(self) -> dict[str, Any]:
-        """``{"kind", "value", "label"}`` as stored in pruned.json."""
-        return {"kind": self.kind, "value": self.value, "label": self.label}
+        """``{"kind", "value", "label"}`` as stored in pruned.json (a fraction's value is its
+        label text, ``"1/16"``)."""
+        value = str(self.value) if isinstance(self.value, Fraction) else self.value
+        return {"kind": self.kind, "value": value, "label": self.label}
 
     def kept_entries(self, total: int) -> int:
         """Kept entries for a table of ``total`` entries (sparsity and params budgets only)."""
@@ -136,7 +180,8 @@ class Budget:
                 raise BudgetError(f"budget {self.label} keeps more entries than the table "
                                   f"holds ({total})")
             return int(self.value)
-        raise BudgetError("a bytes budget is resolved with resolve_bytes (it needs the model)")
+        raise BudgetError(f"budget {self.label} is resolved by the size oracle (it needs the "
+                          f"model), not by a kept-entry count")
 
 
 def _parse_fraction(text: str) -> float:
@@ -166,9 +211,16 @@ def parse_bytes(text: str) -> int:
     return int(Decimal(number) * BYTE_UNITS[unit.lower()])
 
 
+def _makers() -> dict[str, Callable[[Any], Budget]]:
+    return {"sparsity": Budget.sparsity, "params": Budget.params, "bytes": Budget.bytes_,
+            "table_bytes": Budget.table_bytes}
+
+
 def parse_budget_list(text: str, kind: str) -> list[Budget]:
     """CLI lists: ``"0.5,0.8"`` with kind ``sparsity`` -> two Budgets (units from ``kind``)."""
-    makers = {"sparsity": Budget.sparsity, "params": Budget.params, "bytes": Budget.bytes_}
+    makers = _makers()
+    if kind not in makers:
+        raise BudgetError(f"unknown budget kind {kind!r}: expected one of {', '.join(KINDS)}")
     items = [t for t in (s.strip() for s in text.split(",")) if t]
     if not items:
         raise BudgetError(f"empty {kind} budget list {text!r}")
@@ -185,35 +237,21 @@ def as_budgets(budgets: Budget | float | int | str | Iterable[Any]) -> list[Budg
     return out
 
 
-def resolve_bytes(
-    budget: Budget,
-    size_of: Callable[[np.ndarray], int],
-    mask_for: Callable[[int], np.ndarray],
-    total: int,
-) -> int:
-    """Largest kept count K whose artifact ``size_of(mask_for(K))`` fits ``budget`` bytes.
+def largest_fitting(total: int, fits: Callable[[int], bool]) -> int | None:
+    """THE binary search of a byte budget: the largest K in [0, total] with ``fits(K)``, or
+    None when not even K = 0 fits.
 
-    Binary search over K in [0, total] keeping ``size(lo) <= limit < size(hi)``, so the
-    result always fits (and is the largest fitting cut when the size grows with K, as it
-    does for any table of realistic size). A budget under both the all-pruned and the
-    all-kept artifact raises :class:`BudgetError` stating the minimum.
+    Keeps ``fits(lo)`` and ``not fits(hi)``, so the result always fits, and is the largest
+    fitting K when sizes grow with K (as they do for any table of realistic size).
     """
-    limit = int(budget.value)
-    full = size_of(mask_for(total))
-    if full <= limit:
+    if fits(total):
         return total
-    empty = size_of(mask_for(0))
-    if empty > limit:
-        minimum = min(empty, full)
-        raise BudgetError(
-            f"budget {budget.label} is below this model's minimum artifact size of {minimum} "
-            f"bytes ({minimum / 2**20:.3f} MiB: dense head, first-order weights, codebook and "
-            f"index with every embedding entry pruned)"
-        )
-    lo, hi = 0, total  # size(lo) fits, size(hi) does not
+    if not fits(0):
+        return None
+    lo, hi = 0, total
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if size_of(mask_for(mid)) <= limit:
+        if fits(mid):
             lo = mid
         else:
             hi = mid

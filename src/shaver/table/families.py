@@ -16,7 +16,7 @@ uniform low bits, so the chosen plan is never worse on validation than any of th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 
 from shaver.errors import BudgetError
 from shaver.runtime.tiered import MAX_TIERS, TierSpec, plan_tiered
+from shaver.table.budget import largest_fitting
 from shaver.table.order import PruneOrder
 
 GRANULARITIES = ("entry", "row")
@@ -134,22 +135,11 @@ class TierPlanner:
 
         return table_bytes(plan_tiered(tier_map, self.field_dims, self.shape[1], tiers)[1])
 
-    def fit(self, shape: Shape, size_of) -> tuple[int, np.ndarray] | None:
-        """Largest kept count (units) whose plan's ``size_of(tier_map, tiers)`` fits (the
-        callable returns True when it fits); None when not even 0 kept units fit."""
-        total = self.units(shape.granularity)
-        full = self.tier_map(shape, total)
-        if size_of(full, shape.tiers):
-            return total, full
-        empty = self.tier_map(shape, 0)
-        if not size_of(empty, shape.tiers):
-            return None
-        lo, hi, best = 0, total, empty
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            tmap = self.tier_map(shape, mid)
-            if size_of(tmap, shape.tiers):
-                lo, best = mid, tmap
-            else:
-                hi = mid
-        return lo, best
+    def fit(self, shape: Shape, fits: Callable[[np.ndarray, Sequence[TierSpec]], bool]
+            ) -> tuple[int, np.ndarray] | None:
+        """Largest kept count (units) whose plan fits (``fits(tier_map, tiers)``), and its
+        tier map; None when not even 0 kept units fit (one binary search:
+        :func:`~shaver.table.budget.largest_fitting`)."""
+        kept = largest_fitting(self.units(shape.granularity),
+                               lambda k: fits(self.tier_map(shape, k), shape.tiers))
+        return None if kept is None else (kept, self.tier_map(shape, kept))

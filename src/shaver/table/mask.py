@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from shaver.errors import ModelError
+from shaver.models.base import copy_without_embedding
 
 
 def pack_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -124,3 +125,14 @@ class MaskedEmbedding(nn.Module):
         total = self.num_embeddings * self.embedding_dim
         return (f"{self.num_embeddings}, {self.embedding_dim}, kept={self.kept}/{total}, "
                 f"fields={len(self.field_dims)}")
+
+
+def masked_copy(model: nn.Module, mask: np.ndarray, codebook: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose embedding is a MaskedEmbedding; the big table is
+    not deep-copied (only its kept entries are copied into the new module)."""
+    emb = model.embedding
+    clone = copy_without_embedding(model)
+    weight = emb.weight.detach()
+    clone.embedding = MaskedEmbedding(weight, torch.from_numpy(mask).to(weight.device),
+                                      codebook.to(weight.device), model.field_dims)
+    return clone.eval()

@@ -15,6 +15,7 @@ The first-order weights of a v2 artifact take
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,14 +54,31 @@ class TablePlan:
     scales: list[np.ndarray | None] | None = None
 
 
+def fits_v1(tiers: Sequence[TierSpec]) -> bool:
+    """Whether format v1 stores this plan exactly: one fp32 tier (pruning alone). v1's fp16
+    and int8 tables also store their dense fields' codebook values in that dtype, which a
+    tier does not, so only fp32 is the same model in both formats."""
+    return len(tiers) == 1 and tiers[0].value_dtype == "fp32"
+
+
+def v1_value_dtype(model: torch.nn.Module, value_dtype: str) -> str:
+    """The value dtype a v1 table of ``model`` is written in: fp32 for a plan embedding
+    that fits v1 (its own tiers decide, not the argument), else ``value_dtype``."""
+    tiers = getattr(model.embedding, "tiers", None)
+    return "fp32" if tiers is not None and fits_v1(tiers) else value_dtype
+
+
 def table_plan(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
                with_values: bool = False) -> TablePlan | None:
-    """The v2 table of ``model`` + ``mask`` for ``value_dtype``, or None for a v1 table.
+    """The v2 table of ``model`` + ``mask`` for ``value_dtype``, or None for a v1 table (the
+    writer emits v1 whenever the plan fits it: :func:`fits_v1`).
 
     ``with_values``: also the stored weight and scales (export); sizes need only the map.
     """
     emb = model.embedding
     tiers = getattr(emb, "tiers", None)
+    if tiers is not None and fits_v1(tiers):
+        return None
     if tiers is not None:
         tier_map = emb.tier_map.detach().cpu().numpy()
         if not np.array_equal(tier_map > 0, mask):

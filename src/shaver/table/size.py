@@ -18,7 +18,7 @@ What the size does and does not depend on:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,8 @@ import torch
 from shaver.data.feature_map import feature_map_of
 from shaver.errors import ArtifactError
 from shaver.models.base import check_model_interface
+from shaver.runtime.calibration import FORM as CALIBRATION_FORM
+from shaver.runtime.calibration import SECTION as CALIBRATION_SECTION
 from shaver.runtime.container import SectionSpec, container_bytes
 from shaver.runtime.headq import (
     check_head_dtype,
@@ -38,10 +40,12 @@ from shaver.runtime.layout import (
     check_value_dtype,
     choose_layouts,
     embedding_specs,
+    field_bounds,
     layouts_for_counts,
 )
 from shaver.runtime.tiered import plan_tiered
-from shaver.table.plan import table_plan
+from shaver.table.head import head_tensors
+from shaver.table.plan import fits_v1, table_plan, v1_value_dtype
 from shaver.table.tiers import first_order_dtype as tiers_first_order_dtype
 
 INFO_BYTES = 4096
@@ -82,11 +86,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def head_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state outside the embedding (name -> tensor), in state-dict order."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith("embedding.")}
 
 
 def head_specs(model: torch.nn.Module, value_dtype: str,
@@ -147,6 +146,7 @@ def plan_artifact(model: torch.nn.Module, mask: np.ndarray, value_dtype: str,
     if mask.dtype != np.bool_ or mask.shape != (n, d):
         raise ArtifactError(f"mask must be bool of shape ({n}, {d}), got {mask.dtype} {mask.shape}")
     field_dims = [int(v) for v in model.field_dims]
+    value_dtype = v1_value_dtype(model, value_dtype)
     plan = table_plan(model, mask, value_dtype)
     if plan is None:
         check_value_dtype(value_dtype)
@@ -200,18 +200,35 @@ def metadata_specs(metadata: Mapping[str, Any] | None) -> list[SectionSpec]:
     return specs
 
 
-def predict_tiered_bytes(model: torch.nn.Module, tier_map: np.ndarray, tiers: list[Any], *,
-                         metadata: Mapping[str, Any] | None = None,
-                         head_dtype: str = "fp32") -> tuple[int, int]:
-    """(artifact bytes, table bytes) of ``model`` stored with this tier map and these tier
-    specs (:mod:`shaver.runtime.tiered`), exactly as export writes it once the model's
-    embedding is the matching TieredEmbedding (``shaver.table.tiers.tiered_copy``)."""
+def plan_bytes(model: torch.nn.Module, tier_map: np.ndarray, tiers: Sequence[Any], *,
+               head_dtype: str = "fp32", metadata: Mapping[str, Any] | None = None,
+               calibrated: bool = False) -> tuple[int, int]:
+    """THE size oracle of a plan: (artifact bytes, table bytes) of ``model`` cut to this tier
+    map and these tier specs, with its head in ``head_dtype`` (and a logit recalibration when
+    ``calibrated``), exactly as export writes the model :func:`shaver.table.tiers.plan_copy`
+    builds, before anything is built: format v1 when the plan fits it
+    (:func:`~shaver.table.plan.fits_v1`), else v2 (:mod:`shaver.runtime.tiered`)."""
+    check_head_dtype(head_dtype)
     d = int(model.embedding.weight.shape[1])
-    embedding, specs = plan_tiered(tier_map, [int(v) for v in model.field_dims], d, tiers)
+    field_dims = [int(v) for v in model.field_dims]
+    if fits_v1(tiers):
+        kept = np.add.reduceat(np.count_nonzero(tier_map, axis=1),
+                               field_bounds(field_dims)[:-1])
+        layouts = layouts_for_counts(kept, field_dims, d, "fp32")
+        specs = embedding_specs(field_dims, d, layouts, kept, "fp32")
+        embedding = {"dim": d, "field_dims": field_dims, "layouts": layouts,
+                     "value_dtype": "fp32"}
+        first_order = "fp32"
+    else:
+        embedding, specs = plan_tiered(tier_map, field_dims, d, list(tiers))
+        first_order = tiers_first_order_dtype(tiers)
     table = table_bytes(specs)
-    specs += head_specs(model, tiers_first_order_dtype(tiers), head_dtype)
-    specs += metadata_specs(metadata)
+    specs += head_specs(model, first_order, head_dtype)
     fields = _fields(model, embedding, head_dtype)
+    if calibrated and "calibration" not in fields:
+        specs.append(SectionSpec(CALIBRATION_SECTION, "head", "f32", (2,)))
+        fields["calibration"] = CALIBRATION_FORM
+    specs += metadata_specs(metadata)
     return container_bytes(fields, specs, artifact_version(fields)), table
 
 

@@ -22,6 +22,7 @@ from shaver.models.base import copy_without_embedding
 from shaver.runtime.layout import dequantize_per_field, quantize_per_field
 from shaver.runtime.lowbit import dequantize, group_scales, has_scale, quantize
 from shaver.runtime.tiered import TierSpec, check_tier_map
+from shaver.table.head import fake_quantize_head
 from shaver.table.mask import MaskedEmbedding
 
 
@@ -145,3 +146,14 @@ def tiered_copy(model: nn.Module, tier_map: np.ndarray, tiers: Sequence[TierSpec
             state[name].copy_(torch.from_numpy(
                 dequantize_per_field(stored, scale, model.field_dims)))
     return clone.eval()
+
+
+def plan_copy(model: nn.Module, tier_map: np.ndarray, tiers: Sequence[TierSpec],
+              codebook: torch.Tensor | np.ndarray, head_dtype: str = "fp32") -> nn.Module:
+    """A copy of ``model`` (eval mode) as the artifact of this plan computes it: the table's
+    tiers (:func:`tiered_copy`) and the head stored in ``head_dtype``
+    (:func:`~shaver.table.head.fake_quantize_head`)."""
+    clone = tiered_copy(model, tier_map, tiers, codebook)
+    if head_dtype == "fp32":
+        return clone
+    return fake_quantize_head(clone, head_dtype, first_order_dtype(tiers))

@@ -1,0 +1,303 @@
+"""THE cut chooser: which plan of the table serves a budget. Every door calls it.
+
+``shaver prune`` (every budget kind), :func:`shaver.prune`, ``shaver fleet`` (a class is an
+artifact-bytes budget plus the precisions it allows) and the default rows of ``shaver
+bench`` all go through :meth:`Chooser.choose`, so one budget gets one model, whichever door
+it came in by.
+
+A candidate is a ranking (:mod:`shaver.pruning.rankings`) x a plan family (tiers and
+shares, :mod:`shaver.table.families`) x a head precision. Each is fitted to the budget by ONE
+binary search over ONE size oracle (:func:`shaver.table.size.plan_bytes`; a kept-entry budget
+fixes the count instead), built as the artifact computes it (quantised tiers, quantised
+head, its own logit recalibration fitted on validation), and scored on the validation split;
+one rule (:mod:`shaver.pruning.selection`: AUC and LogLoss within their paired standard
+errors) picks the winner. A single fixed candidate (the paper's method, a baseline scorer)
+skips validation and recalibration: it is exactly that method's cut.
+
+Which candidates (:func:`candidates_for`): a kept-entry budget (sparsity, params) keeps its
+entries in fp32 (or the one value dtype allowed) with an fp32 head; a byte budget tries every
+ranking at the uniform precisions and the paper's ranking at every default family (mixed
+tiers, row granularity), each at every head precision the budget allows (a table budget
+does not count the head: fp32). ``values`` / ``heads`` restrict them (a fleet class that
+states its precisions).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from shaver.data.store import PreparedDataset
+from shaver.errors import BudgetError, ShaverError
+from shaver.models.base import set_calibration
+from shaver.pruning.budget_aware import budget_aware_rankings
+from shaver.pruning.rankings import PAPER, Ranking
+from shaver.pruning.selection import RULE, choose, components
+from shaver.runtime.calibration import fit_logit_calibration, log_losses
+from shaver.runtime.headq import HEAD_DTYPES
+from shaver.runtime.tiered import TierSpec
+from shaver.table.budget import Budget
+from shaver.table.families import Shape, TierPlanner, default_shapes
+from shaver.table.size import plan_bytes
+from shaver.table.tiers import plan_copy
+from shaver.train.evaluation import source_logits
+from shaver.train.metrics import auc_logloss
+from shaver.train.source import SplitSource
+
+log = logging.getLogger(__name__)
+
+FP32 = Shape((TierSpec("fp32"),), (1.0,))
+#: Uniform precisions every ranking is tried at under a byte budget.
+UNIFORM = ("fp32", "fp16", "int8", "int4", "int2")
+
+
+class ChooserError(ShaverError):
+    """The chooser cannot serve a request (no validation split, nothing allowed fits)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to cut: ``ranking`` (a name), ``family`` (tiers, shares, granularity),
+    ``head`` (fp32 | fp16 | int8)."""
+
+    ranking: str
+    family: Shape
+    head: str = "fp32"
+
+    @property
+    def name(self) -> str:
+        plan = "" if self.family == FP32 else f" {self.family.label}"
+        head = "" if self.head == "fp32" else f" head={self.head}"
+        return f"{self.ranking}{plan}{head}"
+
+
+@dataclass
+class Fitted:
+    """A candidate fitted to a budget: its tier map, kept entries and exact sizes."""
+
+    candidate: Candidate
+    tier_map: np.ndarray
+    kept: int
+    artifact_bytes: int
+    table_bytes: int
+
+
+@dataclass
+class Chooser:
+    """The base model, its rankings (by name) and the data the cuts are chosen on.
+
+    ``frequencies``: (n,) id counts (codebook refits, budget-aware targets);
+    ``size_metadata``: what the artifact adds to the table and head (the feature map);
+    ``attribution``: for the budget-aware rankings (optional).
+    """
+
+    model: nn.Module
+    rankings: dict[str, Ranking]
+    dataset: PreparedDataset | None = None
+    frequencies: np.ndarray | None = None
+    size_metadata: dict[str, Any] | None = None
+    attribution: Any = None
+    device: str | torch.device | None = None
+    quiet: bool = True
+    _planners: dict[tuple[str, str], TierPlanner] = field(default_factory=dict, repr=False)
+    _val: SplitSource | None = field(default=None, repr=False)
+
+    @property
+    def total(self) -> int:
+        n, d = self.model.embedding.weight.shape
+        return int(n) * int(d)
+
+    def planner(self, ranking: str) -> TierPlanner:
+        rank = self.rankings[ranking]
+        key = (ranking, rank.order)
+        if key not in self._planners:
+            self._planners[key] = TierPlanner(rank.scores.values, self.model.field_dims,
+                                              rank.order)
+        return self._planners[key]
+
+    # -- fitting -------------------------------------------------------------------------
+    def sizes(self, candidate: Candidate, tier_map: np.ndarray,
+              calibrated: bool) -> tuple[int, int]:
+        """(artifact bytes, table bytes) of ``candidate``'s plan ``tier_map``."""
+        return plan_bytes(self.model, tier_map, candidate.family.tiers, head_dtype=candidate.head,
+                          metadata=self.size_metadata, calibrated=calibrated)
+
+    def fit(self, candidate: Candidate, budget: Budget, calibrated: bool) -> Fitted | None:
+        """``candidate`` fitted to ``budget`` (None when it cannot serve it)."""
+        planner = self.planner(candidate.ranking)
+        family = candidate.family
+        if not budget.is_bytes:
+            if family.granularity != "entry":
+                return None
+            tmap = planner.tier_map(family, budget.kept_entries(self.total))
+        else:
+            limit = budget.byte_limit(self.total * 4)
+            index = 0 if budget.kind == "bytes" else 1
+            found = planner.fit(family, lambda t, _: self.sizes(candidate, t, calibrated)[index]
+                                <= limit)
+            if found is None:
+                return None
+            tmap = found[1]
+        artifact, table = self.sizes(candidate, tmap, calibrated)
+        return Fitted(candidate, tmap, int(np.count_nonzero(tmap)), artifact, table)
+
+    def build(self, fitted: Fitted) -> nn.Module:
+        """The model the artifact of ``fitted`` computes (before recalibration)."""
+        rank = self.rankings[fitted.candidate.ranking]
+        codebook = rank.codebook(self.model, fitted.tier_map, self.frequencies)
+        return plan_copy(self.model, fitted.tier_map, fitted.candidate.family.tiers, codebook,
+                         head_dtype=fitted.candidate.head)
+
+    # -- choosing ------------------------------------------------------------------------
+    def choose(self, budget: Budget, candidates: Sequence[Candidate]) -> tuple[nn.Module, dict]:
+        """(the chosen cut's model, its record) for ``budget`` among ``candidates``.
+
+        One candidate: its cut as it is (no validation, no recalibration). Several: each is
+        scored on validation after its own recalibration and :func:`selection.choose` picks.
+        """
+        started = time.perf_counter()
+        calibrate = len(candidates) > 1
+        fitted = self._fit_all(budget, candidates, calibrate)
+        if not calibrate:
+            chosen, records, calibration = fitted[0], [], None
+        else:
+            chosen, records, calibration = self._select(budget, fitted)
+        model = self.build(chosen)
+        if calibration is not None:
+            set_calibration(model, *calibration)
+        record = self._record(budget, chosen, records, calibration)
+        record["seconds_to_choose"] = time.perf_counter() - started
+        return model.eval(), record
+
+    def _fit_all(self, budget: Budget, candidates: Sequence[Candidate],
+                 calibrated: bool) -> list[Fitted]:
+        out, seen = [], set()
+        for candidate in candidates:
+            got = self.fit(candidate, budget, calibrated)
+            if got is None:
+                continue
+            # every ranking leaves the same plan when nothing is kept: one floor per placeholder
+            key = (self.rankings[candidate.ranking].placeholder, candidate.head) \
+                if got.kept == 0 else candidate
+            if key not in seen:
+                seen.add(key)
+                out.append(got)
+        if not out:
+            raise BudgetError(self._refusal(budget, candidates, calibrated))
+        return out
+
+    def _refusal(self, budget: Budget, candidates: Sequence[Candidate], calibrated: bool) -> str:
+        index = 0 if budget.kind == "bytes" else 1
+        smallest = min(self.sizes(c, np.zeros(self.model.embedding.weight.shape, np.uint8),
+                                  calibrated)[index] for c in candidates)
+        what = "artifact" if budget.kind == "bytes" else "table"
+        heads = sorted({c.head for c in candidates})
+        return (f"budget {budget.label} is below the smallest {what} this model can have at "
+                f"the allowed precisions ({smallest} bytes with every embedding entry pruned, "
+                f"head {'/'.join(heads)})")
+
+    def _validation(self) -> SplitSource:
+        if self._val is None:
+            if self.dataset is None or self.dataset.num_rows("val") <= 0:
+                where = "no dataset" if self.dataset is None else f"{self.dataset.path}"
+                raise ChooserError(f"{where}: the default cut is chosen on a validation split "
+                                   f"and there is none; use the paper's method (method "
+                                   f"'shaver'), which needs no validation")
+            self._val = SplitSource(self.dataset, "val", torch.device("cpu"), in_memory=True)
+        return self._val
+
+    def _select(self, budget: Budget, fitted: list[Fitted]):
+        source = self._validation()
+        records, comps, losses, calibrations = [], [], [], []
+        for item in fitted:
+            logits, labels = source_logits(self.build(item), source, 1 << 14)
+            z, y = logits.double().numpy(), labels.numpy()
+            scale, bias = fit_logit_calibration(z, y)
+            p = 1.0 / (1.0 + np.exp(-(scale * z + bias)))
+            auc, ll = auc_logloss(y, p)
+            losses.append(log_losses(z, y, scale, bias))
+            comps.append(components(y, p))
+            calibrations.append((scale, bias))
+            records.append({"name": item.candidate.name, "kept": item.kept,
+                            "bytes": item.artifact_bytes, "table_bytes": item.table_bytes,
+                            "val_auc": auc, "val_logloss": ll})
+        size_key = "bytes" if budget.kind == "bytes" else \
+            ("table_bytes" if budget.is_bytes else "kept")
+        reference = next((r["name"] for r, f in zip(records, fitted)
+                          if f.candidate.ranking == PAPER and f.candidate.family == FP32
+                          and f.candidate.head == "fp32"), PAPER)
+        index = choose(records, comps, losses, reference, size_key)
+        return fitted[index], records, calibrations[index]
+
+    def _record(self, budget: Budget, chosen: Fitted, records: list[dict],
+                calibration: tuple[float, float] | None) -> dict[str, Any]:
+        cand = chosen.candidate
+        rank = self.rankings[cand.ranking]
+        out = {"budget": budget.to_json(), **rank.describe(), "winner": cand.name,
+               "plan": cand.family.label, "tiers": [t.to_json() for t in cand.family.tiers],
+               "head_dtype": cand.head, "kept": chosen.kept, "total": self.total,
+               "artifact_bytes": chosen.artifact_bytes, "table_bytes": chosen.table_bytes}
+        if calibration is not None:
+            out["calibration"] = {"scale": float(calibration[0]), "bias": float(calibration[1])}
+        if records:
+            best = next(r for r in records if r["name"] == cand.name)
+            out["val_metrics"] = {"auc": best["val_auc"], "logloss": best["val_logloss"]}
+            out["selection"] = {"rule": RULE, "candidates": records}
+        return out
+
+
+def candidates_for(budget: Budget, rankings: Sequence[str], *,
+                   values: Sequence[str] | None = None, heads: Sequence[str] | None = None,
+                   families: Sequence[Shape] | None = None) -> list[Candidate]:
+    """The default candidates of ``budget`` over ``rankings`` (the first is the paper's),
+    restricted to the value dtypes ``values`` and head dtypes ``heads`` when given, or to
+    the plan ``families`` when given."""
+    if families is None:
+        families = _families(budget, rankings, values)
+    else:
+        families = [(r, f) for r in rankings for f in families]
+    if heads is None:
+        heads = HEAD_DTYPES if budget.kind == "bytes" else ("fp32",)
+    out = [Candidate(r, f, h) for h in heads for r, f in families]
+    if not out:
+        raise ChooserError(f"no plan family allows the value dtypes {', '.join(values or ())}"
+                           f" for budget {budget.label}")
+    return out
+
+
+def _families(budget: Budget, rankings: Sequence[str],
+              values: Sequence[str] | None) -> list[tuple[str, Shape]]:
+    def allowed(shape: Shape) -> bool:
+        return values is None or all(t.value_dtype in values for t in shape.tiers)
+
+    if not budget.is_bytes:
+        dtypes = ("fp32",) if values is None else tuple(values)
+        uniform = [Shape((TierSpec(v),), (1.0,)) for v in dtypes]
+        return [(r, s) for r in rankings for s in uniform]
+    uniform = [Shape((TierSpec(v),), (1.0,)) for v in UNIFORM]
+    out = [(r, s) for r in rankings for s in uniform if allowed(s)]
+    out += [(rankings[0], s) for s in default_shapes() if allowed(s) and s not in uniform]
+    return out
+
+
+def with_budget_aware(chooser: Chooser, budget: Budget, names: list[str]) -> list[str]:
+    """``names`` plus the budget-aware rankings of ``budget`` (registered in ``chooser``),
+    when the attribution has bins: at the kept count of the paper's fp32 cut."""
+    attr = chooser.attribution
+    if attr is None or getattr(attr, "bins", None) is None or chooser.frequencies is None:
+        return names
+    paper = chooser.fit(Candidate(PAPER, FP32), budget, calibrated=True)
+    if paper is None or paper.kept == 0:
+        return names
+    added, _ = budget_aware_rankings(attr, paper.kept, chooser.frequencies)
+    for rank in added:
+        chooser.rankings[rank.name] = rank
+        chooser._planners.pop((rank.name, rank.order), None)
+    return names + [r.name for r in added]
