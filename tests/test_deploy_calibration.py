@@ -118,6 +118,8 @@ def test_pruned_directory_round_trip(tmp_path, tiered):
     assert calibration_of(loaded) == calibration_of(model)
     x = random_ids(batch=32, seed=2)
     np.testing.assert_array_equal(logits(loaded, x), logits(model, x))
+    art = load_artifact(export_artifact(tmp_path / "p", tmp_path / "a.shaver").path)
+    assert tuple(map(float, art.calibration)) == calibration_of(model)
     clear_calibration(model)
     save_pruned(tmp_path / "q", model, {**INFO, "calibration": {"scale": 9, "bias": 9}})
     assert "calibration" not in json.loads((tmp_path / "q" / INFO_FILE).read_text())
