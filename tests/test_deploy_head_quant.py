@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from shaver.deploy.artifact import export_artifact, load_artifact
-from shaver.deploy.head_quant import fake_quantize_head
 from shaver.deploy.onnx_export import export_onnx
 from shaver.errors import ArtifactError
 from shaver.runtime import container
 from shaver.runtime.headq import dequantize_head, first_order_dtype, quantize_int8, scale_shape
+from shaver.table.head import fake_quantize_head
 from shaver.table.size import minimum_artifact_bytes, predict_artifact_bytes
 from test_deploy_support import pruned_model, random_ids
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from shaver.errors import ModelError
 from shaver.models.adapter import TorchFMAdapter
-from shaver.models.base import check_model_interface
+from shaver.models.base import calibration_of, check_model_interface, set_calibration
 from train_data import one_thread  # noqa: F401
 
 
@@ -110,3 +110,15 @@ def test_an_adapted_model_trains_in_memory(tmp_path):
     assert result.test["auc"] > 0.75, result.test
     with pytest.raises(ModelError, match="no registry config"):
         fit(model, data, epochs=1, quiet=True, out_dir=tmp_path / "run")
+
+
+def test_adapter_applies_a_calibration():
+    torch.manual_seed(0)
+    model = TorchFMAdapter(TinyDeepFM(FIELD_DIMS).eval())
+    x = model.to_global(torch.tensor([[0, 1, 0], [2, 3, 1]]))
+    keys = list(model.state_dict())
+    with torch.no_grad():
+        raw = model(x)
+        set_calibration(model, 2.0, 0.5)
+        torch.testing.assert_close(model(x), raw * 2.0 + 0.5, rtol=0, atol=0)
+    assert calibration_of(model) == (2.0, 0.5) and list(model.state_dict()) == keys

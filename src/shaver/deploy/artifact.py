@@ -11,6 +11,9 @@ The file format (container, layouts, sections) is described in
 * ``head/<state-dict name>``: every other tensor of the model (fp32; int64 counters), or
   with a quantised head (format version 2) fp16, or int8 matrices with
   ``head_scale/<name>`` per-output-channel scales (:mod:`shaver.runtime.headq`);
+* ``calibration`` (format version 2, only when the model carries one): f32 (2,)
+  [scale, bias] of the logit, announced by the header field ``"calibration"``
+  (:mod:`shaver.runtime.calibration`);
 * ``feature_map`` (optional JSON: dataset meta + vocabularies) and ``info`` (fixed 4 KiB
   JSON: budget, metrics, fingerprints, provenance).
 """
@@ -30,6 +33,8 @@ import torch
 from shaver import __version__
 from shaver.data.feature_map import feature_map_of
 from shaver.errors import ArtifactError
+from shaver.models.base import calibration_of
+from shaver.runtime.calibration import SECTION as CALIBRATION_SECTION
 from shaver.runtime.container import SectionSpec, container_bytes, write_container
 from shaver.runtime.headq import first_order_dtype, quantize_int8
 from shaver.runtime.layout import encode_embedding, quantize_per_field
@@ -120,12 +125,14 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
 
 def _head_arrays(model: torch.nn.Module, specs: list[SectionSpec],
                  table_dtype: str) -> dict[str, np.ndarray]:
-    """Arrays of the head and first-order sections, in the dtypes ``specs`` plan."""
+    """Arrays of the head, first-order and calibration sections, in the dtypes ``specs`` plan."""
     state = head_tensors(model)
     arrays: dict[str, np.ndarray] = {}
     for spec in specs:
         kind, _, name = spec.name.partition("/")
-        if kind == "head":
+        if spec.name == CALIBRATION_SECTION:
+            arrays[spec.name] = np.array(calibration_of(model), dtype=np.float32)
+        elif kind == "head":
             tensor = state[name].detach().cpu()
             if spec.dtype == "i8" and tensor.is_floating_point():
                 arrays[spec.name], arrays[f"head_scale/{name}"] = quantize_int8(

@@ -113,12 +113,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                           "format_version": art.version, "breakdown": parts,
                           "model": art.config, "value_dtype": art.value_dtype,
                           "head_dtype": art.head_dtype, "layouts": art.layouts,
+                          "calibration": None if art.calibration is None else
+                          dict(zip(("scale", "bias"), map(float, art.calibration))),
                           "info": art.info}, indent=2, sort_keys=True))
         return 0
     rows = sum(art.field_dims)
     print(f"{args.file}: shaver artifact v{art.version}, model {art.config.get('name')}, "
           f"{rows:,} rows x {art.dim}, {len(art.field_dims)} fields, values "
           f"{art.value_dtype}, head {art.head_dtype}")
+    if art.calibration is not None:
+        scale, bias = (float(v) for v in art.calibration)
+        print(f"calibration: probability = sigmoid({scale:.6g} * logit {bias:+.6g})")
     counts = {lay: art.layouts.count(lay) for lay in dict.fromkeys(art.layouts)}
     print("layouts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     kept = art.tables.kept

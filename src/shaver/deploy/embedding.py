@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from shaver.errors import ArtifactError
+from shaver.models.base import set_calibration
 from shaver.runtime.model import Artifact, load_artifact
 
 
@@ -94,7 +95,8 @@ class CompressedEmbedding(nn.Module):
 
 
 def compressed_model(artifact: Artifact | str | os.PathLike[str]) -> nn.Module:
-    """The artifact's whole model in torch (eval mode) with a :class:`CompressedEmbedding`."""
+    """The artifact's whole model in torch (eval mode) with a :class:`CompressedEmbedding`,
+    and the artifact's calibration when it has one."""
     from shaver.models.registry import build_model
 
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
@@ -114,4 +116,6 @@ def compressed_model(artifact: Artifact | str | os.PathLike[str]) -> nn.Module:
         model.embedding = TieredCompressedEmbedding(art.tables)
     else:
         model.embedding = CompressedEmbedding.from_artifact(art)
+    if art.calibration is not None:
+        set_calibration(model, *(float(v) for v in art.calibration))
     return model.eval()

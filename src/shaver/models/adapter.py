@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from shaver.errors import ModelError
+from shaver.models.base import calibrate
 
 OUTPUTS = ("probability", "logit")
 
@@ -43,6 +44,7 @@ class TorchFMAdapter(nn.Module):
     """
 
     name = "torchfm"
+    applies_calibration = True
 
     def __init__(self, model: nn.Module, *, output: str = "probability"):
         super().__init__()
@@ -68,6 +70,7 @@ class TorchFMAdapter(nn.Module):
         self.embed_dim = int(table.embedding_dim)
         self.register_buffer("offsets", torch.from_numpy(starts), persistent=False)
         self.embedding: nn.Module = table
+        self.register_buffer("calibration", None, persistent=False)  # see set_calibration
 
     def head(self, emb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """emb: (batch, fields, d), x: LongTensor (batch, fields) GLOBAL ids -> logits (batch,)."""
@@ -82,7 +85,7 @@ class TorchFMAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: LongTensor (batch, fields) GLOBAL ids -> logits (batch,)."""
-        return self.head(self.embedding(x), x)
+        return calibrate(self, self.head(self.embedding(x), x))
 
     def to_global(self, x_local: torch.Tensor) -> torch.Tensor:
         """pytorch-fm local ids (batch, fields) -> global ids (batch, fields)."""

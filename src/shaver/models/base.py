@@ -8,7 +8,8 @@ A shaver model is an ``nn.Module`` with
   swap it for a masked or compressed module without touching anything else;
 * ``head(emb, x)``: ``emb`` (batch, fields, d) and ``x`` (batch, fields) -> logits (batch,).
   ``x`` is there for first-order (per-id) terms; a head must not read the embedding table;
-* ``forward(x) = head(embedding(x), x)``;
+* ``forward(x) = head(embedding(x), x)``, then ``scale * logit + bias`` when the model
+  carries a calibration (:func:`set_calibration`; see :mod:`shaver.runtime.calibration`);
 * ``config()``: a JSON-able dict from which ``shaver.models.registry.build_model`` rebuilds it.
 
 Ids are GLOBAL: the prepared dataset already applied the field offsets.
@@ -17,6 +18,8 @@ Ids are GLOBAL: the prepared dataset already applied the field offsets.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +34,8 @@ class CTRModel(nn.Module):
 
     #: Registry name of the model (set by subclasses).
     name: str = "base"
+    #: ``forward`` applies :func:`set_calibration`'s pair.
+    applies_calibration = True
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16):
         super().__init__()
@@ -50,6 +55,8 @@ class CTRModel(nn.Module):
             torch.repeat_interleave(torch.arange(self.num_fields), torch.tensor(self.field_dims)),
             persistent=False,
         )
+        # [scale, bias] float32 or None; non-persistent: state dicts never carry it
+        self.register_buffer("calibration", None, persistent=False)
 
     def head(self, emb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """emb: (batch, fields, d), x: LongTensor (batch, fields) -> logits (batch,)."""
@@ -57,7 +64,7 @@ class CTRModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: LongTensor (batch, fields) of global ids -> logits (batch,)."""
-        return self.head(self.embedding(x), x)
+        return calibrate(self, self.head(self.embedding(x), x))
 
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments, with the registry ``name``."""
@@ -102,3 +109,39 @@ def copy_without_embedding(model: nn.Module) -> nn.Module:
         model.embedding = emb
     clone.embedding = emb
     return clone
+
+
+def calibrate(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` (batch,) through ``model``'s calibration, if it carries one (else as is)."""
+    cal = getattr(model, "calibration", None)
+    return logits if cal is None else logits * cal[0] + cal[1]
+
+
+def set_calibration(model: nn.Module, scale: float, bias: float) -> None:
+    """Make ``model``'s forward return ``scale * logit + bias`` (stored as float32 in a
+    non-persistent buffer: state dicts, and so ``load_state_dict(strict=True)`` of a rebuilt
+    model, are unchanged; copies keep it). Fit the pair on the UNcalibrated logits
+    (:func:`clear_calibration` first), e.g. with
+    :func:`shaver.runtime.calibration.fit_logit_calibration`."""
+    if not getattr(type(model), "applies_calibration", False):
+        raise ModelError(f"{type(model).__name__}'s forward does not apply a calibration "
+                         "(expected a shaver CTRModel or TorchFMAdapter)")
+    pair = torch.tensor([float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool)
+                         else math.nan for v in (scale, bias)], dtype=torch.float32)
+    if not bool(torch.isfinite(pair).all()):
+        raise ModelError(f"calibration must be two finite float32 numbers, got scale={scale!r}, "
+                         f"bias={bias!r}")
+    ref = next(iter(model.parameters()), None)
+    model.calibration = pair if ref is None else pair.to(ref.device)
+
+
+def calibration_of(model: nn.Module) -> tuple[float, float] | None:
+    """``(scale, bias)`` of ``model``'s calibration (the float32 values it applies), or None."""
+    cal = getattr(model, "calibration", None)
+    return None if cal is None else (float(cal[0]), float(cal[1]))
+
+
+def clear_calibration(model: nn.Module) -> None:
+    """Remove ``model``'s calibration: its forward returns the head's logits again."""
+    if getattr(model, "calibration", None) is not None:
+        model.calibration = None

@@ -10,7 +10,8 @@ Layout::
                          "dataset": {"path", "fingerprint"}, "model_fingerprint": base model's,
                          "budget": {"kind", "value", "label"}, "scorer", "order", "codebook",
                          "placeholder", "kept", "total", "finetuned", "metrics",
-                         "artifact_bytes", ...}
+                         "artifact_bytes", ..., "calibration": {"scale", "bias"} when the
+                         model carries one (see shaver.models.base.set_calibration)}
 
 Writes go to a temporary directory renamed into place, so a failure leaves nothing half-written.
 """
@@ -34,6 +35,7 @@ from torch import nn
 
 from shaver.errors import CheckpointError, ShaverError
 from shaver.fileio import check_format, read_json
+from shaver.models.base import calibration_of, set_calibration
 from shaver.table.mask import MaskedEmbedding, pack_mask, unpack_mask
 
 FORMAT = "shaver-pruned"
@@ -97,6 +99,9 @@ def save_pruned(out_dir: str | os.PathLike[str], model: nn.Module,
     }
     if getattr(emb, "tiers", None) is not None:  # a TieredEmbedding: its tier specs
         meta["tiers"] = [spec.to_json() for spec in emb.tiers]
+    meta.pop("calibration", None)  # the model's own, never a stale one from ``info``
+    if (cal := calibration_of(model)) is not None:
+        meta["calibration"] = {"scale": cal[0], "bias": cal[1]}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -170,10 +175,21 @@ def load_pruned(
     except RuntimeError as exc:
         raise CheckpointError(f"{path / MODEL_FILE}: does not match the model config ({exc})") \
             from exc
+    _restore_calibration(model, info.get("calibration"), path)
     from shaver.train.device import pick_device
 
     model = model.to(pick_device(device)).eval()
     return PrunedRun(model=model, info=info, path=path)
+
+
+def _restore_calibration(model: nn.Module, cal: Any, path: Path) -> None:
+    if cal is None:
+        return
+    try:
+        set_calibration(model, cal["scale"], cal["bias"])
+    except (TypeError, KeyError, ShaverError) as exc:
+        raise CheckpointError(f"{path / INFO_FILE}: malformed calibration {str(cal)[:80]}, expected "
+                              '{"scale": number, "bias": number}') from exc
 
 
 def _install_masked_embedding(model: nn.Module, state: dict[str, torch.Tensor], path: Path,

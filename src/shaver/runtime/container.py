@@ -2,7 +2,7 @@
 sections.
 
 Version 2 is written only when an artifact uses what version 1 cannot describe: a quantised
-head (int8 / fp16, see below) or an embedding table with int4 / int2 values, row scales or
+head (int8 / fp16, see below), a logit calibration or an embedding table with int4 / int2 values, row scales or
 several precision tiers (:mod:`shaver.runtime.tiered`). A reader that knows version 1 only
 refuses such a file by its version instead of misreading it; every other artifact is still
 written as version 1, byte for byte.
@@ -34,7 +34,8 @@ Versions: a file is written with the LOWEST version that describes it, so a runt
 reads only version 1 still reads every artifact it could before and refuses the rest by
 version. Version 2 adds a quantised head (``"head": {"dtype": "fp16" | "int8"}`` in the
 header, fp16/int8 ``head/`` sections and ``head_scale/`` sections; see
-:mod:`shaver.runtime.headq`).
+:mod:`shaver.runtime.headq`) and a logit calibration (``"calibration"`` in the header, an f32
+(2,) ``calibration`` section; see :mod:`shaver.runtime.calibration`).
 
 This module needs numpy only (``shaver.runtime`` must import without torch).
 """

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from shaver.errors import ArtifactError, DataError
+from shaver.runtime.calibration import apply_calibration, read_calibration
 from shaver.runtime.container import KINDS, PREAMBLE, Container, read_container
 from shaver.runtime.headq import HEAD_DTYPES, dequantize_head
 from shaver.runtime.heads import MALFORMED, Head, build_head
@@ -29,7 +30,8 @@ class Artifact:
     Attributes: ``config`` (model config dict), ``field_dims``, ``dim``, ``value_dtype``,
     ``head_dtype`` (fp32 | fp16 | int8), ``layouts`` (per field), ``tables``
     (:class:`EmbeddingTables`), ``head_tensors`` (name -> array, int8 and fp16 ones
-    dequantised to fp32) and ``first_order`` (name -> array), ``info`` (budget, metrics, provenance),
+    dequantised to fp32) and ``first_order`` (name -> array), ``calibration`` (float32
+    ``(scale, bias)`` applied to the logit, or None), ``info`` (budget, metrics, provenance),
     ``feature_map`` (dataset meta + vocabularies, or None), ``size`` (file bytes).
     """
 
@@ -70,6 +72,7 @@ class Artifact:
         self.head_tensors = dequantize_head(_by_prefix(arrays, "head/"),
                                             _by_prefix(arrays, "head_scale/"), self.head_dtype,
                                             where)
+        self.calibration = read_calibration(container.header, arrays, where, self.version)
         self.info: dict[str, Any] = container.json("info") if "info" in arrays else {}
         if not isinstance(self.info, dict):
             raise ArtifactError(f"{where}: the info section is not a JSON object")
@@ -127,9 +130,11 @@ class Artifact:
         return self.tables.lookup(self.check_ids(x))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """x: int (batch, fields) global ids -> float32 logits (batch,)."""
+        """x: int (batch, fields) global ids -> float32 logits (batch,), calibrated when the
+        artifact carries a calibration."""
         x = self.check_ids(x)
-        return np.asarray(self.head(self.tables.lookup(x), x), dtype=np.float32)
+        z = np.asarray(self.head(self.tables.lookup(x), x), dtype=np.float32)
+        return apply_calibration(z, self.calibration)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """x: int (batch, fields) global ids -> click probabilities float32 (batch,)."""

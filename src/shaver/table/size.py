@@ -26,7 +26,7 @@ import torch
 
 from shaver.data.feature_map import feature_map_of
 from shaver.errors import ArtifactError
-from shaver.models.base import check_model_interface
+from shaver.models.base import calibration_of, check_model_interface
 from shaver.runtime.calibration import FORM as CALIBRATION_FORM
 from shaver.runtime.calibration import SECTION as CALIBRATION_SECTION
 from shaver.runtime.container import SectionSpec, container_bytes
@@ -98,7 +98,9 @@ def head_specs(model: torch.nn.Module, value_dtype: str,
     first_order); next to a v2 table, ``value_dtype`` is that of
     :func:`shaver.table.tiers.first_order_dtype`. Head tensors follow ``head_dtype``
     (:mod:`shaver.runtime.headq`): fp32, fp16, or int8 matrices with per-output-channel fp32
-    scales (``head_scale/<name>``).
+    scales (``head_scale/<name>``). A model carrying a calibration
+    (:func:`shaver.models.base.set_calibration`) adds the section ``calibration``: f32 (2,)
+    [scale, bias], kind head, whatever its values.
     """
     n = int(model.embedding.weight.shape[0])
     m = len(model.field_dims)
@@ -119,6 +121,8 @@ def head_specs(model: torch.nn.Module, value_dtype: str,
             specs.append(SectionSpec(f"head/{name}", "head", _TORCH_TO_SECTION[tensor.dtype], shape))
         else:
             raise ArtifactError(f"head tensor {name} has unsupported dtype {tensor.dtype}")
+    if calibration_of(model) is not None:
+        specs.append(SectionSpec(CALIBRATION_SECTION, "head", "f32", (2,)))
     return specs
 
 
@@ -184,6 +188,8 @@ def _fields(model: torch.nn.Module, embedding: dict[str, Any], head_dtype: str
     fields = {"model": model.config(), "embedding": embedding}
     if head_dtype != "fp32":
         fields["head"] = {"dtype": head_dtype}
+    if calibration_of(model) is not None:
+        fields["calibration"] = CALIBRATION_FORM
     return fields
 
 
@@ -233,9 +239,10 @@ def plan_bytes(model: torch.nn.Module, tier_map: np.ndarray, tiers: Sequence[Any
 
 
 def artifact_version(fields: Mapping[str, Any]) -> int:
-    """The lowest container version describing ``fields``: 2 with a quantised head or a
-    tiered table, else 1."""
-    return 2 if "head" in fields or "tiers" in fields["embedding"] else 1
+    """The lowest container version describing ``fields``: 2 with a quantised head, a
+    calibration or a tiered table, else 1."""
+    return 2 if "head" in fields or "calibration" in fields or "tiers" in fields["embedding"] \
+        else 1
 
 
 TABLE_KINDS = ("values", "index", "scales", "codebook")
