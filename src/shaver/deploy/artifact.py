@@ -34,6 +34,7 @@ from shaver import __version__
 from shaver.data.feature_map import feature_map_of
 from shaver.errors import ArtifactError
 from shaver.models.base import calibration_of
+from shaver.pruning.io import load_pruned
 from shaver.runtime.calibration import SECTION as CALIBRATION_SECTION
 from shaver.runtime.container import SectionSpec, container_bytes, write_container
 from shaver.runtime.headq import first_order_dtype, quantize_int8
@@ -52,9 +53,9 @@ from shaver.table.tiers import first_order_dtype as tiers_first_order_dtype
 
 log = logging.getLogger(__name__)
 #: Keys of pruned.json copied into the artifact's ``info`` section.
-INFO_KEYS = ("budget", "scorer", "order", "codebook", "placeholder", "kept", "total",
-             "finetuned", "metrics", "model_fingerprint", "dataset", "artifact_bytes",
-             "table_bytes", "plan")
+INFO_KEYS = ("budget", "method", "winner", "scorer", "order", "codebook", "placeholder",
+             "kept", "total", "plan", "head_dtype", "finetuned", "metrics", "model_fingerprint",
+             "dataset", "artifact_bytes", "table_bytes")
 
 
 @dataclass
@@ -87,21 +88,23 @@ def embedding_state(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, np.
     return weight, mask_np, codebook_np
 
 
-def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: str | os.PathLike[str],
-                    *, value_dtype: str = "fp32", metadata: Mapping[str, Any] | None = None,
-                    include_feature_map: bool = True, head_dtype: str = "fp32") -> ExportResult:
-    """Write the artifact of a pruned model (or a pruned directory) to ``out_path``.
+def export_artifact(source: Any, out_path: str | os.PathLike[str], *, value_dtype: str = "fp32",
+                    metadata: Mapping[str, Any] | None = None, include_feature_map: bool = True,
+                    head_dtype: str | None = None) -> ExportResult:
+    """Write the artifact of a cut, a pruned directory or a pruned model to ``out_path``.
 
-    source: a model with the shaver interface (its embedding a MaskedEmbedding, or a plain
-    embedding = nothing pruned), or a directory written by ``shaver.pruning.io.save_pruned``.
-    metadata: free JSON (budget, metrics, ...; at most 4 KiB) plus an optional
-    ``feature_map`` entry (dataset meta + vocabularies) that lets the runtime encode raw rows.
-    From a pruned directory, the info of pruned.json and (when ``include_feature_map`` and the
-    dataset is still there) its feature map are added. ``head_dtype`` (fp32 | fp16 | int8)
-    stores the dense head quantised (:mod:`shaver.runtime.headq`; format version 2). The
-    write is atomic.
+    source: a :class:`~shaver.pruning.api.PruneResult` (what :func:`shaver.prune` returns), a
+    directory written by ``shaver prune`` (``shaver.pruning.io.save_pruned``), or a model with
+    the shaver interface (its embedding a plan module, or a plain embedding = nothing
+    pruned). A cut and its pruned directory give the same file, byte for byte: the record's
+    :data:`INFO_KEYS`, its head precision and (when ``include_feature_map`` and the dataset
+    is still there) the dataset's feature map. metadata: free JSON added to the ``info``
+    section (at most 4 KiB) plus an optional ``feature_map`` entry. ``head_dtype`` (fp32 |
+    fp16 | int8; default: the cut's, else fp32) stores the dense head quantised
+    (:mod:`shaver.runtime.headq`; format version 2). The write is atomic.
     """
-    model, meta = _resolve_source(source, metadata, include_feature_map)
+    model, meta, recorded_head = _resolve_source(source, metadata, include_feature_map)
+    head_dtype = head_dtype or recorded_head
     weight, mask, codebook = embedding_state(model)
     fields, specs = plan_artifact(model, mask, value_dtype, meta, head_dtype)
     arrays, table_dtype = _table_arrays(model, weight, mask, codebook, value_dtype, fields)
@@ -166,24 +169,27 @@ def _table_arrays(model: torch.nn.Module, weight: np.ndarray, mask: np.ndarray,
     return arrays, tiers_first_order_dtype(plan.tiers)
 
 
-def _resolve_source(source: Any, metadata: Mapping[str, Any] | None,
-                    include_feature_map: bool) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _resolve_source(source: Any, metadata: Mapping[str, Any] | None, include_feature_map: bool
+                    ) -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """(model, artifact metadata, recorded head dtype) of an export's source."""
     meta = dict(metadata or {})
     if isinstance(source, torch.nn.Module):
-        return source, meta
-    path = Path(source)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not a pruned directory (expected pruned.json + "
-                            "model.safetensors) nor a model")
-    from shaver.pruning.io import load_pruned
-    pruned = load_pruned(path, device="cpu")
-    info = {k: pruned.info[k] for k in INFO_KEYS if k in pruned.info}
-    info["source"] = str(path)
+        return source, meta, "fp32"
+    if hasattr(source, "model") and hasattr(source, "info"):  # a PruneResult
+        model, record = source.model, source.info
+    else:
+        path = Path(source)
+        if not path.is_dir():
+            raise ArtifactError(f"{path}: not a pruned directory (expected pruned.json + "
+                                "model.safetensors) nor a model")
+        pruned = load_pruned(path, device="cpu")
+        model, record = pruned.model, pruned.info
+    info = {k: record[k] for k in INFO_KEYS if k in record}
     if include_feature_map and "feature_map" not in meta:
-        feature_map = feature_map_of(pruned.info.get("dataset", {}).get("path"))
+        feature_map = feature_map_of(record.get("dataset", {}).get("path"))
         if feature_map is not None:
             meta["feature_map"] = feature_map
-    return pruned.model, {**info, **meta}
+    return model, {**info, **meta}, str(record.get("head_dtype", "fp32"))
 
 
 __all__ = ["Artifact", "ExportResult", "SectionSpec", "embedding_state", "export_artifact",

@@ -3,9 +3,12 @@
     classes:
       - name: phone-low
         bytes: 2MiB          # whole artifact (shaver.table.budget.parse_bytes units)
-        values: int8         # kept embedding values: fp32 | fp16 | int8
+        values: int8         # kept embedding values: fp32 | fp16 | int8 | int4 | int2
         head: int8           # dense head + first-order weights: fp32 | fp16 | int8
         format: both         # shaver | onnx | both (default shaver)
+
+``values`` and ``head`` restrict the chooser to those precisions; a class that leaves one out
+lets the chooser pick it (every value dtype, mixed tiers included; every head precision).
 
 Everything is checked before any work: an unknown key, a missing name or budget, a budget
 that is not a positive byte size, an unknown dtype or format, or a duplicate class name
@@ -23,11 +26,11 @@ from typing import Any
 
 from shaver.errors import BudgetError, ShaverError
 from shaver.runtime.headq import HEAD_DTYPES
+from shaver.runtime.lowbit import TIER_DTYPES
 from shaver.table.budget import Budget
 
-#: Embedding value dtypes a class may ask for. Extending the artifact's value dtypes (e.g.
-#: int4/int2) needs only a new entry here and in ``shaver.runtime.layout.VALUE_DTYPES``.
-FLEET_VALUE_DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: Embedding value dtypes a class may ask for: those of the plan's tiers.
+FLEET_VALUE_DTYPES: tuple[str, ...] = TIER_DTYPES
 FORMATS = ("shaver", "onnx", "both")
 CLASS_KEYS = ("name", "bytes", "values", "head", "format")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -40,12 +43,12 @@ class FleetError(ShaverError):
 @dataclass(frozen=True)
 class DeviceClass:
     """One device class: ``name``, ``bytes`` (whole-artifact budget), ``values`` and ``head``
-    dtypes, ``format`` (shaver | onnx | both)."""
+    dtypes (None: the chooser picks), ``format`` (shaver | onnx | both)."""
 
     name: str
     bytes: int
-    values: str = "fp32"
-    head: str = "fp32"
+    values: str | None = None
+    head: str | None = None
     format: str = "shaver"
 
     def to_json(self) -> dict[str, Any]:
@@ -113,12 +116,12 @@ def _parse_class(item: Any, where: str) -> DeviceClass:
         budget = Budget.bytes_(raw)
     except BudgetError as exc:
         raise FleetError(f"{where}: bytes: {exc}") from None
-    fields = {"values": (FLEET_VALUE_DTYPES, "fp32"), "head": (HEAD_DTYPES, "fp32"),
+    fields = {"values": (FLEET_VALUE_DTYPES, None), "head": (HEAD_DTYPES, None),
               "format": (FORMATS, "shaver")}
     chosen = {}
     for key, (allowed, default) in fields.items():
         value = item.get(key, default)
-        if value not in allowed:
+        if value is not default and value not in allowed:
             raise FleetError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
         chosen[key] = value
     return DeviceClass(name=name, bytes=int(budget.value), **chosen)
