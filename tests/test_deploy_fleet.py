@@ -7,16 +7,21 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from shaver.attribution.result import Attribution
 from shaver.cli import main
 from shaver.deploy import fleet as fleet_mod
+from shaver.deploy.artifact import export_artifact
+from shaver.deploy.embedding import compressed_model
 from shaver.deploy.fleet import file_sha256, fleet
 from shaver.deploy.fleet_spec import DeviceClass, FleetError, load_fleet, parse_fleet
+from shaver.pruning.api import prune
 from shaver.runtime import load_artifact
-from shaver.table.size import feature_map_metadata, minimum_artifact_bytes, predict_artifact_bytes
+from shaver.runtime.tiered import TierSpec
+from shaver.table.size import feature_map_metadata, plan_bytes
+from shaver.train.checkpoint import load_run, open_run_dataset
+from shaver.train.evaluation import evaluate
 from test_pruning_util import FIELD_DIMS, saved_run_with_random_phi
 
 N = sum(FIELD_DIMS)
@@ -28,18 +33,15 @@ def run_dir(tmp_path_factory):
     return saved_run_with_random_phi(root)
 
 
-def _floor(run_dir, values="fp32", head="fp32"):
-    """(model, smallest artifact: all or nothing pruned) counting the feature map the fleet
-    stores."""
-    from shaver.train.checkpoint import load_run, open_run_dataset
-
+def _floor(run_dir, head="fp32", values="fp32"):
+    """(model, smallest artifact at ``head`` and ``values``: every entry or none pruned)
+    counting the feature map the fleet stores and the recalibration every chosen cut carries."""
     run = load_run(run_dir, device="cpu")
     meta = feature_map_metadata(open_run_dataset(run))
-    full = np.ones(tuple(run.model.embedding.weight.shape), bool)
-    return run.model, min(
-        minimum_artifact_bytes(run.model, value_dtype=values, head_dtype=head, metadata=meta),
-        predict_artifact_bytes(run.model, full, value_dtype=values, head_dtype=head,
-                               metadata=meta))
+    shape = tuple(run.model.embedding.weight.shape)
+    return run.model, min(plan_bytes(run.model, t, [TierSpec(values)], head_dtype=head,
+                                     metadata=meta, calibrated=True)[0]
+                          for t in (np.zeros(shape, np.uint8), np.ones(shape, np.uint8)))
 
 
 def _write_fleet(path, classes):
@@ -48,7 +50,7 @@ def _write_fleet(path, classes):
 
 
 def test_fleet_writes_every_class_within_its_budget(run_dir, tmp_path):
-    model, floor = _floor(run_dir)
+    _, floor = _floor(run_dir)
     _, floor_int8 = _floor(run_dir, "int8", "int8")
     classes = [{"name": "big", "bytes": floor + 60},
                {"name": "small", "bytes": floor_int8 + 300, "values": "int8", "head": "int8",
@@ -59,62 +61,56 @@ def test_fleet_writes_every_class_within_its_budget(run_dir, tmp_path):
     doc = json.loads((tmp_path / "out" / "manifest.json").read_text())
     by_name = {c["name"]: c for c in doc["classes"]}
     assert [c["name"] for c in doc["classes"]] == ["big", "small", "tiny"]
+    dataset = open_run_dataset(load_run(run_dir, device="cpu"))
     for name, budget in (("big", floor + 60), ("small", floor_int8 + 300)):
         entry = by_name[name]
-        assert entry["status"] == "written" and entry["method"] == "shapley/abs"
+        assert entry["status"] == "written" and entry["row"]["method"] == "auto"
         path = tmp_path / "out" / entry["file"]
         assert entry["bytes"] == path.stat().st_size == entry["predicted_bytes"] <= budget
+        assert entry["bytes"] == entry["row"]["artifact_bytes"]
         assert entry["sha256"] == file_sha256(path)
-        assert set(entry["metrics"]) == {"val", "test"}
-        assert 0 <= entry["metrics"]["test"]["auc"] <= 1
+        written = compressed_model(path)  # the metrics are the written artifact's
+        for split in ("val", "test"):
+            got = evaluate(written, dataset, split)
+            assert entry["metrics"][split] == {"auc": float(got["auc"]),
+                                               "logloss": float(got["logloss"])}
         art = load_artifact(path)
-        assert art.info["kept"] == entry["cut"]["kept"]
-        assert (art.value_dtype, art.head_dtype) == (entry["class"]["values"],
-                                                     entry["class"]["head"])
+        assert art.info["kept"] == entry["row"]["kept"]
+        assert art.info["winner"] == entry["row"]["winner"]
+        assert art.calibration is not None
+    small = load_artifact(tmp_path / "out" / "small.shaver")
+    assert small.head_dtype == "int8" and by_name["small"]["row"]["head_dtype"] == "int8"
+    assert by_name["small"]["row"]["plan"].startswith("int8")
     assert [f["format"] for f in by_name["small"]["files"]] == ["shaver", "onnx"]
     assert (tmp_path / "out" / "small.onnx").is_file()
     tiny = by_name["tiny"]
-    assert tiny["status"] == "unmet" and tiny["smallest_bytes"] == floor_int8
-    assert "below the smallest artifact" in tiny["reason"]
+    assert tiny["status"] == "unmet"
+    assert tiny["reason"] == (f"budget bytes={floor_int8 - 1} is below the smallest artifact "
+                              f"this model can have at the allowed precisions ({floor_int8} "
+                              f"bytes, head int8)")
     assert not (tmp_path / "out" / "tiny.shaver").exists()
     assert result.skipped == []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "big.shaver", "manifest.json", "small.onnx", "small.shaver"]
 
 
-@pytest.mark.parametrize("order", ["abs", "signed"])
-def test_cut_is_the_prune_cut_and_the_largest_that_fits(order):
-    from shaver.pruning.api import Pruner, as_scores
-    from test_deploy_support import pruned_model
-
-    model, _ = pruned_model("deepfm", keep=[1, 1, 1, 1])
-    model.embedding = torch.nn.Embedding.from_pretrained(model.embedding.weight.detach())
-    rng = np.random.default_rng(1)
-    # ties, signed zeros and a few values in one histogram bucket
-    scores = np.round(rng.standard_normal(tuple(model.embedding.weight.shape)), 2)
-    scores[:3] = -0.0
-    scores[3:6] = 1e-30 * rng.random((3, scores.shape[1]))
-    scores = scores.astype(np.float32)
-    source = fleet_mod.CutSource(model, as_scores(model, scores), None, order)
-    pruner = Pruner(model, scores, order=order)
-    for kept in (0, 1, 17, pruner.total // 2, pruner.total - 1, pruner.total):
-        np.testing.assert_array_equal(source.ranked.mask(kept), pruner.order.mask(kept))
-        per_field = np.add.reduceat(pruner.order.mask(kept).sum(1),
-                                    np.r_[0, np.cumsum(model.field_dims)[:-1]])
-        np.testing.assert_array_equal(source.ranked.counts(kept), per_field)
-    for values, head in (("fp32", "fp32"), ("int8", "int8"), ("fp16", "int8")):
-        sizes = [predict_artifact_bytes(model, pruner.order.mask(k), value_dtype=values,
-                                        head_dtype=head) for k in (0, pruner.total // 3)]
-        cls = DeviceClass("c", sum(sizes) // 2, values, head)
-        cut = fleet_mod.best_cut(source, cls)
-        pruner.value_dtype, pruner.head_dtype = values, head
-        assert cut.kept == pruner.resolve(cls.budget)
-        assert cut.method == f"custom/{order}" and 0 < cut.kept < pruner.total // 3
-        assert cut.predicted_bytes == predict_artifact_bytes(
-            model, pruner.order.mask(cut.kept), value_dtype=values, head_dtype=head) <= cls.bytes
-        bigger = pruner.order.mask(cut.kept + 1)
-        assert predict_artifact_bytes(model, bigger, value_dtype=values, head_dtype=head) > \
-            cls.bytes
+@pytest.mark.parametrize(("values", "head"), [(None, None), ("int8", "int8"), ("fp32", None)])
+def test_a_class_is_the_prune_cut_byte_for_byte(run_dir, tmp_path, values, head):
+    """One budget, one answer: a fleet class writes the artifact that shaver.prune() with the
+    same precisions exports."""
+    _, floor = _floor(run_dir, "int8")
+    cls = {"name": "c", "bytes": floor + 200}
+    cls.update({k: v for k, v in (("values", values), ("head", head)) if v is not None})
+    spec = _write_fleet(tmp_path / "fleet.yaml", [cls])
+    fleet(run_dir, run_dir / "attribution-codebook.safetensors", spec, tmp_path / "out",
+          evaluate=False)
+    run = load_run(run_dir, device="cpu")
+    attr = Attribution.load(run_dir / "attribution-codebook.safetensors")
+    (result,) = prune(run.model, attr, [f"bytes={floor + 200}"], dataset=open_run_dataset(run),
+                      values=None if values is None else [values],
+                      heads=None if head is None else [head])
+    export_artifact(result, tmp_path / "api.shaver")
+    assert file_sha256(tmp_path / "api.shaver") == file_sha256(tmp_path / "out" / "c.shaver")
 
 
 def test_rerun_completes_only_missing_classes(run_dir, tmp_path, monkeypatch):
@@ -181,7 +177,7 @@ BAD = [
     ({"classes": [{"name": "a"}]}, "classes[0] (a): missing key 'bytes'"),
     ({"classes": [{"name": "a/b", "bytes": 10}]}, "classes[0]: name must be a string"),
     ({"classes": [{"name": "a", "bytes": 10, "values": "int3"}]},
-     "classes[0] (a): values must be one of fp32, fp16, int8, got 'int3'"),
+     "classes[0] (a): values must be one of fp32, fp16, int8, int4, int2, got 'int3'"),
     ({"classes": [{"name": "a", "bytes": 10, "head": "bf16"}]},
      "classes[0] (a): head must be one of fp32, fp16, int8, got 'bf16'"),
     ({"classes": [{"name": "a", "bytes": 10, "format": "tflite"}]},
@@ -210,6 +206,7 @@ def test_fleet_file_parses_units_and_defaults(tmp_path):
     classes = load_fleet(path)
     assert classes == [DeviceClass("phone", 2 << 20), DeviceClass("box", 500000, "int8", "fp16",
                                                                   "onnx")]
+    assert (classes[0].values, classes[0].head) == (None, None)  # the chooser picks
     path.write_text("classes: [\n")
     with pytest.raises(FleetError, match="not valid YAML"):
         load_fleet(path)
@@ -220,13 +217,12 @@ def test_fleet_file_parses_units_and_defaults(tmp_path):
     assert parse_fleet({"classes": [{"name": "a", "bytes": 7}]})[0].bytes == 7
 
 
-def test_evaluate_needs_a_dataset(run_dir, tmp_path):
-    from shaver.train.checkpoint import load_run
-
+def test_a_fleet_needs_a_dataset(run_dir, tmp_path):
     model = load_run(run_dir, device="cpu").model
     attr = Attribution.load(run_dir / "attribution-codebook.safetensors")
-    with pytest.raises(FleetError, match="evaluate=True needs the dataset"):
-        fleet_mod.run_fleet(model, attr, [DeviceClass("a", 10**6)], tmp_path, evaluate=True)
+    with pytest.raises(FleetError, match="chooses every class's cut on the validation split"):
+        fleet_mod.run_fleet(model, attr, [DeviceClass("a", 10**6)], tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 def test_report_renders_the_fleet_table(run_dir, tmp_path, capsys):
@@ -238,7 +234,12 @@ def test_report_renders_the_fleet_table(run_dir, tmp_path, capsys):
     page = (tmp_path / "out" / "report.html").read_text()
     assert '<h2 id="fleet">Device fleet</h2>' in page
     assert "<td class=l>ok</td>" in page and "<td class=l>unmet</td>" in page
-    assert "smallest " in page and "ok.shaver" in page
+    assert "below the smallest artifact" in page and "ok.shaver" in page
+    # the written class sits on the accuracy-vs-size figure; nothing empty is rendered
+    assert '<h2 id="tradeoff">' in page and '<h2 id="results">' in page
+    for empty in ("attribution", "fields", "timings"):
+        assert f'<h2 id="{empty}">' not in page
+    assert "No result rows" not in page and "was recorded" not in page
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "manifest.json").write_text("{}")
     assert main(["report", str(tmp_path / "bad")]) == 2

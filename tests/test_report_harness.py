@@ -56,7 +56,7 @@ def test_grid_has_one_row_per_cell(bench):
     assert outcome.computed == len(keys)
     ptq = {r.budget: r for r in outcome.rows if r.method == "ptq"}
     fields = 4  # table bytes: packed values + one fp32 scale per field, no index or codebook
-    assert (ptq["int8"].kept_bytes - 4 * fields) == 4 * (ptq["int2"].kept_bytes - 4 * fields)
+    assert (ptq["int8"].table_bytes - 4 * fields) == 4 * (ptq["int2"].table_bytes - 4 * fields)
     assert ptq["int2"].artifact_bytes < ptq["int4"].artifact_bytes < ptq["int8"].artifact_bytes
     for row in (r for r in outcome.rows if r.method != "ptq"):
         assert 0.0 <= row.auc <= 1.0 and row.logloss > 0
@@ -88,17 +88,18 @@ def test_byte_budgets_of_the_default_grid(data_dir, tmp_path, caplog):
                      table_fractions=[4, 8, 32], html=True)
     with caplog.at_level("WARNING"):
         outcome = run_bench(config, tmp_path / "bytes", quiet=True)
-    # 1/32 of this tiny table (66 bytes) is below its codebook alone: said, not served
-    assert "table=1/32 cannot be served: budget of 66 bytes is below the minimum table size " \
-        "of 256 bytes" in caplog.text
+    # 1/32 of this tiny table (66 bytes) is below its smallest table: said, not served
+    assert "fm / shaver-bytes: table_bytes=1/32 cannot be served: budget table_bytes=1/32 " \
+        "is below the smallest table this model can have at the allowed precisions" \
+        in caplog.text
     rows = {(r.method, r.budget): r for r in outcome.rows}
-    assert ("shaver-bytes", "table=1/32") not in rows
+    assert ("shaver-bytes", "table_bytes=1/32") not in rows
     fp32 = rows[("base", "full")].total * 4
     for fraction in (4, 8):
-        row = rows[("shaver-bytes", f"table=1/{fraction}")]
-        assert 0 < row.kept_bytes <= fp32 // fraction  # exact table bytes within the budget
+        row = rows[("shaver-bytes", f"table_bytes=1/{fraction}")]
+        assert 0 < row.table_bytes <= fp32 // fraction  # exact table bytes within the budget
         assert 0.0 <= row.auc <= 1.0 and row.artifact_bytes > 0
-    points = [(r.kept_bytes, r.auc) for r in outcome.rows if r.method != "base"]
+    points = [(r.table_bytes, r.auc) for r in outcome.rows if r.method != "base"]
     assert pareto_frontier(points)
     assert "shaver-bytes" in outcome.report_html.read_text()
 

@@ -63,7 +63,7 @@ def synthetic_document(seeds=(0, 1)) -> dict:
 
 def _row(method, budget, seed, sparsity, kept, auc, per_field=None, value_bytes=4):
     return ResultRow(dataset="toy", model="deepfm", method=method, budget=budget, seed=seed,
-                     sparsity=sparsity, kept=kept, total=TOTAL, kept_bytes=kept * value_bytes,
+                     sparsity=sparsity, kept=kept, total=TOTAL, table_bytes=kept * value_bytes,
                      artifact_bytes=2000 + kept * value_bytes, auc=auc, logloss=0.6 - auc / 4,
                      seconds=0.01, kept_per_field=per_field)
 
@@ -102,11 +102,14 @@ def test_unknown_image_format_is_refused():
         render_html(synthetic_document(seeds=(0,)), image_format="gif")
 
 
-def test_report_without_attribution_or_timings_says_so():
+def test_report_without_attribution_or_timings_leaves_their_sections_out():
     doc = synthetic_document(seeds=(0,))
+    full = render_html(doc)
+    assert '<h2 id="attribution">' in full and '<h2 id="timings">' in full
     doc["attributions"], doc["timings"] = [], []
     text = render_html(doc)
-    assert "No attribution was recorded" in text and "No timings were recorded" in text
+    assert '<h2 id="attribution">' not in text and '<h2 id="timings">' not in text
+    assert '<h2 id="tradeoff">' in text and '<h2 id="results">' in text
 
 
 def test_round_trip_through_json_renders_identical_bytes(tmp_path, rendered):

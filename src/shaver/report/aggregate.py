@@ -25,7 +25,7 @@ class Summary:
     seeds: int
     sparsity: float
     kept: int
-    kept_bytes: int
+    table_bytes: int
     artifact_bytes: int | None
     auc: float
     auc_std: float
@@ -65,7 +65,7 @@ def summarize(rows: Iterable[ResultRow]) -> list[Summary]:
                 seeds=len(members),
                 sparsity=float(np.mean([r.sparsity for r in members])),
                 kept=round(float(np.mean([r.kept for r in members]))),
-                kept_bytes=round(float(np.mean([r.kept_bytes for r in members]))),
+                table_bytes=round(float(np.mean([r.table_bytes for r in members]))),
                 artifact_bytes=round(float(np.mean(sizes))) if sizes else None,
                 auc=auc,
                 auc_std=auc_std,

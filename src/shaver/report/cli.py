@@ -149,7 +149,7 @@ def _run_fleet_bench(args: argparse.Namespace) -> int:
     from shaver.report.schema import atomic_write_text
 
     figures = bench_fleet(args.fleet, run=args.run, attribution=args.attribution,
-                          rows=args.rows, repeats=args.repeats)
+                          rows=args.rows, workdir=args.out / "data", repeats=args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = {"format": "shaver-fleet-manifest", "format_version": 1,
                 "source": {"run": figures["source"]}, "classes": figures["manifest"],

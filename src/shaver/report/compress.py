@@ -1,11 +1,11 @@
 """One benchmark method applied to a trained model at several budgets, measured as result
-rows. Pruning goes through ``shaver.pruning.api.prune`` (one sort serves every budget) and
-``shaver.pruning.scorers.compute_scores``; post-training quantisation through
-``shaver.pruning.quantize``; byte counts through ``shaver.table.size``."""
+rows. EVERY row, the base model and post-training quantisation included, goes through
+``shaver.pruning.api.prune`` (the chooser for the default rows, a fixed candidate for the
+paper's method and the baselines), so its bytes come from the one size oracle
+(``shaver.table.size.plan_bytes``) and its row from ``PruneResult.row``."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,12 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from shaver.errors import BudgetError
+from shaver.pruning.api import prune
+from shaver.pruning.scorers import compute_scores
 from shaver.report.schema import ReportError, ResultRow
+from shaver.runtime.tiered import TierSpec
+from shaver.table.budget import Budget
+from shaver.table.families import Shape
+from shaver.table.size import feature_map_metadata, plan_bytes
 
 log = logging.getLogger(__name__)
 
-#: fp32 bytes per kept value: the authors' count of kept scalars, in bytes.
-FP32 = 4
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,8 @@ _METHODS = {
        for name in ("magnitude", "random", "taylor")},
     "ptq": MethodSpec("ptq", "ptq", "zero"),
     # the default for a byte budget: pruning + low-bit values + tiers, chosen on validation
-    "shaver-bytes": MethodSpec("shaver-bytes", "shapley", "codebook", search=True),
+    # the default at table-byte budgets: the same chooser, at 1/N of the fp32 table
+    "shaver-bytes": MethodSpec("shaver-bytes", "auto", "codebook", search=True),
 }
 #: Table-byte budgets of ``shaver-bytes``: 1/N of the fp32 table.
 TABLE_FRACTIONS: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
@@ -85,8 +91,6 @@ class CellContext:
 
 
 def budget_label(sparsity: float) -> str:
-    from shaver.table.budget import Budget
-
     return Budget.sparsity(float(sparsity)).label
 
 
@@ -95,7 +99,7 @@ def ptq_label(bits: int) -> str:
 
 
 def table_label(fraction: int) -> str:
-    return f"table=1/{int(fraction)}"
+    return Budget.table_bytes(f"1/{int(fraction)}").label
 
 
 def pending_budgets(method: str, sparsities: Sequence[float], ptq_bits: Sequence[int],
@@ -117,13 +121,13 @@ def _table(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def base_row(ctx: CellContext, test: dict[str, Any]) -> ResultRow:
-    """The uncompressed model: every entry kept, dense artifact size."""
-    from shaver.table.size import predict_artifact_bytes
-
+    """The uncompressed model: every entry kept in fp32, sized by the same oracle as every
+    other row (feature map included)."""
     n, d = _table(ctx.base)
-    size = predict_artifact_bytes(ctx.base, np.ones((n, d), dtype=bool))
+    artifact, table = plan_bytes(ctx.base, np.ones((n, d), np.uint8), [TierSpec("fp32")],
+                                 metadata=feature_map_metadata(ctx.dataset))
     return ctx.row(method="base", budget="full", sparsity=0.0, kept=n * d, total=n * d,
-                   kept_bytes=n * d * FP32, artifact_bytes=size, auc=float(test["auc"]),
+                   table_bytes=table, artifact_bytes=artifact, auc=float(test["auc"]),
                    logloss=float(test["logloss"]), seconds=0.0,
                    kept_per_field=_per_field(np.ones((n, d), bool), ctx.base.field_dims))
 
@@ -134,122 +138,57 @@ def _per_field(mask: np.ndarray, field_dims: Sequence[int]) -> list[int]:
     return [int(per_row[bounds[f]:bounds[f + 1]].sum()) for f in range(len(field_dims))]
 
 
-def _evaluate(ctx: CellContext, model: torch.nn.Module) -> tuple[dict[str, Any], float]:
-    from shaver.train.loop import evaluate
-
-    started = time.perf_counter()
-    metrics = evaluate(model, ctx.dataset, "test", device=ctx.device)
-    return metrics, time.perf_counter() - started
-
-
 def run_method(ctx: CellContext, method: str, labels: Sequence[str],
                attribution: Any = None) -> tuple[list[ResultRow], float]:
     """(result rows of ``method`` at the budgets ``labels``, seconds spent scoring once).
 
-    ``labels``: sparsity labels (``sparsity=0.95``), ``intN`` for ptq, ``table=1/N`` for a
-    searched method. A row's ``seconds`` is the cost of one new budget from the sorted scores
-    (not the scoring itself; for a searched method, the whole search with its evaluations)."""
+    ``labels``: budget labels (``sparsity=0.95``, ``table_bytes=1/16``) or ``intN`` for ptq.
+    A row's ``seconds`` is the cost of one budget from the shared scores (choosing and
+    building the cut, with the validation passes of the chooser; not the scoring itself)."""
     spec = method_spec(method)
-    if spec.scorer == "ptq":
-        return [_ptq_row(ctx, label) for label in labels], 0.0
-    if spec.search:
-        rows = [_searched_row(ctx, method, label, attribution) for label in labels]
-        return [r for r in rows if r is not None], 0.0
-    from shaver.pruning.api import prune
-    from shaver.pruning.scorers import compute_scores
-
     started = time.perf_counter()
     if spec.scorer == "auto":
-        results = prune(ctx.base, attribution, labels, method="auto", dataset=ctx.dataset,
-                        evaluate=False, device=ctx.device, quiet=ctx.quiet)
+        results = _cuts(ctx, attribution, labels, method)
         return _rows(ctx, method, results), time.perf_counter() - started
+    if spec.scorer == "ptq":
+        scores = compute_scores("magnitude", ctx.base, placeholder="zero")
+        results = [prune(ctx.base, scores, [0.0], method="scores", dataset=ctx.dataset,
+                         families=[Shape((TierSpec(label),), (1.0,))], device=ctx.device,
+                         quiet=ctx.quiet)[0] for label in labels]
+        return _rows(ctx, method, results, labels), 0.0
     scores = compute_scores(spec.scorer, ctx.base, attribution=attribution, dataset=ctx.dataset,
                             placeholder=spec.placeholder, seed=ctx.seed, device=ctx.device,
                             quiet=ctx.quiet)
     score_seconds = time.perf_counter() - started
     results = prune(ctx.base, scores, labels, order=spec.order, codebook=spec.codebook,
-                    dataset=ctx.dataset, evaluate=False, device=ctx.device, quiet=ctx.quiet)
+                    dataset=ctx.dataset, device=ctx.device, quiet=ctx.quiet)
     return _rows(ctx, method, results), score_seconds
 
 
-def _rows(ctx: CellContext, method: str, results: Sequence[Any]) -> list[ResultRow]:
-    """Result rows of pruned models (each evaluated on test here)."""
+def _cuts(ctx: CellContext, attribution: Any, labels: Sequence[str], method: str) -> list[Any]:
+    """The chooser's cuts at ``labels`` (for bench method ``method``); a byte budget below
+    the smallest artifact is left out with a warning naming the minimum."""
+    out = []
+    for label in labels:
+        try:
+            out += prune(ctx.base, attribution, [label], method="auto", dataset=ctx.dataset,
+                         device=ctx.device, quiet=ctx.quiet)
+        except BudgetError as exc:
+            log.warning("%s / %s: %s cannot be served: %s", ctx.model_name, method, label, exc)
+    return out
+
+
+def _rows(ctx: CellContext, method: str, results: Sequence[Any],
+          labels: Sequence[str] | None = None) -> list[ResultRow]:
+    """Result rows of cuts (their test metrics come from ``prune``)."""
     rows = []
-    for result in results:
+    for i, result in enumerate(results):
+        row = result.row()
         mask = result.model.embedding.mask.detach().cpu().numpy().astype(bool)
-        metrics, eval_seconds = _evaluate(ctx, result.model)
         rows.append(ctx.row(
-            method=method, budget=result.budget.label, sparsity=1 - result.kept / result.total,
-            kept=result.kept, total=result.total, kept_bytes=result.kept * FP32,
-            artifact_bytes=result.artifact_bytes, auc=float(metrics["auc"]),
-            logloss=float(metrics["logloss"]),
-            seconds=result.seconds,
-            eval_seconds=eval_seconds, kept_per_field=_per_field(mask, ctx.base.field_dims),
-            winner=result.info.get("winner")))
+            method=method, budget=labels[i] if labels else result.budget.label,
+            sparsity=row["sparsity"], kept=row["kept"], total=row["total"],
+            table_bytes=row["table_bytes"], artifact_bytes=row["artifact_bytes"],
+            auc=float(row["auc"]), logloss=float(row["logloss"]), seconds=row["seconds"],
+            kept_per_field=_per_field(mask, ctx.base.field_dims), winner=row["winner"]))
     return rows
-
-
-def _searched_row(ctx: CellContext, method: str, label: str,
-                  attribution: Any) -> ResultRow | None:
-    """The plan ``plan_for_bytes`` picks on validation for a table budget (``table=1/N``);
-    None (with a warning naming the minimum) when the budget is below the smallest table.
-
-    ``kept_bytes``: the exact table bytes (kept values, index, scales, codebook)."""
-    from shaver.errors import BudgetError
-    from shaver.pruning.bytes_search import plan_for_bytes
-
-    started = time.perf_counter()
-    try:
-        _, record = plan_for_bytes(ctx.base, attribution, label.removeprefix("table="),
-                                   ctx.dataset, device=ctx.device, quiet=ctx.quiet)
-    except BudgetError as exc:
-        log.warning("%s / %s: %s cannot be served: %s", ctx.model_name, method, label, exc)
-        return None
-    total = record["total"]
-    return ctx.row(method=method, budget=label, sparsity=1 - record["kept"] / total,
-                   kept=record["kept"], total=total, kept_bytes=record["table_bytes"],
-                   artifact_bytes=record["artifact_bytes"], auc=record["metrics"]["auc"],
-                   logloss=record["metrics"]["logloss"],
-                   seconds=time.perf_counter() - started, kept_per_field=None)
-
-
-def _ptq_tier_row(ctx: CellContext, label: str, bits: int) -> ResultRow:
-    from shaver.runtime.tiered import TierSpec
-    from shaver.table.size import predict_tiered_bytes
-    from shaver.table.tiers import tiered_copy
-
-    n, d = _table(ctx.base)
-    tmap, tiers = np.ones((n, d), np.uint8), [TierSpec(f"int{bits}")]
-    started = time.perf_counter()
-    model = tiered_copy(ctx.base, tmap, tiers, torch.zeros(len(ctx.base.field_dims), d))
-    seconds = time.perf_counter() - started
-    artifact, table = predict_tiered_bytes(ctx.base, tmap, tiers)
-    metrics, eval_seconds = _evaluate(ctx, model)
-    return ctx.row(method="ptq", budget=label, sparsity=0.0, kept=n * d, total=n * d,
-                   kept_bytes=table, artifact_bytes=artifact, auc=float(metrics["auc"]),
-                   logloss=float(metrics["logloss"]), seconds=seconds,
-                   eval_seconds=eval_seconds, kept_per_field=None)
-
-
-def _ptq_row(ctx: CellContext, label: str) -> ResultRow:
-    """Post-training quantisation of the whole table to ``intN``, no pruning.
-
-    int8 / int4 / int2: the v2 artifact's table (one tier, per-field scales; packed values):
-    ``kept_bytes`` = its exact table bytes (values + scales), ``artifact_bytes`` exact.
-    int16 (no artifact dtype): per-row absmax, bytes counted as ``quantized_artifact_bytes``."""
-    bits = int(label.removeprefix("int"))
-    if bits in (8, 4, 2):
-        return _ptq_tier_row(ctx, label, bits)
-    from shaver.pruning.quantize import QuantizeConfig, quantize_, quantized_artifact_bytes
-
-    config = QuantizeConfig(bits=bits, granularity="row")
-    started = time.perf_counter()
-    model = quantize_(copy.deepcopy(ctx.base), config)
-    seconds = time.perf_counter() - started
-    sizes = quantized_artifact_bytes(ctx.base, config)
-    metrics, eval_seconds = _evaluate(ctx, model)
-    n, d = _table(ctx.base)
-    return ctx.row(method="ptq", budget=label, sparsity=0.0, kept=n * d, total=n * d,
-                   kept_bytes=sizes["values"], artifact_bytes=sizes["total"],
-                   auc=float(metrics["auc"]), logloss=float(metrics["logloss"]), seconds=seconds,
-                   eval_seconds=eval_seconds, kept_per_field=None)

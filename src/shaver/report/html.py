@@ -38,8 +38,10 @@ _READING = (
     "frontier links "
     "the models no other model beats on both size and accuracy; a method whose points lie on "
     "it is the one to pick at that budget. 'artifact bytes' is what a device stores (kept "
-    "values, index, codebook, dense head, first-order weights); 'kept bytes' is the count "
-    "used in the Shaver paper (kept embedding values only)."
+    "values, index, codebook, dense head, first-order weights, feature map); 'table bytes' "
+    "is the embedding table within it (values, index, scales, codebook); both are counted by "
+    "the same size oracle for every row, base model included. 'kept entries' is the count "
+    "used in the Shaver paper. A section with nothing recorded is left out."
 )
 
 
@@ -107,7 +109,7 @@ def _pairs(summaries: Sequence[Summary]) -> list[tuple[str, str]]:
 def _tradeoff_section(summaries: Sequence[Summary], fmt: str) -> list[str]:
     out = ['<h2 id="tradeoff">Accuracy vs size</h2>']
     if not summaries:
-        return [*out, '<p class="note">No result rows.</p>']
+        return []
     for dataset, model in _pairs(summaries):
         out.append(_figure(plots.tradeoff_figure(summaries, dataset, model, fmt)))
     return out
@@ -137,9 +139,11 @@ def method_label(method: str) -> str:
 
 
 def _summary_tables(summaries: Sequence[Summary]) -> list[str]:
+    if not summaries:
+        return []
     out = ['<h2 id="results">Results (mean &plusmn; std over seeds)</h2>']
     head = ("<tr><th class=l>method</th><th class=l>budget</th><th>seeds</th><th>sparsity</th>"
-            "<th>kept entries</th><th>kept bytes</th><th>artifact bytes</th><th>AUC</th>"
+            "<th>kept entries</th><th>table bytes</th><th>artifact bytes</th><th>AUC</th>"
             "<th>LogLoss</th><th>seconds</th><th class=l>winner (auto, on validation)</th></tr>")
     for dataset, model in _pairs(summaries):
         out.append(f"<h3>{_e(dataset)} / {_e(model)}</h3><table class=results>{head}")
@@ -149,7 +153,7 @@ def _summary_tables(summaries: Sequence[Summary]) -> list[str]:
             out.append(
                 f"<tr><td class=l>{_e(method_label(s.method))}</td><td class=l>{_e(s.budget)}</td>"
                 f"<td>{s.seeds}</td><td>{s.sparsity:.4g}</td><td>{s.kept:,}</td>"
-                f"<td>{_fmt_bytes(s.kept_bytes)}</td><td>{_fmt_bytes(s.artifact_bytes)}</td>"
+                f"<td>{_fmt_bytes(s.table_bytes)}</td><td>{_fmt_bytes(s.artifact_bytes)}</td>"
                 f"<td>{_pm(s.auc, s.auc_std, s.seeds)}</td>"
                 f"<td>{_pm(s.logloss, s.logloss_std, s.seeds)}</td><td>{s.seconds:.3f}</td>"
                 f"<td class=l>{_e(s.winners or '-')}</td></tr>"
@@ -161,7 +165,7 @@ def _summary_tables(summaries: Sequence[Summary]) -> list[str]:
 def _attribution_section(attributions: Sequence[Mapping[str, Any]], fmt: str) -> list[str]:
     out = ['<h2 id="attribution">Attribution</h2>']
     if not attributions:
-        return [*out, '<p class="note">No attribution was recorded.</p>']
+        return []
     out.append(_figure(plots.convergence_figure(attributions, fmt)))
     seen = set()
     for rec in attributions:
@@ -184,13 +188,13 @@ def _field_section(rows: Sequence[Any], attributions: Sequence[Mapping[str, Any]
         fig = plots.field_share_figure(rows, dataset, model, names.get(dataset), fmt)
         if fig is not None:
             figures.append(_figure(fig))
-    return out + (figures or ['<p class="note">No per-field counts were recorded.</p>'])
+    return out + figures if figures else []
 
 
 def _timing_section(timings: Sequence[Mapping[str, Any]]) -> list[str]:
     out = ['<h2 id="timings">Timings</h2>']
     if not timings:
-        return [*out, '<p class="note">No timings were recorded.</p>']
+        return []
     out.append("<table class=timings><tr><th class=l>dataset</th><th class=l>model</th>"
                "<th class=l>step</th><th>seconds</th><th class=l>note</th></tr>")
     for t in timings:

@@ -79,8 +79,7 @@ def _styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 _AXES = (
     ("artifact_bytes", "artifact bytes (deployable file, log)"),
-    ("kept_bytes", "kept embedding bytes (authors' count; table bytes for ptq and "
-                   "shaver-bytes, log)"),
+    ("table_bytes", "embedding table bytes (values, index, scales, codebook; log)"),
     ("kept_fraction", "kept fraction = 1 - sparsity (log)"),
 )
 _METRICS = (("auc", "test AUC", True), ("logloss", "test LogLoss", False))
@@ -129,9 +128,8 @@ def tradeoff_figure(
     slug = f"tradeoff-{_slug(dataset)}-{_slug(model)}"
     caption = (
         "Each point is one budget (mean over seeds; bars: standard deviation). Left: size of "
-        "the deployable artifact; middle: the authors' count of kept embedding values (fp32 per "
-        "kept entry), and for ptq and shaver-bytes the exact bytes of the embedding table "
-        "(values, index, scales, codebook); right: "
+        "the deployable artifact; middle: the exact bytes of its embedding table (values, "
+        "index, scales, codebook), counted alike for every row; right: "
         "kept fraction of embedding entries. The dotted grey line is the Pareto frontier over "
         "all methods (no point is both smaller and more accurate)."
     )

@@ -12,9 +12,10 @@ One **result row** per (dataset, model, method, budget, seed)::
     sparsity        float  fraction of embedding entries replaced (0 for base and ptq)
     kept            int    kept embedding scalars (the authors' budget unit)
     total           int    all embedding scalars (n * d)
-    kept_bytes      int    the authors' count in bytes: kept scalars x bytes per kept value
-    artifact_bytes  int|None  size of the deployable artifact file (values + index + codebook
-                           + head + first-order weights + metadata); None when not exported
+    table_bytes     int    exact bytes of the embedding table in the artifact (kept values,
+                           index, scales, codebook), from the one size oracle for every row
+    artifact_bytes  int|None  exact size of the deployable artifact file (table + head +
+                           first-order weights + feature map + metadata), the same oracle
     auc, logloss    float  test metrics
     seconds         float  time to produce this model from the shared inputs (one new budget:
                            cut + codebook + evaluation setup; not the attribution itself)
@@ -69,7 +70,7 @@ class ResultRow:
     sparsity: float
     kept: int
     total: int
-    kept_bytes: int
+    table_bytes: int
     artifact_bytes: int | None
     auc: float
     logloss: float
@@ -108,7 +109,7 @@ class ResultRow:
         return row
 
 
-_INTS = {"seed", "kept", "total", "kept_bytes"}
+_INTS = {"seed", "kept", "total", "table_bytes"}
 _FLOATS = {"sparsity", "auc", "logloss", "seconds", "eval_seconds"}
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 
