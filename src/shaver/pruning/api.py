@@ -207,7 +207,7 @@ def cut(chooser: Chooser, names: list[str], budget: Budget, method: str, *,
         info["metrics"] = _test_metrics(pruned, dataset, chooser.device)
     result = PruneResult(budget, record["kept"], record["total"], record["artifact_bytes"],
                          record["table_bytes"], seconds, pruned, info)
-    log.debug("%s: %s kept %d/%d, %d bytes, auc %s (%.3f s)", budget.label, record["winner"],
+    log.debug("%s: %s kept %d/%d, %d bytes, auc %s (%.3f s)", budget.label, record["candidate"],
               result.kept, result.total, result.artifact_bytes, result.metrics.get("auc"),
               seconds)
     return result

@@ -195,13 +195,13 @@ class Chooser:
 
     def _refusal(self, budget: Budget, candidates: Sequence[Candidate], calibrated: bool) -> str:
         index = 0 if budget.kind == "bytes" else 1
-        smallest = min(self.sizes(c, np.zeros(self.model.embedding.weight.shape, np.uint8),
-                                  calibrated)[index] for c in candidates)
+        shape = self.model.embedding.weight.shape
+        ends = [np.zeros(shape, np.uint8), np.ones(shape, np.uint8)]  # nothing / all kept
+        smallest = min(self.sizes(c, t, calibrated)[index] for c in candidates for t in ends)
         what = "artifact" if budget.kind == "bytes" else "table"
         heads = sorted({c.head for c in candidates})
         return (f"budget {budget.label} is below the smallest {what} this model can have at "
-                f"the allowed precisions ({smallest} bytes with every embedding entry pruned, "
-                f"head {'/'.join(heads)})")
+                f"the allowed precisions ({smallest} bytes, head {'/'.join(heads)})")
 
     def _validation(self) -> SplitSource:
         if self._val is None:
@@ -240,7 +240,8 @@ class Chooser:
                 calibration: tuple[float, float] | None) -> dict[str, Any]:
         cand = chosen.candidate
         rank = self.rankings[cand.ranking]
-        out = {"budget": budget.to_json(), **rank.describe(), "winner": cand.name,
+        out = {"budget": budget.to_json(), **rank.describe(), "candidate": cand.name,
+               "winner": cand.name if records else None,
                "plan": cand.family.label, "tiers": [t.to_json() for t in cand.family.tiers],
                "head_dtype": cand.head, "kept": chosen.kept, "total": self.total,
                "artifact_bytes": chosen.artifact_bytes, "table_bytes": chosen.table_bytes}
