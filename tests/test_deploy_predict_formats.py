@@ -15,9 +15,12 @@ from shaver.cli import main
 from shaver.data.encode import RowEncoder
 from shaver.data.prepare import prepare_dataset
 from shaver.data.presets import load_preset
+from shaver.data.spec import InputSpec
 from shaver.deploy.artifact import export_artifact
+from shaver.errors import DataError
 from shaver.pruning.io import save_pruned
 from shaver.runtime import load_artifact
+from shaver.runtime.csvio import RowFormat, data_format, read_raw_rows
 from test_deploy_support import pruned_model
 from test_runtime import INFO
 
@@ -187,3 +190,28 @@ def test_criteo_own_test_file(criteo, tmp_path):
     np.testing.assert_array_equal(got, reference(art, lines, COLUMNS[1:]))
     encoder = RowEncoder.from_dataset(criteo[1].path)
     assert encoder.columns == COLUMNS[1:]
+
+
+def test_formats_that_cannot_carry_the_models_columns_are_refused(tmp_path):
+    with pytest.raises(DataError) as err:
+        data_format(InputSpec(format="parquet"), ["a"], "m.shaver")
+    assert str(err.value) == ("m.shaver: the model's data was prepared from parquet files, which "
+                              "shaver predict does not read; pass --input-format csv and a CSV "
+                              "with a header of the raw column names")
+    fmt = data_format(InputSpec(format="tsv", columns=("y", "a", "b")), ["a", "Age"], "m")
+    assert fmt == RowFormat(kind="TSV", delimiter="\t", quoted=False, header=False,
+                            columns=("y", "a", "b"), optional=1)
+    path = tmp_path / "t.txt"
+    path.write_text("x\ty\n")
+    with pytest.raises(DataError) as err:
+        read_raw_rows(path, ["a", "Age"], fmt=fmt)
+    assert str(err.value) == (f"{path}: TSV rows without a header have no column Age (the model "
+                              "reads them from a joined table); --input-format csv reads a "
+                              "header that names them, --allow-missing reads them as missing "
+                              "values")
+    assert read_raw_rows(path, ["a", "Age"], fmt=fmt, allow_missing=True) == [{"a": "x",
+                                                                                "b": "y"}]
+    path.write_text("")
+    with pytest.raises(DataError) as err:
+        read_raw_rows(path, ["a"], fmt=RowFormat(kind="TSV", header="skip", columns=("a",)))
+    assert str(err.value) == f"{path}: empty file (expected a first line to skip, then TSV rows)"
