@@ -35,7 +35,8 @@ from shaver.pruning.scorers import Scores, data_frequencies, shapley_scores
 
 log = logging.getLogger(__name__)
 
-#: Splits whose id counts weight the refit codebook (the attribution's default data).
+#: Splits whose id counts weight the refit codebook (the paper's attribution data; the
+#: attribution itself defaults to train).
 FREQUENCY_DATA = "train+val"
 #: auto: best cut on validation; shaver: the paper's Shapley ranking; scores: given scores.
 METHODS: tuple[str, ...] = ("auto", "shaver", "scores")

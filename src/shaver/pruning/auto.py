@@ -11,9 +11,10 @@ come from ONE attribution (the paper's walks, their bins included), so auto cost
 attribution as the paper's Shaver, plus one validation pass per candidate and budget.
 
 Selection is only as honest as the validation split is unseen: an attribution computed on
-``train+val`` (the paper's data, our default) has seen the validation labels, which favours
-the Shapley candidates in the selection. ``info["auto"]["validation_in_attribution"]`` says
-so (and a warning is logged); attribute on ``train`` to keep validation clean.
+``train+val`` (the paper's data; ``shaver attribute`` defaults to ``train``) has seen the
+validation labels, which favours the Shapley candidates in the selection.
+``info["auto"]["validation_in_attribution"]`` says so (and a warning is logged); attribute on
+``train`` (the default) to keep validation clean.
 
 A candidate is a name and a function ``budget -> PruneResult`` (a pruned model, no
 evaluation). Candidates come from factories in :data:`CANDIDATES`; a factory gets the
