@@ -16,6 +16,7 @@ from shaver.data.encode import RowEncoder
 from shaver.data.prepare import prepare_dataset
 from shaver.data.presets import load_preset
 from shaver.data.spec import InputSpec
+from shaver.deploy import cli as deploy_cli
 from shaver.deploy.artifact import export_artifact
 from shaver.errors import DataError
 from shaver.pruning.io import save_pruned
@@ -215,3 +216,16 @@ def test_formats_that_cannot_carry_the_models_columns_are_refused(tmp_path):
     with pytest.raises(DataError) as err:
         read_raw_rows(path, ["a"], fmt=RowFormat(kind="TSV", header="skip", columns=("a",)))
     assert str(err.value) == f"{path}: empty file (expected a first line to skip, then TSV rows)"
+
+
+def test_a_value_the_feature_map_cannot_read_names_its_line(criteo, tmp_path, capsys,
+                                                            monkeypatch):
+    art, _, lines = criteo
+    cells = lines[6].split("\t")
+    cells[1] = "abc"  # I1 is an integer column
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join([*lines[:6], "\t".join(cells), *lines[7:9]]) + "\n")
+    monkeypatch.setattr(deploy_cli, "PREDICT_BATCH", 4)  # the bad row is in the second batch
+    code = main(["predict", "--artifact", str(art), "--input", str(path)])
+    out, err = capsys.readouterr()
+    assert (code, out, err) == (2, "", f"error: {path}:7: field 'I1': 'abc' is not an integer\n")

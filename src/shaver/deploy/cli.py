@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shaver.data.encode import RowValueError
 from shaver.deploy.fleet_cli import register_fleet
 from shaver.deploy.tiers import VALUE_CHOICES
 from shaver.errors import ArtifactError, DataError
@@ -156,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from shaver.runtime import load_artifact
-    from shaver.runtime.csvio import CSV_WITH_HEADER, read_id_rows, read_raw_rows, write_scores
+    from shaver.runtime.csvio import CSV_WITH_HEADER, read_id_rows, read_raw_file, write_scores
 
     if args.ids and args.input_format:
         raise DataError("--input-format reads raw rows; --ids reads a CSV of global ids: pass "
@@ -166,12 +167,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         ids = read_id_rows(args.input, len(art.field_dims))
     else:
         fmt = CSV_WITH_HEADER if args.input_format == "csv" else art.row_format
-        rows = read_raw_rows(args.input, art.raw_columns, allow_missing=args.allow_missing,
-                             fmt=fmt)
-        ids = np.concatenate([art.encode_rows(rows[i:i + PREDICT_BATCH],
-                                              allow_missing=args.allow_missing)
-                              for i in range(0, len(rows), PREDICT_BATCH)] or
-                             [np.zeros((0, len(art.field_dims)), np.int64)])
+        table = read_raw_file(args.input, art.raw_columns, allow_missing=args.allow_missing,
+                              fmt=fmt)
+        ids = _encoded(art, table, args.input, args.allow_missing)
     scores = np.concatenate([art.predict(ids[i:i + PREDICT_BATCH])
                              for i in range(0, len(ids), PREDICT_BATCH)] or [np.zeros(0)])
     text = write_scores(args.output, scores)
@@ -180,3 +178,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _encoded(art: Any, table: Any, path: str, allow_missing: bool) -> Any:
+    """int64 (rows, fields) global ids of ``table`` (:class:`RawRows`), a batch at a time; a
+    value the feature map cannot read is an error naming its line in ``path``."""
+    import numpy as np
+
+    parts = [np.zeros((0, len(art.field_dims)), np.int64)]
+    for start in range(0, len(table.rows), PREDICT_BATCH):
+        try:
+            parts.append(art.encode_rows(table.rows[start:start + PREDICT_BATCH],
+                                         allow_missing=allow_missing))
+        except RowValueError as exc:
+            raise DataError(f"{path}:{table.lines[start + exc.row]}: {exc.detail}") from None
+    return np.concatenate(parts)

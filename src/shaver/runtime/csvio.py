@@ -83,6 +83,15 @@ def _open_rows(path: Path, fmt: RowFormat) -> Iterator[tuple[int, list[str]]]:
         raise  # pragma: no cover - CheckedText raised on the same byte
 
 
+@dataclass
+class RawRows:
+    """Rows read from a file: ``rows`` (one dict per row) and ``lines`` (the line number of
+    each, 1-based, for messages about a row's values)."""
+
+    rows: list[dict[str, str]]
+    lines: list[int]
+
+
 def read_raw_rows(path: str | os.PathLike[str], columns: Sequence[str] | None = None, *,
                   allow_missing: bool = False,
                   fmt: RowFormat = CSV_WITH_HEADER) -> list[dict[str, str]]:
@@ -91,6 +100,12 @@ def read_raw_rows(path: str | os.PathLike[str], columns: Sequence[str] | None = 
     missing value). With ``columns`` (those the model reads), a file that lacks one is an
     error naming the missing and the expected columns, unless ``allow_missing``. A row
     with another number of values is an error naming its line."""
+    return read_raw_file(path, columns, allow_missing=allow_missing, fmt=fmt).rows
+
+
+def read_raw_file(path: str | os.PathLike[str], columns: Sequence[str] | None = None, *,
+                  allow_missing: bool = False, fmt: RowFormat = CSV_WITH_HEADER) -> RawRows:
+    """:func:`read_raw_rows` with the line number of every row."""
     path = Path(path)
     lines = _open_rows(path, fmt)
     if fmt.header is not True:
@@ -106,17 +121,18 @@ def read_raw_rows(path: str | os.PathLike[str], columns: Sequence[str] | None = 
         raise DataError(f"{path}:1: the header has no column {', '.join(missing)} (expected "
                         f"columns: {', '.join(columns or ())}; the header has: "
                         f"{', '.join(header)}); --allow-missing reads them as missing values")
-    rows = []
+    out = RawRows([], [])
     for number, cells in lines:
         if len(cells) != len(header):
             raise DataError(f"{path}:{number}: {len(cells)} values, the header has "
                             f"{len(header)}")
-        rows.append(dict(zip(header, cells)))
-    return rows
+        out.rows.append(dict(zip(header, cells)))
+        out.lines.append(number)
+    return out
 
 
 def _rows_without_header(path: Path, lines: Iterator[tuple[int, list[str]]], fmt: RowFormat,
-                         columns: Sequence[str], allow_missing: bool) -> list[dict[str, str]]:
+                         columns: Sequence[str], allow_missing: bool) -> RawRows:
     """Rows of a file whose columns ``fmt`` names; the first row's width fixes which."""
     missing = [c for c in columns if c not in fmt.columns]
     if missing and not allow_missing:
@@ -128,7 +144,7 @@ def _rows_without_header(path: Path, lines: Iterator[tuple[int, list[str]]], fmt
     if fmt.header == "skip" and next(lines, None) is None:
         raise DataError(f"{path}: empty file (expected a first line to skip, then {fmt.kind} "
                         "rows)")
-    rows: list[dict[str, str]] = []
+    out = RawRows([], [])
     names: tuple[str, ...] | None = None
     for number, cells in lines:
         if names is None:
@@ -140,10 +156,11 @@ def _rows_without_header(path: Path, lines: Iterator[tuple[int, list[str]]], fmt
         elif len(cells) != len(names):
             raise DataError(f"{path}:{number}: {len(cells)} values, the first row has "
                             f"{len(names)}")
-        rows.append(dict(zip(names, cells)))
+        out.rows.append(dict(zip(names, cells)))
+        out.lines.append(number)
     if names is None and fmt.header is False:
         raise DataError(f"{path}: empty file (expected {fmt.kind} rows without a header)")
-    return rows
+    return out
 
 
 def read_id_rows(path: str | os.PathLike[str], fields: int) -> np.ndarray:
