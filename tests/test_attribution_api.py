@@ -192,21 +192,34 @@ def test_model_mode_is_restored(ds):
     assert model.training
 
 
-def test_cli_writes_the_attribution_and_resumes(ds, tmp_path, capsys):
+def test_cli_writes_the_attribution_and_resumes(ds, tmp_path, capsys, monkeypatch):
     from shaver.cli import main
     from shaver.train.checkpoint import save_run
 
     run = save_run(tmp_path / "run", any_model("deepfm"), dataset=ds, metrics={}, seed=0,
                    train_config={})
     args = ["attribute", "--run", str(run), "--max-samples", "24", "--batch-size", "8",
-            "--device", "cpu", "--quiet", "--tolerance", "0.5"]
+            "--device", "cpu", "--quiet", "--stop", "sage", "--tolerance", "1e-9"]
     assert main(args) == 0
     res = Attribution.load(run / "attribution-codebook.safetensors")
     assert res.count == 24 and "wrote" in capsys.readouterr().out
     assert (run / "attribution-codebook.state.safetensors").is_file()
-    out = tmp_path / "z.safetensors"
-    assert main([*args[:4], "48", *args[5:], "--resume", "--placeholder", "zero",
-                 "--out", str(out)]) == 0
-    assert Attribution.load(out).placeholder == "zero"
+    real, walked = runner.batch_credits, []
+
+    def counted(engine, x, *rest):
+        walked.append(x.shape[0])
+        return real(engine, x, *rest)
+
+    monkeypatch.setattr(runner, "batch_credits", counted)
+    assert main([*args[:4], "48", *args[5:], "--resume"]) == 0
+    assert sum(walked) == 24  # the resumed run walked samples 24..47 only
+    resumed = Attribution.load(run / "attribution-codebook.safetensors")
+    whole = tmp_path / "whole.safetensors"
+    assert main([*args[:4], "48", *args[5:], "--out", str(whole)]) == 0
+    assert sum(walked) == 24 + 48
+    whole = Attribution.load(whole)
+    assert resumed.count == whole.count == 48
+    assert torch.allclose(resumed.phi, whole.phi, atol=1e-7)
+    assert torch.allclose(resumed.stderr, whole.stderr, atol=1e-7)
     assert main([*args, "--resume", "--seed", "9"]) == 2
     assert "other settings" in capsys.readouterr().err

@@ -178,8 +178,17 @@ def test_auto_follows_the_hardware(monkeypatch):
     assert hardware.auto_candidates(torch.device("cpu"), False) == []
     monkeypatch.setattr(hardware, "bf16_native", lambda device: True)
     assert hardware.auto_candidates(torch.device("cpu"), True) == ["bf16", "int8"]
-    assert "AVX" in hardware.cpu_summary() or hardware.cpu_summary()
     assert isinstance(hardware.bf16_native(torch.device("cpu")), bool)
+
+
+def test_cpu_summary_names_the_isa_level_and_the_low_precision_units(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(hardware, "cpu_flags",
+                        lambda: frozenset({"sse4_2", "amx_bf16", "avx512_bf16", "avx512f"}))
+    assert hardware.cpu_summary() == "AVX512 (amx_bf16, avx512_bf16, avx512f)"
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert hardware.cpu_summary() == "AVX2 (no bf16/int8 units)"
 
 
 def test_reference_engine_and_generic_models_run_auto_in_fp32():
@@ -207,11 +216,17 @@ def test_a_precision_the_cpu_lacks_falls_back_with_a_message(monkeypatch, caplog
     assert "no native bf16" in caplog.text
 
 
-def test_attribute_records_the_precision_it_used(ds):
-    res = _run(any_model("deepfm"), ds, max_samples=16, dtype="auto")
-    s = res.settings
-    assert s["dtype"] == "auto" and s["dtype_used"] in ("fp32", "bf16", "int8")
-    assert s["cpu"] and isinstance(s["dtype_agreement"], dict)
+def test_attribute_records_the_precision_it_used(ds, monkeypatch):
+    from shaver.attribution.estimator import fast
+
+    monkeypatch.setattr(fast, "auto_candidates", lambda device, has_int8: [])
+    s = _run(any_model("deepfm"), ds, max_samples=16, dtype="auto").settings
+    assert (s["dtype"], s["dtype_used"], s["dtype_agreement"]) == ("auto", "fp32", {})
+    assert s["cpu"] == hardware.cpu_summary()
+    monkeypatch.setattr(fast, "auto_candidates", lambda device, has_int8: ["bf16"])
+    monkeypatch.setattr(fast, "BF16_MIN_CORR", -1.0)  # any agreement will do: bf16 is used
+    s = _run(any_model("deepfm"), ds, max_samples=16, dtype="auto").settings
+    assert (s["dtype"], s["dtype_used"], list(s["dtype_agreement"])) == ("auto", "bf16", ["bf16"])
 
 
 @pytest.mark.parametrize("cv", [False, pytest.param(True, marks=pytest.mark.slow)],

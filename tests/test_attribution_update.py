@@ -272,3 +272,75 @@ def test_update_takes_a_complete_sampled_control_variate_and_refuses_a_partial_o
                                      surrogate_rows=2)
     with pytest.raises(AttributionError, match="rerun it with --control-variate exact"):
         update_attribution(model, tmp_path / "b.safetensors", state, ds, data="val")
+
+
+@pytest.mark.parametrize("step", ["attribution", "rename"])
+def test_an_update_killed_between_its_two_writes_is_settled_by_the_next(tmp_path, monkeypatch,
+                                                                       step):
+    """Killed before the attribution is replaced, the next update rolls the pending state back
+    and reruns; killed after, it puts the pending state in place. Either way the updates that
+    follow give the same files as a run never interrupted."""
+    from shaver.attribution import update as update_mod
+    from shaver.attribution.result import Attribution
+    from shaver.cli import main
+    from shaver.train.checkpoint import save_run
+
+    dataset = tiny_dataset(tmp_path / "ds", rows=120)
+    model = registry_model("fm", DIMS)
+
+    def attributed(name):
+        run = save_run(tmp_path / name, model, dataset=dataset, metrics={}, seed=0,
+                       train_config={})
+        base = ["attribute", "--run", str(run), "--device", "cpu", "-q", "--batch-size", "16"]
+        assert main([*base, "--data", "train", "--max-samples", "84"]) == 0
+        return run, base
+
+    clean, base = attributed("clean")
+    assert main([*base, "--update", "--data", "val"]) == 0
+    assert main([*base, "--update", "--data", "test"]) == 0
+
+    run, base = attributed("killed")
+    path = run / "attribution-codebook.safetensors"
+    state = run / "attribution-codebook.state.safetensors"
+    pending = run / "attribution-codebook.state.safetensors.pending"
+    before = (path.read_bytes(), state.read_bytes())
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stops the command there, as a kill would
+
+    target = (Attribution, "save") if step == "attribution" else (update_mod, "_promote")
+    with monkeypatch.context() as patch:
+        patch.setattr(*target, killed)
+        assert main([*base, "--update", "--data", "val"]) == 130  # "interrupted"
+    assert pending.is_file()
+    if step == "attribution":  # the old pair stands; the update reruns
+        assert (path.read_bytes(), state.read_bytes()) == before
+        assert main([*base, "--update", "--data", "val"]) == 0
+    else:  # the new attribution was written: the pending state is its state
+        assert path.read_bytes() != before[0] and state.read_bytes() == before[1]
+    assert main([*base, "--update", "--data", "test"]) == 0
+    assert not pending.exists()
+    got, want = Attribution.load(path), Attribution.load(clean / path.name)
+    assert torch.equal(got.phi, want.phi) and torch.equal(got.stderr, want.stderr)
+    assert got.count == want.count == 120
+    assert state_settings(got) == state_settings(want)  # the same state digest
+    acc, _ = Accumulator.load(state, settings=state_settings(got))
+    ref, _ = Accumulator.load(clean / state.name, settings=state_settings(want))
+    assert torch.equal(acc.sum, ref.sum) and torch.equal(acc.sumsq, ref.sumsq)
+
+
+def test_settle_removes_a_pending_state_no_attribution_names(ds, tmp_path, caplog):
+    from shaver.attribution.update import pending_path, settle_update
+
+    model = registry_model("fm", DIMS)
+    _, state = _attribute_with_state(model, ds, tmp_path / "a.safetensors", data="train",
+                                     max_samples=ds.num_rows("train"))
+    pending = pending_path(state)
+    assert pending.name == "a.state.safetensors.pending"
+    before = state.read_bytes()
+    pending.write_bytes(b"not a state")
+    settle_update(tmp_path / "a.safetensors", state)
+    assert not pending.exists() and state.read_bytes() == before
+    assert "never replaced the attribution" in caplog.text
+    settle_update(tmp_path / "a.safetensors", state)  # nothing pending: nothing to do
+    assert state.read_bytes() == before

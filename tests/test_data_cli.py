@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shaver.data.cli import register
+from shaver.data.store import open_dataset
 from shaver.errors import ShaverError
 
 FIX = Path(__file__).parent / "fixtures" / "data"
@@ -63,6 +65,20 @@ def test_prepare_with_spec_join_and_skip(tmp_path, capsys):
                          "--skip-bad-lines", "--seed", "5", "-q"], capsys)
     assert code == 0
     assert "skipped bad lines: 1" in text and f"{data}:25: found 2 columns, expected 12" in text
+    # every row carries its user's profile (the first of two for 490234; none for user 0)
+    profile = {"490234": ("1", "5"), "490235": ("2", "3"), "7": ("0", "1")}
+    users = [line.split("\t")[11] for line in (FIX / "kdd12_small.txt").read_text().splitlines()]
+    ds = open_dataset(tmp_path / "k")
+    vocab = ds.vocabularies
+    fields = ds.field_names
+    seen = []
+    for split in ("train", "val", "test"):
+        ids = ds.ids(split) - ds.offsets
+        for line, row in zip(np.load(ds.path / f"{split}_rows.npy"), ids):
+            got = tuple(vocab[f][row[fields.index(f)]] for f in ("UserID", "gender", "age"))
+            assert got == (users[line], *profile.get(users[line], ("", "")))
+            seen.append(int(line))
+    assert sorted(seen) == list(range(24))
 
 
 def test_prepare_given_files(tmp_path, capsys):

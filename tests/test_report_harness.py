@@ -100,7 +100,12 @@ def test_byte_budgets_of_the_default_grid(data_dir, tmp_path, caplog):
         assert 0 < row.table_bytes <= fp32 // fraction  # exact table bytes within the budget
         assert 0.0 <= row.auc <= 1.0 and row.artifact_bytes > 0
     points = [(r.table_bytes, r.auc) for r in outcome.rows if r.method != "base"]
-    assert pareto_frontier(points)
+    front = pareto_frontier(points)
+    undominated = {(x, y) for x, y in points if not any(
+        x2 <= x and y2 >= y and (x2, y2) != (x, y) for x2, y2 in points)}
+    assert {points[i] for i in front} == undominated and len(front) == len(undominated) > 0
+    steps = [points[i] for i in front]  # the frontier the report draws: more bytes, more AUC
+    assert all(a[0] < b[0] and a[1] < b[1] for a, b in zip(steps, steps[1:]))
     assert "shaver-bytes" in outcome.report_html.read_text()
 
 

@@ -13,6 +13,8 @@ with D = a fixed subset of train+val, this prints:
 Sample counts are deterministic (seeded); seconds depend on the machine, so run on a quiet one:
 
     .venv/bin/python bench/attribution/bench_convergence.py --threads 2 --work runs/bench-conv
+    .venv/bin/python bench/attribution/bench_convergence.py --threads 2 --work runs/bench-conv \
+        --surrogate-points 4   # the settings of the README's time-to-tolerance figures
     .venv/bin/python bench/attribution/bench_convergence.py --quick --work /tmp/conv   # smoke
     .venv/bin/python bench/attribution/bench_convergence.py --work W --run runs/criteo-deepfm
 """
@@ -84,6 +86,7 @@ def time_to_tolerance(model, dataset, args, device) -> list[dict]:
         res = attribute(model, dataset, data=args.data, tolerance=args.tolerance,
                         max_samples=args.walks // pairs, batch_size=args.batch_size, seed=0,
                         device=device, quiet=True,
+                        surrogate_points=args.surrogate_points,
                         **{"stop": "sage", "dtype": "fp32", "control_variate": False, **kw})
         secs = time.perf_counter() - began
         ratio = res.settings["convergence_ratio"]
@@ -131,6 +134,9 @@ def main() -> None:
     p.add_argument("--samples", default=None,
                    help="comma list of sample counts for the quality table "
                    "(default 2000,5000,20000,80000; 500,2000 with --quick)")
+    p.add_argument("--surrogate-points", type=int, default=1,
+                   help="quadrature points of the control variate's surrogate (default 1, "
+                   "as shaver attribute; the README's time-to-tolerance figures used 4)")
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = p.parse_args()
     if args.threads:

@@ -26,12 +26,23 @@ Out of scope: rows whose values are new to the vocabulary (a table that grows is
 model and another game; encoded with the old feature map they are its OOV ids). A model
 refreshed on new data is another game too: it cannot be updated, but
 :mod:`shaver.attribution.refresh` reuses the old attribution as a control variate.
+
+Saving: an update replaces two files, the attribution and its running state, and a kill can
+fall between the two. :func:`save_update` writes the new state beside the old one as
+``<state>.pending``, then the attribution, then renames the pending state over the old
+one; the new attribution's state settings carry a digest of its state's sums
+(``state_digest``). :func:`settle_update`, run before every update, finishes an interrupted
+save: a pending state that the attribution names is the attribution's state (renamed into
+place); one that it does not name belongs to an update that never replaced the
+attribution (removed; the old pair stands).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.accumulator import Accumulator, settings_hash
 from shaver.attribution.binned import BinnedCredits
 from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.factory import make_engine
@@ -50,6 +61,7 @@ from shaver.attribution.sampling import SampleSource, parse_data
 from shaver.attribution.surrogate import path_credits, points_of, surrogate_mean
 from shaver.data.store import PreparedDataset
 from shaver.errors import AttributionError, FingerprintMismatch
+from shaver.fileio import read_tensors
 from shaver.train.checkpoint import model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -120,6 +132,8 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
     new data after which old evidence weighs half (None: no decay). ``seed``: of the new
     walks (default: the old seed plus the number of earlier updates plus one).
     """
+    if not isinstance(attribution, Attribution):
+        settle_update(attribution, state_path)
     old = attribution if isinstance(attribution, Attribution) else Attribution.load(attribution)
     check_same_game(model, old, dataset)
     _check_new_rows(old, dataset, data)
@@ -157,7 +171,7 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
     record = {"data": data, "dataset_path": str(Path(dataset.path).resolve()),
               "rows": source.size, "samples": walks, "seed": seed, "half_life": half_life,
               "decay": gamma, "seconds": time.monotonic() - began}
-    new_settings = {**settings, "updates": len(updates) + 1}
+    new_settings = {**settings, "updates": len(updates) + 1, "state_digest": state_digest(merged)}
     info = {**old.settings, "updates": updates + [record], "state_settings": new_settings,
             "data_rows": gamma * old_rows + source.size, "sum_w2": sum_w2,
             "effective_count": merged.count ** 2 / sum_w2 if sum_w2 else 0.0,
@@ -177,6 +191,63 @@ def update_attribution(model: nn.Module, attribution: Attribution | str | Path,
                          bin_edges=[] if binned is None else binned.edges)
     del cursor  # the old stream's cursor has no meaning after new rows were merged
     return result, merged, new_settings
+
+
+def state_digest(acc: Accumulator) -> str:
+    """16 hex chars naming a running state by its sums, squared sums and count: the
+    attribution an update writes records the digest of its state."""
+    digest = hashlib.sha256(repr(float(acc.count)).encode())
+    for tensor in (acc.sum, acc.sumsq):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def pending_path(state_path: str | Path) -> Path:
+    """Where :func:`save_update` writes a state before the attribution is replaced."""
+    state_path = Path(state_path)
+    return state_path.with_name(state_path.name + ".pending")
+
+
+def save_update(result: Attribution, merged: Accumulator, settings: dict[str, Any],
+                out: str | Path, state_path: str | Path) -> None:
+    """Write an update's attribution to ``out`` and its state to ``state_path`` so that a
+    kill at any moment leaves a pair that :func:`settle_update` completes or rolls back."""
+    pending = pending_path(state_path)
+    merged.save(pending, cursor=0, settings=settings)
+    result.save(out)
+    _promote(pending, Path(state_path))
+
+
+def _promote(pending: Path, state_path: Path) -> None:
+    try:
+        os.replace(pending, state_path)
+    except FileNotFoundError:  # under torchrun another rank settled it first
+        if not state_path.is_file():
+            raise
+
+
+def settle_update(attribution_path: str | Path, state_path: str | Path) -> None:
+    """Finish a save that :func:`save_update` began and a kill interrupted: the pending
+    state becomes the state if the attribution at ``attribution_path`` names it (the
+    attribution was replaced), else it is removed (the old attribution and state stand)."""
+    pending = pending_path(state_path)
+    if not pending.is_file():
+        return
+    named = None
+    if Path(attribution_path).is_file():
+        named = settings_hash(state_settings(Attribution.load(attribution_path)))
+    try:
+        _, meta = read_tensors(pending, AttributionError)
+    except AttributionError:  # not a state save_update wrote: no attribution names it
+        meta = {}
+    if named is not None and meta.get("settings_hash") == named:
+        log.warning("%s: an interrupted update had written the attribution; its running "
+                    "state %s is put in place", attribution_path, pending.name)
+        _promote(pending, Path(state_path))
+    else:
+        log.warning("%s: an interrupted update never replaced the attribution; its running "
+                    "state %s is removed", attribution_path, pending.name)
+        pending.unlink(missing_ok=True)  # (another rank may have settled it)
 
 
 def _walk_new_rows(model: nn.Module, old: Attribution, source: SampleSource, walks: int,

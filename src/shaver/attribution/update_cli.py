@@ -22,7 +22,7 @@ def state_path_of(path: Path) -> Path:
 
 
 def run_update(args: argparse.Namespace, run: Any, dataset: Any) -> int:
-    from shaver.attribution.update import update_attribution
+    from shaver.attribution.update import save_update, settle_update, update_attribution
     from shaver.train.device import pick_device
 
     if not args.update:
@@ -34,6 +34,7 @@ def run_update(args: argparse.Namespace, run: Any, dataset: Any) -> int:
             f"{', '.join('--' + k.replace('_', '-') for k in changed)}")
     source = args.attribution or run.path / f"attribution-{args.placeholder}.safetensors"
     state = state_path_of(Path(source))
+    settle_update(source, state)  # a save a kill interrupted: completed or rolled back
     if not Path(source).is_file() or not state.is_file():
         raise AttributionError(f"{source}: --update needs the attribution and its running "
                                f"state {state.name} (written by shaver attribute)")
@@ -45,10 +46,7 @@ def run_update(args: argparse.Namespace, run: Any, dataset: Any) -> int:
     out = Path(args.out or source)
     if not DistContext.current().is_main:  # under torchrun every rank holds the merged state
         return 0
-    # the state first: if interrupted before the attribution is replaced, the next update
-    # finds counts that disagree and refuses instead of double counting
-    merged.save(state_path_of(out), cursor=0, settings=settings)
-    result.save(out)
+    save_update(result, merged, settings, out, state_path_of(out))
     last = result.settings["updates"][-1]
     print(f"updated with {last['rows']} new rows ({last['samples']} walks, decay "
           f"{last['decay']:.4g}, {last['seconds']:.1f}s): {result.count} samples in all")

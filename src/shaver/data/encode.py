@@ -26,6 +26,16 @@ from shaver.data.vocab import lookup_table
 from shaver.errors import DataError
 
 
+class RowValueError(DataError):
+    """A value :meth:`RowEncoder.encode` cannot read: ``row`` (0-based, in the rows given)
+    and ``detail`` (the field, the value and what was expected), so that a caller reading a
+    file can name the line instead."""
+
+    def __init__(self, row: int, detail: str):
+        super().__init__(f"row {row}: {detail}")
+        self.row, self.detail = row, detail
+
+
 class RowEncoder:
     """Raw rows -> int64 (batch, fields) global ids.
 
@@ -89,7 +99,7 @@ class RowEncoder:
                 tokens = field_tokens(f, distinct, self._edges.get(f.name))
             except BadValue as exc:
                 row = texts.index(distinct[exc.index])
-                raise DataError(f"row {row}: field {f.name!r}: {exc.message}") from None
+                raise RowValueError(row, f"field {f.name!r}: {exc.message}") from None
             local = {v: table.get(t, 0) for v, t in zip(distinct, tokens)}
             out[:, j] = np.fromiter((local[t] for t in texts), dtype=np.int64, count=len(texts))
             out[:, j] += self.offsets[j]

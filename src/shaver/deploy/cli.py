@@ -9,8 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shaver.data.encode import RowValueError
 from shaver.deploy.fleet_cli import register_fleet
-from shaver.errors import ArtifactError
+from shaver.errors import ArtifactError, DataError
 from shaver.table.plan import VALUE_CHOICES
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
@@ -52,16 +53,24 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("predict", help="score rows with an artifact (numpy runtime)",
-                       description="Predict click probabilities for the rows of a CSV file. "
-                       "Its header must name every raw column of the model's feature map "
-                       "(extra columns are ignored; an empty cell is a missing value).")
+                       description="Predict click probabilities for raw rows, read by default "
+                       "in the format the model's data was prepared from (the artifact's "
+                       "feature map records it: for the criteo preset, tab-separated values "
+                       "without a header, with or without the label column), or as a CSV "
+                       "whose header names every raw column the model reads (--input-format "
+                       "csv; extra columns are ignored). An empty value is a missing value.")
     p.add_argument("--artifact", required=True, metavar="FILE")
-    p.add_argument("--input", required=True, metavar="CSV",
-                   help="rows with a header of raw field names (or global ids with --ids)")
+    p.add_argument("--input", required=True, metavar="FILE",
+                   help="raw rows (or a CSV of global ids with --ids); .gz and the other "
+                   "compressions preparation reads are decompressed")
+    p.add_argument("--input-format", choices=("data", "csv"), default=None,
+                   help="data (default): the delimiter, header and columns of the files the "
+                   "model's data was prepared from; csv: comma-separated with a header of "
+                   "raw column names")
     p.add_argument("--ids", action="store_true", help="the CSV holds global ids, one per field")
     p.add_argument("--allow-missing", action="store_true",
-                   help="score rows whose header lacks some of the model's columns (their "
-                   "values count as missing); by default such a header is refused")
+                   help="score rows that lack some of the model's columns (their values count "
+                   "as missing); by default such input is refused")
     p.add_argument("--output", metavar="CSV", help="write scores here (default: stdout)")
     p.set_defaults(func=cmd_predict)
     register_fleet(sub)
@@ -153,17 +162,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from shaver.runtime import load_artifact
-    from shaver.runtime.csvio import read_id_rows, read_raw_rows, write_scores
+    from shaver.runtime.csvio import CSV_WITH_HEADER, read_id_rows, read_raw_file, write_scores
 
+    if args.ids and args.input_format:
+        raise DataError("--input-format reads raw rows; --ids reads a CSV of global ids: pass "
+                        "one of them")
     art = load_artifact(args.artifact)
     if args.ids:
         ids = read_id_rows(args.input, len(art.field_dims))
     else:
-        rows = read_raw_rows(args.input, art.raw_columns, allow_missing=args.allow_missing)
-        ids = np.concatenate([art.encode_rows(rows[i:i + PREDICT_BATCH],
-                                              allow_missing=args.allow_missing)
-                              for i in range(0, len(rows), PREDICT_BATCH)] or
-                             [np.zeros((0, len(art.field_dims)), np.int64)])
+        fmt = CSV_WITH_HEADER if args.input_format == "csv" else art.row_format
+        table = read_raw_file(args.input, art.raw_columns, allow_missing=args.allow_missing,
+                              fmt=fmt)
+        ids = _encoded(art, table, args.input, args.allow_missing)
     scores = np.concatenate([art.predict(ids[i:i + PREDICT_BATCH])
                              for i in range(0, len(ids), PREDICT_BATCH)] or [np.zeros(0)])
     text = write_scores(args.output, scores)
@@ -172,3 +183,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _encoded(art: Any, table: Any, path: str, allow_missing: bool) -> Any:
+    """int64 (rows, fields) global ids of ``table`` (:class:`RawRows`), a batch at a time; a
+    value the feature map cannot read is an error naming its line in ``path``."""
+    import numpy as np
+
+    parts = [np.zeros((0, len(art.field_dims)), np.int64)]
+    for start in range(0, len(table.rows), PREDICT_BATCH):
+        try:
+            parts.append(art.encode_rows(table.rows[start:start + PREDICT_BATCH],
+                                         allow_missing=allow_missing))
+        except RowValueError as exc:
+            raise DataError(f"{path}:{table.lines[start + exc.row]}: {exc.detail}") from None
+    return np.concatenate(parts)

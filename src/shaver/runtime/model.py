@@ -11,6 +11,7 @@ import numpy as np
 from shaver.errors import ArtifactError, DataError
 from shaver.runtime.calibration import apply_calibration, read_calibration
 from shaver.runtime.container import KINDS, PREAMBLE, Container, read_container
+from shaver.runtime.csvio import RowFormat, data_format
 from shaver.runtime.headq import HEAD_DTYPES, dequantize_head
 from shaver.runtime.heads import MALFORMED, Head, build_head
 from shaver.runtime.layout import (
@@ -156,6 +157,13 @@ class Artifact:
     def raw_columns(self) -> list[str]:
         """The raw columns that :meth:`encode_rows` reads (each row must carry all)."""
         return list(self.encoder.columns)
+
+    @property
+    def row_format(self) -> RowFormat:
+        """How the files the model's data was prepared from lay out raw rows (delimiter,
+        header, columns: the feature map's input spec), for
+        :func:`shaver.runtime.csvio.read_raw_rows`."""
+        return data_format(self.encoder.spec.input, self.raw_columns, self.path)
 
     def encode_rows(self, rows: Sequence[Mapping[str, str]], *,
                     allow_missing: bool = False) -> np.ndarray:
