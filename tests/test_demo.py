@@ -35,12 +35,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert "report:" in text and "artifact:" in text and "numpy runtime vs torch" in text
     diff = float(text.split("max |diff| = ")[1].split()[0])
     assert diff < 1e-5
-    artifact = out / "deepfm-s0-sparsity0.95.shaver"
+    artifact = out / "deepfm-s0-auto-sparsity0.95.shaver"  # the default's cut
     assert artifact.stat().st_size > 0
-    compact = out / "deepfm-s0-sparsity0.95-int8.shaver"  # int8 values + int8 head
-    assert 0 < compact.stat().st_size < 0.5 * artifact.stat().st_size
-    assert "the same cut with int8 values and an int8 head" in text
     doc = load_document(out / "report.json")
+    dense = next(r for r in doc["results"] if r.method == "base").artifact_bytes
+    compact = out / f"deepfm-s0-auto-bytes{dense // 3}.shaver"  # a third of the dense file
+    assert 0 < compact.stat().st_size <= dense // 3
+    assert "the default's cut for a third of the dense artifact" in text
     methods = {r.method for r in doc["results"]}
     assert methods == {"base", *DEMO_METHODS}
     assert len(doc["results"]) == 1 + len(DEMO_METHODS) * len(DEMO_SPARSITIES)

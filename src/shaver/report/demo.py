@@ -2,10 +2,12 @@
 
 prepare (built-in MovieLens-100k, or generated Criteo-like data) -> train DeepFM -> attribute
 (Shapley values, codebook placeholder) -> prune at several budgets (the default ``auto``, the
-paper's Shaver, and magnitude pruning for comparison) -> export one budget as a deployable
-artifact, checked against the torch-free runtime, and again with int8 values and an int8 head
-(its size and its test AUC measured by the runtime) -> HTML report. It is ``shaver bench`` with a small grid, so a second run reuses
-everything already computed.
+paper's Shaver, and magnitude pruning for comparison) -> export the default's cut at one
+budget as a deployable artifact, checked against the torch-free runtime, and the default's
+cut for a byte budget of a third of the dense artifact (its precisions chosen by the
+chooser; its test AUC measured by the runtime) -> HTML report. It is ``shaver bench`` with a
+small grid, so a second run reuses everything already computed. Sizes are counted alike on
+both sides of every percentage (the dense row includes the feature map, as artifacts do).
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from shaver.attribution.result import Attribution
+from shaver.deploy.artifact import export_artifact
+from shaver.pruning.api import prune
 from shaver.report.harness import BenchConfig, BenchOutcome, format_table, run_bench
 from shaver.report.schema import ReportError, ResultRow
+from shaver.report.stages import open_bench_data
+from shaver.runtime import load_artifact
+from shaver.train.checkpoint import load_run, open_run_dataset
+from shaver.train.evaluation import predict_proba
+from shaver.train.metrics import auc_logloss
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +55,7 @@ class DemoOutcome:
     artifact_bytes: int
     runtime_max_abs_diff: float
     seconds: float
-    compact: dict[str, Any] | None = None  # int8 values + int8 head: bytes, test AUC / LogLoss
+    compact: dict[str, Any] | None = None  # the byte budget's cut: bytes, plan, test AUC / LogLoss
 
     @property
     def report_html(self) -> Path | None:
@@ -57,15 +67,15 @@ class DemoOutcome:
         note = "" if dense is None or dense.artifact_bytes is None else (
             f" ({self.artifact_bytes / dense.artifact_bytes:.1%} of the dense model's "
             f"{dense.artifact_bytes / 1024:.1f} KiB)")
-        lines.append(f"artifact at sparsity {EXPORT_SPARSITY:g}: {self.artifact_bytes / 1024:.1f} "
-                     f"KiB{note}; numpy runtime vs torch: max |diff| = "
-                     f"{self.runtime_max_abs_diff:.2e}")
+        lines.append(f"the default's artifact at sparsity {EXPORT_SPARSITY:g}: "
+                     f"{self.artifact_bytes / 1024:.1f} KiB{note}; numpy runtime vs torch: "
+                     f"max |diff| = {self.runtime_max_abs_diff:.2e}")
         if self.compact is not None and dense is not None and dense.artifact_bytes:
             c = self.compact
-            lines.append(f"the same cut with int8 values and an int8 head: {c['bytes'] / 1024:.1f} "
-                         f"KiB ({c['bytes'] / dense.artifact_bytes:.1%} of the dense model), "
-                         f"test AUC {c['auc']:.4f} / LogLoss {c['logloss']:.4f} by the numpy "
-                         f"runtime")
+            lines.append(f"the default's cut for a third of the dense artifact: "
+                         f"{c['bytes'] / 1024:.1f} KiB ({c['bytes'] / dense.artifact_bytes:.1%} "
+                         f"of the dense model; plan {c['plan']}, head {c['head']}), test AUC "
+                         f"{c['auc']:.4f} / LogLoss {c['logloss']:.4f} by the numpy runtime")
         return "\n".join(lines)
 
 
@@ -92,8 +102,6 @@ def run_demo(dataset: str = "movielens-100k", rows: int = 100_000,
     started = time.perf_counter()
     out = Path(out)
     if attribution_samples is None:
-        from shaver.report.stages import open_bench_data
-
         _, data = open_bench_data(data=None, dataset=dataset, rows=rows, workdir=out / "data",
                                   quiet=quiet)
         attribution_samples = demo_samples(data.num_fields)
@@ -105,34 +113,19 @@ def run_demo(dataset: str = "movielens-100k", rows: int = 100_000,
 
 def export_and_check(out: Path, rows: list[ResultRow], seed: int
                      ) -> tuple[Path, int, float, dict[str, Any]]:
-    """Export the Shaver model at :data:`EXPORT_SPARSITY` and compare the numpy runtime's
-    predictions with the pruned torch model's on test rows; export the same cut with int8
-    values and an int8 head and score it on the test split with the runtime.
-    (path, bytes, max |diff|, {"path", "bytes", "auc", "logloss"} of the compact one)."""
-    from shaver.attribution.result import Attribution
-    from shaver.data.feature_map import feature_map_of
-    from shaver.deploy.artifact import export_artifact
-    from shaver.pruning.api import prune
-    from shaver.runtime import load_artifact
-    from shaver.train.checkpoint import load_run, open_run_dataset
-    from shaver.train.loop import predict_proba
-    from shaver.train.metrics import auc_logloss
-
+    """Export the default's cut at :data:`EXPORT_SPARSITY` (the grid's ``auto`` row) and
+    compare the numpy runtime's predictions with the torch model's on test rows; export the
+    default's cut for a byte budget of a third of the dense artifact and score it on the
+    test split with the runtime. (path, bytes, max |diff|, {"path", "bytes", "plan", "head",
+    "auc", "logloss"} of the byte budget's cut)."""
     run = load_run(out / "runs" / f"deepfm-s{seed}", device="cpu")
     dataset = open_run_dataset(run)
     attribution = Attribution.load(out / "attributions" / f"deepfm-s{seed}-codebook.safetensors")
-    (result,) = prune(run.model, attribution, [EXPORT_SPARSITY], dataset=dataset, evaluate=False,
-                      method="shaver")  # the bench row it is checked against
+    (result,) = prune(run.model, attribution, [EXPORT_SPARSITY], dataset=dataset)
     label = result.budget.label
-    measured = _measured(rows, label)
-    path = out / f"deepfm-s{seed}-{label.replace('=', '')}.shaver"
-    metadata: dict[str, Any] = {"budget": result.budget.to_json(), "scorer": "shapley",
-                                "placeholder": "codebook", "kept": result.kept,
-                                "total": result.total, "metrics": measured}
-    feature_map = feature_map_of(str(dataset.path))
-    if feature_map is not None:
-        metadata["feature_map"] = feature_map
-    exported = export_artifact(result.model, path, metadata=metadata)
+    _check_row(rows, label, result.metrics)
+    path = out / f"deepfm-s{seed}-auto-{label.replace('=', '')}.shaver"
+    exported = export_artifact(result, path)
     x_test, y_test = dataset.arrays("test")
     x = x_test[:RUNTIME_CHECK_ROWS]
     runtime_p = load_artifact(path).predict(x)
@@ -140,16 +133,23 @@ def export_and_check(out: Path, rows: list[ResultRow], seed: int
     diff = float(np.max(np.abs(np.asarray(runtime_p, np.float64) - np.asarray(torch_p))))
     log.info("exported %s (%d bytes); runtime vs torch max |diff| %.2e", path, exported.bytes,
              diff)
-    compact = path.with_name(path.stem + "-int8.shaver")
-    small = export_artifact(result.model, compact, metadata=metadata, value_dtype="int8",
-                            head_dtype="int8")
+    dense = next(r for r in rows if r.method == "base")
+    budget = f"bytes={int(dense.artifact_bytes) // 3}"
+    (small,) = prune(run.model, attribution, [budget], dataset=dataset)
+    compact = path.with_name(f"deepfm-s{seed}-auto-{budget.replace('=', '')}.shaver")
+    written = export_artifact(small, compact)
     auc, ll = auc_logloss(np.asarray(y_test), np.asarray(load_artifact(compact).predict(x_test)))
-    return path, exported.bytes, diff, {"path": str(compact), "bytes": small.bytes,
-                                        "auc": auc, "logloss": ll}
+    return path, exported.bytes, diff, {"path": str(compact), "bytes": written.bytes,
+                                        "plan": small.info["plan"],
+                                        "head": small.info["head_dtype"], "auc": auc,
+                                        "logloss": ll}
 
 
-def _measured(rows: list[ResultRow], label: str) -> dict[str, float]:
-    match = [r for r in rows if r.method == "shaver" and r.budget == label]
+def _check_row(rows: list[ResultRow], label: str, metrics: dict[str, float]) -> None:
+    """The exported cut is the grid's ``auto`` row at ``label`` (one budget, one answer)."""
+    match = [r for r in rows if r.method == "auto" and r.budget == label]
     if not match:
-        raise ReportError(f"the demo grid has no shaver result at {label}")
-    return {"auc": match[0].auc, "logloss": match[0].logloss}
+        raise ReportError(f"the demo grid has no auto result at {label}")
+    if (match[0].auc, match[0].logloss) != (metrics["auc"], metrics["logloss"]):
+        raise ReportError(f"the exported cut at {label} differs from the grid's auto row "
+                          f"(test AUC {metrics['auc']} vs {match[0].auc})")
