@@ -16,7 +16,7 @@ from shaver.runtime.container import PREAMBLE, parse_container
 from shaver.runtime.lowbit import dequantize, group_scales, pack, quantize, unpack
 from shaver.runtime.tiered import TierSpec
 from shaver.table.plan import parse_value_dtype
-from shaver.table.size import predict_artifact_bytes, predict_table_bytes
+from shaver.table.size import plan_bytes, predict_artifact_bytes
 from shaver.table.tiers import TieredEmbedding, tiered_copy
 from test_deploy_support import FIELD_DIMS, pruned_model, random_ids, torch_proba
 
@@ -75,9 +75,11 @@ def test_lowbit_size_is_exact_and_runtime_equals_fake_quant(tmp_path, name, valu
         art = load_artifact(out.path)
         assert art.version == 2
         parts = art.breakdown()
-        assert art.table_bytes() == predict_table_bytes(model, mask, value_dtype=value_dtype) \
-            == sum(parts[k] for k in ("values", "index", "scales", "codebook"))
         dtype, scale = parse_value_dtype(value_dtype)
+        spec = [TierSpec(dtype, scale or "field")]  # the size oracle of the same plan
+        assert plan_bytes(model, mask.astype(np.uint8), spec) == (out.bytes, art.table_bytes())
+        assert art.table_bytes() == sum(parts[k] for k in ("values", "index", "scales",
+                                                           "codebook"))
         fake = tiered_copy(model, mask.astype(np.uint8), [TierSpec(dtype, scale or "field")],
                            model.embedding.codebook)
         x = random_ids(batch=64, seed=seed + 1)
@@ -94,6 +96,8 @@ def test_mixed_tiers_exact_size_runtime_and_reload(tmp_path, name):
     mask = tmap > 0
     out = export_artifact(model, tmp_path / "m.shaver")
     assert out.bytes == predict_artifact_bytes(model, mask) == (tmp_path / "m.shaver").stat().st_size
+    tmap = model.embedding.tier_map.numpy()
+    assert plan_bytes(model, tmap, MIXED) == (out.bytes, load_artifact(out.path).table_bytes())
     art = load_artifact(out.path)
     assert art.value_dtype == "int2/field+int4/row+fp16"
     x = random_ids(batch=128, seed=3)
@@ -268,15 +272,17 @@ def test_rest_and_rows_layouts_and_no_codebook_when_nothing_is_pruned(tmp_path):
     export_onnx(out.path, tmp_path / "r.onnx")
 
 
-def test_v1_module_refuses_a_v2_table(tmp_path):
+@pytest.mark.parametrize("value_dtype", ["fp32", "fp16", "int8", "int4", "int2/row"])
+def test_one_module_serves_v1_and_v2_tables(tmp_path, value_dtype):
     from shaver.deploy.embedding import CompressedEmbedding, compressed_model
 
     model, _ = pruned_model("fm")
-    out = export_artifact(model, tmp_path / "a.shaver", value_dtype="int2")
-    with pytest.raises(ArtifactError, match="a tiered \\(format v2\\) table; build it with "
-                                            "compressed_model"):
-        CompressedEmbedding.from_artifact(out.path)
+    out = export_artifact(model, tmp_path / "a.shaver", value_dtype=value_dtype)
+    art = load_artifact(out.path)
+    assert art.version == (1 if value_dtype in ("fp32", "fp16", "int8") else 2)
     x = torch.as_tensor(random_ids(batch=8, seed=5))
     with torch.no_grad():
         got = compressed_model(out.path).embedding(x).numpy()
-    np.testing.assert_array_equal(got, load_artifact(out.path).embed(x.numpy()))
+        alone = CompressedEmbedding.from_artifact(out.path)(x).numpy()
+    np.testing.assert_array_equal(got, art.embed(x.numpy()))
+    np.testing.assert_array_equal(alone, got)

@@ -17,6 +17,8 @@ from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.errors import ArtifactError, ShaverError
 from shaver.models.registry import build_model
 from shaver.runtime.container import PREAMBLE, parse_container
+from shaver.runtime.decode import decode_embedding
+from shaver.runtime.layout import encode_embedding
 from shaver.runtime.model import Artifact
 from shaver.table.mask import MaskedEmbedding
 from test_deploy_support import pruned_model, random_ids, torch_proba
@@ -125,7 +127,6 @@ def test_forged_headers_with_valid_checksums_raise(artifact_bytes):
 
 
 def test_decoder_rejects_unknown_layout_and_bad_sparse_index():
-    from shaver.runtime.layout import decode_embedding, encode_embedding
     weight = np.arange(96, dtype=np.float32).reshape(6, 16)
     mask = np.zeros((6, 16), bool)
     mask[[0, 3, 5], [1, 0, 1]] = True
@@ -221,7 +222,6 @@ def test_golden_bytes(tmp_path):
 
 
 def test_decoder_rejects_bad_bitmasks():
-    from shaver.runtime.layout import decode_embedding, encode_embedding
     weight = np.arange(50, dtype=np.float32).reshape(10, 5)
     mask = np.random.default_rng(0).random((10, 5)) < 0.5
     layouts, sections = encode_embedding(weight, mask, np.zeros((1, 5)), [10], "fp16")

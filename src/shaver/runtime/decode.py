@@ -1,4 +1,10 @@
-"""Decode and validate the tiered table of a v2 artifact (numpy only; see ``tiered``)."""
+"""THE decoder of an artifact's embedding table, v1 or v2, into one structure for lookups
+(:class:`~shaver.runtime.tiered.TieredTables`), validating every index (numpy only).
+
+A v1 table (:mod:`shaver.runtime.layout`) is a one-tier table: its value dtype with one scale
+per field, a dense field being a tier that holds every entry of the field (its stored values
+are the effective rows, codebook values included), so the runtime, the torch module and the
+ONNX graph have one lookup whatever the format."""
 
 from __future__ import annotations
 
@@ -26,6 +32,58 @@ from shaver.runtime.tiered import (
     TierTables,
     prefix,
 )
+
+
+def decode_table(arrays: Mapping[str, np.ndarray], embedding: Mapping[str, Any],
+                 field_dims: Sequence[int], dim: int, where: str) -> TieredTables:
+    """The table of a v1 (``layouts``) or v2 (``tiers``) embedding header."""
+    if "tiers" in embedding:
+        return decode_tiered(arrays, embedding, field_dims, dim, where)
+    return decode_embedding(arrays, field_dims, dim, [str(v) for v in embedding["layouts"]],
+                            str(embedding["value_dtype"]), where)
+
+
+def decode_embedding(arrays: Mapping[str, np.ndarray], field_dims: Sequence[int], dim: int,
+                     layouts: Sequence[str], value_dtype: str, where: str) -> TieredTables:
+    """A v1 table (per-field ``layouts``, one ``value_dtype``) as a one-tier table."""
+    nb = (dim + 7) // 8
+    masks, counts = [], []
+    values = _section(arrays, "emb.values", where)
+    full_row = np.packbits(np.ones(dim, dtype=bool), bitorder="little")
+    # a dense field stores every value: bound its rows by the file before allocating anything
+    dense_values = sum(int(r) * dim for r, lay in zip(field_dims, layouts) if lay == "dense")
+    _expect(dense_values <= values.size, where, "rows of the dense fields")
+    for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
+        if lay == "dense":
+            masks.append(np.broadcast_to(full_row, (rows, nb)))
+            counts.append(np.full(rows, dim, dtype=np.uint16))
+        elif lay == "bitmask":
+            mk = _section(arrays, f"emb.{f}.mask", where)
+            _expect(mk.shape == (rows, nb), where, f"emb.{f}.mask shape")
+            if dim % 8:
+                _expect(not np.any(mk[:, -1] >> (dim % 8)), where, f"emb.{f}.mask padding bits")
+            masks.append(mk)
+            counts.append(_POPCOUNT[mk].sum(axis=1, dtype=np.uint16))
+        elif lay == "sparse":
+            masks.append(_sparse_to_mask(arrays, f, rows, dim, where))
+            counts.append(arrays[f"emb.{f}.count"].astype(np.uint16))
+        else:
+            raise ArtifactError(f"{where}: unknown layout {lay!r} for field {f}")
+    mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
+    counts_all = np.concatenate(counts)
+    _expect(values.ndim == 1 and int(counts_all.sum(dtype=np.int64)) == values.size, where,
+            "count of stored values")
+    block_ptr, in_block = block_pointers(counts_all, dim)
+    m = len(field_dims)
+    scales = (_section(arrays, "emb.scales", where) if value_dtype == "int8"
+              else np.zeros(0, np.float32))
+    codebook = _section(arrays, "codebook", where)
+    _expect(codebook.shape == (m, dim) and scales.shape in ((m,), (0,)), where,
+            "codebook/scales shape")
+    _expect(bool(np.all(np.isfinite(scales))), where, "finite scales")
+    tier = TierTables(TierSpec(value_dtype), mask_all, block_ptr, in_block, values,
+                      int(values.size), scales.astype(np.float32))
+    return TieredTables([tier], codebook.astype(np.float32), field_bounds(field_dims), dim)
 
 
 def read_tier_specs(embedding: Mapping[str, Any], m: int, where: str

@@ -16,15 +16,15 @@ A kept entry is kept because its mask bit is set, whatever its value: kept value
 exactly 0 stay kept (unlike the authors' CSR, which drops stored zeros). int8 values carry one
 fp32 scale per field (symmetric, max |value| / 127) in the section ``emb.scales``.
 
-Decoding builds one global structure for lookups: packed masks (n, ceil(d/8)), row pointers
-(n + 1), the values, the per-field scales and the codebook (m, d). The codebook of an entry is
-chosen by the field its *id* belongs to (not by its position in the batch).
+Decoding (:func:`shaver.runtime.decode.decode_table`) reads a v1 table as a one-tier v2
+table: packed masks (n, ceil(d/8)) where a dense field is a tier holding every entry, row
+pointers, the values, the per-field scales and the codebook (m, d), so one lookup serves both
+formats. The codebook of an entry is chosen by the field its *id* belongs to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -167,90 +167,6 @@ def dequantize_per_field(stored: np.ndarray, scales: np.ndarray | None,
         per_row = np.repeat(scales.astype(np.float32), np.asarray(field_dims, dtype=np.int64))
         values *= per_row.reshape((-1,) + (1,) * (values.ndim - 1))
     return values
-
-
-@dataclass
-class EmbeddingTables:
-    """Decoded compressed table, ready for lookups.
-
-    masks: uint8 (n, ceil(d/8)); values: (K,) stored dtype (a view of the file);
-    scales: float32 (m,); codebook: float32 (m, d);
-    bounds: int64 (m + 1,). A row's first value is ``block_ptr[r >> 8] + in_block[r]``:
-    block_ptr int64 (ceil(n / 256),) and in_block int16 (n,) (int32 when d > 128), about
-    2 bytes per row in memory instead of 8 for a full int64 row-pointer array.
-    """
-
-    masks: np.ndarray
-    block_ptr: np.ndarray
-    in_block: np.ndarray
-    values: np.ndarray
-    scales: np.ndarray
-    codebook: np.ndarray
-    bounds: np.ndarray
-    dim: int
-
-    @property
-    def kept(self) -> int:
-        """Number of stored values (kept entries, or every entry of dense fields)."""
-        return int(self.values.size)
-
-    def row_start(self, x: np.ndarray) -> np.ndarray:
-        """int64 index of the first stored value of each row in ``x``."""
-        return self.block_ptr[x >> BLOCK_SHIFT] + self.in_block[x]
-
-    def lookup(self, x: np.ndarray) -> np.ndarray:
-        """x: int64 (batch, fields) global ids (already range-checked) -> float32 (batch, fields, d)."""
-        field = np.searchsorted(self.bounds, x, side="right") - 1
-        bits = np.unpackbits(self.masks[x], axis=-1, bitorder="little")[..., :self.dim]
-        pos = self.row_start(x)[..., None] + np.cumsum(bits, axis=-1, dtype=np.int64) - 1
-        kept = bits.astype(bool)
-        vals = self.values[np.where(kept, pos, 0)].astype(np.float32) if self.values.size \
-            else np.zeros(pos.shape, np.float32)
-        if self.values.dtype == np.int8:
-            vals *= self.scales[field][..., None]
-        return np.where(kept, vals, self.codebook[field])
-
-
-def decode_embedding(arrays: dict[str, np.ndarray], field_dims: Sequence[int], dim: int,
-                     layouts: Sequence[str], value_dtype: str, where: str) -> EmbeddingTables:
-    """Rebuild :class:`EmbeddingTables` from section arrays, validating every index."""
-    nb = (dim + 7) // 8
-    masks, counts = [], []
-    values = _section(arrays, "emb.values", where)
-    full_row = np.packbits(np.ones(dim, dtype=bool), bitorder="little")
-    # a dense field stores every value: bound its rows by the file before allocating anything
-    dense_values = sum(int(r) * dim for r, lay in zip(field_dims, layouts) if lay == "dense")
-    _expect(dense_values <= values.size, where, "rows of the dense fields")
-    for f, (rows, lay) in enumerate(zip(field_dims, layouts)):
-        if lay == "dense":
-            masks.append(np.broadcast_to(full_row, (rows, nb)))
-            counts.append(np.full(rows, dim, dtype=np.uint16))
-        elif lay == "bitmask":
-            mk = _section(arrays, f"emb.{f}.mask", where)
-            _expect(mk.shape == (rows, nb), where, f"emb.{f}.mask shape")
-            if dim % 8:
-                _expect(not np.any(mk[:, -1] >> (dim % 8)), where, f"emb.{f}.mask padding bits")
-            row_counts = _POPCOUNT[mk].sum(axis=1, dtype=np.uint16)
-            masks.append(mk)
-            counts.append(row_counts)
-        elif lay == "sparse":
-            masks.append(_sparse_to_mask(arrays, f, rows, dim, where))
-            counts.append(arrays[f"emb.{f}.count"].astype(np.uint16))
-        else:
-            raise ArtifactError(f"{where}: unknown layout {lay!r} for field {f}")
-    mask_all = np.concatenate(masks) if masks else np.zeros((0, nb), np.uint8)
-    counts_all = np.concatenate(counts)
-    _expect(values.ndim == 1 and int(counts_all.sum(dtype=np.int64)) == values.size, where,
-            "count of stored values")
-    block_ptr, in_block = block_pointers(counts_all, dim)
-    m = len(field_dims)
-    scales = (_section(arrays, "emb.scales", where) if value_dtype == "int8"
-              else np.ones(m, np.float32))
-    codebook = _section(arrays, "codebook", where)
-    _expect(codebook.shape == (m, dim) and scales.shape == (m,), where, "codebook/scales shape")
-    _expect(bool(np.all(np.isfinite(scales))), where, "finite scales")
-    return EmbeddingTables(mask_all, block_ptr, in_block, values, scales.astype(np.float32),
-                           codebook.astype(np.float32), field_bounds(field_dims), dim)
 
 
 def block_pointers(counts: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:

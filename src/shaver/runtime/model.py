@@ -12,17 +12,11 @@ from shaver.errors import ArtifactError, DataError
 from shaver.runtime.calibration import apply_calibration, read_calibration
 from shaver.runtime.container import KINDS, PREAMBLE, Container, read_container
 from shaver.runtime.csvio import RowFormat, data_format
+from shaver.runtime.decode import decode_table, read_tier_specs
 from shaver.runtime.headq import HEAD_DTYPES, dequantize_head
 from shaver.runtime.heads import MALFORMED, Head, build_head
-from shaver.runtime.layout import (
-    LAYOUTS,
-    VALUE_DTYPES,
-    EmbeddingTables,
-    decode_embedding,
-    dequantize_per_field,
-)
+from shaver.runtime.layout import LAYOUTS, VALUE_DTYPES, dequantize_per_field
 from shaver.runtime.tiered import TieredTables
-from shaver.runtime.tiered_decode import decode_tiered, read_tier_specs
 
 
 class Artifact:
@@ -30,7 +24,7 @@ class Artifact:
 
     Attributes: ``config`` (model config dict), ``field_dims``, ``dim``, ``value_dtype``,
     ``head_dtype`` (fp32 | fp16 | int8), ``layouts`` (per field), ``tables``
-    (:class:`EmbeddingTables`), ``head_tensors`` (name -> array, int8 and fp16 ones
+    (:class:`~shaver.runtime.tiered.TieredTables`, one tier for a v1 table), ``head_tensors`` (name -> array, int8 and fp16 ones
     dequantised to fp32) and ``first_order`` (name -> array), ``calibration`` (float32
     ``(scale, bias)`` applied to the logit, or None), ``info`` (budget, metrics, provenance),
     ``feature_map`` (dataset meta + vocabularies, or None), ``size`` (file bytes).
@@ -65,10 +59,7 @@ class Artifact:
                 or self.head_dtype not in HEAD_DTYPES:
             raise ArtifactError(f"{where}: inconsistent embedding description in the header")
         arrays = container.arrays
-        self.tables: EmbeddingTables | TieredTables = (
-            decode_tiered(arrays, emb, self.field_dims, self.dim, where) if self.tiered
-            else decode_embedding(arrays, self.field_dims, self.dim, self.layouts,
-                                  self.value_dtype, where))
+        self.tables: TieredTables = decode_table(arrays, emb, self.field_dims, self.dim, where)
         self.first_order = self._first_order(arrays)
         self.head_tensors = dequantize_head(_by_prefix(arrays, "head/"),
                                             _by_prefix(arrays, "head_scale/"), self.head_dtype,

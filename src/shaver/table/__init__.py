@@ -4,7 +4,7 @@ Below attribution, pruning and deploy (which all use it), above models and the n
 runtime (whose formats it plans):
 
 * :mod:`~shaver.table.budget`: the one budget type and its parser;
-* :mod:`~shaver.table.order`, :mod:`~shaver.table.ranked`: entry rankings and their cuts;
+* :mod:`~shaver.table.order`: the ranking of entries, sorted once, and its cuts;
 * :mod:`~shaver.table.mask`, :mod:`~shaver.table.tiers`: the torch module of a table plan
   (kept entries in precision tiers, pruned entries read the codebook);
 * :mod:`~shaver.table.plan`, :mod:`~shaver.table.families`: tier specs and plan families;
