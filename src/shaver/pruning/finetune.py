@@ -19,6 +19,7 @@ from torch import nn
 from shaver.data.store import PreparedDataset
 from shaver.errors import TrainingError
 from shaver.table.mask import MaskedEmbedding
+from shaver.train.loop import evaluate, fit
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def finetune(model: nn.Module, dataset: PreparedDataset,
     training loop. The model ends in eval mode with the best validation-AUC weights, the
     pruned model's own (epoch 0) included.
     """
-    from shaver.train.loop import evaluate, fit
-
     config = config or FinetuneConfig()
     emb = model.embedding
     if not isinstance(emb, MaskedEmbedding):

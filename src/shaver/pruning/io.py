@@ -36,7 +36,10 @@ from torch import nn
 from shaver.errors import CheckpointError, ShaverError
 from shaver.fileio import check_format, read_json
 from shaver.models.base import calibration_of, set_calibration
+from shaver.models.registry import build_model
 from shaver.table.mask import MaskedEmbedding, pack_mask, unpack_mask
+from shaver.table.tiers import tiered_embedding_from_state
+from shaver.train.device import pick_device
 
 FORMAT = "shaver-pruned"
 FORMAT_VERSION = 1
@@ -142,8 +145,6 @@ def read_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _default_builder(config: dict[str, Any]) -> nn.Module:
-    from shaver.models.registry import build_model
-
     return build_model(config)
 
 
@@ -176,8 +177,6 @@ def load_pruned(
         raise CheckpointError(f"{path / MODEL_FILE}: does not match the model config ({exc})") \
             from exc
     _restore_calibration(model, info.get("calibration"), path)
-    from shaver.train.device import pick_device
-
     model = model.to(pick_device(device)).eval()
     return PrunedRun(model=model, info=info, path=path)
 
@@ -206,7 +205,6 @@ def _install_masked_embedding(model: nn.Module, state: dict[str, torch.Tensor], 
     state["embedding.mask"] = torch.from_numpy(np.ascontiguousarray(mask))
     try:
         if tiers is not None or "embedding.tier_map" in state:
-            from shaver.table.tiers import tiered_embedding_from_state
             model.embedding = tiered_embedding_from_state(state, tiers, model.field_dims)
         else:
             model.embedding = MaskedEmbedding(weight, torch.from_numpy(mask),

@@ -24,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shaver.attribution.codebook import field_codebook
 from shaver.data.store import PreparedDataset
 from shaver.progress import progress_bar
 from shaver.table.order import ScoreError, check_scores
+from shaver.train.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,6 @@ def placeholder_codebook(model: nn.Module, placeholder: str,
         raise ScoreError(f"placeholder must be one of {PLACEHOLDERS}, got {placeholder!r}")
     if frequencies is None:
         raise ScoreError("placeholder 'codebook' needs id frequencies (pass a dataset)")
-    from shaver.attribution.codebook import field_codebook
-
     return field_codebook(weight, model.field_dims, frequencies)
 
 
@@ -125,8 +125,6 @@ def taylor_scores(model: nn.Module, dataset: PreparedDataset, codebook: torch.Te
     afterwards; only the embedding lookups carry gradients, so the head's parameters are
     untouched.
     """
-    from shaver.train.device import pick_device
-
     dev = pick_device(device)
     was_training, home = model.training, model.embedding.weight.device
     model.to(dev).eval()

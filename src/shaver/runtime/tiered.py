@@ -46,6 +46,7 @@ from shaver.runtime.lowbit import (
     check_tier,
     dequantize,
     has_scale,
+    pack,
     packed_bytes,
     quantize,
     unpack_at,
@@ -206,8 +207,6 @@ def encode_tiered(weight: np.ndarray, tier_map: np.ndarray, codebook: np.ndarray
                   scales: Sequence[np.ndarray | None]) -> dict[str, np.ndarray]:
     """Section arrays of the table. ``scales[t]``: float32 (m,) or (n,) per the tier's
     granularity, None for fp tiers (see :func:`shaver.runtime.lowbit.group_scales`)."""
-    from shaver.runtime.lowbit import pack
-
     embedding, specs = plan_tiered(tier_map, field_dims, weight.shape[1], tiers)
     bounds = field_bounds(field_dims)
     row_field = np.repeat(np.arange(len(field_dims)), np.asarray(field_dims, np.int64))

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shaver.errors import BudgetError
+from shaver.errors import ArtifactError, BudgetError
 from shaver.runtime.tiered import MAX_TIERS, TierSpec, plan_tiered
 from shaver.table.budget import largest_fitting
 from shaver.table.order import PruneOrder
+from shaver.table.plan import parse_value_dtype
+from shaver.table.size import table_bytes
 
 GRANULARITIES = ("entry", "row")
 
@@ -60,9 +62,6 @@ class Shape:
 def parse_tiers(text: str, granularity: str = "entry") -> Shape:
     """``"int8:0.1,int4:0.3,int2:0.6"`` (dtype[/scale]:share, most important first; a single
     tier needs no share) -> :class:`Shape`. Unknown dtypes are refused naming the known ones."""
-    from shaver.errors import ArtifactError
-    from shaver.table.plan import parse_value_dtype
-
     tiers, shares = [], []
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     for item in items:
@@ -131,8 +130,6 @@ class TierPlanner:
 
     def table_bytes(self, tier_map: np.ndarray, tiers: Sequence[TierSpec]) -> int:
         """Exact table bytes (values, index, scales, codebook) of a tier map."""
-        from shaver.table.size import table_bytes
-
         return table_bytes(plan_tiered(tier_map, self.field_dims, self.shape[1], tiers)[1])
 
     def fit(self, shape: Shape, fits: Callable[[np.ndarray, Sequence[TierSpec]], bool]
