@@ -35,8 +35,8 @@ def test_recovers_known_scale_and_bias(scale, bias):
 def test_fit_is_the_maximum_likelihood_and_deterministic():
     z, y = _sample(0.8, 0.5, n=5000, seed=3)
     z32 = z.astype(np.float32)  # float32 logits, as a model gives them
-    a, b = fit_logit_calibration(z32, y)
-    assert fit_logit_calibration(z32, y) == (a, b)
+    a, b = fit_logit_calibration(z32, y, prior=0.0)
+    assert fit_logit_calibration(z32, y, prior=0.0) == (a, b)
     # first-order optimality, and an independent optimiser (BFGS on the mean log loss)
     z = z32.astype(np.float64)
     p = 1 / (1 + np.exp(-(a * z + b)))
@@ -81,6 +81,20 @@ def test_separable_data_still_gives_finite_numbers_better_than_the_starts():
     a, b = fit_logit_calibration(z, y)
     assert np.isfinite([a, b]).all() and a > 1
     assert log_losses(z, y, a, b).mean() < log_losses(z, y).mean()
+
+
+def test_the_prior_keeps_a_tiny_separable_split_moderate():
+    """Four separable rows: maximum likelihood runs the scale away (probabilities of exactly
+    0 and 1 in float32); the prior worth one row keeps it moderate, and it fades with n."""
+    z, y = np.array([-0.2, -0.1, 0.1, 0.2]), np.array([0.0, 0.0, 1.0, 1.0])
+    a_ml, _ = fit_logit_calibration(z, y, prior=0.0)
+    a, b = fit_logit_calibration(z, y)
+    assert a_ml > 100 and 1 < a < 40 and abs(b) < 1e-9
+    p = 1 / (1 + np.exp(-(a * np.float32(0.2) + b)))
+    assert 0 < p < 1 and np.float32(p) < 1
+    big_z, big_y = _sample(0.8, 0.5, n=20_000, seed=4)
+    np.testing.assert_allclose(fit_logit_calibration(big_z, big_y),
+                               fit_logit_calibration(big_z, big_y, prior=0.0), atol=2e-3)
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,13 +1,17 @@
 """Small file helpers shared by every stage: atomic writes and versioned JSON documents.
 
 Nothing is left half-written: output goes to a hidden temporary file in the target's folder
-and is renamed over the target only once complete. Importing this module does not import torch.
+and is renamed over the target only once complete. Temporaries carry the writing process's
+id (:func:`temp_prefix`), so a rerun removes what a killed run left (:func:`remove_stale_temps`)
+without touching what a concurrent run is writing. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +27,55 @@ def _usual_mode() -> int:
     return 0o666 & ~umask
 
 
+_TEMP_RE = re.compile(r"^\..+\.pid(\d+)\.")
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of a hidden temporary beside ``name``: ``.<name>.pid<this process id>.``."""
+    return f".{name}.pid{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the hidden temporaries (:func:`temp_prefix`) in ``folder`` whose writing process
+    is gone (a run killed mid-write); returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_RE.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def check_output_dir(path: str | os.PathLike[str], error: type[ShaverError],
+                     flag: str = "--out") -> Path:
+    """``path`` as an output folder: refused with one line when it exists and is not a folder
+    (nothing is created here)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{flag} {path}: exists and is not a directory")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, else it is removed.
@@ -30,7 +83,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary file exists (empty) when yielded, so writers that open it by name work.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -43,6 +43,7 @@ from shaver.deploy.fleet_manifest import (
 from shaver.deploy.fleet_spec import DeviceClass, FleetError, load_fleet, parse_fleet
 from shaver.deploy.onnx_export import export_onnx
 from shaver.errors import BudgetError
+from shaver.fileio import check_output_dir, remove_stale_temps, temp_prefix
 from shaver.pruning.api import PruneResult, as_scores, cut, open_chooser
 from shaver.train.checkpoint import load_run, open_run_dataset
 from shaver.train.evaluation import evaluate as evaluate_split
@@ -74,6 +75,7 @@ def fleet(run: str | os.PathLike[str], attribution: str | os.PathLike[str],
     every artifact on the run's dataset (or ``dataset``).
     """
     classes = _classes(fleet_file)
+    check_output_dir(out, FleetError)
     loaded = load_run(run, device="cpu")
     attr = Attribution.load(attribution)
     data = open_run_dataset(loaded, dataset)
@@ -105,10 +107,11 @@ def run_fleet(model: nn.Module, attribution: Any, classes: Sequence[DeviceClass]
     if dataset is None:
         raise FleetError("a fleet chooses every class's cut on the validation split: give the "
                          "run's dataset")
-    out = Path(out)
+    out = check_output_dir(out, FleetError)
     scores = as_scores(model, attribution, dataset=dataset)
     cuts = Cuts(model, attribution, dataset, quiet)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # what a killed run left
     ident = {**(source or {}), "model_fingerprint": scores.model_fingerprint or "",
              "attribution_sha256": scores_sha(scores.values, scores.codebook)}
     previous = read_manifest(out, ident)
@@ -164,7 +167,7 @@ def _build_class(cuts: Cuts, cls: DeviceClass, out: Path, dataset: Any,
 
 def _write_files(result: PruneResult, cls: DeviceClass, out: Path) -> list[dict[str, Any]]:
     paths = []
-    with tempfile.TemporaryDirectory(prefix=".fleet-", dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix("fleet"), dir=out) as tmp:
         target = out / f"{cls.name}.shaver" if cls.format != "onnx" else Path(tmp) / "a.shaver"
         export_artifact(result, target)
         if cls.format != "onnx":

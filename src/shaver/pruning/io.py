@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from shaver.errors import CheckpointError, ShaverError
-from shaver.fileio import check_format, read_json
+from shaver.fileio import check_format, read_json, temp_prefix
 from shaver.models.base import calibration_of, set_calibration
 from shaver.models.registry import build_model
 from shaver.table.mask import MaskedEmbedding, pack_mask, unpack_mask
@@ -106,7 +106,7 @@ def save_pruned(out_dir: str | os.PathLike[str], model: nn.Module,
     if (cal := calibration_of(model)) is not None:
         meta["calibration"] = {"scale": cal[0], "bias": cal[1]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
     try:
         save_file(state, str(tmp / MODEL_FILE), metadata={"format": FORMAT})
         (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -121,7 +121,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.replace(tmp, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{out.name}.old"), dir=out.parent))
     os.replace(out, old / "dir")
     try:
         os.replace(tmp, out)

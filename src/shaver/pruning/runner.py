@@ -15,7 +15,7 @@ from typing import Any
 
 from shaver.attribution.result import Attribution
 from shaver.errors import CheckpointError, ShaverError
-from shaver.fileio import write_text_atomic
+from shaver.fileio import check_output_dir, remove_stale_temps, write_text_atomic
 from shaver.pruning.api import prune
 from shaver.pruning.finetune import FinetuneConfig
 from shaver.pruning.io import INFO_FILE, read_info, save_pruned
@@ -84,6 +84,7 @@ def prune_run(
                               f"{', '.join(RUN_METHODS)}")
     check_scorer(scorer)
     run = load_run(run_dir, device=device)
+    out_dir = check_output_dir(out if out is not None else run.path / "pruned", CheckpointError)
     dataset = open_run_dataset(run, data_dir)
     attr = None
     if method != "single" or attribution is not None or scorer == "shapley":
@@ -106,7 +107,7 @@ def prune_run(
     results = prune(run.model, source, budgets, method=api_method, dataset=dataset,
                     values=values, heads=heads, families=families,
                     finetune_config=finetune_config, device=device, quiet=quiet, **ranking)
-    out_dir = Path(out) if out is not None else run.path / "pruned"
+    remove_stale_temps(out_dir)  # what a killed run left
     prefix = variant_name(method, scorer, results[0].info["placeholder"] if results else "",
                           order, codebook, finetune_config is not None)
     rows = []
@@ -129,9 +130,12 @@ def results_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 def collect_rows(out_dir: Path) -> list[dict[str, Any]]:
     """The results row of every pruned directory under ``out_dir`` (each pruned.json is the
-    source of truth of its own cut), by directory name."""
+    source of truth of its own cut), by directory name; hidden directories (a write in
+    progress, or one an interrupted run left) are not cuts."""
     rows = []
     for info_path in sorted(Path(out_dir).glob(f"*/{INFO_FILE}")):
+        if info_path.parent.name.startswith("."):
+            continue
         try:
             row = read_info(info_path.parent).get("row")
         except ShaverError:

@@ -15,6 +15,12 @@ puts the pair on a torch model (whose ``forward`` applies it); the artifact stor
 fixed-size section :data:`SECTION` (f32 (2,), kind ``head``, format version 2) that
 :func:`read_calibration` validates and :meth:`shaver.runtime.Artifact.logits` applies.
 
+Small validation splits: a weak Gaussian prior centred on the model as it is, worth
+``prior`` rows (default 1), keeps the pair finite and moderate when few rows are separable
+(maximum likelihood would send the scale to infinity and the probabilities to exactly 0 and
+1); on 10,000 rows it moves the fit by about 1e-4. A fit that ends worse than the constant
+predictor on its rows returns the constant predictor.
+
 Degenerate input: labels of one class only are refused (:class:`DataError`: the maximum
 likelihood bias is infinite); constant logits give ``(0, logit(base rate))`` (the scale is
 not identifiable; 0 is the constant predictor).
@@ -63,21 +69,26 @@ def _losses(u: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, np.where(y > 0, -u, u))
 
 
-def _loss(scale: float, bias: float, z: np.ndarray, y: np.ndarray) -> float:
-    return float(_losses(scale * z + bias, y).mean())
+def _loss(scale: float, bias: float, z: np.ndarray, y: np.ndarray, prior: float = 0.0) -> float:
+    """Mean LogLoss plus the prior's penalty ``prior / (2 n) * ((scale - 1)^2 + bias^2)``."""
+    return float(_losses(scale * z + bias, y).mean()
+                 + prior / (2 * z.size) * ((scale - 1.0) ** 2 + bias ** 2))
 
 
-def fit_logit_calibration(logits: Any, labels: Any, *, max_iter: int = 100
-                          ) -> tuple[float, float]:
-    """Maximum-likelihood ``(scale, bias)`` of ``p = sigmoid(scale * logits + bias)``.
+def fit_logit_calibration(logits: Any, labels: Any, *, prior: float = 1.0,
+                          max_iter: int = 100) -> tuple[float, float]:
+    """``(scale, bias)`` of ``p = sigmoid(scale * logits + bias)``: maximum a posteriori under
+    a Gaussian prior centred on ``(1, 0)`` worth ``prior`` rows (``prior=0``: maximum
+    likelihood).
 
     logits: float (n,) the model's logits on validation rows; labels: 0/1 (n,). Newton's
-    method in float64 on the mean LogLoss, from the better of the identity ``(1, 0)`` and the
-    constant predictor ``(0, logit(base rate))``, with a tiny relative ridge on the Newton
-    system and step halving, so every accepted step lowers the loss: the result is never
-    worse than either start on these rows. Deterministic. Raises :class:`DataError` on
-    labels of one class (see the module docstring); constant logits give
-    ``(0, logit(base rate))``.
+    method in float64 on the penalised mean LogLoss, from the better of the identity ``(1,
+    0)`` and the constant predictor ``(0, logit(base rate))``, with a tiny relative ridge on
+    the Newton system and step halving, so every accepted step lowers the objective: the
+    result's LogLoss on these rows is never above the identity's, and a result above the
+    constant predictor's gives the constant predictor. Deterministic. Raises
+    :class:`DataError` on labels of one class (see the module docstring); constant logits
+    give ``(0, logit(base rate))``.
     """
     z, y = _check(logits, labels)
     rate = float(y.mean())
@@ -88,17 +99,17 @@ def fit_logit_calibration(logits: Any, labels: Any, *, max_iter: int = 100
     if z.min() == z.max():
         return 0.0, base
     starts = [(0.0, base), (1.0, 0.0)]
-    losses = [_loss(a, b, z, y) for a, b in starts]
+    losses = [_loss(a, b, z, y, prior) for a, b in starts]
     (scale, bias), f = (starts[0], losses[0]) if losses[0] <= losses[1] else (starts[1], losses[1])
     for _ in range(max_iter):
-        step = _newton_step(scale, bias, z, y)
-        decrement = -float(step @ _gradient(scale, bias, z, y))
+        step = _newton_step(scale, bias, z, y, prior)
+        decrement = -float(step @ _gradient(scale, bias, z, y, prior))
         if not decrement > 1e-20:
             break
         t = 1.0
         while t > 2.0 ** -60:
             cand = (scale + t * float(step[0]), bias + t * float(step[1]))
-            g = _loss(*cand, z, y)
+            g = _loss(*cand, z, y, prior)
             if g <= f:
                 break
             t *= 0.5
@@ -108,20 +119,25 @@ def fit_logit_calibration(logits: Any, labels: Any, *, max_iter: int = 100
         (scale, bias), f = cand, g
         if done:
             break
+    if _loss(scale, bias, z, y) > _loss(0.0, base, z, y):
+        return 0.0, base
     return float(scale), float(bias)
 
 
-def _gradient(scale: float, bias: float, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _gradient(scale: float, bias: float, z: np.ndarray, y: np.ndarray,
+              prior: float = 0.0) -> np.ndarray:
     r = _sigmoid(scale * z + bias) - y
-    return np.array([np.mean(r * z), np.mean(r)])
+    return np.array([np.mean(r * z), np.mean(r)]) + prior / z.size * np.array([scale - 1.0, bias])
 
 
-def _newton_step(scale: float, bias: float, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _newton_step(scale: float, bias: float, z: np.ndarray, y: np.ndarray,
+                 prior: float = 0.0) -> np.ndarray:
     p = _sigmoid(scale * z + bias)
     w = p * (1.0 - p)
     hess = np.array([[np.mean(w * z * z), np.mean(w * z)], [np.mean(w * z), np.mean(w)]])
+    hess += np.eye(2) * (prior / z.size)
     hess += np.diag(_RIDGE * np.diag(hess) + 1e-18)
-    grad = np.array([np.mean((p - y) * z), np.mean(p - y)])
+    grad = _gradient(scale, bias, z, y, prior)
     try:
         step = np.linalg.solve(hess, -grad)
     except np.linalg.LinAlgError:  # pragma: no cover - the ridge keeps it invertible
