@@ -132,6 +132,7 @@ def test_finetune_keeps_pruned_entries_fixed_and_trains_kept_ones(dataset):
 
 
 def test_finetune_keeps_the_pruned_model_when_no_epoch_beats_it(dataset, monkeypatch):
+    from shaver.pruning import finetune as finetune_module
     from shaver.train import loop
 
     real_fit = loop.fit
@@ -141,7 +142,7 @@ def test_finetune_keeps_the_pruned_model_when_no_epoch_beats_it(dataset, monkeyp
         result.val = dict(result.val, auc=-1.0)
         return result
 
-    monkeypatch.setattr(loop, "fit", worse_fit)
+    monkeypatch.setattr(finetune_module, "fit", worse_fit)
     model = TinyModel().eval()
     (result,) = prune(model, compute_scores("magnitude", model), [0.6], evaluate=False)
     pruned = {k: v.clone() for k, v in result.model.state_dict().items()}

@@ -160,8 +160,9 @@ def prune(
     unless ``values`` / ``heads`` / ``families`` name one).
 
     ``evaluate`` (default: when a dataset is given) adds test ``{"auc", "logloss"}``;
-    ``finetune_config`` fine-tunes each pruned model (mask fixed; fp32 plans) on ``dataset``
-    before that evaluation. Byte counts are those of the artifact ``shaver export`` writes
+    ``finetune_config`` fine-tunes each pruned model (mask fixed; fp32 plans: the values and
+    head default to fp32, a quantised plan asked for is refused) on ``dataset`` before
+    that evaluation. Byte counts are those of the artifact ``shaver export`` writes
     (with the dataset's feature map when ``include_feature_map``). Returns one
     :class:`PruneResult` per budget, in the given order.
     """
@@ -175,9 +176,12 @@ def prune(
                                   frequencies=frequencies,
                                   include_feature_map=include_feature_map, device=device,
                                   quiet=quiet)
+    if finetune_config is not None and families is None:  # fine-tuning trains fp32 plans
+        values, heads = values or ("fp32",), heads or ("fp32",)
     for budget in budgets:  # every budget checked before any work
-        if not budget.is_bytes:
-            budget.kept_entries(chooser.total)
+        candidates = candidates_for(budget, names, values=values, heads=heads,
+                                    families=families)
+        chooser.check(budget, candidates if method == "auto" else candidates[:1])
     evaluate = dataset is not None if evaluate is None else evaluate
     return [cut(chooser, names, budget, method, values=values, heads=heads, families=families,
                 evaluate=evaluate, finetune_config=finetune_config) for budget in budgets]
@@ -223,6 +227,8 @@ def open_chooser(model: nn.Module, scores: Any, method: str, *,
     check_model_interface(model)
     check_codebook_mode(codebook)
     scored = as_scores(model, scores, dataset=dataset)
+    if method == "auto":
+        check_validation(dataset)
     needs_counts = method == "auto" or codebook == "refit"
     if frequencies is None and needs_counts:
         if dataset is None:
@@ -232,7 +238,6 @@ def open_chooser(model: nn.Module, scores: Any, method: str, *,
     meta = feature_map_metadata(dataset) if include_feature_map else None
     attribution = scores if method in ("auto", "shaver") else None
     if method == "auto":
-        check_validation(dataset)
         if saw_validation(attribution):
             log.warning("auto: the attribution was computed on data including the validation "
                         "split, so its Shapley candidates are favoured in the selection; "

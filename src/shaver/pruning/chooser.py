@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from shaver.pruning.budget_aware import budget_aware_rankings
 from shaver.pruning.rankings import PAPER, Ranking
 from shaver.pruning.selection import RULE, choose, components
 from shaver.runtime.calibration import fit_logit_calibration, log_losses
-from shaver.runtime.headq import HEAD_DTYPES
+from shaver.runtime.headq import HEAD_DTYPES, check_head_dtype
 from shaver.runtime.tiered import TierSpec
 from shaver.table.budget import Budget
 from shaver.table.families import Shape, TierPlanner, default_shapes
@@ -193,11 +193,45 @@ class Chooser:
             raise BudgetError(self._refusal(budget, candidates, calibrated))
         return out
 
-    def _refusal(self, budget: Budget, candidates: Sequence[Candidate], calibrated: bool) -> str:
+    def check(self, budget: Budget, candidates: Sequence[Candidate]) -> None:
+        """Refuse ``budget`` before any work when none of ``candidates`` can serve it, with
+        the message :meth:`choose` would give after fitting them all: a kept count beyond
+        the table or only whole-row families for it, a byte budget below both ends of every
+        candidate's plan (the first two sizes its binary search tries)."""
+        if not budget.is_bytes:
+            budget.kept_entries(self.total)
+            if not any(c.family.granularity == "entry" for c in candidates):
+                raise BudgetError(self._refusal(budget, candidates, False))
+            return
+        calibrated = len(candidates) > 1
         index = 0 if budget.kind == "bytes" else 1
-        shape = self.model.embedding.weight.shape
-        ends = [np.zeros(shape, np.uint8), np.ones(shape, np.uint8)]  # nothing / all kept
-        smallest = min(self.sizes(c, t, calibrated)[index] for c in candidates for t in ends)
+        limit = budget.byte_limit(self.total * 4)
+        if not any(size <= limit for size in self._end_sizes(candidates, calibrated, index)):
+            raise BudgetError(self._refusal(budget, candidates, calibrated))
+
+    def _end_sizes(self, candidates: Sequence[Candidate], calibrated: bool,
+                   index: int) -> Iterator[int]:
+        """Sizes (artifact: ``index`` 0, table: 1) of each candidate's plan with nothing and
+        with everything kept, as its planner builds them (a family's tiers and shares)."""
+        seen = set()
+        for c in candidates:
+            planner = self.planner(c.ranking)
+            for units in (0, planner.units(c.family.granularity)):
+                # only a several-tier split of everything depends on the ranking
+                key = (c.family, c.head, units,
+                       c.ranking if units and len(c.family.tiers) > 1 else None)
+                if key not in seen:
+                    seen.add(key)
+                    yield self.sizes(c, planner.tier_map(c.family, units), calibrated)[index]
+
+    def _refusal(self, budget: Budget, candidates: Sequence[Candidate], calibrated: bool) -> str:
+        if not budget.is_bytes:
+            labels = ", ".join(sorted({c.family.label for c in candidates}))
+            return (f"budget {budget.label} counts kept entries, and the plan families "
+                    f"allowed ({labels}) keep whole rows; give a byte budget or an entry "
+                    f"family")
+        index = 0 if budget.kind == "bytes" else 1
+        smallest = min(self._end_sizes(candidates, calibrated, index))
         what = "artifact" if budget.kind == "bytes" else "table"
         heads = sorted({c.head for c in candidates})
         return (f"budget {budget.label} is below the smallest {what} this model can have at "
@@ -266,6 +300,8 @@ def candidates_for(budget: Budget, rankings: Sequence[str], *,
         families = [(r, f) for r in rankings for f in families]
     if heads is None:
         heads = HEAD_DTYPES if budget.kind == "bytes" else ("fp32",)
+    for head in heads:
+        check_head_dtype(head)
     out = [Candidate(r, f, h) for h in heads for r, f in families]
     if not out:
         raise ChooserError(f"no plan family allows the value dtypes {', '.join(values or ())}"

@@ -149,8 +149,7 @@ class Budget:
     @property
     def label(self) -> str:
         """Short human label, also a valid :meth:`parse` input: ``sparsity=0.95``."""
-        value = f"{self.value:g}" if self.kind == "sparsity" else str(self.value)
-        return f"{self.kind}={value}"
+        return f"{self.kind}={_value_text(self.value)}"
 
     @property
     def is_bytes(self) -> bool:
@@ -168,7 +167,7 @@ class Budget:
     def to_json(self) -> dict[str, Any]:
         """``{"kind", "value", "label"}`` as stored in pruned.json (a fraction's value is its
         label text, ``"1/16"``)."""
-        value = str(self.value) if isinstance(self.value, Fraction) else self.value
+        value = _value_text(self.value) if isinstance(self.value, Fraction) else self.value
         return {"kind": self.kind, "value": value, "label": self.label}
 
     def kept_entries(self, total: int) -> int:
@@ -182,6 +181,17 @@ class Budget:
             return int(self.value)
         raise BudgetError(f"budget {self.label} is resolved by the size oracle (it needs the "
                           f"model), not by a kept-entry count")
+
+
+def _value_text(value: float | int | Fraction) -> str:
+    """A budget value as its label writes it: ``0.95``, ``12000``, ``1/16`` (``1/1`` too: a
+    bare ``1`` would read back as one byte); a float in the shortest form that reads back."""
+    if isinstance(value, Fraction):
+        return f"{value.numerator}/{value.denominator}"
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def _parse_fraction(text: str) -> float:
