@@ -88,9 +88,10 @@ def embedding_state(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray, np.
     return weight, mask_np, codebook_np
 
 
-def export_artifact(source: Any, out_path: str | os.PathLike[str], *, value_dtype: str = "fp32",
-                    metadata: Mapping[str, Any] | None = None, include_feature_map: bool = True,
-                    head_dtype: str | None = None) -> ExportResult:
+def export_artifact(source: Any, out_path: str | os.PathLike[str], *,
+                    value_dtype: str | None = None, metadata: Mapping[str, Any] | None = None,
+                    include_feature_map: bool = True, head_dtype: str | None = None
+                    ) -> ExportResult:
     """Write the artifact of a cut, a pruned directory or a pruned model to ``out_path``.
 
     source: a :class:`~shaver.pruning.api.PruneResult` (what :func:`shaver.prune` returns), a
@@ -99,12 +100,15 @@ def export_artifact(source: Any, out_path: str | os.PathLike[str], *, value_dtyp
     pruned). A cut and its pruned directory give the same file, byte for byte: the record's
     :data:`INFO_KEYS`, its head precision and (when ``include_feature_map`` and the dataset
     is still there) the dataset's feature map. metadata: free JSON added to the ``info``
-    section (at most 4 KiB) plus an optional ``feature_map`` entry. ``head_dtype`` (fp32 |
-    fp16 | int8; default: the cut's, else fp32) stores the dense head quantised
-    (:mod:`shaver.runtime.headq`; format version 2). The write is atomic.
+    section (at most 4 KiB) plus an optional ``feature_map`` entry. A cut's plan decides its
+    precisions (prune with ``values`` / ``heads`` for others): ``value_dtype`` and
+    ``head_dtype`` other than the cut's are refused. For a plain model or a mask without a
+    plan, ``value_dtype`` (default fp32; int4 / int2 or ``/row`` scales: format v2) and
+    ``head_dtype`` (fp32 | fp16 | int8, default fp32; format v2 when quantised) choose how it
+    is stored. The write is atomic.
     """
     model, meta, recorded_head = _resolve_source(source, metadata, include_feature_map)
-    head_dtype = head_dtype or recorded_head
+    value_dtype, head_dtype = _storage(model, value_dtype, head_dtype, recorded_head)
     weight, mask, codebook = embedding_state(model)
     fields, specs = plan_artifact(model, mask, value_dtype, meta, head_dtype)
     arrays, table_dtype = _table_arrays(model, weight, mask, codebook, value_dtype, fields)
@@ -169,12 +173,28 @@ def _table_arrays(model: torch.nn.Module, weight: np.ndarray, mask: np.ndarray,
     return arrays, tiers_first_order_dtype(plan.tiers)
 
 
+def _storage(model: torch.nn.Module, value_dtype: str | None, head_dtype: str | None,
+             recorded_head: str | None) -> tuple[str, str]:
+    """(value dtype, head dtype) an export writes: a plan's own, or the ones asked for."""
+    tiers = getattr(model.embedding, "tiers", None)
+    if tiers is not None:
+        own = "+".join(t.label for t in tiers)
+        if value_dtype is not None and value_dtype != own:
+            raise ArtifactError(f"this cut's plan stores its values as {own}, not {value_dtype}: "
+                                f"the precisions are the cut's (prune with --values / --head)")
+        value_dtype = "fp32"  # a one-tier fp32 plan is written as v1, the others by their tiers
+    if recorded_head is not None and head_dtype not in (None, recorded_head):
+        raise ArtifactError(f"this cut's head is stored as {recorded_head}, not {head_dtype}: "
+                            f"the precisions are the cut's (prune with --values / --head)")
+    return value_dtype or "fp32", head_dtype or recorded_head or "fp32"
+
+
 def _resolve_source(source: Any, metadata: Mapping[str, Any] | None, include_feature_map: bool
-                    ) -> tuple[torch.nn.Module, dict[str, Any], str]:
-    """(model, artifact metadata, recorded head dtype) of an export's source."""
+                    ) -> tuple[torch.nn.Module, dict[str, Any], str | None]:
+    """(model, artifact metadata, recorded head dtype or None) of an export's source."""
     meta = dict(metadata or {})
     if isinstance(source, torch.nn.Module):
-        return source, meta, "fp32"
+        return source, meta, None
     if hasattr(source, "model") and hasattr(source, "info"):  # a PruneResult
         model, record = source.model, source.info
     else:
@@ -189,7 +209,8 @@ def _resolve_source(source: Any, metadata: Mapping[str, Any] | None, include_fea
         feature_map = feature_map_of(record.get("dataset", {}).get("path"))
         if feature_map is not None:
             meta["feature_map"] = feature_map
-    return model, {**info, **meta}, str(record.get("head_dtype", "fp32"))
+    head = record.get("head_dtype")  # None: a cut from before plans recorded their head
+    return model, {**info, **meta}, None if head is None else str(head)
 
 
 __all__ = ["Artifact", "ExportResult", "SectionSpec", "embedding_state", "export_artifact",

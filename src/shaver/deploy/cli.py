@@ -31,15 +31,15 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=("shaver", "onnx", "executorch"), default="shaver",
                    help="shaver artifact (default), ONNX graph, or ExecuTorch .pte program "
                    "(needs the optional executorch package)")
-    p.add_argument("--dtype", choices=VALUE_CHOICES, default="fp32", metavar="DTYPE",
-                   help="storage of the kept embedding values: fp32 (default), fp16, int8 "
-                   "(format v1), int4 / int2 (packed, format v2), with /field or /row scales "
-                   "(e.g. int4/row). A directory pruned with tiers (shaver prune "
-                   "--table-bytes) keeps its own tiers")
-    p.add_argument("--head", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="storage of the dense head (int8: per-output-channel scales; format "
-                   "v2) and, when more compact than --dtype, of the first-order weights "
-                   "(default fp32)")
+    p.add_argument("--dtype", choices=VALUE_CHOICES, default=None, metavar="DTYPE",
+                   help="a cut of shaver prune is written with its own plan's precisions "
+                   "(prune with --values / --head for others; a different --dtype is refused). "
+                   "For a pruned directory without a plan: fp32 (default), fp16, int8 "
+                   "(format v1), int4 / int2 (packed, format v2), with /field or /row scales")
+    p.add_argument("--head", choices=("fp32", "fp16", "int8"), default=None,
+                   help="storage of the dense head: the cut's own (a different one is "
+                   "refused); for a directory without a plan fp32 (default), fp16 or int8 "
+                   "(per-output-channel scales; format v2)")
     p.add_argument("--out", metavar="FILE", help="output file (default: DIR/model.shaver, "
                    "DIR/model.onnx or DIR/model.pte)")
     p.add_argument("--no-feature-map", action="store_true",
