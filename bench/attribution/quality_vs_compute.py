@@ -99,11 +99,12 @@ def test_metrics(model, scores, dataset, sparsities, auto: bool = False
 
 
 def reuse_single_shot_scores() -> None:
-    """auto's magnitude / Taylor candidates: computed once, then reused (same model)."""
-    import shaver.pruning.auto as auto_mod
+    """auto's magnitude / Taylor candidates (the chooser's single-shot rankings): computed
+    once, then reused (same model)."""
+    import shaver.pruning.rankings as rankings_mod
 
     cache: dict = {}
-    original = auto_mod.compute_scores
+    original = rankings_mod.compute_scores
 
     def cached(scorer, model, **kw):
         key = (scorer, id(model), kw.get("placeholder"), kw.get("data"))
@@ -111,7 +112,7 @@ def reuse_single_shot_scores() -> None:
             cache[key] = original(scorer, model, **kw)
         return cache[key]
 
-    auto_mod.compute_scores = cached
+    rankings_mod.compute_scores = cached
 
 
 def capped_curve(model, dataset, label: str, kw: dict, caps: list[float], work: Path,

@@ -2,8 +2,10 @@
 
 MovieLens-100k DeepFM (400-400-400 MLP with batch norm, d = 16; ``--model dcn-mix`` for
 DCN-Mix), trained here (or reused from ``--workdir``), Shaver attribution (codebook placeholder, ``--samples`` walks), then
-for each sparsity the same cut exported with values fp32 / int8 and head fp32 / fp16 /
-int8. AUC and LogLoss are measured on the test split by running the ARTIFACT (its
+for each sparsity the same cut (the paper's ranking through the chooser, one fixed
+candidate per precision pair: ``cut(..., values=[v], heads=[h])``) exported with values
+fp32 / int8 (one tier of the plan: fp32 writes format v1, int8 a v2 tier with per-field
+scales) and head fp32 / fp16 / int8. AUC and LogLoss are measured on the test split by running the ARTIFACT (its
 dequantised tensors in torch). The baseline, in the same run: the dense fp32 file
 (sparsity 0, fp32 values and head) and, per cut, the fp32-head artifact.
 
@@ -61,20 +63,23 @@ def artifact_metrics(path: Path, dataset) -> dict[str, float]:
 
 def measure(model, dataset, attribution, sparsities: list[float]) -> dict:
     from shaver.deploy.artifact import export_artifact
-    from shaver.pruning.api import Pruner
+    from shaver.pruning.api import cut, open_chooser
+    from shaver.table.budget import Budget
     from shaver.table.size import feature_map_metadata
 
     meta = feature_map_metadata(dataset) or {}
-    pruner = Pruner(model, attribution, dataset=dataset)
+    # the paper's ranking, sorted once; each (values, head) is its fixed candidate at the
+    # budget: the same kept entries, stored in that value dtype (one tier) and head dtype
+    chooser, names = open_chooser(model, attribution, "shaver", dataset=dataset, device="cpu")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         dense = export_artifact(model, Path(tmp) / "dense.shaver", metadata=meta)
         base = {"bytes": dense.bytes, **artifact_metrics(dense.path, dataset)}
         for sparsity in sparsities:
-            pruned = pruner.cut(sparsity).model
             for values, head in GRID:
-                out = export_artifact(pruned, Path(tmp) / "a.shaver", value_dtype=values,
-                                      head_dtype=head, metadata=meta)
+                pruned = cut(chooser, names, Budget.sparsity(sparsity), "shaver",
+                             values=[values], heads=[head], evaluate=False)
+                out = export_artifact(pruned, Path(tmp) / "a.shaver", metadata=meta)
                 rows.append({"sparsity": sparsity, "values": values, "head": head,
                              "bytes": out.bytes, "of_dense": out.bytes / dense.bytes,
                              "head_bytes": out.breakdown["head"],

@@ -8,10 +8,12 @@ Command (the lead's quiet-machine run; --quick for a smoke test)::
 Measured in one run, medians of --repeats:
 
 * load: reading the attribution file (safetensors) once;
-* sort: the one-time sort of the n*d scores (Pruner construction);
-* cut: one new budget from the sorted order -> pruned DeepFM (mask + MaskedEmbedding copy),
-  for sparsity budgets, and for a byte budget (binary search with the exact size predictor);
-  target < 1 s at 1M x 16;
+* sort: the one-time sort of the n*d scores (``open_chooser`` with the paper's method, then
+  its ranking's :class:`~shaver.table.families.TierPlanner`: the stable sort of entries and
+  of rows, kept by the chooser for every later budget);
+* cut: one new budget from the sorted order -> pruned DeepFM (``cut`` with the paper's fixed
+  candidate: tier map + plan module copy), for sparsity budgets, and for a byte budget (the
+  chooser's binary search over the size oracle ``plan_bytes``); target < 1 s at 1M x 16;
 * baseline "re-sort per budget": sort + cut for every budget (what a tool without the stored
   order pays); ratio = cut / (sort + cut);
 * one training epoch of DeepFM on a Criteo-shaped dataset (36.7M train rows = 80 % of
@@ -34,8 +36,11 @@ import torch.nn.functional as F
 
 from shaver.attribution.result import Attribution
 from shaver.models.registry import build_model
-from shaver.pruning.api import Pruner
+from shaver.pruning.api import cut, open_chooser
+from shaver.pruning.chooser import FP32
+from shaver.pruning.rankings import PAPER
 from shaver.table.budget import Budget
+from shaver.table.size import plan_bytes
 from shaver.train.checkpoint import model_fingerprint
 from shaver.train.device import pick_device
 
@@ -113,18 +118,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = attribution.save(Path(tmp) / "attribution.safetensors")
         t_load, stored = median_time(lambda: Attribution.load(path), args.repeats)
-    t_sort, pruner = median_time(lambda: Pruner(model, stored), args.repeats)
+
+    def sorted_once():
+        chooser, names = open_chooser(model, stored, "shaver", dataset=None)
+        chooser.planner(PAPER)  # the one stable sort, kept for every later budget
+        return chooser, names
+
+    def new_budget(budget: Budget):
+        return cut(chooser, names, budget, "shaver", evaluate=False)
+
+    t_sort, (chooser, names) = median_time(sorted_once, args.repeats)
     sparsities = [0.5, 0.8, 0.95, 0.99, 0.999][: max(args.repeats, 1)]
     cut_times = []
     for s in sparsities:
         start = time.perf_counter()
-        pruner.cut(Budget.sparsity(s))
+        new_budget(Budget.sparsity(s))
         cut_times.append(time.perf_counter() - start)
     t_cut = statistics.median(cut_times)
-    full = pruner.size_of(np.ones((n, d), bool))
-    empty = pruner.size_of(np.zeros((n, d), bool))
+    full, _ = plan_bytes(model, np.ones((n, d), np.uint8), FP32.tiers)
+    empty, _ = plan_bytes(model, np.zeros((n, d), np.uint8), FP32.tiers)
     byte_budget = Budget.bytes_(int(empty + 0.2 * (full - empty)))
-    t_bytes, result = median_time(lambda: pruner.cut(byte_budget), max(1, args.repeats // 2))
+    t_bytes, result = median_time(lambda: new_budget(byte_budget), max(1, args.repeats // 2))
     t_resort = t_sort + t_cut
     device = pick_device(args.device)
     t_epoch = train_epoch_seconds(model, args.train_batches, 4096, seed=0, device=device)

@@ -1,6 +1,7 @@
 """The bytes frontier: at table-byte budgets 1/4 .. 1/128 of the fp32 table, the default
-(``plan_for_bytes``: sparsity x bits x tiers chosen on validation) against PTQ alone and
-pruning alone (the paper's Shaver, fp32 kept values), all on exact table bytes.
+(``prune(method="auto")`` at budget ``1/N``: the chooser's rankings x sparsity x bits x
+tiers, chosen on validation) against PTQ alone and pruning alone (the paper's Shaver, fp32
+kept values), all on exact table bytes.
 
     nice -n 10 .venv/bin/python bench/pruning/bytes_frontier.py --work runs/bytes-frontier \
         --threads 1 --attr-seconds 240 [--models deepfm,dcn-mix] [--seeds 0,1,2]
@@ -12,10 +13,13 @@ placeholder, train+val, tolerance 0.01 or --attr-seconds), then:
 * PTQ alone: int8 / int4 / int2 with field or row scales, no pruning (one tier holding every
   entry; its table = values + scales, no index, no codebook); the reference at a budget is the
   largest PTQ table within it (the best of the two scale granularities at that size);
-* pruning alone: Shaver's |phi| order, fp32 kept values, the largest cut whose table fits;
-* default: the plan ``plan_for_bytes`` picks on validation among every family.
+* pruning alone: Shaver's |phi| order, fp32 kept values, the largest cut whose table fits
+  (``prune(method="shaver")`` at the same ``1/N`` budget: the paper's fixed candidate);
+* default: the cut ``prune(method="auto")`` chooses on validation among every candidate
+  (:func:`shaver.pruning.chooser.candidates_for`), recalibrated.
 
-Table bytes = kept values + index + scales + codebook of the v2 artifact, exact. Writes
+Table bytes = kept values + index + scales + codebook of the artifact, exact
+(:func:`shaver.table.size.plan_bytes`, the chooser's size oracle). Writes
 frontier.json in --work and prints one markdown table per (model, seed).
 """
 
@@ -32,8 +36,11 @@ import torch
 from grid_data import open_grid_dataset
 from quality_grid import attribution, attribution_summary, trained
 
-from shaver.pruning.bytes_search import plan_for_bytes
-from shaver.runtime.tiered import TierSpec, plan_tiered
+from shaver.errors import BudgetError
+from shaver.pruning.api import prune
+from shaver.runtime.tiered import TierSpec
+from shaver.table.budget import Budget
+from shaver.table.size import plan_bytes
 from shaver.table.tiers import tiered_copy
 from shaver.train.evaluation import evaluate
 
@@ -43,14 +50,12 @@ PTQ = [TierSpec(d, s) for d in ("int8", "int4", "int2") for s in ("field", "row"
 
 def ptq_rows(model, dataset) -> list[dict]:
     """Every entry kept, one tier of each PTQ dtype: exact table bytes, val and test AUC."""
-    from shaver.table.size import table_bytes
-
     n, d = model.embedding.weight.shape
     tmap = np.ones((n, d), np.uint8)
     rows = []
     for spec in PTQ:
         model_q = tiered_copy(model, tmap, [spec], torch.zeros(len(model.field_dims), d))
-        size = table_bytes(plan_tiered(tmap, model.field_dims, d, [spec])[1])
+        size = plan_bytes(model, tmap, [spec])[1]
         val = evaluate(model_q, dataset, "val", device=quality_grid.DEVICE)
         test = evaluate(model_q, dataset, "test", device=quality_grid.DEVICE)
         rows.append({"plan": f"ptq {spec.label}", "table_bytes": size,
@@ -61,30 +66,38 @@ def ptq_rows(model, dataset) -> list[dict]:
 
 def budget_row(model, attr, dataset, fraction: int, ptq: list[dict]) -> dict:
     fp32 = model.embedding.weight.numel() * 4
-    chosen, record = plan_for_bytes(model, attr, f"1/{fraction}", dataset,
-                                    device=quality_grid.DEVICE, test_candidates=True)
-    limit = record["budget"]["value"]
-    prune_only = next((c for c in record["candidates"] if c["plan"] == "fp32/entry"), None)
+    budget = Budget.parse(f"1/{fraction}")
+    limit = budget.byte_limit(fp32)
+    chosen = prune(model, attr, budget, method="auto", dataset=dataset,
+                   device=quality_grid.DEVICE)[0]
+    record = chosen.info
+    try:  # the paper's cut alone at the same table budget (its fixed candidate)
+        prune_only = prune(model, attr, budget, method="shaver", dataset=dataset,
+                           device=quality_grid.DEVICE)[0]
+    except BudgetError:  # not even nothing kept fits in fp32
+        prune_only = None
     fitting = [p for p in ptq if p["table_bytes"] <= limit]
     ptq_ref = None
     if fitting:
         size = max(p["table_bytes"] for p in fitting)
         ptq_ref = max((p for p in fitting if p["table_bytes"] == size), key=lambda p: p["auc"])
     return {"fraction": f"1/{fraction}", "limit": limit, "fp32_table": fp32,
-            "default": {"plan": record["plan"], "kept": record["kept"],
-                        "table_bytes": record["table_bytes"],
-                        "artifact_bytes": record["artifact_bytes"],
-                        "val_auc": record["val"]["auc"], **record["metrics"]},
+            "default": {"plan": record["plan"], "winner": record["winner"],
+                        "kept": chosen.kept, "table_bytes": chosen.table_bytes,
+                        "artifact_bytes": chosen.artifact_bytes,
+                        "val_auc": record["val_metrics"]["auc"], **chosen.metrics},
             "prune_only": None if prune_only is None else {
-                "kept": prune_only["kept"], "table_bytes": prune_only["table_bytes"],
-                "val_auc": prune_only["val"]["auc"], **prune_only["test"]},
-            "ptq": ptq_ref, "candidates": record["candidates"]}
+                "kept": prune_only.kept, "table_bytes": prune_only.table_bytes,
+                "val_auc": float(evaluate(prune_only.model, dataset, "val",
+                                          device=quality_grid.DEVICE)["auc"]),
+                **prune_only.metrics},
+            "ptq": ptq_ref, "candidates": record["selection"]["candidates"]}
 
 
 def print_table(title: str, base: dict, rows: list[dict]) -> None:
     print(f"\n### {title} (base: test AUC {base['auc']:.4f}, fp32 table "
           f"{rows[0]['fp32_table']:,} bytes)\n")
-    print("| budget | bytes | default plan | kept | table bytes | AUC | PTQ alone (largest within) "
+    print("| budget | bytes | default (ranking, plan) | kept | table bytes | AUC | PTQ alone (largest within) "
           "| AUC | pruning alone (fp32) table bytes | AUC | default - best ref |")
     print("| --- | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -95,7 +108,7 @@ def print_table(title: str, base: dict, rows: list[dict]) -> None:
             if ptq else ("none fits", "n/a")
         pr_cell = (f"{pr['table_bytes']:,} (kept {pr['kept']:,})", f"{pr['auc']:.4f}") \
             if pr else ("-", "n/a")
-        print(f"| {r['fraction']} | {r['limit']:,} | {dft['plan']} | {dft['kept']:,} | "
+        print(f"| {r['fraction']} | {r['limit']:,} | {dft.get('winner') or dft['plan']} | {dft['kept']:,} | "
               f"{dft['table_bytes']:,} | {dft['auc']:.4f} | {ptq_cell[0]} | {ptq_cell[1]} | "
               f"{pr_cell[0]} | {pr_cell[1]} | {gap:+.4f} |")
 
@@ -109,8 +122,8 @@ def print_summary(results: dict) -> None:
     for group, runs in groups.items():
         print(f"\n### {group}: mean test AUC over {len(runs)} seed(s)\n")
         print("| budget | default | PTQ alone (largest within) | pruning alone | "
-              "default - PTQ | default - pruning |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+              "default - PTQ | default - pruning | LogLoss default | LogLoss pruning |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for i, row in enumerate(runs[0]["budgets"]):
             cells = [r["budgets"][i] for r in runs]
             dft = np.mean([c["default"]["auc"] for c in cells])
@@ -118,8 +131,16 @@ def print_summary(results: dict) -> None:
             pr = [c["prune_only"]["auc"] for c in cells if c["prune_only"]]
             ptq_m = np.mean(ptq) if len(ptq) == len(cells) else float("nan")
             pr_m = np.mean(pr) if len(pr) == len(cells) else float("nan")
+            ll_d = _mean([c["default"].get("logloss") for c in cells])
+            ll_p = _mean([(c["prune_only"] or {}).get("logloss") for c in cells])
             print(f"| {row['fraction']} | {dft:.4f} | {_fmt(ptq_m)} | {_fmt(pr_m)} | "
-                  f"{_fmt(dft - ptq_m, '+.4f')} | {_fmt(dft - pr_m, '+.4f')} |")
+                  f"{_fmt(dft - ptq_m, '+.4f')} | {_fmt(dft - pr_m, '+.4f')} | "
+                  f"{_fmt(ll_d)} | {_fmt(ll_p)} |")
+
+
+def _mean(values: list) -> float:
+    """Mean over every seed, nan when a seed lacks the value."""
+    return float(np.mean(values)) if values and None not in values else float("nan")
 
 
 def _fmt(value: float, spec: str = ".4f") -> str:

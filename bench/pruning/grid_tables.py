@@ -59,6 +59,7 @@ def target_lines(rows: list[dict]) -> list[str]:
     """Per sparsity: auto's test AUC against the best baseline (paper's Shaver, magnitude,
     random, Taylor, and the all-pruned floor = any method at sparsity 1.0) and the paper's."""
     cells = {(r["method"], r["sparsity"]): r["auc"] for r in rows if r.get("sparsity")}
+    losses = {(r["method"], r["sparsity"]): r["logloss"] for r in rows if r.get("sparsity")}
     floor = max((auc for (m, s), auc in cells.items() if s == 1.0 and m != "auto"),
                 default=float("nan"))
     out = []
@@ -68,9 +69,13 @@ def target_lines(rows: list[dict]) -> list[str]:
         base = {m: cells[(m, s)] for m in BASELINES if (m, s) in cells}
         best_name, best = max([*base.items(), ("floor", floor)], key=lambda kv: kv[1])
         paper = base.get("shaver-cb/abs/fixed", float("nan"))
+        loss, paper_loss = losses[(method, s)], losses.get(("shaver-cb/abs/fixed", s))
+        vs_loss = "" if paper_loss is None else (
+            f"; LogLoss {loss:.4f} vs paper {paper_loss:.4f} "
+            f"({'at or below' if loss <= paper_loss else 'ABOVE'})")
         out.append(f"target {s:g}: auto {auc:.4f} vs best baseline {best_name} {best:.4f} "
                    f"({auc - best:+.4f}; {'met' if auc >= best - 0.002 else 'MISSED'}), "
-                   f"vs paper {auc - paper:+.4f}")
+                   f"vs paper {auc - paper:+.4f}{vs_loss}")
     return out
 
 

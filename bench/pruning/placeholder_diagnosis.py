@@ -31,10 +31,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from shaver.attribution.result import Attribution
-from shaver.pruning.api import Pruner
-from shaver.pruning.auto import zero_placeholder
+from shaver.pruning.api import cut, open_chooser
+from shaver.pruning.rankings import zero_placeholder
 from shaver.pruning.scorers import data_frequencies, shapley_scores
 from shaver.table.budget import Budget
+from shaver.table.order import PruneOrder
 from shaver.train.checkpoint import load_run, open_run_dataset
 
 SPARSITIES = (0.5, 0.9, 0.95, 0.99, 0.999)
@@ -112,15 +113,17 @@ def main() -> None:
     y_test = np.asarray(dataset.labels("test"), dtype=np.float64)
     freq_test = np.bincount(x_test.reshape(-1), minlength=dataset.num_features).astype(float)
     scores = shapley_scores(attr)
-    pruners = {"codebook": Pruner(model, scores, frequencies=freq_attr),
-               "zero": Pruner(model, zero_placeholder(scores), frequencies=freq_attr)}
+    # the paper's cut (one fixed candidate: |phi| order, fp32 values) with each placeholder
+    choosers = {name: open_chooser(model, s, "scores", dataset=dataset, frequencies=freq_attr)
+                for name, s in (("codebook", scores), ("zero", zero_placeholder(scores)))}
+    paper_order = PruneOrder(scores.values, "abs")
     weight = model.embedding.weight.detach().numpy().astype(np.float64)
     out = []
     for s in SPARSITIES:
         row = {"sparsity": s}
         probs = {}
-        for name, pruner in pruners.items():
-            pruned = pruner.cut(s).model
+        for name, (chooser, names) in choosers.items():
+            pruned = cut(chooser, names, Budget.sparsity(s), "scores", evaluate=False).model
             probs[name] = probabilities(pruned, x_test)
             row[f"auc_{name}"] = roc_auc_score(y_test, probs[name])
             row[f"auc_{name}_bn"] = roc_auc_score(
@@ -130,8 +133,7 @@ def main() -> None:
                     row[f"auc_{name}_{parts}"] = roc_auc_score(
                         y_test, probabilities(pruned, x_test, parts))
         row["ci_zero_minus_cb"] = paired_bootstrap(y_test, probs["zero"], probs["codebook"])
-        paper = pruners["codebook"]
-        mask = paper.order.mask(paper.resolve(Budget.sparsity(s)))
+        mask = paper_order.mask(Budget.sparsity(s).kept_entries(paper_order.total))
         row.update(distortion(weight, mask, attr.codebook.numpy().astype(np.float64),
                               model.field_dims, freq_test))
         out.append(row)

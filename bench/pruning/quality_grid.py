@@ -15,14 +15,16 @@ For each model (DeepFM, DCN-Mix; paper sizes: d = 16, MLP 400-400-400): train on
 early stopping on val AUC), attribute once per placeholder (codebook, zero; train+val,
 tolerance 0.01 or --attr-seconds), then prune with every method at every sparsity:
 
-* auto (the default of ``shaver prune``): per sparsity, the best candidate cut on the
-  validation split (see shaver.pruning.auto), test metrics and the winning candidate; it uses
-  the codebook attribution only, so its attribution compute equals the paper's Shaver's;
+* auto (the default of ``shaver prune``): per sparsity, the cut the chooser
+  (shaver.pruning.chooser) picks on the validation split, recalibrated, test metrics and the
+  winning candidate; it uses the codebook attribution only, so its attribution compute
+  equals the paper's Shaver's;
 * shaver-cb/abs/fixed = the paper's Shaver; shaver-cb (codebook placeholder) and shaver-zero,
   orders abs / signed, codebook fixed / refit (refit only for the codebook placeholder);
   shaver-cb/abs/zero-ph: the paper's ranking with 0 as placeholder;
 * budget-aware/abs: the semivalue of the codebook attribution's bins centred on each cut's
-  active kept fraction (shaver.pruning.budget_aware), codebook placeholder;
+  active kept fraction (shaver.pruning.budget_aware.budget_aware_rankings at the paper's
+  kept count), codebook placeholder, cut as one fixed candidate;
 * magnitude |w| and random (seeded) and taylor |w dL/dw| (zero placeholder), abs order;
 * ptq int16 / int8 / int4, per row and per table (no sparsity; placed by bytes);
 * with --finetune N: the FINETUNED methods again, each pruned model fine-tuned (mask fixed).
@@ -119,7 +121,7 @@ def method_rows(model, dataset, attrs, sparsities, seed: int, freq,
 
 def variants(model, dataset, attrs, seed: int) -> list[tuple]:
     """(label, scores, order, codebook) of every method with one ranking for all budgets."""
-    from shaver.pruning.auto import zero_placeholder
+    from shaver.pruning.rankings import zero_placeholder
     from shaver.pruning.scorers import shapley_scores
 
     out = []
@@ -147,23 +149,29 @@ def auto_rows(model, dataset, attr, sparsities, freq) -> list[dict]:
         rows.append({"method": "auto", "sparsity": r.budget.value, "kept": r.kept,
                      "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
                      "logloss": r.metrics["logloss"], "seconds": round(r.seconds, 4),
-                     "winner": r.info["winner"], "candidates": r.info["auto"]["candidates"]})
+                     "winner": r.info["winner"],
+                     "candidates": r.info.get("selection", {}).get("candidates")})
     print(f"  auto: {time.perf_counter() - started:.1f} s", flush=True)
     if attr.bins is not None:
-        from shaver.pruning.auto import AutoContext
-        from shaver.pruning.budget_aware import budget_aware_cut
+        from shaver.pruning.budget_aware import budget_aware_rankings
         from shaver.table.budget import Budget
-        from shaver.train.loop import evaluate as evaluate_split
 
-        ctx = AutoContext(model, attr, dataset, freq, device=DEVICE)
+        total = model.embedding.weight.numel()
         for sparsity in sparsities:
-            r = budget_aware_cut(ctx, Budget.sparsity(sparsity))
-            m = evaluate_split(r.model, dataset, "test", device=DEVICE)
+            # the budget-aware ranking at the paper's kept count (as the chooser builds it),
+            # cut as one fixed candidate: its codebook placeholder, |score| order, fp32
+            began = time.perf_counter()  # scores + cut, as auto's seconds (no test pass)
+            kept = Budget.sparsity(sparsity).kept_entries(total)
+            ranks, record = budget_aware_rankings(attr, kept, freq)
+            ranked = time.perf_counter() - began
+            r = prune(model, ranks[0].scores, [sparsity], method="scores", dataset=dataset,
+                      frequencies=freq, include_feature_map=False, device=DEVICE)[0]
             rows.append({"method": "budget-aware/abs/fixed", "sparsity": sparsity,
-                         "kept": r.kept, "bytes": r.artifact_bytes, "auc": m["auc"],
-                         "logloss": m["logloss"], "seconds": round(r.seconds, 4),
-                         "centre": r.info["semivalue_centre"],
-                         "active_kept_fraction": r.info["active_kept_fraction"]})
+                         "kept": r.kept, "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
+                         "logloss": r.metrics["logloss"],
+                         "seconds": round(ranked + r.seconds, 4),
+                         "centre": record["semivalue_centre"],
+                         "active_kept_fraction": record["active_kept_fraction"]})
     return rows
 
 
