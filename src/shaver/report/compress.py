@@ -7,14 +7,18 @@ paper's method and the baselines), so its bytes come from the one size oracle
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from shaver.deploy.artifact import export_artifact
+from shaver.deploy.fleet_manifest import file_sha256
 from shaver.errors import BudgetError
 from shaver.pruning.api import prune
 from shaver.pruning.scorers import compute_scores
@@ -180,9 +184,12 @@ def _cuts(ctx: CellContext, attribution: Any, labels: Sequence[str], method: str
 
 def _rows(ctx: CellContext, method: str, results: Sequence[Any],
           labels: Sequence[str] | None = None) -> list[ResultRow]:
-    """Result rows of cuts (their test metrics come from ``prune``)."""
+    """Result rows of cuts (their test metrics come from ``prune``; the sha256 of the
+    artifact ``shaver export`` writes for each)."""
     rows = []
     for i, result in enumerate(results):
+        with tempfile.TemporaryDirectory() as tmp:
+            sha = file_sha256(export_artifact(result, Path(tmp) / "a.shaver").path)
         row = result.row()
         mask = result.model.embedding.mask.detach().cpu().numpy().astype(bool)
         rows.append(ctx.row(
@@ -190,5 +197,6 @@ def _rows(ctx: CellContext, method: str, results: Sequence[Any],
             sparsity=row["sparsity"], kept=row["kept"], total=row["total"],
             table_bytes=row["table_bytes"], artifact_bytes=row["artifact_bytes"],
             auc=float(row["auc"]), logloss=float(row["logloss"]), seconds=row["seconds"],
-            kept_per_field=_per_field(mask, ctx.base.field_dims), winner=row["winner"]))
+            kept_per_field=_per_field(mask, ctx.base.field_dims), winner=row["winner"],
+            artifact_sha256=sha))
     return rows

@@ -23,6 +23,8 @@ One **result row** per (dataset, model, method, budget, seed)::
     finetuned       bool
     kept_per_field  list[int]|None  kept scalars per field (for the per-field share plot)
     winner          str|None  method "auto": the candidate cut chosen on validation
+    artifact_sha256 str|None  sha256 of the artifact ``shaver export`` writes for this cut
+                           (the same file ``shaver prune`` / ``shaver fleet`` write for it)
 
 The **report document** (``report.json``) is one JSON object::
 
@@ -79,6 +81,7 @@ class ResultRow:
     finetuned: bool = False
     kept_per_field: list[int] | None = field(default=None)
     winner: str | None = None
+    artifact_sha256: str | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -131,7 +134,7 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, str):
             value = json.loads(value)
         return [_as_int(name, v) for v in value]
-    if name == "winner":
+    if name in ("winner", "artifact_sha256"):
         return None if value in (None, "") else str(value)
     return str(value)
 
