@@ -1,4 +1,6 @@
-"""Small file helpers shared by every stage: atomic writes and versioned JSON documents.
+"""Small file helpers shared by every stage: atomic writes, versioned JSON documents and the
+one YAML loader (:func:`load_yaml`) of every user-written YAML file (data spec, train config,
+fleet file).
 
 Nothing is left half-written: output goes to a hidden temporary file in the target's folder
 and is renamed over the target only once complete. Importing this module does not import torch.
@@ -97,3 +99,71 @@ def read_tensors(
     except (SafetensorError, OSError, ValueError) as exc:
         raise error(f"{path}: {problem} ({exc})") from exc
     return tensors, metadata
+
+
+#: A YAML document may expand (through aliases) to at most this many nodes per byte of text,
+#: or :data:`YAML_MIN_NODES`, whichever is more. Plain YAML has fewer nodes than bytes.
+YAML_NODES_PER_BYTE = 4
+YAML_MIN_NODES = 10_000
+
+
+def load_yaml(text: str, where: str | os.PathLike[str], error: type[ShaverError]) -> Any:
+    """Parse one YAML document with PyYAML's safe loader, refusing what expands out of
+    proportion to its size.
+
+    Aliases let a few hundred bytes stand for billions of nodes ("billion laughs"); building
+    them (or an error message echoing them) would take gigabytes. The document's node graph
+    is measured first, each alias counted at its full expanded size, and refused with
+    ``error`` when it exceeds ``max(YAML_MIN_NODES, YAML_NODES_PER_BYTE * len(text))``; a
+    recursive alias or nesting deeper than Python's recursion limit is refused too. Syntax
+    errors propagate as ``yaml.YAMLError`` (callers word them with file and line).
+    """
+    import yaml  # here, not at the top: the numpy-only runtime imports this module
+
+    limit = max(YAML_MIN_NODES, YAML_NODES_PER_BYTE * len(text))
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            size = _expanded_nodes(node, {}, set(), limit)
+        except RecursionError:
+            raise error(f"{where}: YAML nested too deeply") from None
+        except _RecursiveAlias:
+            raise error(f"{where}: a YAML alias refers to itself (recursive data); refused") \
+                from None
+        if size > limit:
+            raise error(f"{where}: YAML aliases expand to over {limit:,} nodes, out of "
+                        f"proportion to its {len(text):,} characters; refused")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class _RecursiveAlias(Exception):
+    pass
+
+
+def _expanded_nodes(node: Any, sizes: dict[int, int], open_: set[int], limit: int) -> int:
+    """Nodes of ``node`` with every alias expanded (stops counting past ``limit``)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise _RecursiveAlias
+    value = node.value
+    if not isinstance(value, list):  # a scalar
+        return 1
+    open_.add(key)
+    total = 1
+    for item in value:
+        for child in (item if isinstance(item, tuple) else (item,)):  # mapping: (key, value)
+            total += _expanded_nodes(child, sizes, open_, limit)
+            if total > limit:
+                break
+        if total > limit:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total

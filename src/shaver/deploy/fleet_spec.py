@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shaver.errors import BudgetError, ShaverError
+from shaver.errors import BudgetError, ShaverError, shown
 from shaver.pruning.budget import Budget
 from shaver.runtime.headq import HEAD_DTYPES
 
@@ -78,7 +78,7 @@ def parse_fleet(doc: Any, where: str = "<fleet>") -> list[DeviceClass]:
         raise FleetError(f"{where}: expected a mapping with a 'classes:' list")
     unknown = sorted(str(k) for k in doc if k != "classes")
     if unknown:
-        raise FleetError(f"{where}: unknown key {unknown[0]!r} (expected only 'classes')")
+        raise FleetError(f"{where}: unknown key {shown(unknown[0])} (expected only 'classes')")
     items = doc["classes"]
     if not isinstance(items, list) or not items:
         raise FleetError(f"{where}: 'classes' must be a non-empty list of device classes")
@@ -87,7 +87,7 @@ def parse_fleet(doc: Any, where: str = "<fleet>") -> list[DeviceClass]:
     for i, item in enumerate(items):
         cls = _parse_class(item, f"{where}: classes[{i}]")
         if cls.name in seen:
-            raise FleetError(f"{where}: classes[{i}]: duplicate class name {cls.name!r}")
+            raise FleetError(f"{where}: classes[{i}]: duplicate class name {shown(cls.name)}")
         seen.add(cls.name)
         classes.append(cls)
     return classes
@@ -98,18 +98,18 @@ def _parse_class(item: Any, where: str) -> DeviceClass:
         raise FleetError(f"{where}: a class must be a mapping with keys {', '.join(CLASS_KEYS)}")
     for key in item:
         if key not in CLASS_KEYS:
-            raise FleetError(f"{where}: unknown key {key!r} (expected {', '.join(CLASS_KEYS)})")
+            raise FleetError(f"{where}: unknown key {shown(key)} (expected {', '.join(CLASS_KEYS)})")
     name = item.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise FleetError(f"{where}: name must be a string of letters, digits, '.', '_' or '-' "
-                         f"(it names the artifact file), got {name!r}")
+                         f"(it names the artifact file), got {shown(name)}")
     where = f"{where} ({name})"
     if "bytes" not in item:
         raise FleetError(f"{where}: missing key 'bytes' (the whole-artifact budget, e.g. 2MiB)")
     raw = item["bytes"]
     try:
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise BudgetError(f"expected a byte size such as 2MiB or 500000, got {raw!r}")
+            raise BudgetError(f"expected a byte size such as 2MiB or 500000, got {shown(raw)}")
         budget = Budget.bytes_(raw)
     except BudgetError as exc:
         raise FleetError(f"{where}: bytes: {exc}") from None
@@ -119,6 +119,6 @@ def _parse_class(item: Any, where: str) -> DeviceClass:
     for key, (allowed, default) in fields.items():
         value = item.get(key, default)
         if value not in allowed:
-            raise FleetError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+            raise FleetError(f"{where}: {key} must be one of {', '.join(allowed)}, got {shown(value)}")
         chosen[key] = value
     return DeviceClass(name=name, bytes=int(budget.value), **chosen)
