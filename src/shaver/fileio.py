@@ -43,6 +43,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_output_file(path: str | os.PathLike[str], error: type[ShaverError]) -> Path:
+    """``path`` as a file to write, refused with ``error`` before any work is done when it
+    cannot be: it is an existing directory, or its folder is missing or not a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a directory; expected the path of a file to write")
+    if not path.parent.is_dir():
+        problem = "is not a directory" if path.parent.exists() else "does not exist"
+        raise error(f"{path}: the directory {path.parent} {problem}")
+    return path
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:

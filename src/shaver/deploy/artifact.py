@@ -37,6 +37,7 @@ from shaver.deploy.size import (
 )
 from shaver.deploy.tiers import table_plan
 from shaver.errors import ArtifactError, ShaverError
+from shaver.fileio import check_output_file
 from shaver.pruning.tiers import first_order_dtype as tiers_first_order_dtype
 from shaver.runtime.container import SectionSpec, container_bytes, write_container
 from shaver.runtime.headq import first_order_dtype, quantize_int8
@@ -105,9 +106,7 @@ def export_artifact(source: torch.nn.Module | str | os.PathLike[str], out_path: 
         arrays["feature_map"] = np.frombuffer(encode_feature_map(meta.pop("feature_map")), np.uint8)
     meta.setdefault("library_version", __version__)
     arrays["info"] = np.frombuffer(encode_info(meta), np.uint8)
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
+    out_path = check_output_file(out_path, ArtifactError)
     version = artifact_version(fields)
     written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs], version)
     if written != container_bytes(fields, specs, version):  # pragma: no cover - tested
