@@ -199,14 +199,19 @@ def test_cli_writes_the_attribution_and_resumes(ds, tmp_path, capsys):
     run = save_run(tmp_path / "run", any_model("deepfm"), dataset=ds, metrics={}, seed=0,
                    train_config={})
     args = ["attribute", "--run", str(run), "--max-samples", "24", "--batch-size", "8",
-            "--device", "cpu", "--quiet", "--tolerance", "0.5"]
+            "--device", "cpu", "--quiet", "--stop", "sage", "--tolerance", "0.5"]
     assert main(args) == 0
     res = Attribution.load(run / "attribution-codebook.safetensors")
     assert res.count == 24 and "wrote" in capsys.readouterr().out
     assert (run / "attribution-codebook.state.safetensors").is_file()
+    assert main([*args[:4], "48", *args[5:], "--resume"]) == 0
+    assert Attribution.load(run / "attribution-codebook.safetensors").count == 48
     out = tmp_path / "z.safetensors"
-    assert main([*args[:4], "48", *args[5:], "--resume", "--placeholder", "zero",
-                 "--out", str(out)]) == 0
-    assert Attribution.load(out).placeholder == "zero"
+    assert main([*args, "--resume", "--placeholder", "zero", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'z.state.safetensors'}: no running state to resume (--resume "
+        "continues an interrupted attribution with the same --out); drop --resume to start "
+        "afresh\n")
+    assert not out.exists()
     assert main([*args, "--resume", "--seed", "9"]) == 2
     assert "other settings" in capsys.readouterr().err
