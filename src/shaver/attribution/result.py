@@ -66,6 +66,7 @@ class Attribution:
     phi: float32 (n, d), mean loss increase when the entry is replaced by its placeholder
     (> 0: useful entry); stderr: float32 (n, d) standard error of phi; count: samples seen;
     codebook: float32 (m, d) per-field placeholder (zeros for ``placeholder="zero"``);
+    path: the file :meth:`load` read (None for a computed result; not saved);
     bins: float32 (B, n, d) or None, bin b's share of phi (they sum to phi) over walk steps
     whose coalition keeps c in [bin_edges[b], bin_edges[b+1]) of the m*d active entries.
     """
@@ -81,6 +82,8 @@ class Attribution:
     field_dims: list[int] = field(default_factory=list)
     bins: torch.Tensor | None = None
     bin_edges: list[int] = field(default_factory=list)
+    #: The file it was loaded from (None when computed), for messages; never saved.
+    path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.phi = self.phi.detach().to("cpu", torch.float32).contiguous()
@@ -166,7 +169,7 @@ class Attribution:
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
         return cls(phi=tensors["phi"], stderr=tensors["stderr"], codebook=tensors["codebook"],
-                   bins=tensors.get("bins"), **fields)
+                   bins=tensors.get("bins"), path=path, **fields)
 
     def __repr__(self) -> str:
         n, d = self.shape

@@ -171,6 +171,9 @@ def prepare_dataset(
     file at once (default: one per CPU, parts of at least 64 MiB); the output is the same
     for any number.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise DataError(f"workers must be an integer >= 1 (None: one per CPU), got {workers!r}")
     spec = resolve_spec(spec_or_preset)
     if seed is not None:
         spec = dataclasses.replace(spec, split=dataclasses.replace(spec.split, seed=int(seed)))

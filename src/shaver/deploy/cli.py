@@ -12,6 +12,7 @@ from typing import Any
 from shaver.deploy.fleet_cli import register_fleet
 from shaver.deploy.tiers import VALUE_CHOICES
 from shaver.errors import ArtifactError
+from shaver.fileio import check_output_file
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
 KIND_LABELS = {"values": "values", "index": "index", "scales": "scales", "codebook": "codebook",
@@ -72,7 +73,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     base = Path(args.pruned or Path(args.artifact).parent)
     suffix = {"shaver": "shaver", "onnx": "onnx", "executorch": "pte"}[args.format]
-    out = Path(args.out) if args.out else base / f"model.{suffix}"
+    out = check_output_file(Path(args.out) if args.out else base / f"model.{suffix}",
+                            ArtifactError)
     if args.format == "shaver":
         if not args.pruned:
             raise ArtifactError("--format shaver exports a pruned directory: pass --pruned DIR")

@@ -85,6 +85,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.quiet:
         logging.getLogger("shaver.train").setLevel(logging.WARNING)
     dataset = open_dataset(args.data)
+    dataset.check_both_labels("val", "test")
     model_opts.pop("field_dims", None)
     model = build_model(model_opts, dataset.field_dims, seed=settings["seed"])
     result = fit(model, dataset, out_dir=args.out, resume=args.resume, device=args.device,
