@@ -117,6 +117,9 @@ def read_tensors(
 #: or :data:`YAML_MIN_NODES`, whichever is more. Plain YAML has fewer nodes than bytes.
 YAML_NODES_PER_BYTE = 4
 YAML_MIN_NODES = 10_000
+#: Deepest nesting of lists and mappings a YAML document may have (PyYAML builds nested
+#: nodes recursively: thousands of levels take seconds, then exhaust Python's stack).
+YAML_MAX_DEPTH = 100
 
 
 def load_yaml(text: str, where: str | os.PathLike[str], error: type[ShaverError]) -> Any:
@@ -127,11 +130,21 @@ def load_yaml(text: str, where: str | os.PathLike[str], error: type[ShaverError]
     them (or an error message echoing them) would take gigabytes. The document's node graph
     is measured first, each alias counted at its full expanded size, and refused with
     ``error`` when it exceeds ``max(YAML_MIN_NODES, YAML_NODES_PER_BYTE * len(text))``; a
-    recursive alias or nesting deeper than Python's recursion limit is refused too. Syntax
-    errors propagate as ``yaml.YAMLError`` (callers word them with file and line).
+    recursive alias or nesting deeper than :data:`YAML_MAX_DEPTH` is refused too (the depth
+    is read from the parser's events before any node is built). Syntax errors propagate as
+    ``yaml.YAMLError`` (callers word them with file and line).
     """
     import yaml  # here, not at the top: the numpy-only runtime imports this module
 
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > YAML_MAX_DEPTH:
+                raise error(f"{where}:{event.start_mark.line + 1}: YAML nested over "
+                            f"{YAML_MAX_DEPTH} levels deep; refused")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
     limit = max(YAML_MIN_NODES, YAML_NODES_PER_BYTE * len(text))
     loader = yaml.SafeLoader(text)
     try:
@@ -140,7 +153,7 @@ def load_yaml(text: str, where: str | os.PathLike[str], error: type[ShaverError]
             if node is None:
                 return None
             size = _expanded_nodes(node, {}, set(), limit)
-        except RecursionError:
+        except RecursionError:  # pragma: no cover - the depth check comes first
             raise error(f"{where}: YAML nested too deeply") from None
         except _RecursiveAlias:
             raise error(f"{where}: a YAML alias refers to itself (recursive data); refused") \
