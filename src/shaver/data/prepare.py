@@ -120,6 +120,9 @@ def _check_header(spec: DatasetSpec, path: Path) -> None:
 def _make_folders(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; return those created, outermost first."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise DataError(f"{folder}: cannot create the output's folder: {blocking} is a file")
     folder.mkdir(parents=True, exist_ok=True)
     return missing
 

@@ -92,7 +92,8 @@ class PreparedDataset:
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not self.path.is_dir():
-            raise DataError(f"{self.path}: not a prepared dataset directory (it does not exist)")
+            raise DataError(f"{self.path}: not a prepared dataset directory (it "
+                            f"{'is a file' if self.path.exists() else 'does not exist'})")
         if not meta_path.is_file():
             raise DataError(f"{self.path}: not a prepared dataset (meta.json is missing)")
         self.meta: dict[str, Any] = check_format(

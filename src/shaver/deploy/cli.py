@@ -11,7 +11,7 @@ from typing import Any
 
 from shaver.deploy.fleet_cli import register_fleet
 from shaver.deploy.tiers import VALUE_CHOICES
-from shaver.errors import ArtifactError
+from shaver.errors import ArtifactError, DataError
 from shaver.fileio import check_output_file
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
@@ -73,8 +73,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     base = Path(args.pruned or Path(args.artifact).parent)
     suffix = {"shaver": "shaver", "onnx": "onnx", "executorch": "pte"}[args.format]
-    out = check_output_file(Path(args.out) if args.out else base / f"model.{suffix}",
-                            ArtifactError)
+    out = Path(args.out) if args.out else base / f"model.{suffix}"
+    if args.out:  # before any work; a default beside the source is checked with the source
+        check_output_file(out, ArtifactError)
     if args.format == "shaver":
         if not args.pruned:
             raise ArtifactError("--format shaver exports a pruned directory: pass --pruned DIR")
@@ -152,9 +153,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from shaver.runtime import load_artifact
     from shaver.runtime.csvio import read_id_rows, read_raw_rows, write_scores
 
+    if args.output:
+        check_output_file(args.output, DataError)
     art = load_artifact(args.artifact)
     if args.ids:
         ids = read_id_rows(args.input, len(art.field_dims))
+        try:
+            art.check_ids(ids)
+        except DataError as exc:
+            raise DataError(f"{args.input}: {exc}") from None
     else:
         rows = read_raw_rows(args.input, art.raw_columns, allow_missing=args.allow_missing)
         ids = np.concatenate([art.encode_rows(rows[i:i + PREDICT_BATCH],
