@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import zlib
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from safetensors.torch import save_file
 from shaver.attribution.result import Attribution
 from shaver.cli import main
 from shaver.data.store import open_dataset, write_prepared
-from shaver.errors import ECHO_LIMIT, SpecError, shown
+from shaver.errors import ECHO_LIMIT, AttributionError, SpecError, shown
 from shaver.fileio import load_yaml
 from shaver.models.registry import build_model
 from shaver.train.checkpoint import model_fingerprint, save_run
@@ -683,3 +684,26 @@ def test_attribution_checksum_round_trip_and_old_files(world, tmp_path, caplog):
     assert f"{tmp_path / 'old.safetensors'}: no checksum" in caplog.text
     assert zlib.crc32((world / "attr-flipped-bins.safetensors").read_bytes()) != \
         zlib.crc32((world / "attr-binned.safetensors").read_bytes())
+
+
+@pytest.mark.parametrize("argv, engine, seed", [
+    (["--update", "--data", "val", "--engine", "reference", "--seed", "0"], "reference", 0),
+    (["--update", "--data", "val"], "fast", None),  # no --seed: the update's own default
+    (["--refresh-from", "{w}/run", "--engine", "reference", "--seed", "0"], "reference", 0),
+    (["--refresh-from", "{w}/run", "--batch-size", "7"], "fast", None),
+])
+def test_update_and_refresh_honour_engine_and_an_explicit_seed_0(world, tmp_path, monkeypatch,
+                                                                 capsys, argv, engine, seed):
+    """What reaches the update / refresh: --engine, and --seed 0 as given (not as absent)."""
+    def spy(*args, **kwargs):
+        raise AttributionError(f"engine={kwargs['engine']} seed={kwargs['seed']} "
+                               f"batch={kwargs['batch_size']}")
+
+    monkeypatch.setattr("shaver.attribution.update.update_attribution", spy)
+    monkeypatch.setattr("shaver.attribution.refresh.refresh_attribution", spy)
+    run = Path(shutil.copytree(world / "run", tmp_path / "run"))
+    (run / "attribution-codebook.state.safetensors").write_bytes(b"")  # only its presence
+    argv = [a.replace("{w}", str(world)) for a in argv]
+    assert main(["attribute", "--run-dir", str(run), "-q", *argv]) == 2
+    batch = 7 if "7" in argv else 1024
+    assert capsys.readouterr().err == f"error: engine={engine} seed={seed} batch={batch}\n"
