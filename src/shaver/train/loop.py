@@ -175,6 +175,8 @@ def fit(
             f"gradients are sparse and {dist.get_backend()} all-reduces dense tensors only); "
             "use optimizer 'adam', or initialise the process group with gloo")
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: is a file; the output must be a run directory")
     if out is not None and not resume and (out / CONFIG_NAME).exists():
         raise CheckpointError(f"{out} already holds a run; pass resume=True (--resume) "
                               "or choose another output directory")
