@@ -147,6 +147,9 @@ def world(tmp_path_factory):
     _write(root, "spec-fractions.yaml", spec.replace("[0.6, 0.2, 0.2]", "[0.6, 0.2, 0.3]"))
     _write(root, "spec-long.yaml", spec.replace("header: true", "header: " + "y" * 5000))
     _write(root, "spec-latin1.yaml", "name: caf\xe9\n".encode("latin-1"))
+    _write(root, "spec-wide.yaml", "input: {format: csv, header: false, columns: ["
+           + ", ".join(f"column{i}" for i in range(5_000)) + "]}\nlabel: {column: column0}\n"
+           "fields: [zz]\n")
     _write(root, "spec-list.yaml", "- a\n- b\n")
     _write(root, "spec-format.yaml", spec.replace("csv", "parquet-ish"))
     _write(root, "spec-column.yaml", spec.replace("[a, b]", "[a, b, zz]"))
@@ -169,6 +172,8 @@ def world(tmp_path_factory):
     _write(root, "rows-header.csv", "a,zz\na0,b1\n")
     _write(root, "rows-short.csv", "a,b\na0\n")
     _write(root, "rows-utf16.csv", "a,b\na0,b1\n".encode("utf-16"))
+    _write(root, "rows-wide.csv", ",".join(f"column{i}" for i in range(20_000)) + "\n")
+    _write(root, "ids-huge.csv", "0," + "9x" * 50_000 + "\n")
     _write(root, "ids-range.csv", "0,99\n")
     _write(root, "ids-short.csv", "0\n")
     _write(root, "ids-text.csv", "0,x\n")
@@ -233,6 +238,9 @@ CASES = [
                            "{w}/raw.csv", "--out", "{w}/new"], "expected a mapping"),
     ("prepare-spec-format", ["data", "prepare", "--spec", "{w}/spec-format.yaml", "--input",
                              "{w}/raw.csv", "--out", "{w}/new"], "'parquet-ish' is not one of"),
+    ("prepare-spec-wide", ["data", "prepare", "--spec", "{w}/spec-wide.yaml", "--input",
+                           "{w}/raw.csv", "--out", "{w}/new"],
+     "fields[0].name: unknown column 'zz' (expected one of the input columns: column0, column1"),
     ("prepare-spec-column", ["data", "prepare", "--spec", "{w}/spec-column.yaml", "--input",
                              "{w}/raw.csv", "--out", "{w}/new"], "unknown column 'zz'"),
     ("prepare-input-missing", ["data", "prepare", "--spec", "{w}/spec.yaml", "--input",
@@ -595,6 +603,12 @@ CASES = [
     ("predict-input-empty", ["predict", "--artifact", "{w}/model.shaver", "--input",
                              "{w}/raw-empty.csv"],
      "raw-empty.csv: empty file (expected a header with the raw column names)"),
+    ("predict-input-wide-header", ["predict", "--artifact", "{w}/model.shaver", "--input",
+                                   "{w}/rows-wide.csv"],
+     "the header has: column0, column1, column2"),
+    ("predict-ids-huge-cell", ["predict", "--artifact", "{w}/model.shaver", "--input",
+                               "{w}/ids-huge.csv", "--ids"],
+     "ids-huge.csv:1: ids must be integers, got ['0', '9x9x9x"),
     ("predict-no-input", ["predict", "--artifact", "{w}/model.shaver"],
      "the following arguments are required: --input"),
     # -- fleet (inputs that already behave; --out cases come with its redesign) --

@@ -50,6 +50,8 @@ class ArtifactError(ShaverError):
 
 #: The most characters of a user's value that an error message echoes.
 ECHO_LIMIT = 80
+#: The most characters of a listing (a file's column names, say) that a message echoes.
+LIST_LIMIT = 300
 
 
 def shown(value: object, limit: int = ECHO_LIMIT) -> str:
@@ -60,7 +62,11 @@ def shown(value: object, limit: int = ECHO_LIMIT) -> str:
     memory, to build the message). Nested lists, tuples and dicts are rendered only as far
     as the limit needs.
     """
-    text = _repr_prefix(value, limit + 1)
+    return clipped(_repr_prefix(value, limit + 1), limit)
+
+
+def clipped(text: str, limit: int = LIST_LIMIT) -> str:
+    """``text`` (a listing of names from a user's file) cut after ``limit`` characters."""
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from shaver.errors import SpecError, shown
+from shaver.errors import SpecError, clipped, shown
 
 if TYPE_CHECKING:
     from shaver.data.spec import DatasetSpec, FieldSpec
@@ -94,7 +94,7 @@ def check_names(spec: DatasetSpec, raw_fields: list[Any] | None = None) -> None:
     ``raw_fields`` (the fields as written) tell whether a field's column was written as
     ``column`` or comes from its ``name``; without them, ``column`` when it differs."""
     cols = spec.input.columns
-    known = f"expected one of the input columns: {', '.join(cols)}"
+    known = f"expected one of the input columns: {clipped(', '.join(cols))}"
     first: dict[str, int] = {}
     for i, f in enumerate(spec.fields):
         if f.name in first:
@@ -130,7 +130,8 @@ def _field_column(spec: DatasetSpec, f: FieldSpec, where: str, column_key: str,
         table = joins[f.source]
         if f.column not in table.columns:
             raise SpecError(f"{where}.{column_key}: join table {shown(f.source)} has no column "
-                            f"{shown(f.column)} (its columns: {', '.join(table.columns)})")
+                            f"{shown(f.column)} (its columns: "
+                            f"{clipped(', '.join(table.columns))})")
     elif spec.input.columns and f.column not in spec.input.columns:
         hint = f"; set {where}.column to read another" if column_key == "name" else ""
         raise SpecError(f"{where}.{column_key}: unknown column {shown(f.column)} ({known}{hint})")
