@@ -221,5 +221,12 @@ def test_cli_writes_the_attribution_and_resumes(ds, tmp_path, capsys, monkeypatc
     assert resumed.count == whole.count == 48
     assert torch.allclose(resumed.phi, whole.phi, atol=1e-7)
     assert torch.allclose(resumed.stderr, whole.stderr, atol=1e-7)
+    out = tmp_path / "z.safetensors"
+    assert main([*args, "--resume", "--placeholder", "zero", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'z.state.safetensors'}: no running state to resume (--resume "
+        "continues an interrupted attribution with the same --out); drop --resume to start "
+        "afresh\n")
+    assert not out.exists()
     assert main([*args, "--resume", "--seed", "9"]) == 2
     assert "other settings" in capsys.readouterr().err

@@ -153,7 +153,7 @@ def test_cli_predict_bad_input(pruned_dir, tmp_path):
             run(["predict", "--artifact", out, "--input", path, *extra])
         assert str(err.value) == message
     path.write_text("f0\nf0_1\n")
-    with pytest.raises(ShaverError, match="cannot write"):
+    with pytest.raises(ShaverError, match="the directory .*/no does not exist"):
         run(["predict", "--artifact", out, "--input", path, "--allow-missing", "--output",
              tmp_path / "no" / "s.csv"])
 

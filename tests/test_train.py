@@ -96,12 +96,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monke
     assert all(torch.isfinite(p).all() for p in run.model.state_dict().values())
 
 
-@pytest.mark.parametrize("option, value", [("epochs", 0), ("lr", 0.0), ("weight_decay", -1.0),
-                                           ("batch_size", 1), ("patience", 0), ("lr_decay", 1.5),
-                                           ("optimizer", "sgd")])
-def test_bad_settings(data, option, value):
-    with pytest.raises(TrainingError, match=option):
+@pytest.mark.parametrize("option, value, expected", [
+    ("epochs", 0, "an integer >= 1"), ("epochs", "x", "an integer >= 1"),
+    ("lr", 0.0, "a number > 0"), ("lr", float("inf"), "a number > 0"),
+    ("weight_decay", -1.0, "a number >= 0"), ("batch_size", 1, "an integer >= 2"),
+    ("patience", 0, "an integer >= 1 (or null)"), ("lr_decay", 1.5, "a number in (0, 1) (or null)"),
+    ("seed", -1, "an integer >= 0"), ("optimizer", "sgd", "one of adam, lazy-adam")])
+def test_bad_settings(data, option, value, expected):
+    with pytest.raises(TrainingError) as err:
         loop.fit(deepfm(data), data, quiet=True, **{option: value})
+    assert str(err.value) == f"{option}: expected {expected}, got {value!r}"
 
 
 def test_model_for_another_feature_map(data):

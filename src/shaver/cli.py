@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from shaver import __version__
 from shaver.errors import ShaverError
@@ -38,9 +39,19 @@ def add_run_dir(parser: argparse.ArgumentParser, *, required: bool = True,
                         "spelling, which torchrun refuses")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line on stderr (exit status 2), as every
+    other bad input: ``error: shaver CMD: <what argparse found> (see shaver CMD --help)``.
+    Its subcommand parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every stage's subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="shaver",
         description="Shrink the embedding tables of CTR recommenders to any memory budget "
         "with Shapley values (Shaver).",

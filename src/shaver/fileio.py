@@ -1,4 +1,6 @@
-"""Small file helpers shared by every stage: atomic writes and versioned JSON documents.
+"""Small file helpers shared by every stage: atomic writes, versioned JSON documents and the
+one YAML loader (:func:`load_yaml`) of every user-written YAML file (data spec, train config,
+fleet file).
 
 Nothing is left half-written: output goes to a hidden temporary file in the target's folder
 and is renamed over the target only once complete. Temporaries carry the writing process's
@@ -94,6 +96,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_output_file(path: str | os.PathLike[str], error: type[ShaverError]) -> Path:
+    """``path`` as a file to write, refused with ``error`` before any work is done when it
+    cannot be: it is an existing directory, or its folder is missing or not a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a directory; expected the path of a file to write")
+    if not path.parent.is_dir():
+        problem = "is not a directory" if path.parent.exists() else "does not exist"
+        raise error(f"{path}: the directory {path.parent} {problem}")
+    return path
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -150,3 +164,84 @@ def read_tensors(
     except (SafetensorError, OSError, ValueError) as exc:
         raise error(f"{path}: {problem} ({exc})") from exc
     return tensors, metadata
+
+
+#: A YAML document may expand (through aliases) to at most this many nodes per byte of text,
+#: or :data:`YAML_MIN_NODES`, whichever is more. Plain YAML has fewer nodes than bytes.
+YAML_NODES_PER_BYTE = 4
+YAML_MIN_NODES = 10_000
+#: Deepest nesting of lists and mappings a YAML document may have (PyYAML builds nested
+#: nodes recursively: thousands of levels take seconds, then exhaust Python's stack).
+YAML_MAX_DEPTH = 100
+
+
+def load_yaml(text: str, where: str | os.PathLike[str], error: type[ShaverError]) -> Any:
+    """Parse one YAML document with PyYAML's safe loader, refusing what expands out of
+    proportion to its size.
+
+    Aliases let a few hundred bytes stand for billions of nodes ("billion laughs"); building
+    them (or an error message echoing them) would take gigabytes. The document's node graph
+    is measured first, each alias counted at its full expanded size, and refused with
+    ``error`` when it exceeds ``max(YAML_MIN_NODES, YAML_NODES_PER_BYTE * len(text))``; a
+    recursive alias or nesting deeper than :data:`YAML_MAX_DEPTH` is refused too (the depth
+    is read from the parser's events before any node is built). Syntax errors propagate as
+    ``yaml.YAMLError`` (callers word them with file and line).
+    """
+    import yaml  # here, not at the top: the numpy-only runtime imports this module
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > YAML_MAX_DEPTH:
+                raise error(f"{where}:{event.start_mark.line + 1}: YAML nested over "
+                            f"{YAML_MAX_DEPTH} levels deep; refused")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    limit = max(YAML_MIN_NODES, YAML_NODES_PER_BYTE * len(text))
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            size = _expanded_nodes(node, {}, set(), limit)
+        except RecursionError:  # pragma: no cover - the depth check comes first
+            raise error(f"{where}: YAML nested too deeply") from None
+        except _RecursiveAlias:
+            raise error(f"{where}: a YAML alias refers to itself (recursive data); refused") \
+                from None
+        if size > limit:
+            raise error(f"{where}: YAML aliases expand to over {limit:,} nodes, out of "
+                        f"proportion to its {len(text):,} characters; refused")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class _RecursiveAlias(Exception):
+    pass
+
+
+def _expanded_nodes(node: Any, sizes: dict[int, int], open_: set[int], limit: int) -> int:
+    """Nodes of ``node`` with every alias expanded (stops counting past ``limit``)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise _RecursiveAlias
+    value = node.value
+    if not isinstance(value, list):  # a scalar
+        return 1
+    open_.add(key)
+    total = 1
+    for item in value:
+        for child in (item if isinstance(item, tuple) else (item,)):  # mapping: (key, value)
+            total += _expanded_nodes(child, sizes, open_, limit)
+            if total > limit:
+                break
+        if total > limit:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total

@@ -53,7 +53,7 @@ def refresh_attribution(new_model: nn.Module, old_model: nn.Module, old: Attribu
     the walks would repeat the old attribution's and the two would not be independent."""
     found = model_fingerprint(old_model)
     if old.model_fingerprint != found:
-        raise FingerprintMismatch(f"the attribution was computed for model "
+        raise FingerprintMismatch(f"{old.path or 'the attribution'}: computed for model "
                                   f"{old.model_fingerprint}, but the previous model passed has "
                                   f"fingerprint {found}")
     if old.dataset_fingerprint != dataset.fingerprint:

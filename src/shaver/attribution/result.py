@@ -6,19 +6,25 @@ File format (safetensors, written atomically)::
               optional bins (B, n, d) float32
     metadata  format="shaver-attribution", format_version="2", and JSON strings:
               count, placeholder, settings, model_fingerprint, dataset_fingerprint, field_dims,
-              bin_edges (only with bins)
+              bin_edges (only with bins); checksum = "sha256:<hex>" of every tensor and every
+              other metadata value (see :func:`checksum`)
 
 Version 2 added the optional bins (each bin's share of phi, :mod:`shaver.attribution.binned`);
-version 1 files (no bins) still load, with ``bins=None``.
+version 1 files (no bins) still load, with ``bins=None``. The checksum came later, without a
+version change (readers ignore metadata they do not know): it is verified on load, and a
+file without one (written by an older shaver) loads unverified, with a log line saying so.
 
-Loading never unpickles; a missing, truncated or foreign file raises :class:`CheckpointError`.
+Loading never unpickles; a missing, truncated, foreign or corrupted file (a flipped bit in
+any tensor or metadata value) raises :class:`CheckpointError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,9 @@ import torch
 from safetensors.torch import save_file
 
 from shaver.errors import CheckpointError
-from shaver.fileio import read_tensors
+from shaver.fileio import atomic_path, read_tensors
+
+log = logging.getLogger(__name__)
 
 FORMAT = "shaver-attribution"
 FORMAT_VERSION = 2
@@ -35,6 +43,20 @@ READABLE_VERSIONS = ("1", "2")
 PLACEHOLDERS = ("codebook", "zero")
 _META_KEYS = ("count", "placeholder", "settings", "model_fingerprint", "dataset_fingerprint",
               "field_dims")
+CHECKSUM_KEY = "checksum"
+
+
+def checksum(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> str:
+    """``"sha256:<hex>"`` of the tensors (name, dtype, shape, bytes; by name) and the metadata
+    (key and value, by key; the checksum itself left out)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        digest.update(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+    for key in sorted(k for k in meta if k != CHECKSUM_KEY):
+        digest.update(json.dumps([key, meta[key]]).encode())
+    return "sha256:" + digest.hexdigest()
 
 
 @dataclass
@@ -44,6 +66,7 @@ class Attribution:
     phi: float32 (n, d), mean loss increase when the entry is replaced by its placeholder
     (> 0: useful entry); stderr: float32 (n, d) standard error of phi; count: samples seen;
     codebook: float32 (m, d) per-field placeholder (zeros for ``placeholder="zero"``);
+    path: the file :meth:`load` read (None for a computed result; not saved);
     bins: float32 (B, n, d) or None, bin b's share of phi (they sum to phi) over walk steps
     whose coalition keeps c in [bin_edges[b], bin_edges[b+1]) of the m*d active entries.
     """
@@ -59,6 +82,8 @@ class Attribution:
     field_dims: list[int] = field(default_factory=list)
     bins: torch.Tensor | None = None
     bin_edges: list[int] = field(default_factory=list)
+    #: The file it was loaded from (None when computed), for messages; never saved.
+    path: Path | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.phi = self.phi.detach().to("cpu", torch.float32).contiguous()
@@ -112,14 +137,11 @@ class Attribution:
         if self.bins is not None:
             tensors["bins"] = self.bins
             meta["bin_edges"] = json.dumps(self.bin_edges)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        meta[CHECKSUM_KEY] = checksum(tensors, meta)
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a directory; name the attribution file to write")
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
         return path
 
     @classmethod
@@ -135,6 +157,7 @@ class Attribution:
             raise CheckpointError(f"{path}: format_version {meta.get('format_version')!r} is not "
                                   f"supported (this shaver reads "
                                   f"{', '.join(READABLE_VERSIONS)})")
+        _verify(path, tensors, meta)
         missing = [k for k in ("phi", "stderr", "codebook") if k not in tensors]
         missing += [k for k in _META_KEYS if k not in meta]
         if missing:
@@ -146,9 +169,19 @@ class Attribution:
         except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
         return cls(phi=tensors["phi"], stderr=tensors["stderr"], codebook=tensors["codebook"],
-                   bins=tensors.get("bins"), **fields)
+                   bins=tensors.get("bins"), path=path, **fields)
 
     def __repr__(self) -> str:
         n, d = self.shape
         return (f"Attribution(entries={n}x{d}, count={self.count}, placeholder={self.placeholder!r}, "
                 f"model={self.model_fingerprint!r}, dataset={self.dataset_fingerprint!r})")
+
+
+def _verify(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str]) -> None:
+    stored = meta.get(CHECKSUM_KEY)
+    if stored is None:
+        log.info("%s: no checksum (written before shaver stored one): loaded unverified", path)
+        return
+    if stored != checksum(tensors, meta):
+        raise CheckpointError(f"{path}: checksum mismatch: the attribution file is corrupted "
+                              f"(recompute it with shaver attribute)")

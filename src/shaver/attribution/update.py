@@ -85,12 +85,13 @@ def check_same_game(model: nn.Module, attribution: Attribution, dataset: Prepare
     found = model_fingerprint(model)
     if attribution.model_fingerprint != found:
         raise FingerprintMismatch(
-            f"the attribution was computed for model {attribution.model_fingerprint}, but this "
+            f"{attribution.path or 'the attribution'}: computed for model "
+            f"{attribution.model_fingerprint}, but this "
             f"model's fingerprint is {found}: an update continues the same model (a refreshed "
             f"model needs a fresh attribution)")
     if attribution.dataset_fingerprint != dataset.fingerprint:
         raise FingerprintMismatch(
-            f"the attribution was computed on a dataset with fingerprint "
+            f"{attribution.path or 'the attribution'}: computed on a dataset with fingerprint "
             f"{attribution.dataset_fingerprint}, but {dataset.path} has fingerprint "
             f"{dataset.fingerprint} (another vocabulary: rows must be encoded with the "
             f"attribution's feature map)")

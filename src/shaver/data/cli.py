@@ -15,6 +15,16 @@ def _key_value(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes >= 1, got {text!r}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``shaver data ...`` to the ``shaver`` parser."""
     data = sub.add_parser("data", help="prepare raw logs, inspect prepared data, synthesise data",
@@ -37,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the spec's)")
     p.add_argument("--skip-bad-lines", action="store_true",
                    help="skip and count malformed lines instead of stopping at the first")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=_workers, default=None,
                    help="processes reading parts of a large TSV/libfm file (default: one per "
                    "CPU, parts of at least 64 MiB; the output is the same for any number)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -120,6 +120,9 @@ def _check_header(spec: DatasetSpec, path: Path) -> None:
 def _make_folders(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; return those created, outermost first."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise DataError(f"{folder}: cannot create the output's folder: {blocking} is a file")
     folder.mkdir(parents=True, exist_ok=True)
     return missing
 
@@ -171,6 +174,9 @@ def prepare_dataset(
     file at once (default: one per CPU, parts of at least 64 MiB); the output is the same
     for any number.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise DataError(f"workers must be an integer >= 1 (None: one per CPU), got {workers!r}")
     spec = resolve_spec(spec_or_preset)
     if seed is not None:
         spec = dataclasses.replace(spec, split=dataclasses.replace(spec.split, seed=int(seed)))

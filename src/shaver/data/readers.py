@@ -28,7 +28,7 @@ from shaver.data.textin import (
     open_binary,
 )
 from shaver.data.tokens import code_column
-from shaver.errors import DataError
+from shaver.errors import DataError, clipped, shown
 
 log = logging.getLogger(__name__)
 BLOCK_BYTES = 1 << 22  # 4 MiB of text a block: larger blocks only grow memory
@@ -163,7 +163,8 @@ def _text_blocks(path: Path, inp: InputSpec, needed: Sequence[str], skip: bool,
     names = text_columns(path, inp)
     missing = [c for c in needed if c not in names]
     if missing:
-        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(names)})")
+        raise DataError(f"{path}: no column {shown(missing[0])} (columns: "
+                        f"{clipped(', '.join(names))})")
     n_head = header_lines(inp) if part.start == 0 else 0
     first_data_line = part.lines_before - (header_lines(inp) if part.start else 0)
     state: dict[str, Any] = {}
@@ -255,7 +256,8 @@ def _parquet_blocks(path: Path, needed: Sequence[str]) -> Iterator[Block]:
     names = pf.schema_arrow.names
     missing = [c for c in needed if c not in names]
     if missing:
-        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(names)})")
+        raise DataError(f"{path}: no column {shown(missing[0])} (columns: "
+                        f"{clipped(', '.join(names))})")
     start = 0
     for batch in pf.iter_batches(batch_size=1 << 20, columns=list(needed)):
         cols = {c: pc.fill_null(pc.cast(batch.column(c), pa.string()), "") for c in needed}

@@ -126,24 +126,23 @@ class Scanner:
     def _run(self, jobs: list[Job], tmp: Path) -> list[PartResult]:
         sequential = (len(jobs) == 1 or "fork" not in multiprocessing.get_all_start_methods()
                       or multiprocessing.current_process().daemon)
-        bar = progress_bar(total=None if sequential else len(jobs), desc="read",
-                           disable=self.quiet, unit=" rows" if sequential else " parts",
-                           unit_scale=sequential)
-        try:
-            if sequential:
-                return [self.run_job(job, tmp, bar.update) for job in jobs]
-            _WORKER["scanner"], _WORKER["tmp"] = self, tmp
-            ctx = multiprocessing.get_context("fork")
-            procs = min(len(jobs), self.workers or os.cpu_count() or 1)
-            with ctx.Pool(procs) as pool:
-                results = []
-                for res in pool.imap(_run_job, jobs):
-                    results.append(res)
-                    bar.update()
-                return results
-        finally:
-            _WORKER.clear()
-            bar.close()
+        with progress_bar(total=None if sequential else len(jobs), desc="read",
+                          disable=self.quiet, unit=" rows" if sequential else " parts",
+                          unit_scale=sequential) as bar:  # an error: no 'done' line
+            try:
+                if sequential:
+                    return [self.run_job(job, tmp, bar.update) for job in jobs]
+                _WORKER["scanner"], _WORKER["tmp"] = self, tmp
+                ctx = multiprocessing.get_context("fork")
+                procs = min(len(jobs), self.workers or os.cpu_count() or 1)
+                with ctx.Pool(procs) as pool:
+                    results = []
+                    for res in pool.imap(_run_job, jobs):
+                        results.append(res)
+                        bar.update()
+                    return results
+            finally:
+                _WORKER.clear()
 
 
 _WORKER: dict[str, Any] = {}

@@ -40,7 +40,8 @@ from shaver.data.spec_checks import (
     yaml_text,
 )
 from shaver.data.times import TIME_DERIVATIONS, TIME_FORMATS, check_time_format
-from shaver.errors import SpecError
+from shaver.errors import SpecError, shown
+from shaver.fileio import load_yaml
 
 FORMATS = ("tsv", "csv", "parquet", "libfm")
 KINDS = ("categorical", "numeric")
@@ -162,7 +163,7 @@ class DatasetSpec:
         """Read a YAML spec file."""
         path = Path(path)
         try:
-            data = yaml.safe_load(yaml_text(path))
+            data = load_yaml(yaml_text(path), path, SpecError)
         except OSError as exc:
             raise SpecError(f"{path}: cannot read the spec ({exc.strerror or exc})") from exc
         except yaml.YAMLError as exc:
@@ -204,12 +205,12 @@ def _parse_input(d: dict[str, Any]) -> InputSpec:
     fmt = choice("input.format", d.get("format", "tsv"), FORMATS)
     header = d.get("header", False)
     if not (isinstance(header, bool) or header == "skip"):
-        raise SpecError(f"input.header: expected true, false or 'skip', found {header!r}")
+        raise SpecError(f"input.header: expected true, false or 'skip', found {shown(header)}")
     columns = tuple(str(c) for c in
                     listed("input.columns", d.get("columns") or [], "column names"))
     delimiter = d.get("delimiter")
     if delimiter is not None and not (isinstance(delimiter, str) and len(delimiter) == 1):
-        raise SpecError(f"input.delimiter: expected one character, found {delimiter!r}")
+        raise SpecError(f"input.delimiter: expected one character, found {shown(delimiter)}")
     if fmt in ("tsv", "csv", "libfm") and header is not True and not columns:
         raise SpecError("input.columns: required when the file has no header line")
     if len(set(columns)) != len(columns):
@@ -233,7 +234,7 @@ def _parse_field(d: Any, i: int) -> FieldSpec:
     if "name" not in d:
         raise SpecError(f"{where}: missing 'name'")
     if d["name"] is None or d["name"] == "" or isinstance(d["name"], dict | list | bool):
-        raise SpecError(f"{where}.name: expected a name, found {d['name']!r}")
+        raise SpecError(f"{where}.name: expected a name, found {shown(d['name'])}")
     kind = choice(f"{where}.kind", d.get("kind", "categorical"), KINDS)
     disc = d.get("discretiser")
     if kind == "numeric":
@@ -250,7 +251,7 @@ def _parse_field(d: Any, i: int) -> FieldSpec:
         raise SpecError(f"{where}.format: a format needs derive: "
                         f"{' or '.join(TIME_DERIVATIONS)}")
     if fmt is not None and check_time_format(fmt) is None:
-        raise SpecError(f"{where}.format: {fmt!r} is not one of {', '.join(TIME_FORMATS)} "
+        raise SpecError(f"{where}.format: {shown(fmt)} is not one of {', '.join(TIME_FORMATS)} "
                         "nor a strptime pattern (with %)")
     mc = d.get("min_count")
     return FieldSpec(
@@ -267,17 +268,17 @@ def _parse_join(d: dict[str, Any], i: int) -> JoinSpec:
                            "optional"))
     for key in ("name", "path", "key", "columns"):
         if key not in d:
-            raise SpecError(f"{where}: missing {key!r}")
+            raise SpecError(f"{where}: missing {shown(key)}")
     columns = tuple(str(c) for c in listed(f"{where}.columns", d["columns"], "column names"))
     if not columns:
         raise SpecError(f"{where}.columns: expected a list of column names, found []")
     table_key = str(d.get("table_key", columns[0]))
     if table_key not in columns:
-        raise SpecError(f"{where}.table_key: {table_key!r} is not one of its columns "
+        raise SpecError(f"{where}.table_key: {shown(table_key)} is not one of its columns "
                         f"({', '.join(columns)})")
     header = d.get("header", False)
     if not (isinstance(header, bool) or header == "skip"):
-        raise SpecError(f"{where}.header: expected true, false or 'skip', found {header!r}")
+        raise SpecError(f"{where}.header: expected true, false or 'skip', found {shown(header)}")
     return JoinSpec(
         name=str(d["name"]), path=str(d["path"]), key=str(d["key"]),
         table_key=table_key, columns=columns,
@@ -294,7 +295,7 @@ def _parse_split(d: dict[str, Any]) -> SplitSpec:
             and all(isinstance(x, int | float) and not isinstance(x, bool) for x in fr)
             and min(fr) >= 0 and abs(sum(fr) - 1.0) <= 1e-9):
         raise SpecError(f"split.fractions: expected three non-negative numbers summing to 1, "
-                        f"found {list(fr) if isinstance(fr, tuple) else fr!r}")
+                        f"found {shown(list(fr) if isinstance(fr, tuple) else fr)}")
     fr = tuple(float(x) for x in fr)
     if method == "column":
         for key in ("column", "val_from", "test_from"):

@@ -92,7 +92,8 @@ class PreparedDataset:
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not self.path.is_dir():
-            raise DataError(f"{self.path}: not a prepared dataset directory (it does not exist)")
+            raise DataError(f"{self.path}: not a prepared dataset directory (it "
+                            f"{'is a file' if self.path.exists() else 'does not exist'})")
         if not meta_path.is_file():
             raise DataError(f"{self.path}: not a prepared dataset (meta.json is missing)")
         self.meta: dict[str, Any] = check_format(
@@ -160,6 +161,21 @@ class PreparedDataset:
         """float32 (rows,) memory map of one split's labels."""
         (split,) = resolve_splits(split)
         return self._load(f"{split}_labels.npy")
+
+    def check_both_labels(self, *splits: str) -> None:
+        """:class:`DataError` unless each split has rows of both labels: an AUC needs both
+        (else it is NaN), and training chooses its epoch by the validation AUC."""
+        for split in splits:
+            rows = self.num_rows(split)
+            if rows == 0:
+                raise DataError(f"{self.path}: the {split} split has no rows; training needs "
+                                f"{split} rows of both labels (prepare the data with a split "
+                                f"that leaves {split} some rows)")
+            positives = int(np.count_nonzero(np.asarray(self.labels(split)) > 0.5))
+            if positives in (0, rows):
+                raise DataError(f"{self.path}: all {rows} rows of the {split} split have label "
+                                f"{int(positives == rows)}; its AUC needs rows of both labels "
+                                f"(prepare the data with a larger or another split)")
 
     def arrays(self, split: str | Sequence[str] = "train") -> tuple[np.ndarray, np.ndarray]:
         """``(x int64 (rows, fields), y float32 (rows,))`` of one or more splits, in memory."""

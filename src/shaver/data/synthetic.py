@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 from shaver.data.hashing import mix64
 from shaver.data.readers import arrow
 from shaver.errors import DataError
+from shaver.fileio import write_text_atomic
 from shaver.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -170,8 +172,12 @@ def synth_criteo(out_path: str | os.PathLike[str], rows: int, *, seed: int = 0,
     ``scale`` multiplies Criteo's per-field cardinalities."""
     if rows <= 0:
         raise DataError(f"rows must be positive, got {rows}")
-    pa, _, pcsv = arrow()
+    if not (scale > 0 and math.isfinite(scale)):
+        raise DataError(f"scale must be a finite number > 0, got {scale}")
     out = Path(out_path)
+    if out.is_dir():
+        raise DataError(f"{out}: is a directory; expected the path of a file to write")
+    pa, _, pcsv = arrow()
     out.parent.mkdir(parents=True, exist_ok=True)
     gen = _Generator(seed, scale)
     _calibrate(gen, positive_rate, pilot_rows=min(100_000, max(20_000, rows)))
@@ -204,7 +210,7 @@ def synth_criteo(out_path: str | os.PathLike[str], rows: int, *, seed: int = 0,
             "scale": scale, "cardinalities": gen.cards,
             "positive_rate": float(labels_all.mean()),
             "hidden_auc": auc_score(labels_all, probs)}
-    Path(f"{out}.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_text_atomic(f"{out}.json", json.dumps(info, indent=2) + "\n")
     log.info("wrote %d rows to %s (positive rate %.3f, hidden AUC %.4f)", rows, out,
              info["positive_rate"], info["hidden_auc"])
     return info

@@ -33,6 +33,7 @@ import torch
 from shaver import __version__
 from shaver.data.feature_map import feature_map_of
 from shaver.errors import ArtifactError
+from shaver.fileio import check_output_file
 from shaver.models.base import calibration_of
 from shaver.pruning.io import load_pruned
 from shaver.runtime.calibration import SECTION as CALIBRATION_SECTION
@@ -118,9 +119,7 @@ def export_artifact(source: Any, out_path: str | os.PathLike[str], *,
         arrays["feature_map"] = np.frombuffer(encode_feature_map(meta.pop("feature_map")), np.uint8)
     meta.setdefault("library_version", __version__)
     arrays["info"] = np.frombuffer(encode_info(meta), np.uint8)
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
+    out_path = check_output_file(out_path, ArtifactError)
     version = artifact_version(fields)
     written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs], version)
     if written != container_bytes(fields, specs, version):  # pragma: no cover - tested

@@ -12,6 +12,7 @@ from typing import Any
 from shaver.data.encode import RowValueError
 from shaver.deploy.fleet_cli import register_fleet
 from shaver.errors import ArtifactError, DataError
+from shaver.fileio import check_output_file
 from shaver.table.plan import VALUE_CHOICES
 
 PREDICT_BATCH = 4096  # rows scored at once by `shaver predict` (bounds its memory)
@@ -82,6 +83,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     base = Path(args.pruned or Path(args.artifact).parent)
     suffix = {"shaver": "shaver", "onnx": "onnx", "executorch": "pte"}[args.format]
     out = Path(args.out) if args.out else base / f"model.{suffix}"
+    if args.out:  # before any work; a default beside the source is checked with the source
+        check_output_file(out, ArtifactError)
     if args.format == "shaver":
         if not args.pruned:
             raise ArtifactError("--format shaver exports a pruned directory: pass --pruned DIR")
@@ -167,9 +170,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.ids and args.input_format:
         raise DataError("--input-format reads raw rows; --ids reads a CSV of global ids: pass "
                         "one of them")
+    if args.output:
+        check_output_file(args.output, DataError)
     art = load_artifact(args.artifact)
     if args.ids:
         ids = read_id_rows(args.input, len(art.field_dims))
+        try:
+            art.check_ids(ids)
+        except DataError as exc:
+            raise DataError(f"{args.input}: {exc}") from None
     else:
         fmt = CSV_WITH_HEADER if args.input_format == "csv" else art.row_format
         table = read_raw_file(args.input, art.raw_columns, allow_missing=args.allow_missing,

@@ -19,7 +19,7 @@ import torch
 from shaver.deploy.embedding import compressed_model
 from shaver.deploy.onnx_export import _random_ids, _WithProbability
 from shaver.errors import ArtifactError
-from shaver.fileio import atomic_path
+from shaver.fileio import atomic_path, check_output_file
 from shaver.runtime.model import Artifact, load_artifact
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,7 @@ def export_executorch(artifact: Artifact | str | os.PathLike[str],
                             "(pip install executorch; it must match your torch)") from exc
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     model = _WithProbability(compressed_model(art)).eval()
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
+    out_path = check_output_file(out_path, ArtifactError)
     example = torch.as_tensor(_random_ids(art, 8, seed))
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))

@@ -24,7 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shaver.errors import BudgetError, ShaverError
+import yaml
+
+from shaver.data.spec_checks import yaml_error
+from shaver.errors import BudgetError, ShaverError, shown
+from shaver.fileio import load_yaml
 from shaver.runtime.headq import HEAD_DTYPES
 from shaver.runtime.lowbit import TIER_DTYPES
 from shaver.table.budget import Budget
@@ -60,18 +64,17 @@ class DeviceClass:
 
 
 def load_fleet(path: str | os.PathLike[str]) -> list[DeviceClass]:
-    """Read and validate a fleet YAML file."""
-    import yaml
-
+    """Read and validate a fleet YAML file (one safe loader: :func:`shaver.fileio.load_yaml`
+    refuses alias expansion out of proportion to the text)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise FleetError(f"{path}: cannot read the fleet file ({exc.strerror})") from exc
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text, path, FleetError)
     except yaml.YAMLError as exc:
-        raise FleetError(f"{path}: not valid YAML ({exc})") from exc
+        raise yaml_error(path, exc, FleetError) from None
     return parse_fleet(doc, str(path))
 
 
@@ -81,7 +84,7 @@ def parse_fleet(doc: Any, where: str = "<fleet>") -> list[DeviceClass]:
         raise FleetError(f"{where}: expected a mapping with a 'classes:' list")
     unknown = sorted(str(k) for k in doc if k != "classes")
     if unknown:
-        raise FleetError(f"{where}: unknown key {unknown[0]!r} (expected only 'classes')")
+        raise FleetError(f"{where}: unknown key {shown(unknown[0])} (expected only 'classes')")
     items = doc["classes"]
     if not isinstance(items, list) or not items:
         raise FleetError(f"{where}: 'classes' must be a non-empty list of device classes")
@@ -90,7 +93,7 @@ def parse_fleet(doc: Any, where: str = "<fleet>") -> list[DeviceClass]:
     for i, item in enumerate(items):
         cls = _parse_class(item, f"{where}: classes[{i}]")
         if cls.name in seen:
-            raise FleetError(f"{where}: classes[{i}]: duplicate class name {cls.name!r}")
+            raise FleetError(f"{where}: classes[{i}]: duplicate class name {shown(cls.name)}")
         seen.add(cls.name)
         classes.append(cls)
     return classes
@@ -101,18 +104,18 @@ def _parse_class(item: Any, where: str) -> DeviceClass:
         raise FleetError(f"{where}: a class must be a mapping with keys {', '.join(CLASS_KEYS)}")
     for key in item:
         if key not in CLASS_KEYS:
-            raise FleetError(f"{where}: unknown key {key!r} (expected {', '.join(CLASS_KEYS)})")
+            raise FleetError(f"{where}: unknown key {shown(key)} (expected {', '.join(CLASS_KEYS)})")
     name = item.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise FleetError(f"{where}: name must be a string of letters, digits, '.', '_' or '-' "
-                         f"(it names the artifact file), got {name!r}")
+                         f"(it names the artifact file), got {shown(name)}")
     where = f"{where} ({name})"
     if "bytes" not in item:
         raise FleetError(f"{where}: missing key 'bytes' (the whole-artifact budget, e.g. 2MiB)")
     raw = item["bytes"]
     try:
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise BudgetError(f"expected a byte size such as 2MiB or 500000, got {raw!r}")
+            raise BudgetError(f"expected a byte size such as 2MiB or 500000, got {shown(raw)}")
         budget = Budget.bytes_(raw)
     except BudgetError as exc:
         raise FleetError(f"{where}: bytes: {exc}") from None
@@ -122,6 +125,6 @@ def _parse_class(item: Any, where: str) -> DeviceClass:
     for key, (allowed, default) in fields.items():
         value = item.get(key, default)
         if value is not default and value not in allowed:
-            raise FleetError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+            raise FleetError(f"{where}: {key} must be one of {', '.join(allowed)}, got {shown(value)}")
         chosen[key] = value
     return DeviceClass(name=name, bytes=int(budget.value), **chosen)

@@ -23,7 +23,7 @@ from torch import nn
 from shaver.deploy.embedding import compressed_model
 from shaver.deploy.head_quant import stored_head_model
 from shaver.errors import ArtifactError
-from shaver.fileio import atomic_path
+from shaver.fileio import atomic_path, check_output_file
 from shaver.runtime.model import Artifact, load_artifact
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,7 @@ def export_onnx(artifact: Artifact | str | os.PathLike[str], out_path: str | os.
     art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     model = _WithProbability(stored_head_model(compressed_model(art), art)).eval()
     example = torch.as_tensor(_random_ids(art, 2, seed))
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        raise ArtifactError(f"{out_path}: the directory {out_path.parent} does not exist")
+    out_path = check_output_file(out_path, ArtifactError)
     with atomic_path(out_path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -119,11 +119,16 @@ def run_bench(config: BenchConfig, out: str | os.PathLike[str], *, quiet: bool =
     """Run (or finish) the grid under ``out`` and write the results and the report."""
     config.validate()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, config)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"{out}: is a file; --out names the benchmark's folder")
+    if out.is_dir():
+        _check_settings(out, config)
+    # the data first: a refused --data or --dataset leaves no output folder behind
     name, dataset = stages.open_bench_data(data=config.data, dataset=config.dataset,
                                            rows=config.rows, workdir=out / "data",
                                            quiet=quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, config)
     store = CellStore(out / "cells.jsonl")
     before = len(store)
     records, timings = [], []

@@ -172,18 +172,26 @@ class Container:
 
 
 def read_container(path: str | os.PathLike[str]) -> Container:
-    """Read and fully validate a container; raise :class:`ArtifactError` on any defect."""
+    """Read and fully validate a container; raise :class:`ArtifactError` on any defect.
+
+    The preamble (magic, version, header length) is checked before the rest of the file is
+    read: a file that is not a shaver artifact costs 24 bytes of reading, whatever its size.
+    """
     path = str(path)
     try:
         with open(path, "rb") as handle:
-            buf = handle.read()
+            head = handle.read(PREAMBLE.size)
+            _check_preamble(head, path)
+            buf = head + handle.read()
+    except IsADirectoryError as exc:
+        raise ArtifactError(f"{path}: is a directory, not a shaver artifact") from exc
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot read ({exc.strerror})") from exc
     return parse_container(buf, path)
 
 
-def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
-    """Validate ``buf`` (a whole artifact file) and view its sections."""
+def _check_preamble(buf: bytes, path: str) -> tuple[int, int, int]:
+    """``(version, header length, header crc)`` of a file's first bytes, checked."""
     if len(buf) < PREAMBLE.size:
         raise ArtifactError(f"{path}: truncated ({len(buf)} bytes), not a shaver artifact")
     magic, version, hlen, hcrc, reserved = PREAMBLE.unpack_from(buf)
@@ -195,6 +203,12 @@ def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
                             f"{', '.join(map(str, READABLE_VERSIONS))})")
     if reserved != 0 or hlen % ALIGN or hlen > MAX_HEADER:
         raise ArtifactError(f"{path}: corrupt preamble")
+    return version, hlen, hcrc
+
+
+def parse_container(buf: bytes, path: str = "<bytes>") -> Container:
+    """Validate ``buf`` (a whole artifact file) and view its sections."""
+    version, hlen, hcrc = _check_preamble(buf, path)
     if PREAMBLE.size + hlen > len(buf):
         raise ArtifactError(f"{path}: truncated inside the header")
     raw = buf[PREAMBLE.size:PREAMBLE.size + hlen]

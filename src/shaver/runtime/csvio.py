@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from shaver.errors import DataError
+from shaver.errors import DataError, clipped, shown
 from shaver.fileio import write_text_atomic
 
 
@@ -115,12 +115,13 @@ def read_raw_file(path: str | os.PathLike[str], columns: Sequence[str] | None = 
         raise DataError(f"{path}: empty file (expected a header with the raw column names)")
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice:
-        raise DataError(f"{path}:1: column {twice[0]!r} appears twice in the header")
+        raise DataError(f"{path}:1: column {shown(twice[0])} appears twice in the header")
     missing = [c for c in columns or () if c not in header]
     if missing and not allow_missing:
-        raise DataError(f"{path}:1: the header has no column {', '.join(missing)} (expected "
-                        f"columns: {', '.join(columns or ())}; the header has: "
-                        f"{', '.join(header)}); --allow-missing reads them as missing values")
+        raise DataError(f"{path}:1: the header has no column {clipped(', '.join(missing))} "
+                        f"(expected columns: {clipped(', '.join(columns or ()))}; the header "
+                        f"has: {clipped(', '.join(header))}); --allow-missing reads them as "
+                        f"missing values")
     out = RawRows([], [])
     for number, cells in lines:
         if len(cells) != len(header):
@@ -175,7 +176,8 @@ def read_id_rows(path: str | os.PathLike[str], fields: int) -> np.ndarray:
         try:
             out.append([int(c) for c in cells])
         except ValueError:
-            raise DataError(f"{path}:{number}: ids must be integers, got {cells}") from None
+            raise DataError(f"{path}:{number}: ids must be integers, got {shown(cells)}") \
+                from None
     return np.array(out, dtype=np.int64).reshape(-1, fields)
 
 

@@ -125,7 +125,8 @@ def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """config.json of a run directory, validated; :class:`CheckpointError` when unusable."""
     path = Path(run_dir) / CONFIG_NAME
     if not Path(run_dir).is_dir():
-        raise CheckpointError(f"{run_dir}: not a run directory (it does not exist)")
+        raise CheckpointError(f"{run_dir}: not a run directory (it "
+                              f"{'is a file' if Path(run_dir).exists() else 'does not exist'})")
     config = read_json(path, CheckpointError, missing="missing (not a shaver run directory)")
     check_format(config, fmt=RUN_FORMAT, version=RUN_FORMAT_VERSION, where=path,
                  error=CheckpointError)

@@ -66,7 +66,7 @@ def _train(args: argparse.Namespace) -> int:
     from shaver.data.store import open_dataset
     from shaver.models.registry import build_model
     from shaver.train.loop import fit
-    from shaver.train.options import read_config
+    from shaver.train.options import check_options, read_config
 
     model_opts, train_opts = read_config(args.config) if args.config else ({}, {})
     if args.model:
@@ -75,14 +75,17 @@ def _train(args: argparse.Namespace) -> int:
     if args.embed_dim is not None:
         model_opts["embed_dim"] = args.embed_dim
     settings = {**DEFAULTS, **train_opts}
-    for key in DEFAULTS:
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
+    flags = [key for key in DEFAULTS if getattr(args, key) is not None]
+    for key in flags:
+        settings[key] = getattr(args, key)
     if settings["patience"] == 0:
         settings["patience"] = None
+    check_options(settings, lambda key: "--" + key.replace("_", "-") if key in flags
+                  else f"{args.config}: train.{key}")
     if args.quiet:
         logging.getLogger("shaver.train").setLevel(logging.WARNING)
     dataset = open_dataset(args.data)
+    dataset.check_both_labels("val", "test")
     model_opts.pop("field_dims", None)
     model = build_model(model_opts, dataset.field_dims, seed=settings["seed"])
     result = fit(model, dataset, out_dir=args.out, resume=args.resume, device=args.device,

@@ -68,6 +68,8 @@ def evaluate(
     The model is moved to ``device`` (auto: CUDA when present). AUC is NaN when the split
     holds a single class; :class:`DataError` when it is empty.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_fits(model, dataset)
     dev = pick_device(device)
     model.to(dev)

@@ -26,7 +26,8 @@ from shaver.progress import progress_bar
 from shaver.train.checkpoint import CONFIG_NAME, save_run
 from shaver.train.distributed import DistContext, setup
 from shaver.train.evaluation import EVAL_BATCH, check_fits, evaluate, predict_proba, source_metrics
-from shaver.train.optim import OPTIMIZERS, make_optimizer, sparse_embeddings
+from shaver.train.optim import make_optimizer, sparse_embeddings
+from shaver.train.options import check_options
 from shaver.train.source import SplitSource
 from shaver.train.state import Progress, load_state, save_state
 
@@ -59,18 +60,6 @@ class _Settings:
     lr_decay: float | None
     seed: int
     optimizer: str = "adam"
-
-    def validate(self) -> None:
-        checks = [(self.epochs >= 1, "epochs must be >= 1"), (self.lr > 0, "lr must be > 0"),
-                  (self.weight_decay >= 0, "weight_decay must be >= 0"),
-                  (self.batch_size >= 2, "batch_size must be >= 2"),
-                  (self.patience is None or self.patience >= 1, "patience must be >= 1 or None"),
-                  (self.lr_decay is None or 0 < self.lr_decay < 1, "lr_decay must be in (0, 1)"),
-                  (self.optimizer in OPTIMIZERS,
-                   f"optimizer must be one of {', '.join(OPTIMIZERS)}")]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(f"{message}, got {self}")
 
 
 def _describe(model: nn.Module) -> dict[str, Any]:
@@ -170,9 +159,12 @@ def fit(
     :class:`TrainingError`, leaving the last good checkpoint untouched. Same seed and data
     -> same model.
     """
+    check_options({"epochs": epochs, "lr": lr, "weight_decay": weight_decay,
+                   "batch_size": batch_size, "patience": patience, "lr_decay": lr_decay,
+                   "seed": seed, "optimizer": optimizer})
     s = _Settings(int(epochs), float(lr), float(weight_decay), int(batch_size),
-                  None if patience is None else int(patience), lr_decay, int(seed), optimizer)
-    s.validate()
+                  None if patience is None else int(patience),
+                  None if lr_decay is None else float(lr_decay), int(seed), optimizer)
     check_fits(model, dataset)
     if out_dir is not None:
         model.config()  # a run directory needs a registry config: fail before training
@@ -183,6 +175,8 @@ def fit(
             f"gradients are sparse and {dist.get_backend()} all-reduces dense tensors only); "
             "use optimizer 'adam', or initialise the process group with gloo")
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: is a file; the output must be a run directory")
     if out is not None and not resume and (out / CONFIG_NAME).exists():
         raise CheckpointError(f"{out} already holds a run; pass resume=True (--resume) "
                               "or choose another output directory")
