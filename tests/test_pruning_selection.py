@@ -150,13 +150,14 @@ def test_among_the_tied_the_smallest_then_logloss_then_auc_then_order():
     assert choose(recs, comps, losses, "shaver") == 1  # same size and LogLoss: higher AUC
     recs, comps, losses = rows(("a", 20, 0.80, 0.50), ("b", 20, 0.80, 0.50))
     assert choose(recs, comps, losses, "shaver") == 0  # all equal: the first
-    # the size is the budget's own: artifact bytes for a bytes budget, kept entries otherwise
-    recs, comps, losses = rows(("a", 100, 0.80, 0.50), ("b", 200, 0.80, 0.50),
-                               size_key="bytes")
-    for r, kept in zip(recs, (9, 1)):
-        r["kept"] = kept
-    assert choose(recs, comps, losses, "shaver", "bytes") == 0
+    # a kept-entry budget prefers fewer entries among the tied; a byte budget (size_key None)
+    # has no size preference: the higher AUC, then the lower LogLoss
+    recs, comps, losses = rows(("a", 9, 0.79, 0.50), ("b", 1, 0.80, 0.51))
     assert choose(recs, comps, losses, "shaver", "kept") == 1
+    recs, comps, losses = rows(("a", 9, 0.80, 0.51), ("b", 1, 0.79, 0.50))
+    assert choose(recs, comps, losses, "shaver", None) == 0
+    recs, comps, losses = rows(("a", 9, 0.80, 0.51), ("b", 1, 0.80, 0.50))
+    assert choose(recs, comps, losses, "shaver", None) == 1
 
 
 def test_a_reference_that_is_not_tied_is_left():

@@ -47,6 +47,7 @@ from shaver.table.budget import Budget
 from shaver.table.families import Shape, TierPlanner, default_shapes
 from shaver.table.size import plan_bytes
 from shaver.table.tiers import plan_copy
+from shaver.train.device import pick_device
 from shaver.train.evaluation import source_logits
 from shaver.train.metrics import auc_logloss
 from shaver.train.source import SplitSource
@@ -244,14 +245,15 @@ class Chooser:
                 raise ChooserError(f"{where}: the default cut is chosen on a validation split "
                                    f"and there is none; use the paper's method (method "
                                    f"'shaver'), which needs no validation")
-            self._val = SplitSource(self.dataset, "val", torch.device("cpu"), in_memory=True)
+            self._val = SplitSource(self.dataset, "val", pick_device(self.device),
+                                    in_memory=True)
         return self._val
 
     def _select(self, budget: Budget, fitted: list[Fitted]):
         source = self._validation()
         records, comps, losses, calibrations = [], [], [], []
         for item in fitted:
-            logits, labels = source_logits(self.build(item), source, 1 << 14)
+            logits, labels = source_logits(self.build(item).to(source.device), source, 1 << 14)
             z, y = logits.double().numpy(), labels.numpy()
             scale, bias = fit_logit_calibration(z, y)
             p = 1.0 / (1.0 + np.exp(-(scale * z + bias)))
@@ -262,8 +264,7 @@ class Chooser:
             records.append({"name": item.candidate.name, "kept": item.kept,
                             "bytes": item.artifact_bytes, "table_bytes": item.table_bytes,
                             "val_auc": auc, "val_logloss": ll})
-        size_key = "bytes" if budget.kind == "bytes" else \
-            ("table_bytes" if budget.is_bytes else "kept")
+        size_key = None if budget.is_bytes else "kept"
         reference = next((r["name"] for r, f in zip(records, fitted)
                           if f.candidate.ranking == PAPER and f.candidate.family == FP32
                           and f.candidate.head == "fp32"), PAPER)

@@ -16,13 +16,14 @@ for, ranking (AUC) and probabilities (LogLoss, after each candidate's own recali
    the best LogLoss (the per-row loss differences on the same rows);
 2. when no candidate is tied on both (a trade-off the split can resolve), the candidates tied
    on AUC alone are kept and the lowest LogLoss among them wins;
-3. among the tied: the reference (the paper's Shaver) when it is tied; else the smallest
-   (fewest artifact bytes for a byte budget, fewest kept entries otherwise); then the lower
-   LogLoss; then the higher AUC.
+3. among the tied: the reference (the paper's Shaver) when it is tied; else, for a kept-entry
+   budget, the fewest kept entries (pruning more at equal quality), then the lower LogLoss,
+   then the higher AUC; for a byte budget, whose bytes the user has already granted, the
+   higher AUC, then the lower LogLoss (a smaller file than the budget is worth nothing more).
 
 So the default leaves the paper's cut only when validation shows it is worse, never keeps a
-cut whose probabilities are clearly worse than another's, and prefers the smaller model when
-the difference is within noise.
+cut whose probabilities are clearly worse than another's, and prefers the smaller model
+within noise only where the budget counts entries.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ import numpy as np
 Z = 1.0
 RULE = (f"candidates within {Z} paired standard errors of the best validation AUC (DeLong) "
         f"and of the best recalibrated validation LogLoss are tied (none: the lowest LogLoss "
-        f"among those tied on AUC); among them the paper's Shaver if tied, else the smallest "
-        f"(bytes for byte budgets, kept entries otherwise), then LogLoss, then AUC")
+        f"among those tied on AUC); among them the paper's Shaver if tied, else for a "
+        f"kept-entry budget the fewest kept entries, then LogLoss, then AUC, and for a byte "
+        f"budget the higher AUC, then LogLoss")
 
 
 def midranks(values: np.ndarray) -> np.ndarray:
@@ -85,10 +87,11 @@ def loss_difference_se(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def choose(records: Sequence[dict[str, Any]], comps: Sequence[tuple],
-           losses: Sequence[np.ndarray], reference: str, size_key: str = "kept") -> int:
+           losses: Sequence[np.ndarray], reference: str, size_key: str | None = "kept") -> int:
     """Index of the chosen record ({"name", ``size_key``, "val_auc", "val_logloss"}) under
     :data:`RULE`; ``comps[i]``: DeLong components of record i, ``losses[i]``: its per-row
-    validation losses. Sets each record's "tied"."""
+    validation losses; ``size_key``: the size preferred small among the tied (None: a byte
+    budget, no size preference). Sets each record's "tied"."""
     aucs = [r["val_auc"] if math.isfinite(r["val_auc"]) else -math.inf for r in records]
     lls = [r["val_logloss"] if math.isfinite(r["val_logloss"]) else math.inf for r in records]
     best_ll = int(np.argmin(lls))
@@ -109,4 +112,6 @@ def choose(records: Sequence[dict[str, Any]], comps: Sequence[tuple],
     ref = [i for i in both if records[i]["name"] == reference]
     if ref:
         return ref[0]
+    if size_key is None:
+        return min(both, key=lambda i: (-aucs[i], lls[i], i))
     return min(both, key=lambda i: (records[i][size_key], lls[i], -aucs[i], i))
