@@ -14,18 +14,10 @@ import torch
 from shaver.attribution.result import Attribution
 from shaver.cli import main
 from shaver.deploy.artifact import export_artifact, load_artifact
-from shaver.errors import ShaverError
 from shaver.models.registry import build_model
 from shaver.pruning.io import load_pruned, save_pruned
-from shaver.pruning.quantize import (
-    QuantizeConfig,
-    quantize_,
-    quantize_table,
-    quantized_artifact_bytes,
-)
 from shaver.pruning.runner import COLUMNS, collect_rows
 from shaver.table.mask import masked_copy
-from shaver.table.size import predict_artifact_bytes
 from shaver.train.checkpoint import load_run, save_run
 from test_pruning_util import (
     DIM,
@@ -265,32 +257,6 @@ def test_prune_rejects_an_attribution_of_another_model(run_dir, tmp_path, capsys
     assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit):
         main(["prune", "--run", str(run_dir), "--scorer", "l1", "--sparsity", "0.5"])
-
-
-def test_ptq_quantisation_error_and_bytes():
-    torch.manual_seed(0)
-    model = build_model("deepfm", FIELD_DIMS, embed_dim=DIM, mlp_dims=[8]).eval()
-    w = model.embedding.weight.detach().clone()
-    for bits in (16, 8, 4):
-        for gran in ("row", "table"):
-            cfg = QuantizeConfig(bits, gran)
-            q, scales, deq = quantize_table(w, cfg)
-            qmax = 2 ** (bits - 1) - 1
-            assert int(q.abs().max()) <= qmax
-            per_entry = scales[:, None] if gran == "row" else scales
-            assert torch.all((deq - w).abs() <= per_entry / 2 + 1e-6)
-            nbytes = quantized_artifact_bytes(model, cfg)
-            full = predict_artifact_bytes(model, np.ones((N, DIM), bool))
-            assert nbytes["rest"] == full - N * DIM * 4 - len(FIELD_DIMS) * DIM * 4
-            assert nbytes["values"] == -(-N * DIM * bits // 8)
-            assert nbytes["scales"] == 4 * (N if gran == "row" else 1)
-            assert nbytes["total"] == sum(v for k, v in nbytes.items() if k != "total")
-    quantize_(model, QuantizeConfig(8, "table"))
-    assert not torch.equal(model.embedding.weight, w)
-    with pytest.raises(ShaverError, match="bits"):
-        QuantizeConfig(3)
-    with pytest.raises(ShaverError, match="granularity"):
-        QuantizeConfig(8, "column")
 
 
 def test_real_attribution_prune_export_chain(tmp_path):

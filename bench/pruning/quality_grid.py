@@ -26,7 +26,8 @@ tolerance 0.01 or --attr-seconds), then prune with every method at every sparsit
   active kept fraction (shaver.pruning.budget_aware.budget_aware_rankings at the paper's
   kept count), codebook placeholder, cut as one fixed candidate;
 * magnitude |w| and random (seeded) and taylor |w dL/dw| (zero placeholder), abs order;
-* ptq int16 / int8 / int4, per row and per table (no sparsity; placed by bytes);
+* ptq int8 / int4 / int2 with per-field and per-row scales: every entry kept in one tier
+  (no sparsity; placed by bytes), the artifact's own quantisation;
 * with --finetune N: the FINETUNED methods again, each pruned model fine-tuned (mask fixed).
 
 Trained runs and attributions are cached in --work. Writes grid.csv / grid.json there and
@@ -36,7 +37,6 @@ prints a table (bytes = exact deployable-artifact size, feature map not included
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import os
@@ -53,8 +53,9 @@ from shaver.attribution.result import Attribution
 from shaver.models.registry import build_model
 from shaver.pruning.api import prune
 from shaver.pruning.finetune import FinetuneConfig
-from shaver.pruning.quantize import QuantizeConfig, quantize_, quantized_artifact_bytes
 from shaver.pruning.scorers import compute_scores, data_frequencies
+from shaver.runtime.tiered import TierSpec
+from shaver.table.families import Shape
 from shaver.train.checkpoint import load_run
 from shaver.train.loop import evaluate, fit
 
@@ -176,15 +177,17 @@ def auto_rows(model, dataset, attr, sparsities, freq) -> list[dict]:
 
 
 def ptq_rows(model, dataset) -> list[dict]:
+    """Post-training quantisation: every entry kept in one int tier, as a fixed candidate."""
+    scores = compute_scores("magnitude", model, placeholder="zero")
     rows = []
-    for bits in (16, 8, 4):
-        for gran in ("row", "table"):
-            cfg = QuantizeConfig(bits, gran)
-            q = quantize_(copy.deepcopy(model), cfg)
-            m = evaluate(q, dataset, "test", device=DEVICE)
-            rows.append({"method": f"ptq/{cfg.label}", "sparsity": None, "kept": None,
-                         "bytes": quantized_artifact_bytes(model, cfg)["total"],
-                         "auc": m["auc"], "logloss": m["logloss"], "seconds": None})
+    for dtype in ("int8", "int4", "int2"):
+        for scale in ("field", "row"):
+            family = Shape((TierSpec(dtype, scale),), (1.0,))
+            (r,) = prune(model, scores, [0.0], method="scores", dataset=dataset,
+                         families=[family], device=DEVICE)
+            rows.append({"method": f"ptq/{family.tiers[0].label}", "sparsity": None,
+                         "kept": None, "bytes": r.artifact_bytes, "auc": r.metrics["auc"],
+                         "logloss": r.metrics["logloss"], "seconds": None})
     return rows
 
 

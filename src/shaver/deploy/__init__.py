@@ -1,14 +1,10 @@
 """shaver.deploy: compact on-device artifacts, a compressed embedding module, ONNX export.
 
-API
-    size.predict_artifact_bytes(model, mask, *, value_dtype, metadata) -> int  (exact file size)
-    size.minimum_artifact_bytes(model, *, value_dtype, metadata) -> int        (all pruned)
-    size.predict_table_bytes(model, mask, *, value_dtype) -> int   (values+index+scales+codebook)
-    size.predict_tiered_bytes(model, tier_map, tiers) -> (artifact, table)  (format v2)
-    artifact.export_artifact(model_or_pruned_dir, out, *, value_dtype, metadata,
-                             include_feature_map) -> ExportResult
+API (sizes: shaver.table.size.plan_bytes, the one size oracle of a plan)
+    artifact.export_artifact(cut_or_pruned_dir_or_model, out, *, value_dtype, metadata,
+                             include_feature_map, head_dtype) -> ExportResult
     artifact.load_artifact(path) -> shaver.runtime.Artifact                    (numpy only)
-    embedding.CompressedEmbedding / embedding.compressed_model(artifact)       (torch)
+    embedding.CompressedEmbedding / embedding.compressed_model(artifact)  (torch; v1 and v2)
     onnx_export.export_onnx(artifact, out) -> Path                             (checked with ORT)
     fleet.fleet(run, attribution, fleet_yaml, out) -> FleetResult      (one artifact per class)
     CLI: shaver export | inspect | predict | fleet                             (deploy/cli.py)
@@ -45,8 +41,8 @@ Artifact format v2 (shaver.runtime.tiered; written only when the table needs it)
     row) / bitmask / sparse / rowmap (a row bitmap + keep-bits of the listed rows). The
     codebook is left out when nothing is pruned. Export picks v2 for ``value_dtype`` int4,
     int2 or ``<dtype>/<field|row>`` (e.g. ``int4/row``) and for a model whose embedding is a
-    ``shaver.table.tiers.TieredEmbedding`` (what ``shaver prune --table-bytes`` writes).
-    The runtime, ``CompressedEmbedding`` / ``TieredCompressedEmbedding`` and ONNX compute
+    ``shaver.table.tiers.TieredEmbedding`` whose plan v1 cannot store (what the chooser
+    writes for low-bit or mixed plans). The runtime, ``CompressedEmbedding`` and ONNX compute
     exactly what the fake-quantised torch model (``shaver.table.tiers.tiered_copy``)
     computes; first-order weights next to an integer tier are stored int8 (per field).
 """

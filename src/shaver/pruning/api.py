@@ -207,6 +207,9 @@ def cut(chooser: Chooser, names: list[str], budget: Budget, method: str, *,
         info["dataset"] = {"path": str(dataset.path), "fingerprint": dataset.fingerprint}
     if finetune_config is not None:
         _finetune(pruned, info, dataset, finetune_config, chooser.device, chooser.quiet)
+        if "calibration" in info:  # the model changed: its recalibration is refitted
+            scale, bias = chooser.recalibrate(pruned)
+            info["calibration"] = {"scale": scale, "bias": bias}
     if evaluate:
         info["metrics"] = _test_metrics(pruned, dataset, chooser.device)
     result = PruneResult(budget, record["kept"], record["total"], record["artifact_bytes"],

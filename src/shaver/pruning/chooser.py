@@ -36,7 +36,7 @@ from torch import nn
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import BudgetError, ShaverError
-from shaver.models.base import set_calibration
+from shaver.models.base import calibration_of, clear_calibration, set_calibration
 from shaver.pruning.budget_aware import budget_aware_rankings
 from shaver.pruning.rankings import PAPER, Ranking
 from shaver.pruning.selection import RULE, choose, components
@@ -173,6 +173,7 @@ class Chooser:
         model = self.build(chosen)
         if calibration is not None:
             set_calibration(model, *calibration)
+            calibration = calibration_of(model)  # the float32 pair the artifact stores
         record = self._record(budget, chosen, records, calibration)
         record["seconds_to_choose"] = time.perf_counter() - started
         return model.eval(), record
@@ -248,6 +249,15 @@ class Chooser:
             self._val = SplitSource(self.dataset, "val", pick_device(self.device),
                                     in_memory=True)
         return self._val
+
+    def recalibrate(self, model: nn.Module) -> tuple[float, float]:
+        """Refit ``model``'s recalibration on validation (after fine-tuning changed it)."""
+        clear_calibration(model)
+        source = self._validation()
+        logits, labels = source_logits(model.to(source.device), source, 1 << 14)
+        pair = fit_logit_calibration(logits.double().numpy(), labels.numpy())
+        set_calibration(model, *pair)
+        return calibration_of(model)
 
     def _select(self, budget: Budget, fitted: list[Fitted]):
         source = self._validation()

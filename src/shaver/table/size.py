@@ -263,28 +263,3 @@ def predict_artifact_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dt
     """
     fields, specs = plan_artifact(model, mask, value_dtype, metadata, head_dtype)
     return container_bytes(fields, specs, artifact_version(fields))
-
-
-def predict_bytes_for_counts(model: torch.nn.Module, kept: np.ndarray, *,
-                             value_dtype: str = "fp32", head_dtype: str = "fp32",
-                             metadata: Mapping[str, Any] | None = None) -> int:
-    """:func:`predict_artifact_bytes` from the kept entries per field (int (m,)): the same
-    number for any mask with these counts, without building the mask (version-1 tables)."""
-    fields, specs = plan_for_counts(model, kept, value_dtype, metadata, head_dtype)
-    return container_bytes(fields, specs, artifact_version(fields))
-
-
-def predict_table_bytes(model: torch.nn.Module, mask: np.ndarray, *, value_dtype: str = "fp32"
-                        ) -> int:
-    """Exact bytes of the embedding table in that artifact (values, index, scales, codebook;
-    not the alignment padding between sections)."""
-    return table_bytes(plan_artifact(model, mask, value_dtype, None)[1])
-
-
-def minimum_artifact_bytes(model: torch.nn.Module, *, value_dtype: str = "fp32",
-                           metadata: Mapping[str, Any] | None = None,
-                           head_dtype: str = "fp32") -> int:
-    """Size of the artifact with every embedding entry pruned (the budget's floor)."""
-    n, d = (int(s) for s in model.embedding.weight.shape)
-    return predict_artifact_bytes(model, np.zeros((n, d), dtype=bool), value_dtype=value_dtype,
-                                  metadata=metadata, head_dtype=head_dtype)
