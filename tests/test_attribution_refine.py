@@ -21,7 +21,7 @@ from shaver.attribution.refine import (
     survivor_walks,
 )
 from shaver.errors import AttributionError
-from shaver.pruning.api import masked_copy
+from shaver.table.mask import masked_copy
 from test_attribution_helpers import MODEL_NAMES, any_model, quiet_attribute, tiny_dataset
 
 torch.set_num_threads(2)
