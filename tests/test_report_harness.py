@@ -264,7 +264,7 @@ def test_synthetic_data_needs_enough_rows(tmp_path):
 
 
 def test_demo_export_needs_its_budget_in_the_grid():
-    from shaver.report.demo import _measured
+    from shaver.report.demo import _check_row
 
-    with pytest.raises(ReportError, match="no shaver result at sparsity=0.95"):
-        _measured([], "sparsity=0.95")
+    with pytest.raises(ReportError, match="no auto result at sparsity=0.95"):
+        _check_row([], "sparsity=0.95", {"auc": 0.7, "logloss": 0.5})

@@ -9,11 +9,12 @@ On a trained run and its attribution (e.g. the demo's: ``reports/demo/runs/deepf
    int8 head; and fp32 head where it fits), test AUC / LogLoss each;
 2. one fleet class at ``--class-bytes`` (default 1560KiB) that leaves the precisions to the
    chooser, through ``shaver.fleet`` itself;
-3. the quality grid's sparsities: the default's test LogLoss against the paper's cut's and
-   against predicting the training click rate for every row (the constant).
+3. the quality grid's sparsities and 4. the bytes frontier's table budgets (1/4 .. 1/128 of
+   the fp32 table): the default's test AUC and LogLoss against the paper's cut's and the
+   LogLoss of predicting the training click rate for every row (the constant).
 
 Every figure is a test metric of the cut as its artifact computes it. Command (after
-``shaver demo``):
+``shaver demo``; ``--sections 3,4`` for the last two tables alone):
 
     python bench/pruning/one_answer.py --run reports/demo/runs/deepfm-s0 \
         --attribution reports/demo/attributions/deepfm-s0-codebook.safetensors
@@ -40,6 +41,7 @@ from shaver.table.size import feature_map_metadata, plan_bytes
 from shaver.train.checkpoint import load_run, open_run_dataset
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+FRACTIONS = (4, 8, 16, 32, 64, 128)
 
 
 def _metrics(result) -> str:
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--class-bytes", default="1560KiB")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sections", default="1,2,3,4", help="which tables to print")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = load_run(args.run, device="cpu")
@@ -79,10 +82,25 @@ def main() -> None:
     auto, names = open_chooser(run.model, attr, "auto", dataset=dataset)
     paper, paper_names = open_chooser(run.model, attr, "shaver", dataset=dataset)
 
+    sections = {int(v) for v in args.sections.split(",")}
+    if 1 in sections:
+        whole_artifact(run, dataset, auto, names, paper, paper_names, args.steps)
+    if 2 in sections:
+        fleet_class(args.run, args.attribution, args.class_bytes)
+    constant = constant_logloss(dataset)
+    if 3 in sections:
+        grid(auto, names, paper, paper_names, constant, "3. the quality grid's sparsities",
+             [Budget.sparsity(s) for s in SPARSITIES])
+    if 4 in sections:
+        grid(auto, names, paper, paper_names, constant, "4. the bytes frontier's table budgets",
+             [Budget.table_bytes(f"1/{n}") for n in FRACTIONS])
+
+
+def whole_artifact(run, dataset, auto, names, paper, paper_names, steps: int) -> None:
     print("1. whole-artifact budgets: test AUC / LogLoss")
     print(f"{'budget B':>10}  {'default (chooser picks)':<26} {'its plan, head':<40} "
           f"{'paper, int8 head':<18} {'paper, fp32 head':<18}")
-    for size in ladder(run.model, dataset, args.steps):
+    for size in ladder(run.model, dataset, steps):
         budget = Budget.bytes_(size)
         best = cut(auto, names, budget, "auto")
         cells = []
@@ -94,25 +112,31 @@ def main() -> None:
         plan = f"{best.info['winner']} ({best.artifact_bytes:,} B)"
         print(f"{size:>10,}  {_metrics(best):<26} {plan:<40} {cells[0]:<18} {cells[1]:<18}")
 
-    print(f"\n2. one fleet class of {args.class_bytes}, precisions left to the chooser")
+
+
+def fleet_class(run_dir: Path, attribution: Path, class_bytes: str) -> None:
+    print(f"\n2. one fleet class of {class_bytes}, precisions left to the chooser")
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "fleet.yaml"
-        spec.write_text(yaml.safe_dump({"classes": [{"name": "c", "bytes": args.class_bytes}]}))
-        entry = fleet(args.run, args.attribution, spec, Path(tmp) / "out").classes[0]
+        spec.write_text(yaml.safe_dump({"classes": [{"name": "c", "bytes": class_bytes}]}))
+        entry = fleet(run_dir, attribution, spec, Path(tmp) / "out").classes[0]
         test = entry["metrics"]["test"]
         print(f"{entry['row']['winner']}, {entry['bytes']:,} B: test AUC {test['auc']:.4f}, "
               f"LogLoss {test['logloss']:.4f} (measured on the written artifact)")
 
-    constant = constant_logloss(dataset)
-    print(f"\n3. test LogLoss at the grid's sparsities; the constant (training click rate): "
+
+
+def grid(auto, names, paper, paper_names, constant: float, title: str, budgets) -> None:
+    print(f"\n{title}: test AUC / LogLoss; the constant (training click rate) has LogLoss "
           f"{constant:.4f}")
-    print(f"{'sparsity':>9}  {'default':>8} {'paper':>8}  default winner")
-    for sparsity in SPARSITIES:
-        budget = Budget.sparsity(sparsity)
+    print(f"{'budget':>20}  {'default':<17} {'paper':<17}  default winner")
+    for budget in budgets:
         best = cut(auto, names, budget, "auto")
-        ref = cut(paper, paper_names, budget, "shaver")
-        print(f"{sparsity:>9}  {best.metrics['logloss']:>8.4f} {ref.metrics['logloss']:>8.4f}"
-              f"  {best.info['winner']}")
+        try:
+            ref = _metrics(cut(paper, paper_names, budget, "shaver"))
+        except BudgetError:
+            ref = "does not fit"
+        print(f"{budget.label:>20}  {_metrics(best):<17} {ref:<17}  {best.info['winner']}")
 
 
 if __name__ == "__main__":

@@ -246,14 +246,14 @@ def open_chooser(model: nn.Module, scores: Any, method: str, *,
                         "split, so its Shapley candidates are favoured in the selection; "
                         "attribute with data='train' (--data train) for an unbiased choice")
         data = str(attribution.settings.get("data", "train")).split(":")[0]
-        rankings = attribution_rankings(attribution) + single_shot_rankings(
-            model, dataset, data, device=device, quiet=quiet)
+        rankings = attribution_rankings(attribution)
+        pending = single_shot_rankings(model, dataset, data, device=device, quiet=quiet)
     else:
         name = PAPER if method == "shaver" else scored.scorer
-        rankings = [Ranking(name, scored, order, refit=codebook == "refit")]
+        rankings, pending = [Ranking(name, scored, order, refit=codebook == "refit")], {}
     chooser = Chooser(model, {r.name: r for r in rankings}, dataset, frequencies, meta,
-                      attribution, device, quiet)
-    return chooser, [r.name for r in rankings]
+                      attribution, device, quiet, pending)
+    return chooser, [r.name for r in rankings] + list(pending)
 
 
 def _finetune(pruned: nn.Module, info: dict[str, Any], dataset: PreparedDataset,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,8 @@ class Chooser:
 
     ``frequencies``: (n,) id counts (codebook refits, budget-aware targets);
     ``size_metadata``: what the artifact adds to the table and head (the feature map);
-    ``attribution``: for the budget-aware rankings (optional).
+    ``attribution``: for the budget-aware rankings (optional); ``pending``: rankings by name
+    built on first use (a scorer's gradient pass is not paid for a budget refused up front).
     """
 
     model: nn.Module
@@ -107,6 +108,7 @@ class Chooser:
     attribution: Any = None
     device: str | torch.device | None = None
     quiet: bool = True
+    pending: dict[str, Callable[[], Ranking]] = field(default_factory=dict, repr=False)
     _planners: dict[tuple[str, str], TierPlanner] = field(default_factory=dict, repr=False)
     _val: SplitSource | None = field(default=None, repr=False)
 
@@ -115,8 +117,14 @@ class Chooser:
         n, d = self.model.embedding.weight.shape
         return int(n) * int(d)
 
+    def ranking(self, name: str) -> Ranking:
+        """The ranking ``name``, built now if it was pending."""
+        if name not in self.rankings:
+            self.rankings[name] = self.pending.pop(name)()
+        return self.rankings[name]
+
     def planner(self, ranking: str) -> TierPlanner:
-        rank = self.rankings[ranking]
+        rank = self.ranking(ranking)
         key = (ranking, rank.order)
         if key not in self._planners:
             self._planners[key] = TierPlanner(rank.scores.values, self.model.field_dims,
@@ -151,7 +159,7 @@ class Chooser:
 
     def build(self, fitted: Fitted) -> nn.Module:
         """The model the artifact of ``fitted`` computes (before recalibration)."""
-        rank = self.rankings[fitted.candidate.ranking]
+        rank = self.ranking(fitted.candidate.ranking)
         codebook = rank.codebook(self.model, fitted.tier_map, self.frequencies)
         return plan_copy(self.model, fitted.tier_map, fitted.candidate.family.tiers, codebook,
                          head_dtype=fitted.candidate.head)
@@ -186,7 +194,7 @@ class Chooser:
             if got is None:
                 continue
             # every ranking leaves the same plan when nothing is kept: one floor per placeholder
-            key = (self.rankings[candidate.ranking].placeholder, candidate.head) \
+            key = (self.ranking(candidate.ranking).placeholder, candidate.head) \
                 if got.kept == 0 else candidate
             if key not in seen:
                 seen.add(key)
@@ -214,17 +222,23 @@ class Chooser:
     def _end_sizes(self, candidates: Sequence[Candidate], calibrated: bool,
                    index: int) -> Iterator[int]:
         """Sizes (artifact: ``index`` 0, table: 1) of each candidate's plan with nothing and
-        with everything kept, as its planner builds them (a family's tiers and shares)."""
+        with everything kept (a family's tiers and shares); only a several-tier split of
+        everything needs the ranking, so a refusal costs no scorer's pass."""
+        shape = tuple(self.model.embedding.weight.shape)
         seen = set()
         for c in candidates:
-            planner = self.planner(c.ranking)
-            for units in (0, planner.units(c.family.granularity)):
-                # only a several-tier split of everything depends on the ranking
-                key = (c.family, c.head, units,
-                       c.ranking if units and len(c.family.tiers) > 1 else None)
-                if key not in seen:
-                    seen.add(key)
-                    yield self.sizes(c, planner.tier_map(c.family, units), calibrated)[index]
+            for everything in (False, True):
+                split = everything and len(c.family.tiers) > 1
+                key = (c.family, c.head, everything, c.ranking if split else None)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if split:
+                    planner = self.planner(c.ranking)
+                    tmap = planner.tier_map(c.family, planner.units(c.family.granularity))
+                else:
+                    tmap = np.full(shape, int(everything), np.uint8)
+                yield self.sizes(c, tmap, calibrated)[index]
 
     def _refusal(self, budget: Budget, candidates: Sequence[Candidate], calibrated: bool) -> str:
         if not budget.is_bytes:
@@ -284,7 +298,7 @@ class Chooser:
     def _record(self, budget: Budget, chosen: Fitted, records: list[dict],
                 calibration: tuple[float, float] | None) -> dict[str, Any]:
         cand = chosen.candidate
-        rank = self.rankings[cand.ranking]
+        rank = self.ranking(cand.ranking)
         out = {"budget": budget.to_json(), **rank.describe(), "candidate": cand.name,
                "winner": cand.name if records else None,
                "plan": cand.family.label, "tiers": [t.to_json() for t in cand.family.tiers],

@@ -87,14 +87,19 @@ def attribution_rankings(attribution: Any) -> list[Ranking]:
     return out
 
 
+#: The paper's single-shot baselines among the default's candidates.
+SINGLE_SHOT = ("magnitude", "taylor")
+
+
 def single_shot_rankings(model: nn.Module, dataset: PreparedDataset, data: str, *,
                          device: str | torch.device | None = None,
-                         quiet: bool = True) -> list[Ranking]:
-    """Magnitude |w| and Taylor |w dL/dw| with the zero placeholder (the paper's baselines);
-    Taylor's gradients are accumulated over the attribution's splits ``data``."""
-    return [Ranking(scorer, compute_scores(scorer, model, dataset=dataset, placeholder="zero",
-                                           data=data, device=device, quiet=quiet))
-            for scorer in ("magnitude", "taylor")]
+                         quiet: bool = True) -> dict[str, Callable[[], Ranking]]:
+    """Magnitude |w| and Taylor |w dL/dw| with the zero placeholder (the paper's baselines),
+    each built when first asked for; Taylor's gradients are accumulated over the
+    attribution's splits ``data``."""
+    def make(scorer: str) -> Callable[[], Ranking]:
+        return lambda: Ranking(scorer, compute_scores(scorer, model, dataset=dataset,
+                                                      placeholder="zero", data=data,
+                                                      device=device, quiet=quiet))
 
-
-BudgetAwareFactory = Callable[[int], list[Ranking]]
+    return {scorer: make(scorer) for scorer in SINGLE_SHOT}
