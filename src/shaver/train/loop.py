@@ -17,14 +17,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import CheckpointError, DataError, ModelError, TrainingError
 from shaver.models.base import CTRModel
 from shaver.progress import progress_bar
 from shaver.train.checkpoint import CONFIG_NAME, save_run
-from shaver.train.distributed import DistContext, setup
+from shaver.train.distributed import DistContext, data_parallel, setup
 from shaver.train.evaluation import EVAL_BATCH, check_fits, evaluate, predict_proba, source_metrics
 from shaver.train.optim import make_optimizer, sparse_embeddings
 from shaver.train.options import check_options
@@ -81,8 +80,12 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _train_epoch(model: nn.Module, step_model: nn.Module, opt: torch.optim.Optimizer,
                  source: SplitSource, s: _Settings, epoch: int, ctx: DistContext,
-                 quiet: bool) -> tuple[float, float]:
-    """One epoch; returns (mean train loss over all ranks, samples per second)."""
+                 quiet: bool, row_params: list[nn.Parameter]) -> tuple[float, float]:
+    """One epoch; returns (mean train loss over all ranks, samples per second).
+
+    ``step_model``: ``model`` or its DDP wrapper; ``row_params``: the tables DDP leaves out,
+    whose row-sparse gradients are averaged over ranks after each backward.
+    """
     torch.manual_seed(_epoch_seed(s.seed, epoch, ctx.rank))  # dropout, inside fork_rng
     order = source.epoch_order(s.seed, epoch, ctx.rank, ctx.world)
     local_batch = max(2, s.batch_size // ctx.world)
@@ -97,6 +100,7 @@ def _train_epoch(model: nn.Module, step_model: nn.Module, opt: torch.optim.Optim
         loss = F.binary_cross_entropy_with_logits(step_model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        ctx.average_row_grads(row_params)
         opt.step()
         loss_sum += loss.detach() * len(y)
         seen += len(y)
@@ -171,9 +175,10 @@ def fit(
     ctx = setup(device)
     if s.optimizer == "lazy-adam" and ctx.enabled and dist.get_backend() != "gloo":
         raise TrainingError(
-            f"optimizer 'lazy-adam' under torchrun needs the gloo backend (its embedding "
-            f"gradients are sparse and {dist.get_backend()} all-reduces dense tensors only); "
-            "use optimizer 'adam', or initialise the process group with gloo")
+            f"optimizer 'lazy-adam' under torchrun needs the gloo backend (its row gradients "
+            f"are averaged by all-gathers and all-reduces that have only been run on gloo, not "
+            f"on {dist.get_backend()}); use optimizer 'adam', or initialise the process group "
+            "with gloo")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: is a file; the output must be a run directory")
@@ -189,12 +194,16 @@ def fit(
     val = SplitSource(dataset, "val", ctx.device, in_memory)
     devices = [ctx.device] if ctx.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), \
-            sparse_embeddings(model, s.optimizer == "lazy-adam"):
-        return _fit(model, dataset, train, val, s, ctx, out, resume, quiet, eval_batch_size)
+            sparse_embeddings(model, s.optimizer == "lazy-adam") as switched:
+        row_params = [m.weight for m in switched]
+        with data_parallel(model, ctx, row_params) as step_model:
+            return _fit(model, step_model, row_params, dataset, train, val, s, ctx, out,
+                        resume, quiet, eval_batch_size)
 
 
-def _fit(model: CTRModel, dataset: PreparedDataset, train: SplitSource, val: SplitSource,
-         s: _Settings, ctx: DistContext, out: Path | None, resume: bool, quiet: bool,
+def _fit(model: CTRModel, step_model: nn.Module, row_params: list[nn.Parameter],
+         dataset: PreparedDataset, train: SplitSource, val: SplitSource, s: _Settings,
+         ctx: DistContext, out: Path | None, resume: bool, quiet: bool,
          eval_batch: int) -> TrainResult:
     opt = make_optimizer(model, s.lr, s.weight_decay, ctx.device, s.optimizer)
     identity = {"model": _describe(model), "dataset": dataset.fingerprint, "seed": s.seed}
@@ -204,10 +213,6 @@ def _fit(model: CTRModel, dataset: PreparedDataset, train: SplitSource, val: Spl
     if resume and out is not None:
         progress, best = load_state(out, model, opt, identity)
         log.info("resuming %s after epoch %d", out, progress.epoch)
-    step_model: nn.Module = model
-    if ctx.enabled:
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        step_model = DistributedDataParallel(model, device_ids=ids)
     train_config = {"epochs": s.epochs, "lr": s.lr, "weight_decay": s.weight_decay,
                     "batch_size": s.batch_size, "patience": s.patience,
                     "lr_decay": s.lr_decay, "optimizer": s.optimizer, "world_size": ctx.world,
@@ -215,7 +220,8 @@ def _fit(model: CTRModel, dataset: PreparedDataset, train: SplitSource, val: Spl
     while progress.epoch < s.epochs and not progress.stopped_early:
         epoch = progress.epoch
         started = time.perf_counter()
-        loss, speed = _train_epoch(model, step_model, opt, train, s, epoch, ctx, quiet)
+        loss, speed = _train_epoch(model, step_model, opt, train, s, epoch, ctx, quiet,
+                                   row_params)
         metrics = source_metrics(model, val, eval_batch, ctx) if val.rows else None
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": opt.param_groups[0]["lr"],
                   "val_auc": metrics["auc"] if metrics else None,
