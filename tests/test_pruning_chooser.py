@@ -19,14 +19,8 @@ from shaver.models.base import calibration_of
 from shaver.models.registry import build_model
 from shaver.pruning.api import check_validation, cut, open_chooser, prune, saw_validation
 from shaver.pruning.budget_aware import budget_aware_rankings, budget_aware_scores
-from shaver.pruning.chooser import (
-    FP32,
-    UNIFORM,
-    Candidate,
-    ChooserError,
-    candidates_for,
-    with_budget_aware,
-)
+from shaver.pruning.candidates import FP32, UNIFORM, Candidate, ChooserError, candidates_for
+from shaver.pruning.chooser import with_budget_aware
 from shaver.pruning.rankings import PAPER, Ranking, zero_placeholder
 from shaver.pruning.scorers import shapley_scores
 from shaver.runtime.calibration import fit_logit_calibration, log_losses

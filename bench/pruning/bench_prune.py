@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from shaver.attribution.result import Attribution
 from shaver.models.registry import build_model
 from shaver.pruning.api import cut, open_chooser
-from shaver.pruning.chooser import FP32
+from shaver.pruning.candidates import FP32
 from shaver.pruning.rankings import PAPER
 from shaver.table.budget import Budget
 from shaver.table.size import plan_bytes

@@ -27,7 +27,8 @@ from torch import nn
 from shaver.data.store import PreparedDataset
 from shaver.errors import FingerprintMismatch, ShaverError
 from shaver.models.base import check_model_interface
-from shaver.pruning.chooser import Chooser, ChooserError, candidates_for, with_budget_aware
+from shaver.pruning.candidates import ChooserError, candidates_for
+from shaver.pruning.chooser import Chooser, with_budget_aware
 from shaver.pruning.codebook import check_codebook_mode
 from shaver.pruning.finetune import FinetuneConfig, finetune
 from shaver.pruning.rankings import PAPER, Ranking, attribution_rankings, single_shot_rankings

@@ -14,12 +14,7 @@ one rule (:mod:`shaver.pruning.selection`: AUC and LogLoss within their paired s
 errors) picks the winner. A single fixed candidate (the paper's method, a baseline scorer)
 skips validation and recalibration: it is exactly that method's cut.
 
-Which candidates (:func:`candidates_for`): a kept-entry budget (sparsity, params) keeps its
-entries in fp32 (or the one value dtype allowed) with an fp32 head; a byte budget tries every
-ranking at the uniform precisions and the paper's ranking at every default family (mixed
-tiers, row granularity), each at every head precision the budget allows (a table budget
-does not count the head: fp32). ``values`` / ``heads`` restrict them (a fleet class that
-states its precisions).
+Which candidates: :func:`shaver.pruning.candidates.candidates_for`.
 """
 
 from __future__ import annotations
@@ -35,16 +30,16 @@ import torch
 from torch import nn
 
 from shaver.data.store import PreparedDataset
-from shaver.errors import BudgetError, ShaverError
+from shaver.errors import BudgetError
 from shaver.models.base import calibration_of, clear_calibration, set_calibration
+from shaver.progress import progress_bar
 from shaver.pruning.budget_aware import budget_aware_rankings
+from shaver.pruning.candidates import FP32, Candidate, ChooserError
 from shaver.pruning.rankings import PAPER, Ranking
 from shaver.pruning.selection import RULE, choose, components
 from shaver.runtime.calibration import fit_logit_calibration, log_losses
-from shaver.runtime.headq import HEAD_DTYPES, check_head_dtype
-from shaver.runtime.tiered import TierSpec
 from shaver.table.budget import Budget
-from shaver.table.families import Shape, TierPlanner, default_shapes
+from shaver.table.families import TierPlanner
 from shaver.table.size import plan_bytes
 from shaver.table.tiers import plan_copy
 from shaver.train.device import pick_device
@@ -53,31 +48,6 @@ from shaver.train.metrics import auc_logloss
 from shaver.train.source import SplitSource
 
 log = logging.getLogger(__name__)
-
-FP32 = Shape((TierSpec("fp32"),), (1.0,))
-#: Uniform precisions every ranking is tried at under a byte budget.
-UNIFORM = ("fp32", "fp16", "int8", "int4", "int2")
-
-
-class ChooserError(ShaverError):
-    """The chooser cannot serve a request (no validation split, nothing allowed fits)."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One way to cut: ``ranking`` (a name), ``family`` (tiers, shares, granularity),
-    ``head`` (fp32 | fp16 | int8)."""
-
-    ranking: str
-    family: Shape
-    head: str = "fp32"
-
-    @property
-    def name(self) -> str:
-        plan = "" if self.family == FP32 else f" {self.family.label}"
-        head = "" if self.head == "fp32" else f" head={self.head}"
-        return f"{self.ranking}{plan}{head}"
-
 
 @dataclass
 class Fitted:
@@ -276,24 +246,33 @@ class Chooser:
     def _select(self, budget: Budget, fitted: list[Fitted]):
         source = self._validation()
         records, comps, losses, calibrations = [], [], [], []
-        for item in fitted:
-            logits, labels = source_logits(self.build(item).to(source.device), source, 1 << 14)
-            z, y = logits.double().numpy(), labels.numpy()
-            scale, bias = fit_logit_calibration(z, y)
-            p = 1.0 / (1.0 + np.exp(-(scale * z + bias)))
-            auc, ll = auc_logloss(y, p)
-            losses.append(log_losses(z, y, scale, bias))
-            comps.append(components(y, p))
-            calibrations.append((scale, bias))
-            records.append({"name": item.candidate.name, "kept": item.kept,
-                            "bytes": item.artifact_bytes, "table_bytes": item.table_bytes,
-                            "val_auc": auc, "val_logloss": ll})
+        with progress_bar(total=len(fitted), disable=self.quiet, unit="cut",
+                          desc=f"choosing {budget.label}") as bar:
+            for item in fitted:
+                self._score(item, source, records, comps, losses, calibrations)
+                bar.update(1)
         size_key = None if budget.is_bytes else "kept"
         reference = next((r["name"] for r, f in zip(records, fitted)
                           if f.candidate.ranking == PAPER and f.candidate.family == FP32
                           and f.candidate.head == "fp32"), PAPER)
         index = choose(records, comps, losses, reference, size_key)
         return fitted[index], records, calibrations[index]
+
+    def _score(self, item: Fitted, source: SplitSource, records: list, comps: list,
+               losses: list, calibrations: list) -> None:
+        """Validation record, DeLong components, per-row losses and recalibration of one
+        fitted candidate."""
+        logits, labels = source_logits(self.build(item).to(source.device), source, 1 << 14)
+        z, y = logits.double().numpy(), labels.numpy()
+        scale, bias = fit_logit_calibration(z, y)
+        p = 1.0 / (1.0 + np.exp(-(scale * z + bias)))
+        auc, ll = auc_logloss(y, p)
+        losses.append(log_losses(z, y, scale, bias))
+        comps.append(components(y, p))
+        calibrations.append((scale, bias))
+        records.append({"name": item.candidate.name, "kept": item.kept,
+                        "bytes": item.artifact_bytes, "table_bytes": item.table_bytes,
+                        "val_auc": auc, "val_logloss": ll})
 
     def _record(self, budget: Budget, chosen: Fitted, records: list[dict],
                 calibration: tuple[float, float] | None) -> dict[str, Any]:
@@ -311,42 +290,6 @@ class Chooser:
             out["val_metrics"] = {"auc": best["val_auc"], "logloss": best["val_logloss"]}
             out["selection"] = {"rule": RULE, "candidates": records}
         return out
-
-
-def candidates_for(budget: Budget, rankings: Sequence[str], *,
-                   values: Sequence[str] | None = None, heads: Sequence[str] | None = None,
-                   families: Sequence[Shape] | None = None) -> list[Candidate]:
-    """The default candidates of ``budget`` over ``rankings`` (the first is the paper's),
-    restricted to the value dtypes ``values`` and head dtypes ``heads`` when given, or to
-    the plan ``families`` when given."""
-    if families is None:
-        families = _families(budget, rankings, values)
-    else:
-        families = [(r, f) for r in rankings for f in families]
-    if heads is None:
-        heads = HEAD_DTYPES if budget.kind == "bytes" else ("fp32",)
-    for head in heads:
-        check_head_dtype(head)
-    out = [Candidate(r, f, h) for h in heads for r, f in families]
-    if not out:
-        raise ChooserError(f"no plan family allows the value dtypes {', '.join(values or ())}"
-                           f" for budget {budget.label}")
-    return out
-
-
-def _families(budget: Budget, rankings: Sequence[str],
-              values: Sequence[str] | None) -> list[tuple[str, Shape]]:
-    def allowed(shape: Shape) -> bool:
-        return values is None or all(t.value_dtype in values for t in shape.tiers)
-
-    if not budget.is_bytes:
-        dtypes = ("fp32",) if values is None else tuple(values)
-        uniform = [Shape((TierSpec(v),), (1.0,)) for v in dtypes]
-        return [(r, s) for r in rankings for s in uniform]
-    uniform = [Shape((TierSpec(v),), (1.0,)) for v in UNIFORM]
-    out = [(r, s) for r in rankings for s in uniform if allowed(s)]
-    out += [(rankings[0], s) for s in default_shapes() if allowed(s) and s not in uniform]
-    return out
 
 
 def with_budget_aware(chooser: Chooser, budget: Budget, names: list[str]) -> list[str]:
