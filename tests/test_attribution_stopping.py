@@ -93,7 +93,7 @@ def test_bad_stop_options(ds, kw, message):
 def test_cut_rule_stops_the_run_by_itself(ds):
     model = any_model("deepfm")
     size = ds.num_rows("train+val")
-    res = _run(model, ds, stop="cut", stop_fraction=0.5, max_samples=50 * size)
+    res = _run(model, ds, stop="cut", stop_fraction=0.5, max_samples=50 * size, min_passes=1)
     assert res.settings["stop_reason"] == "stable"
     assert size <= res.count < 50 * size  # at least min_passes, then stable before the cap
     regret = res.settings["stop_cut"]["regret"]
@@ -236,3 +236,21 @@ def test_a_part_of_a_pass_is_unbiased(ds, cv):
     z = (mean - exact).abs() / (se + 1e-12)
     assert float(z.max()) < 4.5, z.max()
     assert float((phis[0] - exact).abs().max()) > 0  # one run is an estimate, not exact
+
+
+def test_cut_checks_follow_a_schedule_in_samples_not_seconds(ds):
+    acc = Accumulator(4)
+    acc.sum, acc.count = torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64), 800
+    rule = CutStability(4, [0.5])
+    assert rule.check(acc) is not None  # the first check runs at once
+    acc.count = 899  # < 800 * 1.125
+    assert rule.check(acc) is None and rule.check(acc, force=True) is not None
+    acc.count = 1011
+    assert rule.check(acc) is None
+    acc.count = 1012  # >= 899 * 1.125 = 1011.4 (the forced check moved the schedule)
+    assert rule.check(acc) is not None
+    size = ds.num_rows("train+val")
+    runs = [_run(any_model("deepfm"), ds, stop="cut", stop_fraction=0.2, batch_size=2,
+                 max_samples=50 * size) for _ in range(2)]
+    assert runs[0].settings["stop_reason"] == "stable"
+    assert runs[0].count == runs[1].count and torch.equal(runs[0].phi, runs[1].phi)

@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", choices=("cut", "sage"), default="cut",
                    help="stopping rule, checked after --min-passes: 'cut' (default) stops once "
                    "the cut at every --stop-budgets sparsity is stable (noise could cost less "
-                   "than --stop-fraction of the kept |phi|); 'sage' is the paper's "
+                   "than --stop-fraction of the kept |phi|, counting walk noise, the surrogate "
+                   "sample's error and the rows not yet walked; no pass needed); 'sage' is "
+                   "the paper's "
                    "rule, max(stderr)/(max(phi)-min(phi)) < --tolerance")
     p.add_argument("--stop-budgets", default=",".join(f"{s:g}" for s in DEFAULT_STOP_BUDGETS),
                    metavar="S,S,...", help="sparsities whose cut must be stable (default: the "
@@ -59,9 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "|phi| each cut keeps (default %(default)g)")
     p.add_argument("--stop-draws", type=int, default=DEFAULT_STOP_DRAWS,
                    help="noise draws per check of the cut rule (default %(default)d)")
-    p.add_argument("--min-passes", type=float, default=1.0,
-                   help="passes over the data before a rule may stop the run (default 1; a "
-                   "fraction walks a uniform random part of the data: still unbiased)")
+    p.add_argument("--min-passes", type=float, default=None,
+                   help="passes over the data before a rule may stop the run (default: 0 for "
+                   "--stop cut, whose errors count the rows not yet walked; 1 for --stop "
+                   "sage, the paper's; a fraction walks a uniform random part of the data: "
+                   "still unbiased)")
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="--stop sage: stop when max(stderr)/(max(phi)-min(phi)) < this "
                    "(default 0.01)")
