@@ -177,9 +177,34 @@ def test_auto_follows_the_hardware(monkeypatch):
     assert hardware.auto_candidates(torch.device("cpu"), True) == ["int8"]
     assert hardware.auto_candidates(torch.device("cpu"), False) == []
     monkeypatch.setattr(hardware, "bf16_native", lambda device: True)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "avx2"}))
     assert hardware.auto_candidates(torch.device("cpu"), True) == ["bf16", "int8"]
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "avx512_vnni"}))
+    assert hardware.auto_candidates(torch.device("cpu"), True) == ["int8", "bf16"]
     assert "AVX" in hardware.cpu_summary() or hardware.cpu_summary()
     assert isinstance(hardware.bf16_native(torch.device("cpu")), bool)
+
+
+@pytest.mark.parametrize("flags, bf16, int8, want", [
+    ({"avx2"}, False, True, ["int8"]),  # AVX2 only: int8 still beats fp32
+    ({"avx2"}, False, False, []),
+    ({"avx512_bf16", "avx512f"}, True, True, ["bf16", "int8"]),  # bf16 units, no int8 dot
+    ({"amx_bf16", "amx_tile"}, True, True, ["bf16", "int8"]),
+    ({"avx512_bf16", "avx512_vnni"}, True, True, ["int8", "bf16"]),  # the EPYC
+    ({"amx_bf16", "amx_int8"}, True, True, ["int8", "bf16"]),
+    ({"avx_vnni", "avx2"}, False, True, ["int8"]),
+    ({"avx512_bf16", "avx512_vnni"}, True, False, ["bf16"]),  # no int8 path for this model
+])
+def test_auto_order_from_cpu_features(flags, bf16, int8, want):
+    assert hardware.precision_order("cpu", frozenset(flags), bf16=bf16, int8=int8) == want
+    # deterministic: a function of the features, whatever their order or a second call
+    assert hardware.precision_order("cpu", set(sorted(flags)), bf16=bf16, int8=int8) == want
+
+
+def test_auto_order_on_gpus_is_bf16_whatever_the_host_cpu():
+    vnni = frozenset({"avx512_vnni", "amx_int8"})
+    assert hardware.precision_order("cuda", vnni, bf16=True, int8=True) == ["bf16"]
+    assert hardware.precision_order("cuda", vnni, bf16=False, int8=False) == []
 
 
 def test_reference_engine_and_generic_models_run_auto_in_fp32():

@@ -134,8 +134,9 @@ def attribute(
     estimator); ``surrogate_points``: the surrogate's quadrature points along the path;
     ``dtype`` "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
-    fp32's credits; "auto" (default) takes the fastest precision the device has natively (bf16
-    on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs) where its credits agree with
+    fp32's credits; "auto" (default) takes the fastest precision the device has natively (int8
+    on CPUs with VNNI / AMX-INT8, bf16 on GPUs and on bf16 CPUs without them, else int8 on
+    CPUs; :func:`~shaver.attribution.estimator.hardware.precision_order`) where its credits agree with
     fp32's, else fp32 (``dtype_used`` in the result; the reference engine runs fp32);
     ``max_rows`` caps the head rows of one fast-engine pass (default 2048 on CPU, where
     cache-sized passes win; 131072 on GPU). ``codebook`` (m, d): use this placeholder

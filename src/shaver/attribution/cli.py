@@ -92,8 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--control-variate sampled: rows of the surrogate's sample per walked "
                    "sample (>= 1; default %(default)g)")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "int8"), default="auto",
-                   help="auto (default): the fastest precision this device has natively (bf16 "
-                   "on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs), used only where "
+                   help="auto (default): the fastest precision this device has natively (int8 "
+                   "on CPUs with VNNI / AMX-INT8, bf16 on GPUs and on AMX-BF16 / AVX-512 BF16 "
+                   "CPUs without them, else int8 on CPUs), used only where "
                    "its credits agree with fp32's on the first batch, else fp32; bf16 runs the "
                    "dense layers in bfloat16; int8 runs the MLP layers as int8 GEMMs "
                    "(approximate, see bench/attribution)")
