@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from shaver.attribution.cost import attribution_cost, describe_cost, run_epoch_seconds
 from shaver.attribution.sampling import DEFAULT_DATA
 from shaver.attribution.stopping import (
     DEFAULT_STOP_BUDGETS,
@@ -168,11 +169,12 @@ def _attribute(args: argparse.Namespace) -> int:
         stop_fraction=args.stop_fraction, stop_draws=args.stop_draws, min_passes=args.min_passes,
         bins=args.bins)
     if ctx.is_main:
-        result.save(out)
         s = result.settings
-        print(f"attributed {result.count} samples ({s['passes']:.2f} passes, {s['stop_reason']}, "
-              f"ratio {s['convergence_ratio']:.4g}, {s['seconds']:.1f}s, path {s['path']}, "
-              f"{s['dtype_used']})")
+        s["cost"] = attribution_cost(s["seconds"], s["passes"], run_epoch_seconds(run.config))
+        result.save(out)
+        print(f"attributed {result.count} samples ({s['stop_reason']}, ratio "
+              f"{s['convergence_ratio']:.4g}, path {s['path']}, {s['dtype_used']})")
+        print(f"cost: {describe_cost(s['cost'])}")
         print(f"wrote {out}")
     return 0
 
@@ -181,15 +183,12 @@ def epoch_seconds(run: Any) -> float:
     """Mean wall seconds of one training epoch of ``run`` (from its config.json)."""
     from shaver.errors import AttributionError
 
-    history = (run.config.get("metrics") or {}).get("history") or []
-    seconds = [float(h["seconds"]) for h in history
-               if isinstance(h, dict) and isinstance(h.get("seconds"), (int, float))
-               and h["seconds"] > 0]
-    if not seconds:
+    seconds = run_epoch_seconds(run.config)
+    if seconds is None:
         raise AttributionError(
             f"{run.path / 'config.json'}: no training epoch seconds recorded "
             f"(metrics.history[].seconds); give --max-seconds instead of --compute-epochs")
-    return sum(seconds) / len(seconds)
+    return seconds
 
 
 def _sparsities(text: str) -> list[float]:
