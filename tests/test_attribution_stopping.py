@@ -169,6 +169,22 @@ def test_auto_takes_the_first_candidate_that_agrees(monkeypatch):
     assert torch.equal(_walk(engine), _walk(fp32)) and engine.dtype_used == "fp32"
 
 
+def test_auto_passes_over_int8_that_disagrees_to_bf16(monkeypatch, caplog):
+    from shaver.attribution.estimator import fast
+
+    if not fast.int8_available(torch.device("cpu")):
+        pytest.skip("no int8 quantized engine in this torch build")
+    model = any_model("deepfm", field_dims=[30, 40, 20], embed_dim=4)
+    monkeypatch.setattr(fast, "auto_candidates", lambda device, has_int8: ["int8", "bf16"])
+    monkeypatch.setattr(fast, "INT8_MIN_CORR", 1.01)  # int8 cannot agree: bf16 is next
+    engine = make_engine("fast", _imputer(model), dtype="auto")
+    with caplog.at_level(logging.WARNING):
+        _walk(engine)
+    assert engine.dtype_used == "bf16" and set(engine.agreement) == {"int8", "bf16"}
+    assert "int8: credits correlate only" in caplog.text and "not used" in caplog.text
+    assert "stays in fp32" not in caplog.text
+
+
 def test_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(hardware, "bf16_native", lambda device: False)
     monkeypatch.setattr(hardware, "int8_available", lambda device: False)
