@@ -12,6 +12,7 @@ from shaver.attribution.exact import exact_shapley
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.sampling import SampleSource
 from shaver.attribution.stopping import CutStability
+from shaver.errors import AttributionError
 from test_attribution_helpers import any_model, tiny_dataset
 from test_attribution_helpers import quiet_attribute as _run
 
@@ -104,7 +105,7 @@ def test_the_cut_rule_fires_once_every_id_is_well_sampled():
 
 
 def test_a_mismatched_frequency_table_is_refused():
-    with pytest.raises(ValueError, match="frequencies has 4 ids, the table 5 rows"):
+    with pytest.raises(AttributionError, match="frequencies has 4 ids, the table 5 rows"):
         RowEvidence(FIELDS, FREQ[:4], ROWS, 1)
 
 

@@ -116,6 +116,8 @@ def main() -> None:
                     help="override the library's floor (default: the library's default)")
     ap.add_argument("--reference", type=float, default=0.0,
                     help="also run the estimator for F times the default's seconds (0: no)")
+    ap.add_argument("--reference-only", type=float, default=None, metavar="SECONDS",
+                    help="skip the default; run only the reference, for SECONDS")
     ap.add_argument("--sparsity", default="0.8,0.95,0.99")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -136,13 +138,18 @@ def main() -> None:
     record["taylor"] = {"seconds": time.perf_counter() - began,
                         **cuts(model, taylor, dataset, sparsities, False)}
     print("  taylor       " + " / ".join(f"{a:.4f}" for a in record["taylor"]["auc"]))
-    floor = {} if args.min_passes is None else {"min_passes": args.min_passes}
-    row = one(args.label, model, dataset, sparsities, epoch, seed=args.seed, **floor)
-    record["rows"].append(row)
+    reference = {"seed": args.seed + 1000, "stop": "sage", "tolerance": None}
+    if args.reference_only is not None:
+        record["rows"].append(one(f"ref {args.reference_only:g}s", model, dataset, sparsities,
+                                  epoch, max_seconds=args.reference_only, **reference))
+        args.reference = 0
+    else:
+        floor = {} if args.min_passes is None else {"min_passes": args.min_passes}
+        row = one(args.label, model, dataset, sparsities, epoch, seed=args.seed, **floor)
+        record["rows"].append(row)
     if args.reference > 0:
         record["rows"].append(one(f"ref x{args.reference:g}", model, dataset, sparsities, epoch,
-                                  seed=args.seed + 1000, stop="sage", tolerance=None,
-                                  max_seconds=args.reference * row["seconds"]))
+                                  max_seconds=args.reference * row["seconds"], **reference))
     path = args.work / f"soe-{args.label}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path}")

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from shaver.attribution.accumulator import Accumulator
+from shaver.errors import AttributionError
 
 #: Pseudo-hits of the group's spread in an entry's second moment. One: an entry seen once
 #: weighs its own square as much as its field's typical one.
@@ -51,28 +52,33 @@ class RowEvidence:
         rows = int(sum(field_dims))
         freq = torch.as_tensor(np.asarray(frequencies, dtype=np.float64), device=device)
         if freq.numel() != rows:
-            raise ValueError(f"frequencies has {freq.numel()} ids, the table {rows} rows")
+            raise AttributionError(f"frequencies has {freq.numel()} ids, the table {rows} rows")
         self.size, self.dim, self.prior = int(size), int(dim), float(prior_hits)
-        #: p_i per entry (n*d,): chance that a uniform row of D contains the entry's id
-        self.share = (freq / max(self.size, 1)).repeat_interleave(self.dim)
-        field = torch.repeat_interleave(torch.arange(len(field_dims), device=device),
-                                        torch.as_tensor(list(field_dims), device=device))
-        #: group (field * dim + column) per entry
-        self.group = (field[:, None] * self.dim
-                      + torch.arange(self.dim, device=device)).reshape(-1)
-        self.groups = len(field_dims) * self.dim
+        self.fields = len(field_dims)
+        #: p per row of the table (n,): chance that a uniform row of D contains that id
+        self.row_share = freq / max(self.size, 1)
+        #: field of each row of the table (n,)
+        self.field = torch.repeat_interleave(torch.arange(self.fields, device=device),
+                                             torch.as_tensor(list(field_dims), device=device))
+
+    @property
+    def share(self) -> torch.Tensor:
+        """p_i per entry (n*d,)."""
+        return self.row_share.repeat_interleave(self.dim)
 
     def walk_variance(self, total: torch.Tensor, squares: torch.Tensor, n: float) -> torch.Tensor:
         """Variance of the mean of n uniform rows' values, from their sums ``total`` and
         ``squares`` (n*d,), with the shrunk per-hit second moment (module docstring)."""
         if n <= 0:
             return torch.zeros_like(total)
-        mean = total / n
-        own = (squares / n - mean * mean).clamp_min(0)
-        pooled = torch.zeros(self.groups, dtype=squares.dtype, device=squares.device)
-        pooled.index_add_(0, self.group, squares)
-        m2 = (squares + self.prior * pooled[self.group] / n) / (self.share * n + self.prior)
-        return torch.maximum(self.share * m2 - mean * mean, own).clamp_min(0) / n
+        mean = (total / n).view(-1, self.dim)
+        sq = squares.view(-1, self.dim)
+        own = (sq / n - mean * mean).clamp_min(0)
+        pooled = torch.zeros(self.fields, self.dim, dtype=sq.dtype, device=sq.device)
+        pooled.index_add_(0, self.field, sq)  # per (field, column): sum of squares
+        share = self.row_share[:, None]
+        m2 = (sq + self.prior * pooled[self.field] / n) / (share * n + self.prior)
+        return (torch.maximum(share * m2 - mean * mean, own).clamp_min(0) / n).reshape(-1)
 
     def stderr(self, acc: Accumulator) -> torch.Tensor:
         """float64 (n*d,): sqrt(walk term + surrogate sample term) of ``acc``'s phi."""
