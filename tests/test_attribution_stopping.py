@@ -93,7 +93,7 @@ def test_bad_stop_options(ds, kw, message):
 def test_cut_rule_stops_the_run_by_itself(ds):
     model = any_model("deepfm")
     size = ds.num_rows("train+val")
-    res = _run(model, ds, stop="cut", stop_fraction=0.5, max_samples=50 * size)
+    res = _run(model, ds, stop="cut", stop_fraction=0.5, max_samples=50 * size, min_passes=1)
     assert res.settings["stop_reason"] == "stable"
     assert size <= res.count < 50 * size  # at least min_passes, then stable before the cap
     regret = res.settings["stop_cut"]["regret"]
@@ -169,6 +169,22 @@ def test_auto_takes_the_first_candidate_that_agrees(monkeypatch):
     assert torch.equal(_walk(engine), _walk(fp32)) and engine.dtype_used == "fp32"
 
 
+def test_auto_passes_over_int8_that_disagrees_to_bf16(monkeypatch, caplog):
+    from shaver.attribution.estimator import fast
+
+    if not fast.int8_available(torch.device("cpu")):
+        pytest.skip("no int8 quantized engine in this torch build")
+    model = any_model("deepfm", field_dims=[30, 40, 20], embed_dim=4)
+    monkeypatch.setattr(fast, "auto_candidates", lambda device, has_int8: ["int8", "bf16"])
+    monkeypatch.setattr(fast, "INT8_MIN_CORR", 1.01)  # int8 cannot agree: bf16 is next
+    engine = make_engine("fast", _imputer(model), dtype="auto")
+    with caplog.at_level(logging.WARNING):
+        _walk(engine)
+    assert engine.dtype_used == "bf16" and set(engine.agreement) == {"int8", "bf16"}
+    assert "int8: credits correlate only" in caplog.text and "not used" in caplog.text
+    assert "stays in fp32" not in caplog.text
+
+
 def test_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(hardware, "bf16_native", lambda device: False)
     monkeypatch.setattr(hardware, "int8_available", lambda device: False)
@@ -177,7 +193,10 @@ def test_auto_follows_the_hardware(monkeypatch):
     assert hardware.auto_candidates(torch.device("cpu"), True) == ["int8"]
     assert hardware.auto_candidates(torch.device("cpu"), False) == []
     monkeypatch.setattr(hardware, "bf16_native", lambda device: True)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "avx2"}))
     assert hardware.auto_candidates(torch.device("cpu"), True) == ["bf16", "int8"]
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16", "avx512_vnni"}))
+    assert hardware.auto_candidates(torch.device("cpu"), True) == ["int8", "bf16"]
     assert isinstance(hardware.bf16_native(torch.device("cpu")), bool)
 
 
@@ -189,6 +208,28 @@ def test_cpu_summary_names_the_isa_level_and_the_low_precision_units(monkeypatch
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     assert hardware.cpu_summary() == "AVX2 (no bf16/int8 units)"
+
+
+@pytest.mark.parametrize("flags, bf16, int8, want", [
+    ({"avx2"}, False, True, ["int8"]),  # AVX2 only: int8 still beats fp32
+    ({"avx2"}, False, False, []),
+    ({"avx512_bf16", "avx512f"}, True, True, ["bf16", "int8"]),  # bf16 units, no int8 dot
+    ({"amx_bf16", "amx_tile"}, True, True, ["bf16", "int8"]),
+    ({"avx512_bf16", "avx512_vnni"}, True, True, ["int8", "bf16"]),  # the EPYC
+    ({"amx_bf16", "amx_int8"}, True, True, ["int8", "bf16"]),
+    ({"avx_vnni", "avx2"}, False, True, ["int8"]),
+    ({"avx512_bf16", "avx512_vnni"}, True, False, ["bf16"]),  # no int8 path for this model
+])
+def test_auto_order_from_cpu_features(flags, bf16, int8, want):
+    assert hardware.precision_order("cpu", frozenset(flags), bf16=bf16, int8=int8) == want
+    # deterministic: a function of the features, whatever their order or a second call
+    assert hardware.precision_order("cpu", set(sorted(flags)), bf16=bf16, int8=int8) == want
+
+
+def test_auto_order_on_gpus_is_bf16_whatever_the_host_cpu():
+    vnni = frozenset({"avx512_vnni", "amx_int8"})
+    assert hardware.precision_order("cuda", vnni, bf16=True, int8=True) == ["bf16"]
+    assert hardware.precision_order("cuda", vnni, bf16=False, int8=False) == []
 
 
 def test_reference_engine_and_generic_models_run_auto_in_fp32():
@@ -251,3 +292,21 @@ def test_a_part_of_a_pass_is_unbiased(ds, cv):
     z = (mean - exact).abs() / (se + 1e-12)
     assert float(z.max()) < 4.5, z.max()
     assert float((phis[0] - exact).abs().max()) > 0  # one run is an estimate, not exact
+
+
+def test_cut_checks_follow_a_schedule_in_samples_not_seconds(ds):
+    acc = Accumulator(4)
+    acc.sum, acc.count = torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64), 800
+    rule = CutStability(4, [0.5])
+    assert rule.check(acc) is not None  # the first check runs at once
+    acc.count = 899  # < 800 * 1.125
+    assert rule.check(acc) is None and rule.check(acc, force=True) is not None
+    acc.count = 1011
+    assert rule.check(acc) is None
+    acc.count = 1012  # >= 899 * 1.125 = 1011.4 (the forced check moved the schedule)
+    assert rule.check(acc) is not None
+    size = ds.num_rows("train+val")
+    runs = [_run(any_model("deepfm"), ds, stop="cut", stop_fraction=0.2, batch_size=2,
+                 max_samples=50 * size) for _ in range(2)]
+    assert runs[0].settings["stop_reason"] == "stable"
+    assert runs[0].count == runs[1].count and torch.equal(runs[0].phi, runs[1].phi)

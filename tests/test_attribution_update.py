@@ -143,7 +143,7 @@ def test_cli_update(tmp_path, capsys):
     model = registry_model("deepfm", DIMS)
     run = save_run(tmp_path / "run", model, dataset=dataset, metrics={}, seed=0, train_config={})
     base = ["attribute", "--run", str(run), "--device", "cpu", "-q", "--batch-size", "16"]
-    assert main([*base, "--data", "train", "--max-samples", "84"]) == 0
+    assert main([*base, "--data", "train", "--max-samples", "84", "--min-passes", "1"]) == 0
     first = Attribution.load(run / "attribution-codebook.safetensors")
     assert main([*base, "--update", "--data", "val", "--half-life", "1000"]) == 0
     out = capsys.readouterr().out

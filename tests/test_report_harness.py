@@ -120,6 +120,8 @@ def test_outputs_agree_with_each_other(bench):
     steps = {t["step"] for t in doc["timings"]}
     assert "training epoch" in steps and "score once (taylor)" in steps
     assert "prune per new budget (magnitude)" in steps and "attribute once" in steps
+    attributed = [t for t in doc["timings"] if t["step"] == "attribute once"]
+    assert all("training epochs" in t["note"] for t in attributed)
     records = {a["placeholder"]: a for a in doc["attributions"]}
     assert set(records) == {"codebook", "zero"}
     for record in records.values():
@@ -128,6 +130,9 @@ def test_outputs_agree_with_each_other(bench):
         assert [t["samples"] for t in trace] == sorted(t["samples"] for t in trace)
         assert trace[-1]["samples"] == record["samples"] > 0
         assert record["stop"] == "cut" and record["stop_fraction"] > 0
+        cost = record["cost"]  # in training epochs of the same base model
+        assert cost["epochs"] == pytest.approx(cost["seconds"] / cost["epoch_seconds"])
+        assert cost["seconds"] == record["seconds"] and cost["passes"] > 0
         regrets = [t["regret"] for t in trace]  # the cut rule's own measure, every chunk
         assert all(0 <= r < 1 for r in regrets) and regrets[-1] < regrets[0]
         assert len(record["mean_abs_phi"]) == 4 and len(record["mean_abs_phi"][0]) == 16

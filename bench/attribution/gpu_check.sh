@@ -4,9 +4,13 @@
 #      every dependency (no network needed), else a venv in /tmp/v reusing a system torch
 #      (--system-site-packages), else a fresh venv that pip-installs torch;
 #   2. the attribution tests (they parametrise device over cuda when CUDA is available);
-#   3. fast-vs-reference samples/s for DeepFM and DCN-Mix, fp32 and bf16.
+#   3. fast-vs-reference samples/s for DeepFM and DCN-Mix, fp32 and bf16;
+#   4. at Criteo shape (synthetic Criteo, CRITEO_ROWS rows, default 500000; DeepFM 39 x 16,
+#      MLP 400x3): one training epoch and the default attribution with no cap, on the
+#      device, timed in the same run: its cost in training epochs, passes, the precision
+#      `--dtype auto` chose and its agreement with fp32 (bf16 on a GPU); safety cap 10 epochs.
 # Usage:  bash bench/attribution/gpu_check.sh                 (GPU machine)
-#         BENCH_TIMEOUT=900 bash bench/attribution/gpu_check.sh --device cpu --quick
+#         BENCH_TIMEOUT=900 CRITEO_ROWS=20000 bash bench/attribution/gpu_check.sh --device cpu --quick
 #                                                         (dry run on a slow CPU)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,3 +50,7 @@ timeout 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 120 \
 echo "== fast vs reference =="
 timeout "${BENCH_TIMEOUT:-150}" "$PY" bench/attribution/bench_attribution.py --device "$DEVICE" \
   --repeats 3 $QUICK
+echo "== Criteo shape: one training epoch, then the default attribution to its own stop =="
+timeout "${CRITEO_TIMEOUT:-420}" "$PY" bench/attribution/epoch_vs_default.py \
+  --rows "${CRITEO_ROWS:-500000}" --work "${CRITEO_WORK:-/tmp/gpu-check-criteo}" \
+  --device "$DEVICE" --uncapped 10

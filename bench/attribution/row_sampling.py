@@ -15,6 +15,15 @@ walk each, fp32, codebook placeholder):
   |credits|), to the ORACLE sum |c(x)| (unknowable before the walk: an upper bound on any
   proxy) and to proxies restricted to the entries near the cut, each mixed with
   ``--mix`` of uniform (defensive sampling). Without and with the control variate.
+* **Stratified sampling of rows** (issue 23): rows split into ``--strata`` equal-share
+  strata by a key known before the walk, each stratum walked in proportion to its share
+  (proportional allocation: no weights needed) or in proportion to its share times its
+  spread (Neyman allocation, weights share / allocation keep phi unbiased). The variance of
+  one draw's contribution is then sum_h W_h Var_h / (a_h / W_h) instead of Var (estimated
+  on the uniform sample, per stratum). Keys: the frequency of the row's rarest id, the
+  label, both, and the number of the row's active entries near a cut (| |phi| - tau | <
+  tau / 2, phi from this sample: an optimistic pilot). Stratifying costs nothing per walk,
+  so the variance ratio is the ratio of variance per second.
 * **The sampled control variate** (``--control-variate sampled``): seconds per walk a and
   per surrogate row b, Var(s) / Var(c - s) = k, the best rows per walk sqrt(a k / b) and the
   variance per second of plain walks, of the sampled control variate at that ratio and at
@@ -53,7 +62,9 @@ def collect(run_dir: str, samples: int, batch: int, dtype: str, repeats: int):
     imputer = PlaceholderImputer(model, field_codebook(weight, dataset.field_dims,
                                                        source.frequencies()))
     engine = make_engine("fast", imputer, dtype=dtype, max_rows=2048)
-    parts: dict[str, list[torch.Tensor]] = {"c": [], "s": [], "e": [], "gap": []}
+    parts: dict[str, list[torch.Tensor]] = {"c": [], "s": [], "e": [], "gap": [], "y": [],
+                                            "rarest": []}
+    freq = torch.from_numpy(source.frequencies()).double()
     walk_s, surrogate_s = [], []
     for lo in range(0, samples, batch):
         x, y = (torch.from_numpy(a) for a in source.batch(lo, min(lo + batch, samples)))
@@ -77,6 +88,8 @@ def collect(run_dir: str, samples: int, batch: int, dtype: str, repeats: int):
         parts["s"].append(surrogate)
         parts["e"].append(global_entries(x, d))
         parts["gap"].append(gap)
+        parts["y"].append(y.double())
+        parts["rarest"].append(freq[x].min(1).values)
     out = {k: torch.cat(v) for k, v in parts.items()}
     return out, weight.shape[0] * d, statistics.median(walk_s), statistics.median(surrogate_s)
 
@@ -94,6 +107,57 @@ def variance(values: torch.Tensor, entries: torch.Tensor, entries_total: int,
     return second - mean * mean, mean
 
 
+def stratified(values: torch.Tensor, entries: torch.Tensor, entries_total: int,
+               stratum: torch.Tensor, neyman: bool, select: torch.Tensor | None = None
+               ) -> float:
+    """Summed over entries (``select``: a mask of them): the variance of one draw's
+    contribution when rows are drawn by ``stratum`` (B,) with proportional or Neyman
+    allocation (module docstring)."""
+    n = values.shape[0]
+    parts = []
+    for h in stratum.unique():
+        rows = stratum == h
+        var_h, _ = variance(values[rows], entries[rows], entries_total,
+                            torch.ones(int(rows.sum()), dtype=torch.float64))
+        if select is not None:
+            var_h = var_h[select]
+        parts.append((float(rows.sum()) / n, float(var_h.clamp_min(0).sum())))
+    if not neyman:
+        return sum(w * v for w, v in parts)
+    spread = sum(w * v ** 0.5 for w, v in parts)
+    return sum(w * w * v / (w * v ** 0.5 / spread) for w, v in parts if v > 0)
+
+
+def quantile_strata(key: torch.Tensor, strata: int) -> torch.Tensor:
+    """(B,) stratum index 0..strata-1 by the quantiles of ``key`` (ties share a stratum)."""
+    edges = torch.quantile(key.double(), torch.linspace(0, 1, strata + 1, dtype=torch.float64)[1:-1])
+    return torch.bucketize(key.double(), edges)
+
+
+def print_stratified(data: dict, c: torch.Tensor, r: torch.Tensor, e: torch.Tensor,
+                     total: int, phi: torch.Tensor, nears: dict, strata: int) -> None:
+    var_c = float(variance(c, e, total, torch.ones(c.shape[0], dtype=torch.float64))[0].sum())
+    var_r_all = variance(r, e, total, torch.ones(c.shape[0], dtype=torch.float64))[0]
+    near_count = sum((mask[e].sum(1) for mask in nears.values()), torch.zeros(c.shape[0]))
+    freq_s = quantile_strata(data["rarest"].log1p(), strata)
+    keys = {f"rarest id's frequency ({strata} strata)": freq_s,
+            "label": data["y"].long(),
+            f"label x rarest frequency ({2 * strata})": data["y"].long() * strata + freq_s,
+            f"entries near a cut ({strata} strata)": quantile_strata(near_count.double(), strata)}
+    print("\nstratified sampling of rows: variance ratio uniform / stratified (> 1: it wins; "
+          "equal to variance per second: stratifying costs nothing per walk)")
+    print(f"  {'key':38s} {'alloc':>8s} {'all, plain':>11s} {'all, cv':>9s} "
+          + " ".join(f"{'near ' + format(sp, 'g'):>10s}" for sp in nears))
+    for name, key in keys.items():
+        for neyman in (False, True):
+            plain = var_c / stratified(c, e, total, key, neyman)
+            cv = float(var_r_all.sum()) / stratified(r, e, total, key, neyman)
+            near = [float(var_r_all[m_].sum()) / stratified(r, e, total, key, neyman, m_)
+                    for m_ in nears.values()]
+            print(f"  {name:38s} {'neyman' if neyman else 'prop.':>8s} {plain:11.3f} "
+                  f"{cv:9.3f} " + " ".join(f"{v:10.3f}" for v in near))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="trained run directory")
@@ -104,6 +168,7 @@ def main() -> None:
     ap.add_argument("--mix", type=float, default=0.3, help="share of uniform in q")
     ap.add_argument("--sparsity", default="0.8,0.95,0.99")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--strata", type=int, default=4, help="strata per stratification key")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,6 +230,7 @@ def main() -> None:
         var_rq, _ = variance(r, e, total, 1 / q)
         print(f"  ORACLE |c| of the entries near {sp:g} (cv): "
               f"{float(var_r[mask].sum() / var_rq[mask].sum()):.2f}x on those entries")
+    print_stratified(data, c, r, e, total, phi, nears, args.strata)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ Modules, in the order data flows through them::
     estimator/       reference loop (one head call per step) and fast engine (whole walks per
                      pass, incremental first layers for DeepFM/FM and DCN-V2/DCN-Mix)
     accumulator.py   sums, standard errors, SAGE stopping ratio, save/resume/merge
+    evidence.py      standard errors that count the rows not yet walked (the cut rule's)
+    stopping.py      when to stop: the cut rule (default) or the paper's SAGE rule
     runner.py        rounds of batches, stopping rule, checkpoints, progress bar
     distributed.py   torch.distributed sharding + all-reduce of the accumulators
     exact.py         exact Shapley values by enumeration (test oracle, m*d <= 12)
     result.py        Attribution (phi, stderr, count, codebook, settings, fingerprints)
+    cost.py          what an attribution cost, in training epochs of the same run
     api.py           attribute(model, dataset, ...)
     cli.py           `shaver attribute`
 """

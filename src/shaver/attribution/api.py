@@ -20,12 +20,14 @@ from shaver.attribution.distributed import DistContext, rank_device
 from shaver.attribution.estimator.common import DTYPES, ENGINES
 from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.estimator.hardware import cpu_summary
+from shaver.attribution.evidence import RowEvidence
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import sample_permutations
 from shaver.attribution.result import PLACEHOLDERS, Attribution
 from shaver.attribution.runner import StopRule, StreamConfig, run_stream
 from shaver.attribution.sampling import DEFAULT_DATA, SampleSource
 from shaver.attribution.stopping import (
+    DEFAULT_MIN_PASSES,
     DEFAULT_STOP_BUDGETS,
     DEFAULT_STOP_DRAWS,
     DEFAULT_STOP_FRACTION,
@@ -105,7 +107,7 @@ def attribute(
     stop_budgets: Sequence[float] = DEFAULT_STOP_BUDGETS,
     stop_fraction: float = DEFAULT_STOP_FRACTION,
     stop_draws: int = DEFAULT_STOP_DRAWS,
-    min_passes: float = 1.0,
+    min_passes: float | None = None,
     codebook: torch.Tensor | None = None,
     bins: int | None = None,
 ) -> Attribution:
@@ -116,8 +118,9 @@ def attribute(
     ``data``; "zero"). ``data``: splits, optionally ":FRACTION" or ":COUNT" (see
     :mod:`shaver.attribution.sampling`; default "train", so that the default cut can choose
     on an unseen validation split; the paper's D is "train+val"). Stops, after
-    ``min_passes`` passes over the data, by ``stop`` (see :mod:`shaver.attribution.stopping`): "cut" (default) once the cut at
-    every sparsity of ``stop_budgets`` is stable (sampling noise, simulated with
+    ``min_passes`` passes over the data (default None: 0 for "cut", whose errors count the
+    rows not yet walked, :mod:`shaver.attribution.evidence`; 1 for "sage"), by ``stop`` (see
+    :mod:`shaver.attribution.stopping`): "cut" (default) once the cut at every sparsity of ``stop_budgets`` is stable (sampling noise, simulated with
     ``stop_draws`` draws, could cost less than ``stop_fraction`` of the |phi| it keeps); "sage" (the
     paper's rule) once max(stderr) / (max(phi) - min(phi)) < ``tolerance``; or at
     ``max_samples`` / ``max_seconds``. ``engine="reference"`` is the authors' step-by-step loop; "fast" gives the
@@ -131,8 +134,9 @@ def attribute(
     estimator); ``surrogate_points``: the surrogate's quadrature points along the path;
     ``dtype`` "bf16" runs dense layers in bfloat16, "int8" (CPU, models with a fast path) the MLP layers
     as int8 GEMMs, only if its credits agree with fp32's on the first batch; both approximate
-    fp32's credits; "auto" (default) takes the fastest precision the device has natively (bf16
-    on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs) where its credits agree with
+    fp32's credits; "auto" (default) takes the fastest precision the device has natively (int8
+    on CPUs with VNNI / AMX-INT8, bf16 on GPUs and on bf16 CPUs without them, else int8 on
+    CPUs; :func:`~shaver.attribution.estimator.hardware.precision_order`) where its credits agree with
     fp32's, else fp32 (``dtype_used`` in the result; the reference engine runs fp32);
     ``max_rows`` caps the head rows of one fast-engine pass (default 2048 on CPU, where
     cache-sized passes win; 131072 on GPU). ``codebook`` (m, d): use this placeholder
@@ -149,6 +153,8 @@ def attribute(
     check_model_interface(model)
     _check_options(placeholder, dtype, engine, tolerance, max_samples, batch_size, bins)
     check_stop_options(stop, tolerance, stop_budgets, stop_fraction, stop_draws)
+    if min_passes is None:
+        min_passes = DEFAULT_MIN_PASSES[stop]
     if not min_passes >= 0:
         raise AttributionError(f"min_passes must be >= 0, got {min_passes!r}")
     cv_mode = control_variate_mode(control_variate)
@@ -170,12 +176,13 @@ def attribute(
     try:
         weight = model.embedding.weight.detach()
         m, d = dataset.num_fields, int(weight.shape[1])
+        frequencies = source.frequencies() if placeholder == "codebook" or stop == "cut" else None
         if codebook is not None:
             book = codebook.detach().to(weight.device, torch.float32)
             if tuple(book.shape) != (m, d):
                 raise AttributionError(f"codebook must be ({m}, {d}), got {tuple(book.shape)}")
         else:
-            book = (field_codebook(weight, dataset.field_dims, source.frequencies())
+            book = (field_codebook(weight, dataset.field_dims, frequencies)
                     if placeholder == "codebook" else zero_codebook(m, d))
         fingerprint = model_fingerprint(model)
         settings = {"format": 1, "placeholder": placeholder, "data": data, "seed": int(seed),
@@ -198,8 +205,9 @@ def attribute(
             acc.binned = BinnedCredits(acc.sum.numel(), m * d, device=dev, edges=edges)
         cut = None  # built before any walk, so a rule that cannot fire is said at once
         if stop == "cut":
+            evidence = RowEvidence(dataset.field_dims, frequencies, source.size, d, dev)
             cut = CutStability(weight.shape[0] * d, stop_budgets, fraction=stop_fraction,
-                               draws=stop_draws)
+                               draws=stop_draws, error=evidence.stderr)
         surrogate = None
         if cv_mode == "exact" and acc.offset is None:
             acc.offset = surrogate_mean(imputer, source, batch_size=batch_size,

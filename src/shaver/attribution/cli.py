@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from shaver.attribution.cost import attribution_cost, describe_cost, run_epoch_seconds
 from shaver.attribution.sampling import DEFAULT_DATA
 from shaver.attribution.stopping import (
     DEFAULT_STOP_BUDGETS,
@@ -77,7 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", choices=("cut", "sage"), default=None,
                    help="stopping rule, checked after --min-passes: 'cut' (default) stops once "
                    "the cut at every --stop-budgets sparsity is stable (noise could cost less "
-                   "than --stop-fraction of the kept |phi|); 'sage' is the paper's "
+                   "than --stop-fraction of the kept |phi|, counting walk noise, the surrogate "
+                   "sample's error and the rows not yet walked; no pass needed); 'sage' is "
+                   "the paper's "
                    "rule, max(stderr)/(max(phi)-min(phi)) < --tolerance")
     p.add_argument("--stop-budgets", default=None,
                    metavar="S,S,...", help="sparsities whose cut must be stable (default: the "
@@ -88,8 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-draws", type=int, default=None,
                    help=f"noise draws per check of the cut rule (default {DEFAULT_STOP_DRAWS})")
     p.add_argument("--min-passes", type=float, default=None,
-                   help="passes over the data before a rule may stop the run (default 1; a "
-                   "fraction walks a uniform random part of the data: still unbiased)")
+                   help="passes over the data before a rule may stop the run (default: 0 for "
+                   "--stop cut, whose errors count the rows not yet walked; 1 for --stop "
+                   "sage, the paper's; a fraction walks a uniform random part of the data: "
+                   "still unbiased)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="--stop sage only: stop when max(stderr)/(max(phi)-min(phi)) < this "
                    "(default 0.01)")
@@ -117,8 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--control-variate sampled: rows of the surrogate's sample per walked "
                    f"sample (>= 1; default {DEFAULT_SURROGATE_ROWS:g})")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16", "int8"), default=None,
-                   help="auto (default): the fastest precision this device has natively (bf16 "
-                   "on GPUs and AMX / AVX-512 BF16 CPUs, else int8 on CPUs), used only where "
+                   help="auto (default): the fastest precision this device has natively (int8 "
+                   "on CPUs with VNNI / AMX-INT8, bf16 on GPUs and on AMX-BF16 / AVX-512 BF16 "
+                   "CPUs without them, else int8 on CPUs), used only where "
                    "its credits agree with fp32's on the first batch, else fp32; bf16 runs the "
                    "dense layers in bfloat16; int8 runs the MLP layers as int8 GEMMs "
                    "(approximate, see bench/attribution)")
@@ -203,11 +209,12 @@ def _attribute(args: argparse.Namespace) -> int:
         stop_fraction=args.stop_fraction, stop_draws=args.stop_draws, min_passes=args.min_passes,
         bins=args.bins)
     if ctx.is_main:
-        result.save(out)
         s = result.settings
-        print(f"attributed {result.count} samples ({s['passes']:.2f} passes, {s['stop_reason']}, "
-              f"ratio {s['convergence_ratio']:.4g}, {s['seconds']:.1f}s, path {s['path']}, "
-              f"{s['dtype_used']})")
+        s["cost"] = attribution_cost(s["seconds"], s["passes"], run_epoch_seconds(run.config))
+        result.save(out)
+        print(f"attributed {result.count} samples ({s['stop_reason']}, ratio "
+              f"{s['convergence_ratio']:.4g}, path {s['path']}, {s['dtype_used']})")
+        print(f"cost: {describe_cost(s['cost'])}")
         print(f"wrote {out}")
     return 0
 
@@ -239,15 +246,12 @@ def check_options(args: argparse.Namespace) -> set[str]:
 
 def epoch_seconds(run: Any) -> float:
     """Mean wall seconds of one training epoch of ``run`` (from its config.json)."""
-    history = (run.config.get("metrics") or {}).get("history") or []
-    seconds = [float(h["seconds"]) for h in history
-               if isinstance(h, dict) and isinstance(h.get("seconds"), (int, float))
-               and h["seconds"] > 0]
-    if not seconds:
+    seconds = run_epoch_seconds(run.config)
+    if seconds is None:
         raise AttributionError(
             f"{run.path / 'config.json'}: no training epoch seconds recorded "
             f"(metrics.history[].seconds); give --max-seconds instead of --compute-epochs")
-    return sum(seconds) / len(seconds)
+    return seconds
 
 
 def _sparsities(text: str) -> list[float]:

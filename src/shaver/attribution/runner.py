@@ -34,7 +34,7 @@ class StopRule:
     tolerance: float | None = 0.01
     max_samples: int | None = None
     max_seconds: float | None = None
-    min_passes: float = 1.0
+    min_passes: float = 0.0
     cut: CutStability | None = None
 
 

@@ -1,6 +1,7 @@
 """When to stop walking: the paper's SAGE rule, or the rule pruning needs (a stable cut).
 
-Two rules, both checked only after ``min_passes`` passes over D:
+Two rules, both checked only after ``min_passes`` passes over D (default 0 for the cut
+rule, which then judges by evidence alone; 1 for SAGE's, as in the paper):
 
 * ``"sage"`` (the paper's, METHOD.md section 3): ``max(stderr) / (max(phi) - min(phi)) <
   tolerance``. The maximum standard error is set by the rarest rows, so on real data it can
@@ -22,6 +23,13 @@ to the threshold with nearly equal values, so swapping them costs almost nothing
 errors but tiny |phi| (phi is frequency-weighted) cost a tiny share. The count is still
 reported (``uncertain``, per budget, z = 2) beside the regret.
 
+Which standard errors: the cut rule may stop long before a pass, so it counts every source
+of error, not only the spread of the walks seen so far: walk noise, the sampled surrogate's
+error and the rows of D that no walk has reached yet (:mod:`shaver.attribution.evidence`:
+an entry whose id no walked row contained is not "known to be 0" but as uncertain as its
+field's credits are at its frequency). ``error`` gives those; without it the rule uses the
+accumulator's own standard errors.
+
 The draws are seeded, so a check is a function of the state. Budgets that keep no entry
 (s = 1) or every entry (s = 0) have no cut and are skipped; when no budget is left the rule
 cannot fire, and :class:`CutStability` says so when it is built (before any walk).
@@ -31,8 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +55,11 @@ DEFAULT_STOP_BUDGETS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
 #: Stop when sampling noise could cost less than this share of the kept |phi| at every budget.
 DEFAULT_STOP_FRACTION = 0.05
 DEFAULT_STOP_DRAWS = 4
+#: The cut rule checks at samples n, then no earlier than n * (1 + this).
+CHECK_GROWTH = 0.125
+#: Passes over D before a rule may stop: none for the cut rule (its errors count the rows not
+#: yet walked), one for SAGE's (the paper's rule, unchanged).
+DEFAULT_MIN_PASSES = {"cut": 0.0, "sage": 1.0}
 #: Below this a SAGE tolerance cannot be told apart from rounding in float64 sums.
 FLOAT64_TOLERANCE_FLOOR = 1e-12
 
@@ -76,17 +88,22 @@ class CutCheck:
 class CutStability:
     """The ``"cut"`` rule over ``total`` entries (see the module docstring).
 
-    A check sorts the N scores ``draws + 1`` times, so checks are throttled: after one that
-    took c seconds the next waits at least ``10 * c`` (a tenth of the run at most).
+    A check sorts the N scores ``draws + 1`` times, so checks follow a geometric schedule in
+    samples, not in seconds: after a check at n samples the next comes at n * (1 +
+    ``CHECK_GROWTH``) at the earliest. The rule therefore stops at the same sample whatever
+    the machine's speed (same seed and data, same result), overshoots its stable point by at
+    most that share, and checks O(log n) times.
     """
 
     def __init__(self, total: int, budgets: Sequence[float] = DEFAULT_STOP_BUDGETS, *,
-                 fraction: float = DEFAULT_STOP_FRACTION, draws: int = DEFAULT_STOP_DRAWS):
+                 fraction: float = DEFAULT_STOP_FRACTION, draws: int = DEFAULT_STOP_DRAWS,
+                 error: Callable[[Accumulator], torch.Tensor] | None = None):
         self.total = int(total)
+        self.error = error
         self.fraction, self.draws = float(fraction), int(draws)
         self.kept = kept_counts(self.total, budgets)
         self.active = active_budgets(self.total, budgets)
-        self._next_at = 0.0
+        self._next_at = 0.0  # samples
         self.last: CutCheck | None = None
         if not self.active:
             log.warning("stop budgets %s keep no entry or every entry of this %d-entry table: "
@@ -99,14 +116,13 @@ class CutStability:
         return bool(self.active)
 
     def check(self, acc: Accumulator, *, force: bool = False) -> CutCheck | None:
-        """The verdict on ``acc`` now, or None when throttled (``force`` skips throttling)."""
-        began = time.monotonic()
-        if not force and began < self._next_at:
+        """The verdict on ``acc`` now, or None before its turn (``force``: now anyway)."""
+        if not force and acc.count < self._next_at:
             return None
-        self.last = cut_regret(acc.phi(), acc.stderr(), self.active, fraction=self.fraction,
+        err = acc.stderr() if self.error is None else self.error(acc)
+        self.last = cut_regret(acc.phi(), err, self.active, fraction=self.fraction,
                                draws=self.draws)
-        ended = time.monotonic()
-        self._next_at = ended + 10 * (ended - began)
+        self._next_at = acc.count * (1.0 + CHECK_GROWTH)
         return self.last
 
     def status(self) -> str:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shaver.attribution.cost import attribution_cost, describe_cost, history_epoch_seconds
 from shaver.report import compress, stages
 from shaver.report.aggregate import summarize
 from shaver.report.cells import CellStore
@@ -175,11 +176,12 @@ def _run_model_seed(config: BenchConfig, out: Path, name: str, dataset: Any, mod
                 attribution, record = stages.attribute_or_reuse(
                     base.model, dataset, placeholder=spec.placeholder_of_attribution,
                     seed=seed, path=path, options=options, quiet=quiet)
+            record = _with_cost(record, base.epoch_seconds)
             records.append({"dataset": name, "model": model_name, **record})
             timings.append({"dataset": name, "model": model_name, "step": "attribute once",
                             "seconds": record["seconds"],
                             "note": f"{record['placeholder']}, {record['samples']} samples, "
-                                    f"seed {seed}"})
+                                    f"seed {seed}; {describe_cost(record['cost'])}"})
         if todo:
             rows, score_seconds = compress.run_method(ctx, method, todo, attribution)
             store.add_all(rows)
@@ -196,6 +198,13 @@ def _run_model_seed(config: BenchConfig, out: Path, name: str, dataset: Any, mod
                             "note": f"median of {len(cut)} budgets: cut + masked model, "
                                     "no evaluation"})
     return records, timings
+
+
+def _with_cost(record: dict[str, Any], epoch_seconds: list[float]) -> dict[str, Any]:
+    """The attribution's record with its cost in training epochs of the same run (its
+    epochs' mean seconds), seconds and passes (:mod:`shaver.attribution.cost`)."""
+    epoch = history_epoch_seconds([{"seconds": s} for s in epoch_seconds])
+    return {**record, "cost": attribution_cost(record["seconds"], record.get("passes"), epoch)}
 
 
 def _write_outputs(config: BenchConfig, out: Path, name: str, rows: list[ResultRow],

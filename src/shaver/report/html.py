@@ -167,6 +167,7 @@ def _attribution_section(attributions: Sequence[Mapping[str, Any]], fmt: str) ->
     if not attributions:
         return []
     out.append(_figure(plots.convergence_figure(attributions, fmt)))
+    out += _attribution_cost_table(attributions)
     seen = set()
     for rec in attributions:
         key = (rec.get("dataset"), rec.get("model"), rec.get("placeholder"))
@@ -174,6 +175,30 @@ def _attribution_section(attributions: Sequence[Mapping[str, Any]], fmt: str) ->
             continue
         seen.add(key)
         out.append(_figure(plots.heatmap_figure(rec, fmt)))
+    return out
+
+
+def _attribution_cost_table(attributions: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What each attribution cost: seconds, passes and training epochs of the same run (for
+    records that carry a ``cost``, :mod:`shaver.attribution.cost`)."""
+    costed = [rec for rec in attributions if isinstance(rec.get("cost"), Mapping)]
+    if not costed:
+        return []
+    out = ["<table class=timings><tr><th class=l>dataset</th><th class=l>model</th>"
+           "<th class=l>placeholder</th><th>seed</th><th>samples</th><th>passes</th>"
+           "<th>seconds</th><th>training epochs</th></tr>"]
+    for rec in costed:
+        cost = rec["cost"]
+        cells = [f"{cost[k]:.3g}" if isinstance(cost.get(k), (int, float)) else "-"
+                 for k in ("passes", "seconds", "epochs")]
+        out.append(f"<tr><td class=l>{_e(rec.get('dataset', ''))}</td><td class=l>"
+                   f"{_e(rec.get('model', ''))}</td><td class=l>{_e(rec.get('placeholder', ''))}"
+                   f"</td><td>{_e(rec.get('seed', ''))}</td><td>{_e(rec.get('samples', ''))}"
+                   f"</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    out.append('<p class="note">Training epochs: the attribution\'s wall seconds over the mean '
+               "seconds of one training epoch of the same base model, both timed in this "
+               "run.</p>")
     return out
 
 

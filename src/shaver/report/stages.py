@@ -138,7 +138,8 @@ def attribute_or_reuse(model: torch.nn.Module, dataset: PreparedDataset, *, plac
     result.save(path)
     record = {
         "placeholder": placeholder, "seed": seed, "samples": int(result.count),
-        "seconds": seconds, "tolerance": options.get("tolerance"),
+        "seconds": seconds, "passes": result.settings.get("passes"),
+        "tolerance": options.get("tolerance"),
         "stop_reason": result.settings.get("stop_reason"),
         "stop": result.settings.get("stop"),
         "stop_fraction": (result.settings.get("stop_cut") or {}).get("fraction"),

@@ -105,6 +105,11 @@ class FastEngine:
         for candidate in self.candidates:
             if (self._try_int8 if candidate == "int8" else self._try_bf16)(args, got):
                 break
+        else:
+            if self.candidates:
+                log.warning("dtype %s: no low precision agreed with fp32 on the first batch "
+                            "(%s); this run stays in fp32", self.requested,
+                            ", ".join(f"{k} {v:.3f}" for k, v in self.agreement.items()))
 
     def _agrees(self, name: str, fp32_logits: torch.Tensor, low_logits: torch.Tensor,
                 perm: torch.Tensor, least: float) -> bool:
@@ -115,7 +120,7 @@ class FastEngine:
         if corr >= least:
             return True
         log.warning("dtype %s: credits correlate only %.3f with fp32 on the first batch "
-                    "(< %.2f); this run stays in fp32", name, corr, least)
+                    "(< %.2f): not used", name, corr, least)
         return False
 
     def _try_bf16(self, args, fp32_logits: torch.Tensor) -> bool:
