@@ -156,12 +156,20 @@ def test_finetune_keeps_the_pruned_model_when_no_epoch_beats_it(dataset, monkeyp
 
 
 def test_prune_with_finetuning_records_it(dataset):
+    from shaver.train import loop
+
     model = TinyModel().eval()
-    config = FinetuneConfig(epochs=1, batch_size=64)
-    (result,) = prune(model, compute_scores("magnitude", model), [0.5], dataset=dataset,
-                      finetune_config=config)
+    scores = compute_scores("magnitude", model)
+    config = FinetuneConfig(epochs=1, lr=0.05, batch_size=64, patience=None)
+    (plain,) = prune(model, scores, [0.5], dataset=dataset)
+    (result,) = prune(model, scores, [0.5], dataset=dataset, finetune_config=config)
     assert result.info["finetuned"] is True and result.info["finetune"]["epochs"] == 1
-    assert 0 <= result.metrics["auc"] <= 1
+    assert result.row()["finetuned"] is True and plain.row()["finetuned"] is False
+    emb, base = result.model.embedding, plain.model.embedding
+    assert torch.equal(emb.mask, base.mask)  # the same cut, trained
+    assert not torch.equal(emb.weight[emb.mask], base.weight[base.mask])
+    test = loop.evaluate(result.model, dataset, "test", device="cpu")  # the tuned model's
+    assert result.metrics == {"auc": float(test["auc"]), "logloss": float(test["logloss"])}
 
 
 def test_scores_and_attribution_consistency_errors(dataset, tmp_path):
