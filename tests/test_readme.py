@@ -152,10 +152,12 @@ def test_python_example_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     shown = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-2000:]}"
-    assert [line.split()[0] for line in lines[:3]] == [
-        "sparsity=0.5", "sparsity=0.9", "sparsity=0.99"], shown
-    assert (tmp_path / "deepfm-sparsity0.99.shaver").stat().st_size > 0
-    assert len(lines) > 3 and lines[3].startswith("["), shown  # the runtime's probabilities
+    assert [line.split()[0] for line in lines[:4]] == [
+        "sparsity=0.5", "sparsity=0.99", "table_bytes=1/16", "bytes=614400"], shown
+    artifact = tmp_path / "deepfm-600KiB.shaver"
+    assert 0 < artifact.stat().st_size <= 600 * 1024  # the byte budget holds to the byte
+    assert int(lines[3].split()[4]) == artifact.stat().st_size, shown  # as the row said
+    assert len(lines) > 4 and lines[4].startswith("["), shown  # the runtime's probabilities
 
 
 def readme_section(heading: str) -> str:
