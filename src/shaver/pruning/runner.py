@@ -162,7 +162,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     seconds, the plan and the winning candidate of ``auto``."""
     winners = any(r.get("winner") for r in rows)
     head = f"{'budget':<22} {'kept':>10} {'sparsity':>9} {'bytes':>12} {'table':>10} " \
-           f"{'AUC':>8} {'LogLoss':>8} {'seconds':>8}  plan" \
+           f"{'AUC':>8} {'LogLoss':>8} {'seconds':>8}  {'plan':<22} {'head':<5}" \
            + ("  winner (on validation)" if winners else "")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -172,6 +172,6 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         table = "" if r.get("table_bytes") is None else str(r["table_bytes"])
         lines.append(f"{r['budget']:<22} {r['kept']:>10} {r['sparsity']:>9.4f} "
                      f"{r['artifact_bytes']:>12} {table:>10} {auc:>8} {ll:>8} {secs:>8}  "
-                     f"{r.get('plan') or '':<14}"
+                     f"{r.get('plan') or '':<22} {r.get('head_dtype') or '':<5}"
                      + (f"  {r.get('winner') or ''}" if winners else ""))
     return "\n".join(lines)
