@@ -206,16 +206,32 @@ def cut(chooser: Chooser, names: list[str], budget: Budget, method: str, *,
             "finetuned": False, "metrics": {}}
     if dataset is not None:
         info["dataset"] = {"path": str(dataset.path), "fingerprint": dataset.fingerprint}
-    if finetune_config is not None:
-        pruned = _finetune(chooser, pruned, info, finetune_config)
-    if evaluate:
+    if evaluate and finetune_config is None:
         info["metrics"] = _test_metrics(pruned, dataset, chooser.device)
     result = PruneResult(budget, record["kept"], record["total"], record["artifact_bytes"],
                          record["table_bytes"], seconds, pruned, info)
+    if finetune_config is not None:
+        result = finetune_cut(chooser, result, finetune_config, evaluate=evaluate)
     log.debug("%s: %s kept %d/%d, %d bytes, auc %s (%.3f s)", budget.label, record["candidate"],
               result.kept, result.total, result.artifact_bytes, result.metrics.get("auc"),
               seconds)
     return result
+
+
+def finetune_cut(chooser: Chooser, result: PruneResult, config: FinetuneConfig, *,
+                 evaluate: bool = True) -> PruneResult:
+    """The cut ``result`` of ``chooser`` fine-tuned on the chooser's dataset (what
+    ``prune(..., finetune_config=config)`` does after choosing): a new :class:`PruneResult`
+    of the same plan and bytes, its model the fine-tuned plan, or the plan as chosen when
+    no epoch beats it on validation; ``result`` is left as it is."""
+    if chooser.dataset is None:
+        raise ScoreError("fine-tuning needs a dataset")
+    info = {**result.info, "metrics": {}}
+    model = _finetune(chooser, result.model, info, config)
+    if evaluate:
+        info["metrics"] = _test_metrics(model, chooser.dataset, chooser.device)
+    return PruneResult(result.budget, result.kept, result.total, result.artifact_bytes,
+                       result.table_bytes, result.seconds, model, info)
 
 
 def open_chooser(model: nn.Module, scores: Any, method: str, *,
