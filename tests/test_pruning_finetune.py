@@ -15,10 +15,11 @@ from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.errors import TrainingError
 from shaver.models.registry import build_model
 from shaver.pruning import api as api_module
-from shaver.pruning.api import prune
+from shaver.pruning.api import cut, finetune_cut, open_chooser, prune
 from shaver.pruning.finetune import FinetuneConfig, finetune
 from shaver.table.budget import Budget
 from shaver.table.families import parse_tiers
+from shaver.table.order import ScoreError
 from shaver.table.qat import on_stored_grid
 from shaver.table.tiers import plan_copy
 from shaver.train.loop import fit
@@ -178,3 +179,10 @@ def test_finetune_refusals(model, attr, dataset, tmp_path):
                                             "is none"):
         finetune(plain.model, no_val, CONFIG)
     assert DIM == plain.model.embedding.embedding_dim
+
+
+def test_finetune_cut_needs_the_choosers_dataset(model):
+    chooser, names = open_chooser(model, np.ones((N, DIM)), "scores", dataset=None)
+    single = cut(chooser, names, Budget.parse("0.5"), "scores", evaluate=False)
+    with pytest.raises(ScoreError, match="fine-tuning needs a dataset"):
+        finetune_cut(chooser, single, CONFIG)
