@@ -162,6 +162,10 @@ def test_a_real_finetune_of_an_int4_plan_improves_validation(model, attr, datase
 
 
 def test_finetune_refusals(model, attr, dataset, tmp_path):
+    with pytest.raises(TrainingError, match="^fine-tuning epochs: "):
+        FinetuneConfig(epochs=0)
+    with pytest.raises(TrainingError, match="^fine-tuning lr: "):
+        FinetuneConfig(lr=-1.0)
     with pytest.raises(TrainingError, match="expects a plan"):
         finetune(TinyModel(), dataset, CONFIG)
     rng = np.random.default_rng(0)

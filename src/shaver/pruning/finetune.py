@@ -31,6 +31,7 @@ from shaver.models.base import clear_calibration
 from shaver.table.qat import on_stored_grid
 from shaver.table.tiers import TieredEmbedding, plan_copy
 from shaver.train.loop import fit
+from shaver.train.options import check_options
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ class FinetuneConfig:
     batch_size: int = 2048
     patience: int | None = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:  # refused when given, before any pruning work
+        check_options(asdict(self), lambda key: f"fine-tuning {key}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
