@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "kept when no epoch beats it on validation)")
     p.add_argument("--finetune-epochs", type=int, default=3,
                    help="fine-tuning epochs, at most (early stopping on validation AUC)")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate")
     p.add_argument("--out", type=Path, default=None, help="output directory (default RUN/pruned)")
     p.add_argument("--data", type=Path, default=None,
                    help="dataset directory (default: the run's)")
