@@ -13,7 +13,8 @@ trainer: d = 16, MLP 400-400-400, Adam 1e-3, weight decay 1e-5, batch 2048, <= 1
 codebook attribution on train+val, --attr-seconds), cached in --work/seed<S>; one chooser
 serves every budget. Fine-tuning: Adam --lr, batch 2048, patience 1, seed = the run's seed.
 ``ft_seconds`` is the fine-tune's wall time (training epochs, their validation and the
-re-quantisation). Writes finetune.json in --work and prints one markdown table per run and
+re-quantisation); ``--summary`` prints beside it the median wall time of one epoch of the
+dense model's training (its run's history), the unit the issue asks for. Writes finetune.json in --work and prints one markdown table per run and
 the mean over seeds.
 """
 
@@ -54,8 +55,20 @@ def budget_row(chooser, names, fraction: int, config: FinetuneConfig) -> dict:
             "best_epoch": tuned.info["finetune_best_epoch"], "ft_seconds": seconds}
 
 
-def print_table(key: str, run: dict) -> None:
-    print(f"\n### {key} (dense test AUC {run['dense']['auc']:.4f})\n")
+def train_epoch_seconds(work: Path, key: str) -> float | None:
+    """Median wall time of one epoch of the dense model's training (its run's history)."""
+    _, name, seed = key.split("/")
+    config = work / seed / f"run-{name}" / "config.json"
+    if not config.is_file():
+        return None
+    history = json.loads(config.read_text()).get("metrics", {}).get("history") or []
+    return float(np.median([h["seconds"] for h in history])) if history else None
+
+
+def print_table(key: str, run: dict, epoch_seconds: float | None = None) -> None:
+    epoch = "" if epoch_seconds is None else \
+        f"; one dense training epoch {epoch_seconds:.1f} s (median)"
+    print(f"\n### {key} (dense test AUC {run['dense']['auc']:.4f}{epoch})\n")
     print("| budget | plan (winner) | table bytes | single-shot AUC | fine-tuned AUC | gain "
           "| epochs run / kept | val AUC before -> after | ft seconds |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
@@ -66,10 +79,10 @@ def print_table(key: str, run: dict) -> None:
               f"{r['val_after']:.4f} | {r['ft_seconds']:.1f} |")
 
 
-def print_summary(results: dict) -> None:
+def print_summary(results: dict, work: Path) -> None:
     groups: dict[str, list[dict]] = {}
     for key, run in results.items():
-        print_table(key, run)
+        print_table(key, run, train_epoch_seconds(work, key))
         groups.setdefault(key.rsplit("/", 1)[0], []).append(run)
     for group, runs in groups.items():
         dense = np.mean([r["dense"]["auc"] for r in runs])
@@ -102,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     out_path = args.work / "finetune.json"
     if args.summary:
-        print_summary(json.loads(out_path.read_text()))
+        print_summary(json.loads(out_path.read_text()), args.work)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,7 +143,7 @@ def main() -> None:
             tmp = out_path.with_name(".finetune.json.tmp")
             tmp.write_text(json.dumps(results, indent=2) + "\n")
             os.replace(tmp, out_path)
-            print_table(key, results[key])
+            print_table(key, results[key], train_epoch_seconds(args.work, key))
 
 
 if __name__ == "__main__":
