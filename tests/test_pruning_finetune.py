@@ -150,6 +150,7 @@ def test_a_real_finetune_of_an_int4_plan_improves_validation(model, attr, datase
                                                                   batch_size=32),
                              head_dtype="int8", device="cpu")
     assert record["epochs_run"] >= 1 and 1 <= record["best_epoch"] <= record["epochs_run"]
+    assert record["seconds"] == sum(h["seconds"] for h in record["history"]) > 0
     assert tuned.calibration is None and not tuned.training
     # the stored grid: int4 values take at most 16 levels per field
     w, tmap = tuned.embedding.weight.detach(), tuned.embedding.tier_map

@@ -165,8 +165,9 @@ def prune(
     ``finetune_config`` fine-tunes each chosen plan on ``dataset`` before that evaluation
     (any plan, quantisation-aware: tier map and mask fixed, kept values and head trained
     through their stored grid, re-quantised as the artifact stores them, the plan as chosen
-    kept when no epoch beats its validation AUC; :mod:`shaver.pruning.finetune`). Byte counts are those of the artifact ``shaver export`` writes
-    (with the dataset's feature map when ``include_feature_map``). Returns one
+    kept when no epoch beats its validation AUC; :mod:`shaver.pruning.finetune`). Byte
+    counts are those of the artifact ``shaver export`` writes (with the dataset's feature
+    map when ``include_feature_map``). Returns one
     :class:`PruneResult` per budget, in the given order.
     """
     budgets = as_budgets(budgets)
@@ -288,7 +289,7 @@ def _finetune(chooser: Chooser, pruned: nn.Module, info: dict[str, Any],
         log.info("fine-tuning did not beat the plan's validation AUC (%.5f >= %.5f): the plan "
                  "is kept as chosen", before[0], after[0])
     info.update(finetuned=True, finetune=config.to_json(),
-                finetune_epochs=record["epochs_run"],
+                finetune_epochs=record["epochs_run"], finetune_seconds=record["seconds"],
                 finetune_best_epoch=record["best_epoch"] if improved else 0,
                 finetune_val={"before": {"auc": before[0], "logloss": before[1]},
                               "after": {"auc": after[0], "logloss": after[1]}})

@@ -64,7 +64,9 @@ def finetune(model: nn.Module, dataset: PreparedDataset,
     stored in ``head_dtype``) on ``dataset``; ``model`` itself is left as it is.
 
     Returns (the fine-tuned plan as the artifact computes it, in eval mode and without a
-    calibration; ``{"best_epoch", "epochs_run", "val", "history"}``).
+    calibration; ``{"best_epoch", "epochs_run", "seconds", "val", "history"}``: ``seconds``
+    is the wall time of the epochs, each with its validation, as the training loop records
+    them).
     """
     config = config or FinetuneConfig()
     emb = model.embedding
@@ -84,4 +86,5 @@ def finetune(model: nn.Module, dataset: PreparedDataset,
     log.info("fine-tuned %d epochs, best %d (val AUC %s)", len(result.history),
              result.best_epoch, result.val and f"{result.val['auc']:.5f}")
     return tuned.eval(), {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                          "seconds": sum(h["seconds"] for h in result.history),
                           "val": result.val, "history": result.history}
