@@ -6,12 +6,13 @@ import base64
 import json
 import re
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from shaver.report.aggregate import pareto_frontier, summarize
 from shaver.report.html import render_html, write_report
-from shaver.report.plots import heatmap_figure
+from shaver.report.plots import FINETUNED_MARKER, _draw_series, _styles, heatmap_figure
 from shaver.report.schema import (
     COLUMNS,
     ReportError,
@@ -271,9 +272,6 @@ def test_convergence_plot_draws_the_rule_each_run_stopped_by():
 
 
 def test_finetuned_cuts_are_summarised_and_drawn_apart():
-    import matplotlib.pyplot as plt
-
-    from shaver.report.plots import FINETUNED_MARKER, _draw_series, _styles
     rows = [r for r in synthetic_document(seeds=(0,))["results"] if r.method == "shaver"]
     tuned = [ResultRow(**{**r.to_dict(), "auc": r.auc + 0.01, "finetuned": True,
                           "finetune_epochs": 2}) for r in rows]
@@ -293,3 +291,5 @@ def test_finetuned_cuts_are_summarised_and_drawn_apart():
     plt.close(fig)
     assert ResultRow.from_dict({**tuned[0].to_dict(), "finetune_epochs": ""}).finetune_epochs \
         is None
+    html = render_html(make_document(rows + tuned, title="t"))
+    assert html.count("(fine-tuned)</td>") == len(tuned)
