@@ -13,9 +13,10 @@ trainer: d = 16, MLP 400-400-400, Adam 1e-3, weight decay 1e-5, batch 2048, <= 1
 codebook attribution on train+val, --attr-seconds), cached in --work/seed<S>; one chooser
 serves every budget. Fine-tuning: Adam --lr, batch 2048, patience 1, seed = the run's seed.
 ``ft_seconds`` is the wall time of ``finetune_cut`` (training epochs, their validation, the
-re-quantisation, the recalibration and the test evaluation); ``--summary`` prints beside it the median wall time of one epoch of the
-dense model's training (its run's history), the unit the issue asks for. Writes finetune.json in --work and prints one markdown table per run and
-the mean over seeds.
+re-quantisation, the recalibration and the test evaluation); ``--summary`` prints beside it
+the median wall time of one epoch of the dense model's training (its run's history), the
+unit the issue asks for. Writes finetune.json in --work and prints one markdown table per
+run and the mean over seeds.
 """
 
 from __future__ import annotations
