@@ -113,6 +113,25 @@ def test_a_class_is_the_prune_cut_byte_for_byte(run_dir, tmp_path, values, head)
     assert file_sha256(tmp_path / "api.shaver") == file_sha256(tmp_path / "out" / "c.shaver")
 
 
+def test_a_class_may_ask_for_finetuning_and_the_manifest_records_it(run_dir, tmp_path):
+    _, floor = _floor(run_dir, "int8")
+    classes = [{"name": "ft", "bytes": floor + 200, "head": "int8", "finetune_epochs": 1},
+               {"name": "once", "bytes": floor + 200, "head": "int8"}]
+    spec = _write_fleet(tmp_path / "fleet.yaml", classes)
+    fleet(run_dir, run_dir / "attribution-codebook.safetensors", spec, tmp_path / "out",
+          evaluate=False)
+    doc = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    ft, once = doc["classes"]
+    assert ft["class"]["finetune_epochs"] == 1 and "finetune_epochs" not in once["class"]
+    assert ft["row"]["finetuned"] is True and ft["row"]["finetune_epochs"] == 1
+    assert ft["finetune"]["epochs"] == 1 and set(ft["finetune"]["val"]) == {"before", "after"}
+    assert once["row"]["finetuned"] is False and "finetune" not in once
+    # same plan, same bytes: fine-tuning changes the values, never the size
+    assert ft["row"]["plan"] == once["row"]["plan"]
+    assert ft["bytes"] == once["bytes"] == ft["predicted_bytes"] <= floor + 200
+    assert load_fleet(spec)[0].finetune_epochs == 1
+
+
 def test_rerun_completes_only_missing_classes(run_dir, tmp_path, monkeypatch):
     _, floor = _floor(run_dir)
     spec = _write_fleet(tmp_path / "fleet.yaml", [{"name": "a", "bytes": floor + 3000},
@@ -163,7 +182,12 @@ def test_cli_fleet(run_dir, tmp_path, capsys):
 
 BAD = [
     ({"classes": [{"name": "a", "bytes": "1MiB", "colour": "red"}]},
-     "classes[0]: unknown key 'colour' (expected name, bytes, values, head, format)"),
+     "classes[0]: unknown key 'colour' (expected name, bytes, values, head, format, "
+     "finetune_epochs)"),
+    ({"classes": [{"name": "a", "bytes": 10, "finetune_epochs": 0}]},
+     "classes[0] (a): finetune_epochs must be a positive integer, got 0"),
+    ({"classes": [{"name": "a", "bytes": 10, "finetune_epochs": True}]},
+     "classes[0] (a): finetune_epochs must be a positive integer, got True"),
     ({"classes": [{"name": "a", "bytes": -5}]},
      "classes[0] (a): bytes: a bytes budget must be > 0, got -5"),
     ({"classes": [{"name": "a", "bytes": "-2MiB"}]},

@@ -204,11 +204,11 @@ def test_prune_other_scorers_and_options(run_dir, tmp_path, capsys):
     rows = results(out)
     (row,) = [r for r in rows if r["finetuned"]]
     assert row["path"].endswith("random-zero-abs-fixed-ft-sparsity-0.5") and len(rows) == 2
-    # fine-tuning a byte budget: the chooser keeps to fp32 plans
-    assert prune_cli(run_dir, out, "--table-bytes", "1/2", "--finetune", "--finetune-epochs",
-                     "1", "-q") == 0
+    # fine-tuning any plan of a byte budget, a quantised head included
+    assert prune_cli(run_dir, out, "--table-bytes", "1/2", "--head", "int8", "--finetune",
+                     "--finetune-epochs", "1", "-q") == 0
     (row,) = [r for r in results(out) if r["budget"] == "table_bytes=1/2"]
-    assert row["finetuned"] and row["plan"] == "fp32/entry" and row["head_dtype"] == "fp32"
+    assert row["finetuned"] and row["head_dtype"] == "int8" and row["finetune_epochs"] == 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -236,9 +236,6 @@ def test_prune_other_scorers_and_options(run_dir, tmp_path, capsys):
     (["--sparsity", "0.5", "--tiers", "int8", "--granularity", "row"],
      r"budget sparsity=0.5 counts kept entries, and the plan families allowed "
      r"\(int8/field/row\) keep whole rows"),
-    (["--table-bytes", "1/2", "--head", "int8", "--finetune"],
-     "fine-tuning keeps the mask fixed and trains fp32 values: plan fp32/entry with head "
-     "int8 is quantised"),
 ])
 def test_prune_bad_input(run_dir, tmp_path, capsys, argv, message):
     assert prune_cli(run_dir, tmp_path / "o", *argv) == 2

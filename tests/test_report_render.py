@@ -6,12 +6,13 @@ import base64
 import json
 import re
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from shaver.report.aggregate import pareto_frontier, summarize
 from shaver.report.html import render_html, write_report
-from shaver.report.plots import heatmap_figure
+from shaver.report.plots import FINETUNED_MARKER, _draw_series, _styles, heatmap_figure
 from shaver.report.schema import (
     COLUMNS,
     ReportError,
@@ -268,3 +269,27 @@ def test_convergence_plot_draws_the_rule_each_run_stopped_by():
     assert {"stop fraction 0.05", "tolerance 0.01"} <= set(legends(fig))
     assert "SAGE" in caption and "cut rule" in caption
     plt.close(fig)
+
+
+def test_finetuned_cuts_are_summarised_and_drawn_apart():
+    rows = [r for r in synthetic_document(seeds=(0,))["results"] if r.method == "shaver"]
+    tuned = [ResultRow(**{**r.to_dict(), "auc": r.auc + 0.01, "finetuned": True,
+                          "finetune_epochs": 2}) for r in rows]
+    summaries = summarize(rows + tuned)
+    assert len(summaries) == 2 * len(rows)
+    assert {s.finetuned for s in summaries} == {False, True}
+    fig, ax = plt.subplots()
+    _draw_series(ax, summaries, "table_bytes", "auc", _styles({"shaver"}))
+    handles, labels = ax.get_legend_handles_labels()
+    lines = {label: handle.lines[0] for handle, label in zip(handles, labels)}
+    assert set(lines) == {"shaver (paper)", "shaver (paper) fine-tuned"}
+    assert lines["shaver (paper) fine-tuned"].get_marker() == FINETUNED_MARKER
+    assert lines["shaver (paper)"].get_marker() != FINETUNED_MARKER
+    drawn = np.asarray(lines["shaver (paper) fine-tuned"].get_ydata(), dtype=np.float64)
+    want = [t.auc for t in sorted(tuned, key=lambda r: r.table_bytes)]
+    np.testing.assert_allclose(drawn, want)
+    plt.close(fig)
+    assert ResultRow.from_dict({**tuned[0].to_dict(), "finetune_epochs": ""}).finetune_epochs \
+        is None
+    html = render_html(make_document(rows + tuned, title="t"))
+    assert html.count("(fine-tuned)</td>") == len(tuned)

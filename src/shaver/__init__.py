@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "field_codebook": "shaver.attribution.codebook",
     # pruning
     "prune": "shaver.pruning.api",
+    "FinetuneConfig": "shaver.pruning.finetune",
     "Budget": "shaver.table.budget",
     "MaskedEmbedding": "shaver.table.mask",
     # deployment

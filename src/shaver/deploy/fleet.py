@@ -45,6 +45,7 @@ from shaver.deploy.onnx_export import export_onnx
 from shaver.errors import BudgetError
 from shaver.fileio import check_output_dir, remove_stale_temps, temp_prefix
 from shaver.pruning.api import PruneResult, as_scores, cut, open_chooser
+from shaver.pruning.finetune import FinetuneConfig
 from shaver.train.checkpoint import load_run, open_run_dataset
 from shaver.train.evaluation import evaluate as evaluate_split
 
@@ -143,9 +144,11 @@ class Cuts:
                                                 quiet=quiet)
 
     def cut(self, cls: DeviceClass) -> PruneResult:
+        config = None if cls.finetune_epochs is None \
+            else FinetuneConfig(epochs=cls.finetune_epochs)
         return cut(self.chooser, self.names, cls.budget, "auto",
                    values=None if cls.values is None else [cls.values],
-                   heads=None if cls.head is None else [cls.head])
+                   heads=None if cls.head is None else [cls.head], finetune_config=config)
 
 
 def _build_class(cuts: Cuts, cls: DeviceClass, out: Path, dataset: Any,
@@ -159,6 +162,9 @@ def _build_class(cuts: Cuts, cls: DeviceClass, out: Path, dataset: Any,
     files = _write_files(result, cls, out)
     entry.update(status="written", row=result.row(), **files[0], files=files,
                  predicted_bytes=result.artifact_bytes)
+    if "finetune" in result.info:
+        entry["finetune"] = {**result.info["finetune"],
+                             "val": result.info["finetune_val"]}
     if evaluate:
         entry["metrics"] = _artifact_metrics(out / files[0]["file"] if cls.format != "onnx"
                                              else None, result, dataset)

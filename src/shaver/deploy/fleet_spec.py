@@ -6,6 +6,11 @@
         values: int8         # kept embedding values: fp32 | fp16 | int8 | int4 | int2
         head: int8           # dense head + first-order weights: fp32 | fp16 | int8
         format: both         # shaver | onnx | both (default shaver)
+        finetune_epochs: 2   # optional: fine-tune the class's plan, at most this many epochs
+
+``finetune_epochs`` fine-tunes the chosen plan quantisation-aware on the run's dataset
+(:func:`shaver.pruning.api.finetune_cut`: same plan and bytes, the plan as chosen kept when
+no epoch beats it on validation); the manifest records it in the class and the row.
 
 ``values`` and ``head`` restrict the chooser to those precisions; a class that leaves one out
 lets the chooser pick it (every value dtype, mixed tiers included; every head precision).
@@ -36,7 +41,7 @@ from shaver.table.budget import Budget
 #: Embedding value dtypes a class may ask for: those of the plan's tiers.
 FLEET_VALUE_DTYPES: tuple[str, ...] = TIER_DTYPES
 FORMATS = ("shaver", "onnx", "both")
-CLASS_KEYS = ("name", "bytes", "values", "head", "format")
+CLASS_KEYS = ("name", "bytes", "values", "head", "format", "finetune_epochs")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -47,16 +52,23 @@ class FleetError(ShaverError):
 @dataclass(frozen=True)
 class DeviceClass:
     """One device class: ``name``, ``bytes`` (whole-artifact budget), ``values`` and ``head``
-    dtypes (None: the chooser picks), ``format`` (shaver | onnx | both)."""
+    dtypes (None: the chooser picks), ``format`` (shaver | onnx | both), ``finetune_epochs``
+    (None: single-shot)."""
 
     name: str
     bytes: int
     values: str | None = None
     head: str | None = None
     format: str = "shaver"
+    finetune_epochs: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The class as the manifest records it (``finetune_epochs`` only when asked for, so
+        the entries of single-shot classes written before it stay valid)."""
+        out = asdict(self)
+        if self.finetune_epochs is None:
+            del out["finetune_epochs"]
+        return out
 
     @property
     def budget(self) -> Budget:
@@ -127,4 +139,9 @@ def _parse_class(item: Any, where: str) -> DeviceClass:
         if value is not default and value not in allowed:
             raise FleetError(f"{where}: {key} must be one of {', '.join(allowed)}, got {shown(value)}")
         chosen[key] = value
-    return DeviceClass(name=name, bytes=int(budget.value), **chosen)
+    epochs = item.get("finetune_epochs")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                               or epochs < 1):
+        raise FleetError(f"{where}: finetune_epochs must be a positive integer, got "
+                         f"{shown(epochs)}")
+    return DeviceClass(name=name, bytes=int(budget.value), finetune_epochs=epochs, **chosen)

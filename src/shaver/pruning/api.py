@@ -26,7 +26,7 @@ from torch import nn
 
 from shaver.data.store import PreparedDataset
 from shaver.errors import FingerprintMismatch, ShaverError
-from shaver.models.base import check_model_interface
+from shaver.models.base import calibration_of, check_model_interface
 from shaver.pruning.candidates import ChooserError, candidates_for
 from shaver.pruning.chooser import Chooser, with_budget_aware
 from shaver.pruning.codebook import check_codebook_mode
@@ -84,6 +84,8 @@ class PruneResult:
                 "head_dtype": self.info.get("head_dtype"), "scorer": self.info.get("scorer"),
                 "placeholder": self.info.get("placeholder"), "order": self.info.get("order"),
                 "codebook": self.info.get("codebook"), "finetuned": self.info.get("finetuned"),
+                "finetune_epochs": self.info.get("finetune_epochs"),
+                "finetune_best_epoch": self.info.get("finetune_best_epoch"),
                 "calibrated": "calibration" in self.info}
 
 
@@ -161,10 +163,12 @@ def prune(
     unless ``values`` / ``heads`` / ``families`` name one).
 
     ``evaluate`` (default: when a dataset is given) adds test ``{"auc", "logloss"}``;
-    ``finetune_config`` fine-tunes each pruned model (mask fixed; fp32 plans: the values and
-    head default to fp32, a quantised plan asked for is refused) on ``dataset`` before
-    that evaluation. Byte counts are those of the artifact ``shaver export`` writes
-    (with the dataset's feature map when ``include_feature_map``). Returns one
+    ``finetune_config`` fine-tunes each chosen plan on ``dataset`` before that evaluation
+    (any plan, quantisation-aware: tier map and mask fixed, kept values and head trained
+    through their stored grid, re-quantised as the artifact stores them, the plan as chosen
+    kept when no epoch beats its validation AUC; :mod:`shaver.pruning.finetune`). Byte
+    counts are those of the artifact ``shaver export`` writes (with the dataset's feature
+    map when ``include_feature_map``). Returns one
     :class:`PruneResult` per budget, in the given order.
     """
     budgets = as_budgets(budgets)
@@ -177,8 +181,6 @@ def prune(
                                   frequencies=frequencies,
                                   include_feature_map=include_feature_map, device=device,
                                   quiet=quiet)
-    if finetune_config is not None and families is None:  # fine-tuning trains fp32 plans
-        values, heads = values or ("fp32",), heads or ("fp32",)
     for budget in budgets:  # every budget checked before any work
         candidates = candidates_for(budget, names, values=values, heads=heads,
                                     families=families)
@@ -206,19 +208,32 @@ def cut(chooser: Chooser, names: list[str], budget: Budget, method: str, *,
             "finetuned": False, "metrics": {}}
     if dataset is not None:
         info["dataset"] = {"path": str(dataset.path), "fingerprint": dataset.fingerprint}
-    if finetune_config is not None:
-        _finetune(pruned, info, dataset, finetune_config, chooser.device, chooser.quiet)
-        if "calibration" in info:  # the model changed: its recalibration is refitted
-            scale, bias = chooser.recalibrate(pruned)
-            info["calibration"] = {"scale": scale, "bias": bias}
-    if evaluate:
+    if evaluate and finetune_config is None:
         info["metrics"] = _test_metrics(pruned, dataset, chooser.device)
     result = PruneResult(budget, record["kept"], record["total"], record["artifact_bytes"],
                          record["table_bytes"], seconds, pruned, info)
+    if finetune_config is not None:
+        result = finetune_cut(chooser, result, finetune_config, evaluate=evaluate)
     log.debug("%s: %s kept %d/%d, %d bytes, auc %s (%.3f s)", budget.label, record["candidate"],
               result.kept, result.total, result.artifact_bytes, result.metrics.get("auc"),
               seconds)
     return result
+
+
+def finetune_cut(chooser: Chooser, result: PruneResult, config: FinetuneConfig, *,
+                 evaluate: bool = True) -> PruneResult:
+    """The cut ``result`` of ``chooser`` fine-tuned on the chooser's dataset (what
+    ``prune(..., finetune_config=config)`` does after choosing): a new :class:`PruneResult`
+    of the same plan and bytes, its model the fine-tuned plan, or the plan as chosen when
+    no epoch beats it on validation; ``result`` is left as it is."""
+    if chooser.dataset is None:
+        raise ScoreError("fine-tuning needs a dataset")
+    info = {**result.info, "metrics": {}}
+    model = _finetune(chooser, result.model, info, config)
+    if evaluate:
+        info["metrics"] = _test_metrics(model, chooser.dataset, chooser.device)
+    return PruneResult(result.budget, result.kept, result.total, result.artifact_bytes,
+                       result.table_bytes, result.seconds, model, info)
 
 
 def open_chooser(model: nn.Module, scores: Any, method: str, *,
@@ -257,14 +272,29 @@ def open_chooser(model: nn.Module, scores: Any, method: str, *,
     return chooser, [r.name for r in rankings] + list(pending)
 
 
-def _finetune(pruned: nn.Module, info: dict[str, Any], dataset: PreparedDataset,
-              config: FinetuneConfig, device: Any, quiet: bool) -> None:
-    if any(t["value_dtype"] != "fp32" for t in info["tiers"]) or info["head_dtype"] != "fp32":
-        raise ScoreError(f"fine-tuning keeps the mask fixed and trains fp32 values: plan "
-                         f"{info['plan']} with head {info['head_dtype']} is quantised")
-    record = finetune(pruned, dataset, config, device=device, quiet=quiet)
+def _finetune(chooser: Chooser, pruned: nn.Module, info: dict[str, Any],
+              config: FinetuneConfig) -> nn.Module:
+    """The plan ``pruned`` fine-tuned on its stored grid (:mod:`shaver.pruning.finetune`),
+    recalibrated when the plan was, if it beats ``pruned``'s validation AUC (the chooser's
+    measure, each model with its own calibration); else ``pruned`` itself (best epoch 0)."""
+    tuned, record = finetune(pruned, chooser.dataset, config, head_dtype=info["head_dtype"],
+                             device=chooser.device, quiet=chooser.quiet)
+    if "calibration" in info:  # the model changed: its recalibration is refitted
+        chooser.recalibrate(tuned)
+    before, after = chooser.validate(pruned), chooser.validate(tuned)
+    improved = after[0] > before[0]
+    if improved and "calibration" in info:
+        scale, bias = calibration_of(tuned)
+        info["calibration"] = {"scale": scale, "bias": bias}
+    if not improved:
+        log.info("fine-tuning did not beat the plan's validation AUC (%.5f >= %.5f): the plan "
+                 "is kept as chosen", before[0], after[0])
     info.update(finetuned=True, finetune=config.to_json(),
-                finetune_best_epoch=record["best_epoch"])
+                finetune_epochs=record["epochs_run"], finetune_seconds=record["seconds"],
+                finetune_best_epoch=record["best_epoch"] if improved else 0,
+                finetune_val={"before": {"auc": before[0], "logloss": before[1]},
+                              "after": {"auc": after[0], "logloss": after[1]}})
+    return tuned if improved else pruned
 
 
 def check_validation(dataset: PreparedDataset | None) -> PreparedDataset:

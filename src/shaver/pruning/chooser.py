@@ -243,6 +243,15 @@ class Chooser:
         set_calibration(model, *pair)
         return calibration_of(model)
 
+    def validate(self, model: nn.Module) -> tuple[float, float]:
+        """(AUC, LogLoss) of ``model`` (with its own calibration, if any) on validation: the
+        measure a candidate is scored on."""
+        source = self._validation()
+        logits, labels = source_logits(model.to(source.device), source, 1 << 14)
+        p = torch.sigmoid(logits.double()).numpy()
+        auc, ll = auc_logloss(labels.numpy(), p)
+        return float(auc), float(ll)
+
     def _select(self, budget: Budget, fitted: list[Fitted]):
         source = self._validation()
         records, comps, losses, calibrations = [], [], [], []

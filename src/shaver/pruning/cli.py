@@ -73,9 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--method shaver/single: fixed (default) or refit: refit each field's "
                    "placeholder on the entries pruned")
     p.add_argument("--finetune", action="store_true",
-                   help="fine-tune kept entries and head after pruning (mask fixed; fp32 plans)")
-    p.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate")
+                   help="fine-tune each chosen plan, quantisation-aware (tier map and mask "
+                   "fixed; kept values and head trained through their stored grid; the plan "
+                   "kept when no epoch beats it on validation)")
+    p.add_argument("--finetune-epochs", type=int, default=3,
+                   help="fine-tuning epochs, at most (early stopping on validation AUC)")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate")
     p.add_argument("--out", type=Path, default=None, help="output directory (default RUN/pruned)")
     p.add_argument("--data", type=Path, default=None,
                    help="dataset directory (default: the run's)")

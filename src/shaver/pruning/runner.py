@@ -26,7 +26,8 @@ from shaver.train.checkpoint import load_run, open_run_dataset
 
 COLUMNS = ("budget", "kept", "total", "sparsity", "artifact_bytes", "table_bytes", "plan",
            "head_dtype", "auc", "logloss", "seconds", "method", "winner", "scorer",
-           "placeholder", "order", "codebook", "calibrated", "finetuned", "path")
+           "placeholder", "order", "codebook", "calibrated", "finetuned", "finetune_epochs",
+           "finetune_best_epoch", "path")
 #: auto: the chooser's cut on validation per budget; shaver: the paper's; single: --scorer's.
 RUN_METHODS: tuple[str, ...] = ("auto", "shaver", "single")
 

@@ -33,6 +33,7 @@ class Summary:
     logloss_std: float
     seconds: float
     winners: str = ""  # method "auto": the candidates that won, over the seeds
+    finetuned: bool = False  # the cuts fine-tuned after the single shot (drawn apart)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -47,12 +48,13 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def summarize(rows: Iterable[ResultRow]) -> list[Summary]:
-    """One :class:`Summary` per (dataset, model, method, budget), in first-seen order."""
-    groups: dict[tuple[str, str, str, str], list[ResultRow]] = {}
+    """One :class:`Summary` per (dataset, model, method, budget, fine-tuned or not), in
+    first-seen order."""
+    groups: dict[tuple[str, str, str, str, bool], list[ResultRow]] = {}
     for row in rows:
-        groups.setdefault(row.key[:4], []).append(row)
+        groups.setdefault((*row.key[:4], bool(row.finetuned)), []).append(row)
     out = []
-    for (dataset, model, method, budget), members in groups.items():
+    for (dataset, model, method, budget, finetuned), members in groups.items():
         auc, auc_std = _mean_std([r.auc for r in members])
         logloss, logloss_std = _mean_std([r.logloss for r in members])
         sizes = [r.artifact_bytes for r in members if r.artifact_bytes is not None]
@@ -73,6 +75,7 @@ def summarize(rows: Iterable[ResultRow]) -> list[Summary]:
                 logloss_std=logloss_std,
                 seconds=float(np.median([r.seconds for r in members])),
                 winners=", ".join(dict.fromkeys(r.winner for r in members if r.winner)),
+                finetuned=finetuned,
             )
         )
     return out

@@ -151,7 +151,8 @@ def _summary_tables(summaries: Sequence[Summary]) -> list[str]:
             if (s.dataset, s.model) != (dataset, model):
                 continue
             out.append(
-                f"<tr><td class=l>{_e(method_label(s.method))}</td><td class=l>{_e(s.budget)}</td>"
+                f"<tr><td class=l>{_e(method_label(s.method))}"
+                f"{' (fine-tuned)' if s.finetuned else ''}</td><td class=l>{_e(s.budget)}</td>"
                 f"<td>{s.seeds}</td><td>{s.sparsity:.4g}</td><td>{s.kept:,}</td>"
                 f"<td>{_fmt_bytes(s.table_bytes)}</td><td>{_fmt_bytes(s.artifact_bytes)}</td>"
                 f"<td>{_pm(s.auc, s.auc_std, s.seeds)}</td>"

@@ -26,6 +26,8 @@ from shaver.report.aggregate import Summary, pareto_frontier  # noqa: E402
 from shaver.report.schema import ReportError, ResultRow  # noqa: E402
 
 FORMATS = ("png", "svg")
+#: Marker of fine-tuned cuts on the accuracy-vs-size figure (single-shot: the method's own).
+FINETUNED_MARKER = "X"
 _METHOD_ORDER = ("auto", "shaver", "shaver-zero", "magnitude", "taylor", "random", "ptq",
                  "shaver-bytes")
 
@@ -131,7 +133,8 @@ def tradeoff_figure(
         "the deployable artifact; middle: the exact bytes of its embedding table (values, "
         "index, scales, codebook), counted alike for every row; right: "
         "kept fraction of embedding entries. The dotted grey line is the Pareto frontier over "
-        "all methods (no point is both smaller and more accurate)."
+        "all methods (no point is both smaller and more accurate). Hollow crosses on dashed "
+        "lines: the same cuts fine-tuned (same plan and bytes), where the grid has them."
     )
     return Figure(slug, f"{dataset} / {model}", caption, embed(fig, slug, fmt))
 
@@ -150,16 +153,24 @@ def _log_ticks(ax: Any, axis: str, xs: Sequence[float]) -> None:
 
 def _draw_series(ax: Any, points: Sequence[Summary], axis: str, metric: str,
                  styles: Mapping[str, Mapping[str, Any]]) -> None:
+    """One series per method, single-shot; its fine-tuned cuts (if any) beside it in the
+    method's colour with the :data:`FINETUNED_MARKER` and a dashed line."""
     for method in sorted(styles, key=_method_sort_key):
-        series = [s for s in points if s.method == method and _x_value(s, axis) > 0]
-        series.sort(key=lambda s: _x_value(s, axis))
-        if not series:
-            continue
-        xs = [_x_value(s, axis) for s in series]
-        ys = [getattr(s, metric) for s in series]
-        errs = [getattr(s, f"{metric}_std") for s in series]
-        label = "shaver (paper)" if method == "shaver" else method
-        ax.errorbar(xs, ys, yerr=errs, label=label, capsize=2, ms=5, lw=1.3, **styles[method])
+        for finetuned in (False, True):
+            series = [s for s in points if s.method == method and s.finetuned == finetuned
+                      and _x_value(s, axis) > 0]
+            series.sort(key=lambda s: _x_value(s, axis))
+            if not series:
+                continue
+            xs = [_x_value(s, axis) for s in series]
+            ys = [getattr(s, metric) for s in series]
+            errs = [getattr(s, f"{metric}_std") for s in series]
+            label = "shaver (paper)" if method == "shaver" else method
+            style = dict(styles[method])
+            if finetuned:
+                label += " fine-tuned"
+                style.update(marker=FINETUNED_MARKER, ls="--", mfc="none")
+            ax.errorbar(xs, ys, yerr=errs, label=label, capsize=2, ms=5, lw=1.3, **style)
 
 
 def convergence_figure(attributions: Sequence[Mapping[str, Any]], fmt: str = "png") -> Figure:

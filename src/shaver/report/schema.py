@@ -21,6 +21,7 @@ One **result row** per (dataset, model, method, budget, seed)::
                            cut + codebook + evaluation setup; not the attribution itself)
     eval_seconds    float  time of the test evaluation
     finetuned       bool
+    finetune_epochs int|None  fine-tuning epochs run (None: single-shot)
     kept_per_field  list[int]|None  kept scalars per field (for the per-field share plot)
     winner          str|None  method "auto": the candidate cut chosen on validation
     artifact_sha256 str|None  sha256 of the artifact ``shaver export`` writes for this cut
@@ -79,6 +80,7 @@ class ResultRow:
     seconds: float
     eval_seconds: float = 0.0
     finetuned: bool = False
+    finetune_epochs: int | None = None
     kept_per_field: list[int] | None = field(default=None)
     winner: str | None = None
     artifact_sha256: str | None = None
@@ -122,7 +124,7 @@ def _coerce(name: str, value: Any) -> Any:
         return _as_int(name, value)
     if name in _FLOATS:
         return _as_float(name, value)
-    if name == "artifact_bytes":
+    if name in ("artifact_bytes", "finetune_epochs"):
         return None if value in (None, "") else _as_int(name, value)
     if name == "finetuned":
         if isinstance(value, str):
