@@ -16,9 +16,25 @@ from typing import Any
 import numpy as np
 import torch
 
+from shaver.attribution.api import attribute
+from shaver.attribution.result import Attribution
 from shaver.attribution.sampling import DEFAULT_DATA
+from shaver.attribution.stopping import (
+    DEFAULT_STOP_BUDGETS,
+    DEFAULT_STOP_DRAWS,
+    DEFAULT_STOP_FRACTION,
+    active_budgets,
+    cut_regret,
+)
+from shaver.data.builtin import load_builtin
+from shaver.data.prepare import prepare_dataset
 from shaver.data.store import PreparedDataset, open_dataset
+from shaver.data.synthetic import synth_criteo
+from shaver.models.registry import build_model
 from shaver.report.schema import ReportError, atomic_write_text
+from shaver.train.checkpoint import check_dataset, load_run
+from shaver.train.loop import evaluate, fit
+from shaver.train.state import state_path
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +49,6 @@ def open_bench_data(*, data: str | os.PathLike[str] | None, dataset: str | None,
     if data is not None:
         return Path(data).name, open_dataset(data)
     if dataset == "movielens-100k":
-        from shaver.data.builtin import load_builtin
-
         return dataset, load_builtin(dataset, quiet=quiet)
     if dataset == "synthetic-criteo":
         return dataset, _synthetic_criteo(rows, workdir, seed, quiet)
@@ -43,8 +57,6 @@ def open_bench_data(*, data: str | os.PathLike[str] | None, dataset: str | None,
 
 
 def _synthetic_criteo(rows: int, workdir: Path, seed: int, quiet: bool) -> PreparedDataset:
-    from shaver.data.prepare import prepare_dataset
-    from shaver.data.synthetic import synth_criteo
 
     if rows < 1000:
         raise ReportError(f"synthetic-criteo needs at least 1000 rows, got {rows}")
@@ -77,10 +89,6 @@ def train_or_reuse(dataset: PreparedDataset, model_name: str, seed: int, run_dir
                    quiet: bool) -> TrainedBase:
     """Train ``model_name`` into ``run_dir`` (via ``<run_dir>.partial``, resumed if a previous
     run was interrupted), or load it when ``run_dir`` is complete."""
-    from shaver.models.registry import build_model
-    from shaver.train.checkpoint import check_dataset, load_run
-    from shaver.train.loop import evaluate, fit
-
     if (run_dir / "config.json").is_file():
         run = load_run(run_dir, device=device)
         check_dataset(dataset, run.dataset_fingerprint, f"run {run_dir}")
@@ -88,8 +96,6 @@ def train_or_reuse(dataset: PreparedDataset, model_name: str, seed: int, run_dir
         test = metrics.get("test") or evaluate(run.model, dataset, "test", device=device)
         seconds = [float(h["seconds"]) for h in metrics.get("history", [])]
         return TrainedBase(run.model, run_dir, test, seconds, reused=True)
-    from shaver.train.state import state_path
-
     partial = run_dir.with_name(run_dir.name + ".partial")
     resume = state_path(partial).is_file()  # an interrupted training: continue it
     if partial.exists() and not resume:
@@ -125,8 +131,6 @@ def attribute_or_reuse(model: torch.nn.Module, dataset: PreparedDataset, *, plac
 
     ``options``: tolerance, max_samples, max_seconds, device (and any other keyword of
     ``shaver.attribution.api.attribute``)."""
-    from shaver.attribution.result import Attribution
-
     record_path = path.with_suffix(".json")
     if path.is_file() and record_path.is_file():
         return Attribution.load(path), json.loads(record_path.read_text())
@@ -163,13 +167,6 @@ def _worst_regret(result: Any, options: dict[str, Any]) -> float:
     own = ((result.settings.get("stop_cut") or {}).get("regret") or {}).values()
     if result.phi.numel() > TRACE_REGRET_ENTRIES:
         return max(own, default=float("nan"))
-    from shaver.attribution.stopping import (
-        DEFAULT_STOP_BUDGETS,
-        DEFAULT_STOP_DRAWS,
-        DEFAULT_STOP_FRACTION,
-        active_budgets,
-        cut_regret,
-    )
 
     kept = active_budgets(result.phi.numel(), options.get("stop_budgets", DEFAULT_STOP_BUDGETS))
     if not kept or result.count == 0:
@@ -188,8 +185,6 @@ def attribute_with_trace(model: torch.nn.Module, dataset: PreparedDataset, *, pl
     SAGE's ratio and the cut rule's worst regret over its budgets (computed from the state
     even before the rule may fire): (Attribution, trace [{samples, seconds, ratio, regret}],
     seconds)."""
-    from shaver.attribution.api import attribute
-
     opts = dict(options)
     tolerance = opts.pop("tolerance", 0.01)
     max_samples = opts.pop("max_samples", None)
