@@ -59,6 +59,15 @@ class Fitted:
     artifact_bytes: int
     table_bytes: int
 
+    @property
+    def name(self) -> str:
+        """The candidate's name; ``floor/<placeholder>`` when nothing is kept (the same plan
+        whatever the ranking)."""
+        if self.kept:
+            return self.candidate.name
+        head = "" if self.candidate.head == "fp32" else f" head={self.candidate.head}"
+        return f"floor/{self.candidate.ranking}{head}"
+
 
 @dataclass
 class Chooser:
@@ -158,17 +167,27 @@ class Chooser:
 
     def _fit_all(self, budget: Budget, candidates: Sequence[Candidate],
                  calibrated: bool) -> list[Fitted]:
+        """Every candidate fitted to ``budget``; with several, a kept-entry budget also gets
+        the floor of each (nothing kept: it keeps at most what the budget allows, and at
+        extreme sparsity the head and first-order weights alone can beat any cut)."""
         out, seen = [], set()
         for candidate in candidates:
             got = self.fit(candidate, budget, calibrated)
             if got is None:
                 continue
-            # every ranking leaves the same plan when nothing is kept: one floor per placeholder
-            key = (self.ranking(candidate.ranking).placeholder, candidate.head) \
-                if got.kept == 0 else candidate
-            if key not in seen:
-                seen.add(key)
-                out.append(got)
+            fitted = [got]
+            if calibrated and not budget.is_bytes and got.kept:
+                empty = np.zeros_like(got.tier_map)
+                fitted.append(Fitted(candidate, empty, 0,
+                                     *self.sizes(candidate, empty, calibrated)))
+            for item in fitted:
+                # every ranking leaves the same plan when nothing is kept: one floor per
+                # placeholder (and head)
+                key = (self.ranking(candidate.ranking).placeholder, candidate.head) \
+                    if item.kept == 0 else candidate
+                if key not in seen:
+                    seen.add(key)
+                    out.append(item)
         if not out:
             raise BudgetError(self._refusal(budget, candidates, calibrated))
         return out
@@ -279,7 +298,7 @@ class Chooser:
         losses.append(log_losses(z, y, scale, bias))
         comps.append(components(y, p))
         calibrations.append((scale, bias))
-        records.append({"name": item.candidate.name, "kept": item.kept,
+        records.append({"name": item.name, "kept": item.kept,
                         "bytes": item.artifact_bytes, "table_bytes": item.table_bytes,
                         "val_auc": auc, "val_logloss": ll})
 
@@ -287,15 +306,15 @@ class Chooser:
                 calibration: tuple[float, float] | None) -> dict[str, Any]:
         cand = chosen.candidate
         rank = self.ranking(cand.ranking)
-        out = {"budget": budget.to_json(), **rank.describe(), "candidate": cand.name,
-               "winner": cand.name if records else None,
+        out = {"budget": budget.to_json(), **rank.describe(), "candidate": chosen.name,
+               "winner": chosen.name if records else None,
                "plan": cand.family.label, "tiers": [t.to_json() for t in cand.family.tiers],
                "head_dtype": cand.head, "kept": chosen.kept, "total": self.total,
                "artifact_bytes": chosen.artifact_bytes, "table_bytes": chosen.table_bytes}
         if calibration is not None:
             out["calibration"] = {"scale": float(calibration[0]), "bias": float(calibration[1])}
         if records:
-            best = next(r for r in records if r["name"] == cand.name)
+            best = next(r for r in records if r["name"] == chosen.name)
             out["val_metrics"] = {"auc": best["val_auc"], "logloss": best["val_logloss"]}
             out["selection"] = {"rule": RULE, "candidates": records}
         return out
