@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from shaver.data.store import PreparedDataset
-from shaver.errors import FingerprintMismatch, ShaverError
+from shaver.errors import FingerprintMismatch
 from shaver.models.base import calibration_of, check_model_interface
-from shaver.pruning.candidates import ChooserError, candidates_for
-from shaver.pruning.chooser import Chooser, with_budget_aware
+from shaver.pruning.candidates import candidates_for
+from shaver.pruning.chooser import Chooser, check_validation, with_budget_aware
 from shaver.pruning.codebook import check_codebook_mode
 from shaver.pruning.finetune import FinetuneConfig, finetune
 from shaver.pruning.rankings import PAPER, Ranking, attribution_rankings, single_shot_rankings
@@ -89,10 +89,6 @@ class PruneResult:
                 "calibrated": "calibration" in self.info}
 
 
-def _fingerprint(model: nn.Module) -> str:
-    return model_fingerprint(model)
-
-
 def as_scores(model: nn.Module, scores: Any, *, dataset: PreparedDataset | None = None,
               placeholder: str = "zero") -> Scores:
     """Attribution | Scores | array (n, d) -> :class:`Scores`, checked against the model
@@ -115,7 +111,7 @@ def as_scores(model: nn.Module, scores: Any, *, dataset: PreparedDataset | None 
         raise ScoreError(f"codebook has {result.codebook.shape[0]} fields, the model has "
                          f"{len(model.field_dims)}")
     if result.model_fingerprint:
-        found = _fingerprint(model)
+        found = model_fingerprint(model)
         if result.model_fingerprint != found:
             raise FingerprintMismatch(
                 f"the {result.scorer} scores were computed for model "
@@ -204,7 +200,7 @@ def cut(chooser: Chooser, names: list[str], budget: Budget, method: str, *,
     pruned, record = chooser.choose(budget, candidates)
     seconds = time.perf_counter() - started
     dataset = chooser.dataset
-    info = {**record, "method": method, "model_fingerprint": _fingerprint(chooser.model),
+    info = {**record, "method": method, "model_fingerprint": chooser.fingerprint,
             "finetuned": False, "metrics": {}}
     if dataset is not None:
         info["dataset"] = {"path": str(dataset.path), "fingerprint": dataset.fingerprint}
@@ -279,9 +275,9 @@ def _finetune(chooser: Chooser, pruned: nn.Module, info: dict[str, Any],
     measure, each model with its own calibration); else ``pruned`` itself (best epoch 0)."""
     tuned, record = finetune(pruned, chooser.dataset, config, head_dtype=info["head_dtype"],
                              device=chooser.device, quiet=chooser.quiet)
-    if "calibration" in info:  # the model changed: its recalibration is refitted
-        chooser.recalibrate(tuned)
-    before, after = chooser.validate(pruned), chooser.validate(tuned)
+    # the model changed: its recalibration is refitted (and measured in the same pass)
+    after = chooser.recalibrate(tuned) if "calibration" in info else chooser.validate(tuned)
+    before = chooser.validate(pruned)
     improved = after[0] > before[0]
     if improved and "calibration" in info:
         scale, bias = calibration_of(tuned)
@@ -295,22 +291,6 @@ def _finetune(chooser: Chooser, pruned: nn.Module, info: dict[str, Any],
                 finetune_val={"before": {"auc": before[0], "logloss": before[1]},
                               "after": {"auc": after[0], "logloss": after[1]}})
     return tuned if improved else pruned
-
-
-def check_validation(dataset: PreparedDataset | None) -> PreparedDataset:
-    """The dataset, if it has a non-empty validation split; else :class:`ChooserError`."""
-    hint = ("method 'auto' chooses each budget's cut on the validation split: give a "
-            "prepared dataset with a non-empty 'val' split, or use method 'shaver' (the "
-            "paper's ranking, no validation needed)")
-    if dataset is None:
-        raise ChooserError(f"no dataset given; {hint}")
-    try:
-        rows = dataset.num_rows("val")
-    except (KeyError, ShaverError):
-        rows = 0
-    if rows <= 0:
-        raise ChooserError(f"{dataset.path}: no validation rows; {hint}")
-    return dataset
 
 
 def saw_validation(attribution: Any) -> bool:

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,8 @@ import torch
 from torch import nn
 
 from shaver.data.store import PreparedDataset
-from shaver.errors import BudgetError
-from shaver.models.base import calibration_of, clear_calibration, set_calibration
+from shaver.errors import BudgetError, ShaverError
+from shaver.models.base import calibrate, calibration_of, clear_calibration, set_calibration
 from shaver.progress import progress_bar
 from shaver.pruning.budget_aware import budget_aware_rankings
 from shaver.pruning.candidates import FP32, Candidate, ChooserError
@@ -42,6 +43,7 @@ from shaver.table.budget import Budget
 from shaver.table.families import TierPlanner
 from shaver.table.size import plan_bytes
 from shaver.table.tiers import plan_copy
+from shaver.train.checkpoint import model_fingerprint
 from shaver.train.device import pick_device
 from shaver.train.evaluation import source_logits
 from shaver.train.metrics import auc_logloss
@@ -90,6 +92,11 @@ class Chooser:
     pending: dict[str, Callable[[], Ranking]] = field(default_factory=dict, repr=False)
     _planners: dict[tuple[str, str], TierPlanner] = field(default_factory=dict, repr=False)
     _val: SplitSource | None = field(default=None, repr=False)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The base model's fingerprint (hashed once for every cut of this chooser)."""
+        return model_fingerprint(self.model)
 
     @property
     def total(self) -> int:
@@ -244,32 +251,25 @@ class Chooser:
 
     def _validation(self) -> SplitSource:
         if self._val is None:
-            if self.dataset is None or self.dataset.num_rows("val") <= 0:
-                where = "no dataset" if self.dataset is None else f"{self.dataset.path}"
-                raise ChooserError(f"{where}: the default cut is chosen on a validation split "
-                                   f"and there is none; use the paper's method (method "
-                                   f"'shaver'), which needs no validation")
+            check_validation(self.dataset)
             self._val = SplitSource(self.dataset, "val", pick_device(self.device),
                                     in_memory=True)
         return self._val
 
     def recalibrate(self, model: nn.Module) -> tuple[float, float]:
-        """Refit ``model``'s recalibration on validation (after fine-tuning changed it)."""
+        """Refit ``model``'s recalibration on validation (after fine-tuning changed it);
+        returns :meth:`validate`'s measure of the recalibrated model, from the same pass."""
         clear_calibration(model)
         source = self._validation()
         logits, labels = source_logits(model.to(source.device), source, 1 << 14)
-        pair = fit_logit_calibration(logits.double().numpy(), labels.numpy())
-        set_calibration(model, *pair)
-        return calibration_of(model)
+        set_calibration(model, *fit_logit_calibration(logits.double().numpy(), labels.numpy()))
+        return _measure(calibrate(model, logits), labels)
 
     def validate(self, model: nn.Module) -> tuple[float, float]:
         """(AUC, LogLoss) of ``model`` (with its own calibration, if any) on validation: the
         measure a candidate is scored on."""
         source = self._validation()
-        logits, labels = source_logits(model.to(source.device), source, 1 << 14)
-        p = torch.sigmoid(logits.double()).numpy()
-        auc, ll = auc_logloss(labels.numpy(), p)
-        return float(auc), float(ll)
+        return _measure(*source_logits(model.to(source.device), source, 1 << 14))
 
     def _select(self, budget: Budget, fitted: list[Fitted]):
         source = self._validation()
@@ -334,3 +334,25 @@ def with_budget_aware(chooser: Chooser, budget: Budget, names: list[str]) -> lis
         chooser.rankings[rank.name] = rank
         chooser._planners.pop((rank.name, rank.order), None)
     return names + [r.name for r in added]
+
+
+def _measure(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(AUC, LogLoss) of logits (as the model returns them) against 0/1 labels."""
+    auc, ll = auc_logloss(labels.numpy(), torch.sigmoid(logits.double()).cpu().numpy())
+    return float(auc), float(ll)
+
+
+def check_validation(dataset: PreparedDataset | None) -> PreparedDataset:
+    """The dataset, if it has a non-empty validation split; else :class:`ChooserError`."""
+    hint = ("method 'auto' chooses each budget's cut on the validation split: give a "
+            "prepared dataset with a non-empty 'val' split, or use method 'shaver' (the "
+            "paper's ranking, no validation needed)")
+    if dataset is None:
+        raise ChooserError(f"no dataset given; {hint}")
+    try:
+        rows = dataset.num_rows("val")
+    except (KeyError, ShaverError):
+        rows = 0
+    if rows <= 0:
+        raise ChooserError(f"{dataset.path}: no validation rows; {hint}")
+    return dataset

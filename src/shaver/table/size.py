@@ -88,8 +88,8 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def head_specs(model: torch.nn.Module, value_dtype: str,
-               head_dtype: str = "fp32") -> list[SectionSpec]:
+def head_specs(model: torch.nn.Module, value_dtype: str, head_dtype: str = "fp32",
+               calibrated: bool = False) -> list[SectionSpec]:
     """Sections of the first-order tables and of the head.
 
     First-order tables (float, leading dim n, e.g. DeepFM's ``linear.weight.weight`` (n, 1))
@@ -121,7 +121,7 @@ def head_specs(model: torch.nn.Module, value_dtype: str,
             specs.append(SectionSpec(f"head/{name}", "head", _TORCH_TO_SECTION[tensor.dtype], shape))
         else:
             raise ArtifactError(f"head tensor {name} has unsupported dtype {tensor.dtype}")
-    if calibration_of(model) is not None:
+    if calibrated or calibration_of(model) is not None:
         specs.append(SectionSpec(CALIBRATION_SECTION, "head", "f32", (2,)))
     return specs
 
@@ -172,25 +172,32 @@ def plan_for_counts(model: torch.nn.Module, kept: np.ndarray, value_dtype: str,
     check_value_dtype(value_dtype)
     check_head_dtype(head_dtype)
     d = int(model.embedding.weight.shape[1])
-    field_dims = [int(v) for v in model.field_dims]
-    if layouts is None:
-        layouts = layouts_for_counts(kept, field_dims, d, value_dtype)
-    specs = embedding_specs(field_dims, d, layouts, kept, value_dtype)
+    embedding, specs = _v1_table([int(v) for v in model.field_dims], d, kept, value_dtype,
+                                 layouts)
     specs += head_specs(model, value_dtype, head_dtype)
     specs += metadata_specs(metadata)
-    embedding = {"dim": d, "field_dims": field_dims, "layouts": layouts,
-                 "value_dtype": value_dtype}
     return _fields(model, embedding, head_dtype), specs
 
 
-def _fields(model: torch.nn.Module, embedding: dict[str, Any], head_dtype: str
-            ) -> dict[str, Any]:
+def _fields(model: torch.nn.Module, embedding: dict[str, Any], head_dtype: str,
+            calibrated: bool = False) -> dict[str, Any]:
     fields = {"model": model.config(), "embedding": embedding}
     if head_dtype != "fp32":
         fields["head"] = {"dtype": head_dtype}
-    if calibration_of(model) is not None:
+    if calibrated or calibration_of(model) is not None:
         fields["calibration"] = CALIBRATION_FORM
     return fields
+
+
+def _v1_table(field_dims: list[int], d: int, kept: np.ndarray, value_dtype: str,
+              layouts: list[str] | None = None) -> tuple[dict[str, Any], list[SectionSpec]]:
+    """(header description, section specs) of a version-1 table from its kept entries per
+    field (all its size depends on)."""
+    if layouts is None:
+        layouts = layouts_for_counts(kept, field_dims, d, value_dtype)
+    embedding = {"dim": d, "field_dims": field_dims, "layouts": layouts,
+                 "value_dtype": value_dtype}
+    return embedding, embedding_specs(field_dims, d, layouts, kept, value_dtype)
 
 
 def metadata_specs(metadata: Mapping[str, Any] | None) -> list[SectionSpec]:
@@ -220,21 +227,15 @@ def plan_bytes(model: torch.nn.Module, tier_map: np.ndarray, tiers: Sequence[Any
     if fits_v1(tiers):
         kept = np.add.reduceat(np.count_nonzero(tier_map, axis=1),
                                field_bounds(field_dims)[:-1])
-        layouts = layouts_for_counts(kept, field_dims, d, "fp32")
-        specs = embedding_specs(field_dims, d, layouts, kept, "fp32")
-        embedding = {"dim": d, "field_dims": field_dims, "layouts": layouts,
-                     "value_dtype": "fp32"}
+        embedding, specs = _v1_table(field_dims, d, kept, "fp32")
         first_order = "fp32"
     else:
         embedding, specs = plan_tiered(tier_map, field_dims, d, list(tiers))
         first_order = tiers_first_order_dtype(tiers)
     table = table_bytes(specs)
-    specs += head_specs(model, first_order, head_dtype)
-    fields = _fields(model, embedding, head_dtype)
-    if calibrated and "calibration" not in fields:
-        specs.append(SectionSpec(CALIBRATION_SECTION, "head", "f32", (2,)))
-        fields["calibration"] = CALIBRATION_FORM
+    specs += head_specs(model, first_order, head_dtype, calibrated)
     specs += metadata_specs(metadata)
+    fields = _fields(model, embedding, head_dtype, calibrated)
     return container_bytes(fields, specs, artifact_version(fields)), table
 
 
