@@ -1,19 +1,29 @@
 """The prepared dataset: the on-disk contract between data preparation and every later stage.
 
-Layout of a prepared directory (format version 1)::
+Layout of a prepared directory (format version 1; version 2 when a field is a bag)::
 
     meta.json            format, version, library version, spec, field_names, field_dims,
-                         rows per split, positive rate per split, checksums, fingerprint, ...
+                         rows per split, positive rate per split, checksums, fingerprint,
+                         layout (version 2: the bags, see :mod:`shaver.layout`), ...
     vocab.json           per field: its values in local-id order (local id 0 is the OOV id)
-    frequencies.npy      int64 (num_features,): occurrences of each global id on the train split
-    {split}_ids.npy      int32 (rows, fields): global ids (field offsets already applied)
+    frequencies.npy      int64 (num_features,): occurrences of each global id on the train
+                         split (every value of a bag counts)
+    {split}_ids.npy      int32 (rows, single fields): global ids (field offsets already
+                         applied) of the single-valued fields, in field order
+    {split}_bag{f}_offsets.npy  int64 (rows + 1,): bag field f's values of row r are
+                         values[offsets[r]:offsets[r + 1]] (version 2; ragged, at most
+                         max_len per row, truncated as the spec says)
+    {split}_bag{f}_values.npy   int32 (total,): the bags' global ids, in list order
+    {split}_bag{f}_weights.npy  float32 (total,): their weights (weighted bags only)
     {split}_labels.npy   float32 (rows,): 0/1 labels
     {split}_rows.npy     int64 (rows,): 0-based data-line number of each row in the raw input
                          (the split assignment, traceable back to the source)
 
 ``split`` is one of ``train``, ``val``, ``test``. Rows of one split are contiguous, so an
 epoch reads slices of one memory map. Global id of (field f, local id j) is
-``offsets[f] + j`` with ``offsets = cumsum([0] + field_dims[:-1])``.
+``offsets[f] + j`` with ``offsets = cumsum([0] + field_dims[:-1])``. Every reader sees rows as
+SLOTS (:mod:`shaver.layout`): :meth:`PreparedDataset.slots` gathers any rows into
+``x`` (rows, slots), bags padded with -1, and their weights.
 """
 
 from __future__ import annotations
@@ -32,11 +42,20 @@ from typing import Any
 import numpy as np
 
 from shaver import __version__
-from shaver.errors import DataError
+from shaver.errors import DataError, ShaverError
 from shaver.fileio import check_format, read_json
+from shaver.layout import FieldLayout, pad_bags
 
 FORMAT = "shaver-prepared"
 FORMAT_VERSION = 1
+#: The version of a dataset with bags (one without stays version 1, byte for byte).
+BAGS_VERSION = 2
+BAG_PARTS = ("offsets", "values", "weights")
+
+
+def bag_file(split: str, field: int, part: str) -> str:
+    """File name of one part (offsets | values | weights) of bag field ``field``."""
+    return f"{split}_bag{int(field)}_{part}.npy"
 SPLITS = ("train", "val", "test")
 #: Named groups of splits accepted wherever a split is asked for.
 SPLIT_GROUPS = {"train+val": ("train", "val"), "all": SPLITS}
@@ -52,13 +71,16 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
 
 
 def dataset_fingerprint(
-    field_names: Sequence[str], field_dims: Sequence[int], vocab_sha256: str
+    field_names: Sequence[str], field_dims: Sequence[int], vocab_sha256: str,
+    bags: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """Fingerprint of a feature map: what a model trained on the data depends on."""
-    payload = json.dumps(
-        {"fields": list(field_names), "dims": [int(d) for d in field_dims], "vocab": vocab_sha256},
-        sort_keys=True,
-    )
+    """Fingerprint of a feature map: what a model trained on the data depends on (the bags'
+    layout too, when there are bags; without, the same as before bags existed)."""
+    doc: dict[str, Any] = {"fields": list(field_names), "dims": [int(d) for d in field_dims],
+                           "vocab": vocab_sha256}
+    if bags:
+        doc["bags"] = list(bags)
+    payload = json.dumps(doc, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -79,10 +101,12 @@ def resolve_splits(split: str | Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch: ``x`` int64 (batch, fields) global ids, ``y`` float32 (batch,) labels."""
+    """One batch: ``x`` int64 (batch, slots) global ids (bags padded with -1), ``y`` float32
+    (batch,) labels, ``w`` float32 (batch, slots) value weights (None: no weighted bag)."""
 
     x: np.ndarray
     y: np.ndarray
+    w: np.ndarray | None = None
 
 
 class PreparedDataset:
@@ -96,8 +120,10 @@ class PreparedDataset:
                             f"{'is a file' if self.path.exists() else 'does not exist'})")
         if not meta_path.is_file():
             raise DataError(f"{self.path}: not a prepared dataset (meta.json is missing)")
+        meta = read_json(meta_path, DataError)
+        version = meta.get("format_version") if isinstance(meta, dict) else None
         self.meta: dict[str, Any] = check_format(
-            read_json(meta_path, DataError), fmt=FORMAT, version=FORMAT_VERSION,
+            meta, fmt=FORMAT, version=BAGS_VERSION if version == BAGS_VERSION else FORMAT_VERSION,
             where=meta_path, error=DataError)
         self._maps: dict[str, np.ndarray] = {}
 
@@ -130,6 +156,14 @@ class PreparedDataset:
         """int64 (num_features,): the field of each global row."""
         return np.repeat(np.arange(self.num_fields, dtype=np.int64), self.field_dims)
 
+    @cached_property
+    def layout(self) -> FieldLayout:
+        """The fields' slots: which fields are bags (:mod:`shaver.layout`)."""
+        try:
+            return FieldLayout.from_json(self.num_fields, self.meta.get("layout"))
+        except ShaverError as exc:
+            raise DataError(f"{self.path / 'meta.json'}: {exc}") from None
+
     @property
     def fingerprint(self) -> str:
         return str(self.meta["fingerprint"])
@@ -153,9 +187,54 @@ class PreparedDataset:
         return int(sum(self.meta["rows"][s] for s in resolve_splits(split)))
 
     def ids(self, split: str) -> np.ndarray:
-        """int32 (rows, fields) memory map of one split's global ids."""
+        """int32 (rows, single fields) memory map of one split's global ids of the
+        single-valued fields (every field, when there is no bag). :meth:`slots` gives whole
+        rows, bags included."""
         (split,) = resolve_splits(split)
         return self._load(f"{split}_ids.npy")
+
+    def bag(self, split: str, field: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(offsets int64 (rows + 1,), values int32, weights float32 or None) memory maps of
+        bag field ``field`` on one split."""
+        (split,) = resolve_splits(split)
+        bag = self.layout.bag_of.get(int(field))
+        if bag is None:
+            raise DataError(f"{self.path}: field {field} is not a bag")
+        offsets, values = (self._load(bag_file(split, field, p)) for p in BAG_PARTS[:2])
+        weights = self._load(bag_file(split, field, "weights")) if bag.weighted else None
+        return offsets, values, weights
+
+    def slots(self, split: str, rows: np.ndarray | slice | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(x int64 (n, slots), w float32 (n, slots) or None)`` of rows ``rows`` (an index
+        array, a slice, or None: all) of ONE split: single-valued fields' ids and each bag's
+        ids padded with -1 (:mod:`shaver.layout`); ``w`` when a bag is weighted (1 for the
+        values of unweighted bags, 0 in pads)."""
+        (split,) = resolve_splits(split)
+        layout = self.layout
+        total = int(self.meta["rows"][split])
+        index = slice(None) if rows is None else rows
+        single = np.asarray(self.ids(split)[index], dtype=np.int64)
+        if not layout.has_bags:
+            return single, None
+        picked = (np.arange(*index.indices(total)) if isinstance(index, slice)
+                  else np.asarray(index, dtype=np.int64))
+        n = len(single)
+        x = np.empty((n, layout.num_slots), dtype=np.int64)
+        w = np.ones((n, layout.num_slots), dtype=np.float32) if layout.weighted else None
+        x[:, layout.starts[layout.single_fields]] = single
+        for b in layout.bags:
+            offsets, values, weights = self.bag(split, b.field)
+            starts, stops = offsets[picked], offsets[picked + 1]
+            sub = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
+            take = _ranges(starts, stops)
+            ids, bw = pad_bags(sub, np.asarray(values[take]), b.max_len,
+                               None if weights is None else np.asarray(weights[take]))
+            lo, hi = int(layout.starts[b.field]), int(layout.starts[b.field + 1])
+            x[:, lo:hi] = ids
+            if w is not None:
+                w[:, lo:hi] = bw if bw is not None else (ids >= 0)
+        return x, w
 
     def labels(self, split: str) -> np.ndarray:
         """float32 (rows,) memory map of one split's labels."""
@@ -178,11 +257,18 @@ class PreparedDataset:
                                 f"(prepare the data with a larger or another split)")
 
     def arrays(self, split: str | Sequence[str] = "train") -> tuple[np.ndarray, np.ndarray]:
-        """``(x int64 (rows, fields), y float32 (rows,))`` of one or more splits, in memory."""
+        """``(x int64 (rows, slots), y float32 (rows,))`` of one or more splits, in memory
+        (bags padded with -1; :meth:`weights` holds a weighted bag's weights)."""
         names = resolve_splits(split)
-        xs = [np.asarray(self.ids(s), dtype=np.int64) for s in names]
+        xs = [self.slots(s)[0] for s in names]
         ys = [np.asarray(self.labels(s), dtype=np.float32) for s in names]
         return np.concatenate(xs), np.concatenate(ys)
+
+    def weights(self, split: str | Sequence[str] = "train") -> np.ndarray | None:
+        """float32 (rows, slots) value weights of one or more splits (None: no weighted bag)."""
+        if not self.layout.weighted:
+            return None
+        return np.concatenate([self.slots(s)[1] for s in resolve_splits(split)])
 
     def batches(
         self,
@@ -204,7 +290,7 @@ class PreparedDataset:
         if batch_size <= 0:
             raise DataError(f"batch_size must be positive, got {batch_size}")
         names = resolve_splits(split)
-        maps = [(self.ids(s), self.labels(s)) for s in names]
+        maps = [(s, self.labels(s)) for s in names]
         sizes = np.array([len(y) for _, y in maps], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(sizes)])
         total = int(starts[-1])
@@ -221,23 +307,21 @@ class PreparedDataset:
                 idx = np.sort(order[lo:hi])
             yield self._gather(maps, starts, idx)
 
-    @staticmethod
-    def _gather(maps, starts: np.ndarray, idx: np.ndarray) -> Batch:
-        xs, ys = [], []
-        for k, (ids, labels) in enumerate(maps):
+    def _gather(self, maps, starts: np.ndarray, idx: np.ndarray) -> Batch:
+        xs, ys, ws = [], [], []
+        for k, (split, labels) in enumerate(maps):
             part = idx[(idx >= starts[k]) & (idx < starts[k + 1])] - starts[k]
             if len(part) == 0:
                 continue
             if len(part) == part[-1] - part[0] + 1:  # contiguous: a plain slice
-                sl = slice(int(part[0]), int(part[-1]) + 1)
-                xs.append(ids[sl])
-                ys.append(labels[sl])
-            else:
-                xs.append(ids[part])
-                ys.append(labels[part])
+                part = slice(int(part[0]), int(part[-1]) + 1)
+            x, w = self.slots(split, part)
+            xs.append(x)
+            ws.append(w)
+            ys.append(labels[part])
         x = np.concatenate(xs).astype(np.int64, copy=False)
         y = np.concatenate(ys).astype(np.float32, copy=False)
-        return Batch(x=x, y=y)
+        return Batch(x=x, y=y, w=None if ws[0] is None else np.concatenate(ws))
 
     def verify(self) -> None:
         """Recompute every checksum in meta.json; raise :class:`DataError` on a mismatch."""
@@ -269,6 +353,37 @@ class PreparedDataset:
         )
 
 
+def write_bag(folder: Path, split: str, field: int, offsets: np.ndarray, values: np.ndarray,
+              weights: np.ndarray | None = None, *, weighted: bool = False) -> None:
+    """Save one split's bag field ``field`` (offsets int64, values int32, and float32 weights
+    when ``weighted``) into ``folder``, checked for shape."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int32)
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(values) \
+            or (np.diff(offsets) < 0).any():
+        raise DataError(f"bag field {field} ({split}): offsets must rise from 0 to "
+                        f"{len(values)} (the number of values)")
+    np.save(folder / bag_file(split, field, "offsets"), offsets)
+    np.save(folder / bag_file(split, field, "values"), values)
+    if weighted:
+        w = np.ones(len(values), np.float32) if weights is None else \
+            np.asarray(weights, dtype=np.float32)
+        if w.shape != values.shape:
+            raise DataError(f"bag field {field} ({split}): {len(w)} weights for "
+                            f"{len(values)} values")
+        np.save(folder / bag_file(split, field, "weights"), w)
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """int64: concatenation of ``arange(starts[i], stops[i])``."""
+    lengths = (stops - starts).astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return first + np.arange(total, dtype=np.int64)
+
+
 def open_dataset(path: str | os.PathLike[str]) -> PreparedDataset:
     """Open a prepared dataset directory."""
     return PreparedDataset(path)
@@ -283,14 +398,20 @@ def write_prepared(
     frequencies: np.ndarray,
     spec: Mapping[str, Any] | None = None,
     extra_meta: Mapping[str, Any] | None = None,
+    layout: FieldLayout | None = None,
+    bags: Mapping[str, Mapping[int, tuple[np.ndarray, ...]]] | None = None,
 ) -> PreparedDataset:
     """Write a prepared directory from in-memory arrays, atomically.
 
-    ``splits`` maps split name -> ``(ids int (rows, fields) global, labels (rows,), rows int64)``.
+    ``splits`` maps split name -> ``(ids int (rows, fields) global, labels (rows,), rows int64)``;
+    with a ``layout`` that has bags, ``ids`` holds the single-valued fields only and
+    ``bags[split][field]`` is ``(offsets, values)`` or ``(offsets, values, weights)``.
     Used by tests, the built-in datasets and any caller that already holds the arrays;
     the streaming preparer writes the same files itself via :func:`finalize_prepared`.
     Refuses to overwrite an existing ``out``.
     """
+    layout = layout or FieldLayout.single(len(field_names))
+    columns = len(layout.single_fields)
     out = Path(out)
     if out.exists():
         raise DataError(f"{out}: output directory already exists (choose another or remove it)")
@@ -300,9 +421,18 @@ def write_prepared(
         for split in SPLITS:
             ids, labels, rows = splits.get(split, (None, None, None))
             if ids is None:
-                ids = np.zeros((0, len(field_names)), np.int32)
+                ids = np.zeros((0, columns), np.int32)
                 labels = np.zeros(0, np.float32)
                 rows = np.zeros(0, np.int64)
+            for b in layout.bags:
+                parts = (bags or {}).get(split, {}).get(b.field)
+                if parts is None:
+                    if len(labels):
+                        raise DataError(f"write_prepared: split {split} lacks bag field "
+                                        f"{b.field}")
+                    parts = (np.zeros(1, np.int64), np.zeros(0, np.int32),
+                             np.zeros(0, np.float32))
+                write_bag(tmp, split, b.field, *parts, weighted=b.weighted)
             np.save(tmp / f"{split}_ids.npy", np.ascontiguousarray(ids, dtype=np.int32))
             np.save(tmp / f"{split}_labels.npy", np.asarray(labels, dtype=np.float32))
             np.save(tmp / f"{split}_rows.npy", np.asarray(rows, dtype=np.int64))
@@ -311,7 +441,7 @@ def write_prepared(
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
         finalize_prepared(tmp, out, field_names=field_names,
                           field_dims=[len(vocab[f]) for f in field_names],
-                          spec=spec, extra_meta=extra_meta)
+                          spec=spec, extra_meta=extra_meta, layout=layout)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -326,8 +456,12 @@ def finalize_prepared(
     field_dims: Sequence[int],
     spec: Mapping[str, Any] | None,
     extra_meta: Mapping[str, Any] | None = None,
+    layout: FieldLayout | None = None,
 ) -> None:
-    """Write meta.json (checksums, counts, fingerprint) into ``tmp`` and rename it to ``out``."""
+    """Write meta.json (checksums, counts, fingerprint) into ``tmp`` and rename it to ``out``.
+    A ``layout`` with bags makes it a version-2 dataset (the layout is in meta.json and in
+    the fingerprint); without, it is version 1 as before."""
+    bags = layout.to_json() if layout is not None else None
     rows, pos = {}, {}
     for split in SPLITS:
         labels = np.load(tmp / f"{split}_labels.npy", mmap_mode="r", allow_pickle=False)
@@ -337,16 +471,18 @@ def finalize_prepared(
     checksums = {name: sha256_file(tmp / name) for name in files}
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": BAGS_VERSION if bags else FORMAT_VERSION,
         "library_version": __version__,
         "field_names": list(field_names),
         "field_dims": [int(d) for d in field_dims],
         "num_features": int(sum(field_dims)),
         "rows": rows,
         "positive_rate": pos,
-        "fingerprint": dataset_fingerprint(field_names, field_dims, checksums["vocab.json"]),
+        "fingerprint": dataset_fingerprint(field_names, field_dims, checksums["vocab.json"],
+                                           bags),
         "checksums": checksums,
         "spec": dict(spec or {}),
+        **({"layout": bags} if bags else {}),
         **dict(extra_meta or {}),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
