@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from shaver.errors import ModelError
+from shaver.layout import FieldLayout
 from shaver.models.base import calibrate
 
 OUTPUTS = ("probability", "logit")
@@ -68,12 +69,19 @@ class TorchFMAdapter(nn.Module):
         self.num_fields = len(self.field_dims)
         self.num_features = int(table.num_embeddings)
         self.embed_dim = int(table.embedding_dim)
+        self.layout = FieldLayout.single(self.num_fields)
+        self.num_slots = self.num_fields
+        self.pooling = None
         self.register_buffer("offsets", torch.from_numpy(starts), persistent=False)
         self.embedding: nn.Module = table
         self.register_buffer("calibration", None, persistent=False)  # see set_calibration
 
-    def head(self, emb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """emb: (batch, fields, d), x: LongTensor (batch, fields) GLOBAL ids -> logits (batch,)."""
+    def head(self, emb: torch.Tensor, x: torch.Tensor,
+             w: torch.Tensor | None = None) -> torch.Tensor:
+        """emb: (batch, fields, d), x: LongTensor (batch, fields) GLOBAL ids -> logits (batch,).
+        (pytorch-fm models have no bags: ``w`` must be None.)"""
+        if w is not None:
+            raise ModelError("an adapted pytorch-fm model has no bag fields (w must be None)")
         features = self.inner.embedding
         self.inner.embedding = _GivenEmbedding(emb)
         try:
@@ -83,9 +91,17 @@ class TorchFMAdapter(nn.Module):
         out = out.reshape(len(x))
         return torch.logit(out, eps=1e-7) if self.output == "probability" else out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: LongTensor (batch, fields) GLOBAL ids -> (batch, fields, d)."""
+        return self.embedding(x)
+
+    def coefficients(self, x: torch.Tensor, w: torch.Tensor | None = None) -> None:
+        """No bags: every coefficient is 1 (None)."""
+        return None
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         """x: LongTensor (batch, fields) GLOBAL ids -> logits (batch,)."""
-        return calibrate(self, self.head(self.embedding(x), x))
+        return calibrate(self, self.head(self.embed(x), x, w))
 
     def to_global(self, x_local: torch.Tensor) -> torch.Tensor:
         """pytorch-fm local ids (batch, fields) -> global ids (batch, fields)."""

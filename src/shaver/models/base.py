@@ -2,13 +2,18 @@
 
 A shaver model is an ``nn.Module`` with
 
-* ``field_dims``: list of rows per field; ``embed_dim``: d;
-* ``embedding``: a module mapping global ids ``x`` LongTensor (batch, fields) to
-  ``(batch, fields, d)``, with a ``weight`` tensor (num_features, d). Attribution and pruning
+* ``field_dims``: list of rows per field; ``embed_dim``: d; ``layout``: the fields' slots
+  (:mod:`shaver.layout`: a multi-valued field, a *bag*, takes ``max_len`` slots; without
+  bags one slot per field, and everything below reads "fields" for "slots");
+* ``embedding``: a module mapping global ids LongTensor (batch, slots) (>= 0) to
+  ``(batch, slots, d)``, with a ``weight`` tensor (num_features, d). Attribution and pruning
   swap it for a masked or compressed module without touching anything else;
-* ``head(emb, x)``: ``emb`` (batch, fields, d) and ``x`` (batch, fields) -> logits (batch,).
-  ``x`` is there for first-order (per-id) terms; a head must not read the embedding table;
-* ``forward(x) = head(embedding(x), x)``, then ``scale * logit + bias`` when the model
+* ``embed(x)``: ``embedding`` of ``x`` (batch, slots) whose bag pads (-1) read row 0;
+* ``head(emb, x, w=None)``: ``emb`` (batch, slots, d), ``x`` (batch, slots) and the bags'
+  value weights ``w`` (batch, slots) or None -> logits (batch,). A head pools each bag
+  (:meth:`CTRModel.pooled`: the pooled vector is the field's embedding) and reads ``x`` for
+  first-order (per-id) terms; it must not read the embedding table;
+* ``forward(x, w=None) = head(embed(x), x, w)``, then ``scale * logit + bias`` when the model
   carries a calibration (:func:`set_calibration`; see :mod:`shaver.runtime.calibration`);
 * ``config()``: a JSON-able dict from which ``shaver.models.registry.build_model`` rebuilds it.
 
@@ -26,7 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from shaver.errors import ModelError
+from shaver.errors import ModelError, ShaverError
+from shaver.layout import FieldLayout
+from shaver.models.pooling import Pooling
 
 
 class CTRModel(nn.Module):
@@ -37,7 +44,8 @@ class CTRModel(nn.Module):
     #: ``forward`` applies :func:`set_calibration`'s pair.
     applies_calibration = True
 
-    def __init__(self, field_dims: Sequence[int], embed_dim: int = 16):
+    def __init__(self, field_dims: Sequence[int], embed_dim: int = 16,
+                 layout: Sequence[dict[str, Any]] | FieldLayout | None = None):
         super().__init__()
         if not field_dims or any(int(d) <= 0 for d in field_dims):
             raise ModelError(f"field_dims must be positive integers, got {list(field_dims)}")
@@ -47,6 +55,12 @@ class CTRModel(nn.Module):
         self.embed_dim = int(embed_dim)
         self.num_fields = len(self.field_dims)
         self.num_features = int(sum(self.field_dims))
+        try:
+            self.layout = FieldLayout.from_json(self.num_fields, layout)
+        except ShaverError as exc:
+            raise ModelError(str(exc)) from None
+        self.num_slots = self.layout.num_slots
+        self.pooling = Pooling(self.layout) if self.layout.has_bags else None
         self.embedding: nn.Module = nn.Embedding(self.num_features, self.embed_dim)
         offsets = torch.tensor([0, *self.field_dims[:-1]], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", offsets, persistent=False)
@@ -58,17 +72,49 @@ class CTRModel(nn.Module):
         # [scale, bias] float32 or None; non-persistent: state dicts never carry it
         self.register_buffer("calibration", None, persistent=False)
 
-    def head(self, emb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """emb: (batch, fields, d), x: LongTensor (batch, fields) -> logits (batch,)."""
+    def head(self, emb: torch.Tensor, x: torch.Tensor,
+             w: torch.Tensor | None = None) -> torch.Tensor:
+        """emb: (batch, slots, d), x: LongTensor (batch, slots), w: bag weights or None ->
+        logits (batch,)."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: LongTensor (batch, fields) of global ids -> logits (batch,)."""
-        return calibrate(self, self.head(self.embedding(x), x))
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: LongTensor (batch, slots) (bag pads -1) -> ``embedding`` (batch, slots, d),
+        zeros in pads. Only real ids are looked up, so a pad never shows in the table's
+        gradient (lazy Adam updates exactly the rows a batch holds)."""
+        if self.pooling is None:
+            return self.embedding(x)
+        valid = x >= 0
+        rows = self.embedding(x[valid])
+        emb = rows.new_zeros(*x.shape, rows.shape[-1])
+        emb[valid] = rows
+        return emb
+
+    def coefficients(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor | None:
+        """float32 (batch, slots) pooling coefficients (:mod:`shaver.layout`), or None when
+        the model has no bag (every coefficient is 1)."""
+        return None if self.pooling is None else self.pooling.coefficients(x, w)
+
+    def pooled(self, emb: torch.Tensor, x: torch.Tensor, w: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(emb (batch, slots, d) pooled into (batch, fields, d), the coefficients or None)."""
+        if self.pooling is None:
+            return emb, None
+        coef = self.pooling.coefficients(x, w)
+        return self.pooling(emb, coef), coef
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """x: LongTensor (batch, slots) of global ids (bag pads -1), w: float (batch, slots)
+        bag value weights or None -> logits (batch,)."""
+        return calibrate(self, self.head(self.embed(x), x, w))
 
     def config(self) -> dict[str, Any]:
-        """JSON-able constructor arguments, with the registry ``name``."""
-        return {"name": self.name, "field_dims": self.field_dims, "embed_dim": self.embed_dim}
+        """JSON-able constructor arguments, with the registry ``name`` (and the ``layout``
+        when the model has bags)."""
+        out = {"name": self.name, "field_dims": self.field_dims, "embed_dim": self.embed_dim}
+        if self.layout.has_bags:
+            out["layout"] = self.layout.to_json()
+        return out
 
 
 def check_model_interface(model: Any) -> None:

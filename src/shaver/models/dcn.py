@@ -23,8 +23,9 @@ class _CrossModel(CTRModel):
     """Shared wiring of DCN-V2 and DCN-Mix around a cross network built by ``_cross``."""
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int, cross_layers: int,
-                 mlp_dims: Sequence[int], dropout: float, structure: str):
-        super().__init__(field_dims, embed_dim)
+                 mlp_dims: Sequence[int], dropout: float, structure: str,
+                 layout: Sequence[dict[str, Any]] | None = None):
+        super().__init__(field_dims, embed_dim, layout)
         if structure not in STRUCTURES:
             raise ModelError(f"structure must be one of {', '.join(STRUCTURES)}, got {structure!r}")
         nn.init.xavier_uniform_(self.embedding.weight)
@@ -41,8 +42,11 @@ class _CrossModel(CTRModel):
     def _cross(self, dim: int, layers: int) -> nn.Module:
         raise NotImplementedError
 
-    def head(self, emb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """emb: (batch, fields, d), x: (batch, fields) unused -> logits (batch,)."""
+    def head(self, emb: torch.Tensor, x: torch.Tensor,
+             w: torch.Tensor | None = None) -> torch.Tensor:
+        """emb: (batch, slots, d), x: (batch, slots) (bags' pads), w: bag weights or None ->
+        logits (batch,)."""
+        emb, _ = self.pooled(emb, x, w)
         x0 = emb.flatten(1)
         if self.structure == "stacked":
             h = self.mlp(self.cross(x0))
@@ -62,8 +66,9 @@ class DCNV2(_CrossModel):
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, cross_layers: int = 3,
                  mlp_dims: Sequence[int] = (400, 400, 400), dropout: float = 0.2,
-                 structure: str = "stacked"):
-        super().__init__(field_dims, embed_dim, cross_layers, mlp_dims, dropout, structure)
+                 structure: str = "stacked", layout: Sequence[dict[str, Any]] | None = None):
+        super().__init__(field_dims, embed_dim, cross_layers, mlp_dims, dropout, structure,
+                         layout)
 
     def _cross(self, dim: int, layers: int) -> nn.Module:
         return CrossNetworkV2(dim, layers)
@@ -78,11 +83,13 @@ class DCNMix(_CrossModel):
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, cross_layers: int = 3,
                  num_experts: int = 4, rank: int = 64,
                  mlp_dims: Sequence[int] = (400, 400, 400), dropout: float = 0.2,
-                 structure: str = "stacked", gate: str = "softmax"):
+                 structure: str = "stacked", gate: str = "softmax",
+                 layout: Sequence[dict[str, Any]] | None = None):
         self.num_experts = int(num_experts)
         self.rank = int(rank)
         self.gate = gate
-        super().__init__(field_dims, embed_dim, cross_layers, mlp_dims, dropout, structure)
+        super().__init__(field_dims, embed_dim, cross_layers, mlp_dims, dropout, structure,
+                         layout)
 
     def _cross(self, dim: int, layers: int) -> nn.Module:
         return CrossNetworkMix(dim, layers, self.num_experts, self.rank, self.gate)

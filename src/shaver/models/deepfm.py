@@ -28,8 +28,9 @@ class DeepFM(CTRModel):
         mlp_dims: Sequence[int] = (400, 400, 400),
         dropout: float = 0.2,
         batch_norm: bool = True,
+        layout: Sequence[dict[str, Any]] | None = None,
     ):
-        super().__init__(field_dims, embed_dim)
+        super().__init__(field_dims, embed_dim, layout)
         nn.init.xavier_uniform_(self.embedding.weight)
         self.linear = FeaturesLinear(self.num_features)
         self.fm = FactorizationMachine()
@@ -38,9 +39,12 @@ class DeepFM(CTRModel):
         self.dropout = float(dropout)
         self.batch_norm = bool(batch_norm)
 
-    def head(self, emb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """emb: (batch, fields, d), x: LongTensor (batch, fields) -> logits (batch,)."""
-        return self.linear(x) + self.fm(emb) + self.mlp(emb.flatten(1)).squeeze(1)
+    def head(self, emb: torch.Tensor, x: torch.Tensor,
+             w: torch.Tensor | None = None) -> torch.Tensor:
+        """emb: (batch, slots, d), x: LongTensor (batch, slots), w: bag weights or None ->
+        logits (batch,)."""
+        emb, coef = self.pooled(emb, x, w)
+        return self.linear(x, coef) + self.fm(emb) + self.mlp(emb.flatten(1)).squeeze(1)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "mlp_dims": self.mlp_dims, "dropout": self.dropout,

@@ -28,9 +28,15 @@ class FeaturesLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
         nn.init.zeros_(self.weight.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: LongTensor (batch, fields) global ids -> (batch,)."""
-        return self.weight(x).sum(dim=(1, 2)) + self.bias
+    def forward(self, x: torch.Tensor, coef: torch.Tensor | None = None) -> torch.Tensor:
+        """x: LongTensor (batch, slots) global ids, coef: (batch, slots) pooling
+        coefficients (None: every slot a single-valued field's) -> (batch,)."""
+        if coef is None:
+            return self.weight(x).sum(dim=(1, 2)) + self.bias
+        valid = x >= 0
+        values = self.weight.weight.new_zeros(x.shape)
+        values[valid] = self.weight(x[valid]).squeeze(1)
+        return (values * coef.to(values.dtype)).sum(dim=1) + self.bias
 
 
 class FactorizationMachine(nn.Module):

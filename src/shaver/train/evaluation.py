@@ -35,8 +35,8 @@ def source_logits(model: nn.Module, source: SplitSource, batch_size: int,
     model.eval()
     lo, hi = shard_bounds(source.rows, ctx.rank, ctx.world)
     logits, labels = [], []
-    for x, y in source.range_batches(lo, hi, batch_size):
-        logits.append(model(x).float())
+    for x, y, w in source.range_batches(lo, hi, batch_size):
+        logits.append(model(x, w).float())
         labels.append(y)
     model.train(was_training)
     local = torch.stack([torch.cat(logits), torch.cat(labels)], dim=1) if logits \
@@ -83,22 +83,31 @@ def evaluate(
 def predict_proba(
     model: nn.Module,
     x: np.ndarray,
+    w: np.ndarray | None = None,
     *,
     batch_size: int = EVAL_BATCH,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
-    """Click probabilities float32 (rows,) for global ids ``x`` int (rows, fields), eval mode."""
+    """Click probabilities float32 (rows,) for global ids ``x`` int (rows, slots) (bags
+    padded with -1; ``w`` float (rows, slots) the weighted bags' weights), eval mode."""
     ids = np.asarray(x)
-    num_fields = len(getattr(model, "field_dims", [])) or None
-    if ids.ndim != 2 or (num_fields is not None and ids.shape[1] != num_fields):
-        raise DataError(f"x has shape {ids.shape}, expected (rows, {num_fields}) global ids")
+    slots = getattr(model, "num_slots", None) or len(getattr(model, "field_dims", [])) or None
+    if ids.ndim != 2 or (slots is not None and ids.shape[1] != slots):
+        raise DataError(f"x has shape {ids.shape}, expected (rows, {slots}) global ids")
     if not np.issubdtype(ids.dtype, np.integer):
         raise DataError(f"x has dtype {ids.dtype}, expected integer global ids")
+    if w is not None and np.shape(w) != ids.shape:
+        raise DataError(f"w has shape {np.shape(w)}, expected {ids.shape} (one weight a slot)")
     dev = pick_device(device)
     model.to(dev)
     was_training = model.training
     model.eval()
-    out = [torch.sigmoid(model(torch.from_numpy(ids[lo: lo + batch_size]).long().to(dev)).float())
+
+    def part(a: np.ndarray | None, lo: int, dtype: torch.dtype) -> torch.Tensor | None:
+        return None if a is None else torch.as_tensor(a[lo: lo + batch_size], dtype=dtype,
+                                                      device=dev)
+
+    out = [torch.sigmoid(model(part(ids, lo, torch.long), part(w, lo, torch.float32)).float())
            .cpu() for lo in range(0, len(ids), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)

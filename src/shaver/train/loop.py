@@ -96,8 +96,8 @@ def _train_epoch(model: nn.Module, step_model: nn.Module, opt: torch.optim.Optim
     model.train()
     bar = progress_bar(total=steps, desc=f"epoch {epoch + 1}/{s.epochs}", unit="batch",
                        disable=quiet or not ctx.is_main, leave=False)
-    for step, (x, y) in enumerate(source.train_batches(order, local_batch), start=1):
-        loss = F.binary_cross_entropy_with_logits(step_model(x), y)
+    for step, (x, y, w) in enumerate(source.train_batches(order, local_batch), start=1):
+        loss = F.binary_cross_entropy_with_logits(step_model(x, w), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         ctx.average_row_grads(row_params)
