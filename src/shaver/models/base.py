@@ -106,7 +106,8 @@ class CTRModel(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         """x: LongTensor (batch, slots) of global ids (bag pads -1), w: float (batch, slots)
         bag value weights or None -> logits (batch,)."""
-        return calibrate(self, self.head(self.embed(x), x, w))
+        emb = self.embed(x)  # a head written as head(emb, x) still works without weights
+        return calibrate(self, self.head(emb, x) if w is None else self.head(emb, x, w))
 
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments, with the registry ``name`` (and the ``layout``
