@@ -12,7 +12,8 @@ embedding. Pooling is linear in the table: the pooled vector of field f is
 :meth:`FieldLayout.coefficients`:
 
 * a single-valued field's slot: 1;
-* a bag's slot holding a value with weight v (0 for a pad): ``sum`` pooling v; ``mean``
+* a bag's slot holding a value with weight v (0 for a pad; 1 for every value of a bag
+  that is not ``weighted``, whatever ``w`` holds there): ``sum`` pooling v; ``mean``
   pooling ``v / sum(v over the bag)`` (the weighted mean; the plain mean when unweighted;
   0 for every slot of an empty bag, whose pooled vector is 0).
 
@@ -184,7 +185,7 @@ class FieldLayout:
         for b in self.bags:
             lo, hi = int(self.starts[b.field]), int(self.starts[b.field + 1])
             v = (x[:, lo:hi] >= 0).astype(np.float32)
-            if w is not None:
+            if w is not None and b.weighted:
                 v = v * w[:, lo:hi].astype(np.float32)
             if b.pooling == "mean":
                 total = v.sum(axis=1, keepdims=True, dtype=np.float32)

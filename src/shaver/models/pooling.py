@@ -23,17 +23,18 @@ class Pooling(nn.Module):
         self.layout = layout
         self.pieces = layout.runs()
         self.bags = [(int(layout.starts[b.field]), int(layout.starts[b.field + 1]),
-                      b.pooling == "mean") for b in layout.bags]
+                      b.pooling == "mean", b.weighted) for b in layout.bags]
         self.register_buffer("slot_field", torch.from_numpy(layout.slot_field), persistent=False)
 
     def coefficients(self, x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         """x (batch, slots) ids (-1: pad), w (batch, slots) weights or None -> float32
-        (batch, slots): 1 for single-valued slots; a bag value's weight (sum pooling) or its
-        share of the bag's total weight (mean pooling); 0 for pads and empty bags."""
+        (batch, slots): 1 for single-valued slots; a bag value's weight (1 in a bag that is not
+        weighted) for sum pooling, or its share of the bag's total weight for mean pooling;
+        0 for pads and empty bags."""
         coef = torch.ones(x.shape, dtype=torch.float32, device=x.device)
-        for lo, hi, mean in self.bags:
+        for lo, hi, mean, weighted in self.bags:
             v = (x[:, lo:hi] >= 0).to(torch.float32)
-            if w is not None:
+            if w is not None and weighted:
                 v = v * w[:, lo:hi].to(torch.float32)
             if mean:
                 total = v.sum(dim=1, keepdim=True)
