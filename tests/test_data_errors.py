@@ -89,7 +89,7 @@ def test_unknown_preset(tmp_path):
     with pytest.raises(SpecError) as err:
         prepare_dataset("critio", FIX / "criteo_small.txt", tmp_path / "out", quiet=True)
     assert str(err.value) == ("unknown preset 'critio': expected one of avazu, criteo, kdd12, "
-                              "movielens-100k")
+                              "movielens-100k, movielens-100k-genre-token")
 
 
 def test_unknown_field_in_spec(tmp_path):
