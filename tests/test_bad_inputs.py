@@ -153,6 +153,9 @@ def world(tmp_path_factory):
     _write(root, "spec-list.yaml", "- a\n- b\n")
     _write(root, "spec-format.yaml", spec.replace("csv", "parquet-ish"))
     _write(root, "spec-column.yaml", spec.replace("[a, b]", "[a, b, zz]"))
+    _write(root, "spec-listkey.yaml", spec.replace("[a, b]", "[a, {name: b, max_len: 3}]"))
+    _write(root, "spec-weighted.yaml", spec.replace(
+        "[a, b]", "[a, {name: b, kind: list, weighted: true}]"))
     _write(root, "cfg-epochs-x.yaml", "model:\n  name: fm\ntrain:\n  epochs: \"x\"\n")
     _write(root, "cfg-lr.yaml", "model:\n  name: fm\ntrain:\n  lr: -1\n")
     _write(root, "cfg-unknown.yaml", "model:\n  name: fm\ntrain:\n  epoch: 3\n")
@@ -204,7 +207,7 @@ CASES = [
     ("prepare-preset", ["data", "prepare", "--preset", "nope", "--input", "{w}/raw.csv",
                         "--out", "{w}/new"],
      "unknown preset 'nope': expected one of avazu, criteo, kdd12, "
-     "movielens-100k"),
+     "movielens-100k, movielens-100k-genre-token"),
     ("prepare-spec-missing", ["data", "prepare", "--spec", "{w}/none.yaml", "--input",
                               "{w}/raw.csv", "--out", "{w}/new"], "none.yaml: cannot read"),
     ("prepare-spec-dir", ["data", "prepare", "--spec", "{w}/a_dir", "--input", "{w}/raw.csv",
@@ -243,6 +246,13 @@ CASES = [
      "fields[0].name: unknown column 'zz' (expected one of the input columns: column0, column1"),
     ("prepare-spec-column", ["data", "prepare", "--spec", "{w}/spec-column.yaml", "--input",
                              "{w}/raw.csv", "--out", "{w}/new"], "unknown column 'zz'"),
+    ("prepare-spec-list-key", ["data", "prepare", "--spec", "{w}/spec-listkey.yaml", "--input",
+                               "{w}/raw.csv", "--out", "{w}/new"],
+     "spec-listkey.yaml: fields[1].max_len: only list fields take one (set kind: list)"),
+    ("prepare-list-weight", ["data", "prepare", "--spec", "{w}/spec-weighted.yaml", "--input",
+                             "{w}/raw.csv", "--out", "{w}/new"],
+     "raw.csv:2: field 'b': value 'b0' has no ':weight' (expected value:weight items, the "
+     "weight a finite number >= 0 (mean pooling))"),
     ("prepare-input-missing", ["data", "prepare", "--spec", "{w}/spec.yaml", "--input",
                                "{w}/none.csv", "--out", "{w}/new"],
      "none.csv: cannot read the input (No such file or directory)"),

@@ -35,7 +35,8 @@ def make_wheel(path: Path, members: dict[str, str] | None = None) -> Path:
 
 
 def test_tiny_wheel_fields_labels_and_joins(tmp_path):
-    ds = prepare_movielens_from_wheel(make_wheel(tmp_path / "r.whl"), tmp_path / "ml")
+    ds = prepare_movielens_from_wheel(make_wheel(tmp_path / "r.whl"), tmp_path / "ml",
+                                      name="movielens-100k-genre-token")
     assert ds.field_names == ["user", "item", "age", "gender", "occupation", "zip",
                               "release_year", "genre"]
     assert ds.num_rows("all") == 30

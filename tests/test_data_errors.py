@@ -89,7 +89,7 @@ def test_unknown_preset(tmp_path):
     with pytest.raises(SpecError) as err:
         prepare_dataset("critio", FIX / "criteo_small.txt", tmp_path / "out", quiet=True)
     assert str(err.value) == ("unknown preset 'critio': expected one of avazu, criteo, kdd12, "
-                              "movielens-100k")
+                              "movielens-100k, movielens-100k-genre-token")
 
 
 def test_unknown_field_in_spec(tmp_path):
@@ -156,7 +156,8 @@ def test_input_arguments(tmp_path):
     spec["split"] = {"method": "files"}
     with pytest.raises(DataError, match="^split method 'files' needs three inputs"):
         prepare_dataset(spec, [FIX / "criteo_small.txt"], tmp_path / "o", quiet=True)
-    with pytest.raises(DataError, match="^unknown join table 'users' \\(the spec has: profile\\)"):
+    with pytest.raises(DataError, match="^unknown join table 'users' \\(the spec has: profile, "
+                                        "query, keyword, title, description\\)"):
         prepare_dataset("kdd12", FIX / "kdd12_small.txt", tmp_path / "o", quiet=True,
                         joins={"users": FIX / "userid_profile.txt"})
 

@@ -134,7 +134,8 @@ def test_profile_found_next_to_input(tmp_path):
 
 
 def test_every_preset_has_a_fixture_test():
-    assert preset_names() == ["avazu", "criteo", "kdd12", "movielens-100k"]
+    assert preset_names() == ["avazu", "criteo", "kdd12", "movielens-100k",
+                            "movielens-100k-genre-token"]
 
 
 def tree_digest(path: Path) -> dict[str, str]:

@@ -59,12 +59,13 @@ COLUMNS = "expected one of the input columns: y, a, b, k"
     ("fields", {"name": "a"}, "fields: expected a list of fields, found dict"),
     ("fields.0", 3, "fields[0]: expected a mapping, found int"),
     ("fields.0", {"name": "a", "colour": "red"}, "fields[0]: unknown key 'colour' (expected one "
-     "of name, column, kind, discretiser, bins, derive, min_count, source, format)"),
+     "of name, column, kind, discretiser, bins, derive, min_count, source, format, separator, "
+     "max_len, keep, pooling, weighted)"),
     ("fields.0", {"column": "a"}, "fields[0]: missing 'name'"),
     ("fields.0", {"name": None}, "fields[0].name: expected a name, found None"),
     ("fields.0", {"name": ""}, "fields[0].name: expected a name, found ''"),
     ("fields.0", {"name": "a", "kind": "text"}, "fields[0].kind: 'text' is not one of "
-                                                "categorical, numeric"),
+                                                "categorical, numeric, list"),
     ("fields.1", {"name": "b", "kind": "numeric"}, "fields[1].discretiser: missing (expected one "
                                                    "of criteo, log2, quantile)"),
     ("fields.1", {"name": "b", "kind": "numeric", "discretiser": "log10"},

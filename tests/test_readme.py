@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from shaver.cli import build_parser, main
+from shaver.data.store import open_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -181,13 +182,15 @@ def named_files(section: str) -> dict[str, str]:
 def test_own_data_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     section = readme_section(WALKTHROUGH)
     files = named_files(section)
-    assert set(files) == {"clicks.csv", "clicks.yaml", "new.csv", "libfm.yaml"}
+    assert set(files) == {"clicks.csv", "clicks.yaml", "new.csv", "libfm.yaml", "history.csv",
+                          "history.yaml"}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "train.libfm").write_bytes((FIX / "libfm_small.txt").read_bytes())
     commands = [shaver_argv(c) for c in shell_commands(text=section)]
     steps = [argv[0] if argv[0] != "data" else argv[1] for argv in commands]
-    assert steps == ["prepare", "train", "attribute", "prune", "export", "predict", "prepare"]
+    assert steps == ["prepare", "train", "attribute", "prune", "export", "predict", "prepare",
+                     "prepare"]
     monkeypatch.chdir(tmp_path)
     for argv in commands:
         capsys.readouterr()
@@ -197,4 +200,7 @@ def test_own_data_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
             assert printed[0] == "probability" and len(printed) == 3
             assert all(0 < float(p) < 1 for p in printed[1:])
     assert (tmp_path / "data" / "libfm" / "meta.json").is_file()
+    history = open_dataset(tmp_path / "data" / "history")
+    assert history.layout.describe(history.field_names) == (
+        "seen: bag of <= 4, mean; tags: bag of <= 8, sum, weighted")
 

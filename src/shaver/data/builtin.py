@@ -2,9 +2,11 @@
 
 The wheel (a zip) ships RecBole's atomic files ``ml-100k.{inter,user,item}``. They are
 fetched once with ``pip download --no-deps`` (or read from a wheel you point
-``SHAVER_RECBOLE_WHEEL`` at), extracted, and prepared with the ``movielens-100k`` preset
+``SHAVER_RECBOLE_WHEEL`` at), extracted, and prepared with the preset of the same name
 (label rating >= 4; seeded 80/10/10 split, seed 2024) into the user cache directory:
 ``$SHAVER_CACHE``, else ``$XDG_CACHE_HOME/shaver``, else ``~/.cache/shaver``.
+Two built-ins: ``movielens-100k`` (the genres a list field, mean-pooled) and
+``movielens-100k-genre-token`` (the whole genre list one token, as before lists existed).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from shaver.errors import DataError
 
 log = logging.getLogger(__name__)
 
-BUILTINS = ("movielens-100k",)
+BUILTINS = ("movielens-100k", "movielens-100k-genre-token")
 WHEEL_REQUIREMENT = "recbole==1.2.1"
 MEMBERS = {ext: f"recbole/dataset_example/ml-100k/ml-100k.{ext}" for ext in ("inter", "user", "item")}
 #: Bump when the preparation of a built-in changes, so old caches are not reused.
-CACHE_VERSION = "v2"
+CACHE_VERSION = "v3"
 
 
 def cache_dir() -> Path:
@@ -71,20 +73,25 @@ def extract_movielens(wheel: str | os.PathLike[str], dest: str | os.PathLike[str
 
 
 def prepare_movielens_from_wheel(wheel: str | os.PathLike[str], out: str | os.PathLike[str],
-                                 *, quiet: bool = True) -> PreparedDataset:
-    """Prepare MovieLens-100k from a recbole wheel file into ``out``."""
+                                 *, name: str = "movielens-100k",
+                                 quiet: bool = True) -> PreparedDataset:
+    """Prepare MovieLens-100k from a recbole wheel file into ``out`` with the preset
+    ``name`` (one of :data:`BUILTINS`)."""
     from shaver.data.prepare import prepare_dataset
 
+    if name not in BUILTINS:
+        raise DataError(f"unknown built-in dataset {name!r}: expected one of {', '.join(BUILTINS)}")
     with tempfile.TemporaryDirectory(prefix="shaver-ml100k-") as raw:
         inter = extract_movielens(wheel, raw)
-        return prepare_dataset("movielens-100k", inter, out, quiet=quiet)
+        return prepare_dataset(name, inter, out, quiet=quiet)
 
 
 def load_builtin(name: str = "movielens-100k", cache_dir: str | os.PathLike[str] | None = None,
                  *, quiet: bool = False) -> PreparedDataset:
-    """Prepare (once, cached) and open a built-in dataset. Only ``movielens-100k`` exists:
-    fields user, item, age, gender, occupation, zip, release_year, genre (the movie's whole
-    genre list as one token); label rating >= 4; 80/10/10 split with seed 2024."""
+    """Prepare (once, cached) and open a built-in dataset: ``movielens-100k`` (fields user,
+    item, age, gender, occupation, zip, release_year, genres: a list field of up to 6
+    genres, mean-pooled) or ``movielens-100k-genre-token`` (the same with field genre: the
+    movie's whole genre list as one token); label rating >= 4; 80/10/10 split, seed 2024."""
     if name not in BUILTINS:
         raise DataError(f"unknown built-in dataset {name!r}: expected one of {', '.join(BUILTINS)}")
     root = Path(cache_dir) if cache_dir is not None else globals()["cache_dir"]()
@@ -95,7 +102,7 @@ def load_builtin(name: str = "movielens-100k", cache_dir: str | os.PathLike[str]
     with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
         wheel = download_wheel(Path(tmp))
         try:
-            return prepare_movielens_from_wheel(wheel, out, quiet=quiet)
+            return prepare_movielens_from_wheel(wheel, out, name=name, quiet=quiet)
         except DataError:
             if (out / "meta.json").is_file():  # another process prepared it meanwhile
                 return PreparedDataset(out)

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Streaming two-pass preparation (count, then encode). "
                         "The output directory appears only when complete.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="built-in spec: criteo, avazu, kdd12, movielens-100k")
+    src.add_argument("--preset", help="built-in spec: criteo, avazu, kdd12, movielens-100k, "
+                     "movielens-100k-genre-token")
     src.add_argument("--spec", type=Path, help="a dataset spec (YAML)")
     p.add_argument("--input", nargs="+", required=True, metavar="FILE",
                    help="raw file(s); for split method 'files': train.txt val.txt test.txt, "

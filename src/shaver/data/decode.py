@@ -14,6 +14,7 @@ import numpy as np
 
 from shaver.data.hashing import line_uniforms
 from shaver.data.joins import SideTable
+from shaver.data.lists import ListColumn, parse_lists
 from shaver.data.readers import BadLines, Block
 from shaver.data.spec import DatasetSpec, FieldSpec
 from shaver.data.tokens import (
@@ -36,12 +37,13 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 @dataclass
 class Decoded:
     """``labels`` float32 (rows,), ``split`` int8 (rows,) 0/1/2, ``lines`` int64 (rows,),
-    ``fields``: per field a :class:`Coded` (its tokens; for quantile fields the raw text)."""
+    ``fields``: per field a :class:`Coded` (its tokens; for quantile fields the raw text),
+    or for a list field a :class:`~shaver.data.lists.ListColumn` (its rows' values)."""
 
     labels: np.ndarray
     split: np.ndarray
     lines: np.ndarray
-    fields: list[Coded]
+    fields: list[Coded | ListColumn]
 
 
 @dataclass
@@ -83,11 +85,15 @@ def _checked(ctx: BlockContext, block: Block, coded: Coded, what: str, fn: Calla
 
 
 def _field_coded(ctx: BlockContext, block: Block, f: FieldSpec, joined: dict,
-                 bad_rows: np.ndarray) -> Coded:
+                 bad_rows: np.ndarray) -> Coded | ListColumn:
     if f.source:
         raw = ctx.tables[f.source].column(f.column, joined[f.source])
     else:
         raw = block.coded(f.column)
+    if f.is_list:  # each distinct text parsed once; a bad one names its first row
+        lists = _checked(ctx, block, raw, f"field {f.name!r}", lambda v: parse_lists(f, v),
+                         bad_rows, arrow_first=True)
+        return ListColumn(lists, raw.codes)
     if f.kind == "categorical" and f.derive is None:  # the tokens are the texts themselves
         return raw
     if f.kind == "numeric" and f.discretiser == "quantile":  # binned once counts are known

@@ -3,8 +3,9 @@
 Pass 1 (count) reads the raw text once, block by block: it checks labels and values,
 assigns splits, gives every token a provisional id (first appearance, in a numpy hash
 table over the distinct texts of each block: :mod:`~shaver.data.strtable`) and counts
-tokens on the train split; the provisional ids of each row go to a temporary binary file
-(4 bytes a field a row, the size of the output). Parsing, encoding and numbering run in
+tokens on the train split (every value of a list field: :mod:`~shaver.data.lists`); the
+provisional ids of each row go to a temporary binary file (4 bytes a field a row, the size
+of the output; a list field's values ragged, beside). Parsing, encoding and numbering run in
 three threads (see :func:`~shaver.data.stages.prefetched`). The vocabularies are then
 fixed from the counts. Pass 2 (encode) streams that binary file, maps provisional ids to
 global ids with one array lookup, and appends each split's rows to its .npy files (sized
@@ -195,8 +196,10 @@ def prepare_dataset(
         scan = scanner.scan(tmp)
         bad = scan.bad
         vocabs, to_global, freq, quantile_edges = _vocabularies(spec, scan.vocab)
-        remap(tmp, [(prefix, rows, to_global[part_map]) for prefix, rows, part_map in scan.parts],
-              len(spec.fields))
+        layout = spec.layout
+        remap(tmp, [(prefix, rows, to_global[part_map], values)
+                    for prefix, rows, part_map, values in scan.parts],
+              len(layout.single_fields), bags=layout.bags)
         np.save(tmp / "frequencies.npy", freq)
         vocab = {f.name: v for f, v in zip(spec.fields, vocabs)}
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
@@ -211,7 +214,7 @@ def prepare_dataset(
         }
         finalize_prepared(tmp, out, field_names=spec.field_names,
                           field_dims=[len(v) for v in vocabs], spec=spec.to_dict(),
-                          extra_meta=extra)
+                          extra_meta=extra, layout=layout)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in reversed(created):  # the folders made for the output, if still empty

@@ -2,8 +2,8 @@
 
 Each input file is one part, or for quote-free text (TSV, libfm) several byte ranges cut
 at line boundaries, read by worker processes. A part numbers its tokens in order of first
-appearance (:class:`~shaver.data.vocab.Vocabularies`), counts them on the train split and
-spills its rows (see :mod:`spill`). The
+appearance (:class:`~shaver.data.vocab.Vocabularies`), counts them on the train split (every
+value of a list field counts) and spills its rows (see :mod:`spill`). The
 parts are then merged in file order, so the result is the same for any number of workers:
 split draws depend on (seed, file, line) only, vocabularies on the summed counts.
 """
@@ -51,6 +51,7 @@ class PartResult:
     prefix: str
     rows: dict[str, int]
     vocab: Vocabularies
+    values: dict[int, dict[str, int]] = field(default_factory=dict)
     bad_count: int = 0
     bad_first: list[str] = field(default_factory=list)
 
@@ -60,7 +61,8 @@ class Scan:
     """What pass 1 hands to pass 2."""
 
     vocab: Vocabularies
-    parts: list[tuple[str, dict[str, int], np.ndarray]]  # prefix, rows, part pid -> pid
+    # prefix, rows, part pid -> pid, bag values per bag field per split
+    parts: list[tuple[str, dict[str, int], np.ndarray, dict[int, dict[str, int]]]]
     bad: BadLines
 
 
@@ -92,7 +94,9 @@ class Scanner:
         ctx = BlockContext(self.spec, job.path, header_lines(self.spec.input), self.skip, bad,
                            self.tables, job.fixed_split, self.seed, job.file_index)
         prefix = f"part{job.index}."
-        with Spill(tmp, len(self.spec.fields), prefix) as spill:
+        layout = self.spec.layout
+        single = [int(j) for j in layout.single_fields]
+        with Spill(tmp, len(single), prefix, layout.bags) as spill:
             blocks = read_blocks(job.path, self.spec.input, self.needed,
                                  skip_bad_lines=self.skip, bad=bad,
                                  block_bytes=self.block_bytes, part=job.part)
@@ -104,9 +108,15 @@ class Scanner:
             for size, dec in stage(decoded):
                 if progress is not None:
                     progress(size)
-                pids = vocab.add(dec.fields, dec.split == 0)
-                spill.write(pids, dec.labels, dec.split, dec.lines)
-        return PartResult(prefix, spill.rows, vocab, bad.count, bad.first)
+                train = dec.split == 0
+                pids = vocab.add([dec.fields[j] for j in single], train, single)
+                bags = {}
+                for b in layout.bags:
+                    lengths, values, weights = dec.fields[b.field].flat()
+                    vpids = vocab.add([values], np.repeat(train, lengths), [b.field])
+                    bags[b.field] = (lengths, vpids.reshape(-1), weights)
+                spill.write(pids, dec.labels, dec.split, dec.lines, bags)
+        return PartResult(prefix, spill.rows, vocab, spill.values, bad.count, bad.first)
 
     def scan(self, tmp: Path) -> Scan:
         jobs = self.jobs()
@@ -116,7 +126,8 @@ class Scanner:
         for res in results:
             same = res.vocab is merged
             parts.append((res.prefix, res.rows,
-                          np.arange(len(merged)) if same else merged.merge(res.vocab)))
+                          np.arange(len(merged)) if same else merged.merge(res.vocab),
+                          res.values))
             bad.count += res.bad_count
             bad.first = (bad.first + res.bad_first)[:20]
         if sum(sum(p[1].values()) for p in parts) == 0:

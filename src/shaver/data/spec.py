@@ -16,6 +16,20 @@ split. Example (the built-in ``criteo`` preset, abridged)::
 
 Every value is read as text. A field's token is the text itself (categorical), a discretised
 token (numeric) or a derived token; the empty text (missing) is a token of its own.
+
+A ``list`` field (a *bag*: movie genres, a click history, query tokens) reads a column whose
+text is a list of values joined by ``separator``; each value is a token of the field, and the
+model pools the field's embeddings of a row's values (see :mod:`shaver.layout`)::
+
+    - {name: genres, column: class, kind: list, separator: "|", max_len: 6, keep: first,
+       pooling: mean, weighted: false}
+
+``separator``: one character (default ``|``). ``max_len`` (default 32): a longer list is cut
+to its first (``keep: first``, the default) or last (``keep: last``) ``max_len`` values,
+never refused. ``pooling``: ``mean`` (default) or ``sum``. ``weighted: true``: each value is
+spelled ``value:weight`` (a finite number; not negative with mean pooling). The empty text
+is the empty list; empty values (``a||b``) are dropped; duplicates are kept, in list order.
+A list may come from a joined side table (``source``) like any other field.
 """
 
 from __future__ import annotations
@@ -42,9 +56,12 @@ from shaver.data.spec_checks import (
 from shaver.data.times import TIME_DERIVATIONS, TIME_FORMATS, check_time_format
 from shaver.errors import SpecError, shown
 from shaver.fileio import load_yaml
+from shaver.layout import KEEPS, POOLINGS, Bag, FieldLayout
 
 FORMATS = ("tsv", "csv", "parquet", "libfm")
-KINDS = ("categorical", "numeric")
+KINDS = ("categorical", "numeric", "list")
+#: The keys only list fields take (dropped from :meth:`DatasetSpec.to_dict` for others).
+LIST_KEYS = ("separator", "max_len", "keep", "pooling", "weighted")
 DISCRETISERS = ("criteo", "log2", "quantile")
 DERIVATIONS = ("hour_of_day", "weekday", "first_token", "libfm_index")
 LABEL_RULES = ("binary", "positive", "threshold")
@@ -85,7 +102,8 @@ class FieldSpec:
     space-separated list, ``libfm_index`` of an ``index:value`` pair). ``format`` is the
     time's format (``avazu`` YYMMDDHH when absent, ``iso``, ``epoch``, ``epoch_ms`` or a
     strptime pattern; see :mod:`shaver.data.times`). ``min_count`` overrides the
-    spec-wide one. ``bins`` is for the quantile discretiser."""
+    spec-wide one. ``bins`` is for the quantile discretiser. ``separator``, ``max_len``,
+    ``keep``, ``pooling`` and ``weighted`` are for list fields (module docstring)."""
 
     name: str
     column: str = ""
@@ -96,6 +114,15 @@ class FieldSpec:
     min_count: int | None = None
     source: str = ""  # name of a join table, or "" for the main input
     format: str | None = None  # time format of hour_of_day / weekday (None: avazu)
+    separator: str = "|"
+    max_len: int = 32
+    keep: str = "first"
+    pooling: str = "mean"
+    weighted: bool = False
+
+    @property
+    def is_list(self) -> bool:
+        return self.kind == "list"
 
 
 @dataclass(frozen=True)
@@ -146,16 +173,27 @@ class DatasetSpec:
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 
+    @property
+    def layout(self) -> FieldLayout:
+        """Slots of the fields: each list field is a bag (:mod:`shaver.layout`)."""
+        return FieldLayout(len(self.fields), tuple(
+            Bag(i, f.max_len, f.pooling, f.weighted, f.keep)
+            for i, f in enumerate(self.fields) if f.is_list))
+
     def min_count_of(self, f: FieldSpec) -> int:
         return self.min_count if f.min_count is None else f.min_count
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (lists, not tuples); ``from_dict(to_dict())`` round-trips.
-        A field without a time ``format`` has no such key (as before formats existed)."""
+        A field without a time ``format`` has no such key (as before formats existed), nor
+        has a field that is not a list the list keys (as before lists existed)."""
         data = json.loads(json.dumps(asdict(self)))
         for f in data["fields"]:
             if f["format"] is None:
                 del f["format"]
+            if f["kind"] != "list":
+                for key in LIST_KEYS:
+                    del f[key]
         return data
 
     @classmethod
@@ -230,7 +268,7 @@ def _parse_field(d: Any, i: int) -> FieldSpec:
         d = {"name": d}
     where = f"fields[{i}]"
     check_keys(where, d, ("name", "column", "kind", "discretiser", "bins", "derive",
-                           "min_count", "source", "format"))
+                           "min_count", "source", "format", *LIST_KEYS))
     if "name" not in d:
         raise SpecError(f"{where}: missing 'name'")
     if d["name"] is None or d["name"] == "" or isinstance(d["name"], dict | list | bool):
@@ -258,8 +296,33 @@ def _parse_field(d: Any, i: int) -> FieldSpec:
         name=str(d["name"]), column=str(d.get("column", d["name"])), kind=kind,
         discretiser=disc, bins=integer(f"{where}.bins", d.get("bins", 10), low=2),
         derive=derive, min_count=None if mc is None else integer(f"{where}.min_count", mc, 1),
-        source=str(d.get("source", "")), format=fmt,
+        source=str(d.get("source", "")), format=fmt, **_list_keys(d, where, kind, derive),
     )
+
+
+def _list_keys(d: dict[str, Any], where: str, kind: str, derive: str | None) -> dict[str, Any]:
+    """The list keys of a field (only list fields take them; see the module docstring)."""
+    given = [key for key in LIST_KEYS if key in d]
+    if kind != "list":
+        if given:
+            raise SpecError(f"{where}.{given[0]}: only list fields take one (set kind: list)")
+        return {}
+    if derive is not None:
+        raise SpecError(f"{where}.derive: a list field takes no derive (its values are the "
+                        "tokens)")
+    sep = d.get("separator", FieldSpec.separator)
+    if not (isinstance(sep, str) and len(sep) == 1):
+        raise SpecError(f"{where}.separator: expected one character, found {shown(sep)}")
+    weighted = flag(f"{where}.weighted", d.get("weighted", False))
+    if weighted and sep == ":":
+        raise SpecError(f"{where}.separator: ':' separates a weighted value from its weight "
+                        "(choose another separator)")
+    return {"separator": sep,
+            "max_len": integer(f"{where}.max_len", d.get("max_len", FieldSpec.max_len), low=1),
+            "keep": choice(f"{where}.keep", d.get("keep", FieldSpec.keep), KEEPS),
+            "pooling": choice(f"{where}.pooling", d.get("pooling", FieldSpec.pooling),
+                              POOLINGS),
+            "weighted": weighted}
 
 
 def _parse_join(d: dict[str, Any], i: int) -> JoinSpec:

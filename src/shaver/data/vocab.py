@@ -49,10 +49,15 @@ class Vocabularies:
     def __getstate__(self) -> dict:
         return {"table": self.table, "counts": self.counts[:len(self.table)]}
 
-    def add(self, fields: list[Coded], train: np.ndarray) -> np.ndarray:
+    def add(self, fields: list[Coded], train: np.ndarray,
+            tags: list[int] | None = None) -> np.ndarray:
         """int32 (rows, fields) provisional ids of a block's coded fields; counts the rows
-        where ``train`` (bool (rows,)) is set."""
+        where ``train`` (bool (rows,)) is set. ``tags``: the field index of each coded
+        column (default 0, 1, ...). A list field's values are added as one column of
+        their own (one entry per value, ``train`` per value), under the field's tag."""
         rows, nf = len(train), len(fields)
+        field_of = np.arange(nf, dtype=np.int32) if tags is None else \
+            np.asarray(tags, dtype=np.int32)
         strings = []
         entry = np.empty((nf, rows), dtype=np.int64)  # row's index into all fields' strings
         base = 0
@@ -63,7 +68,7 @@ class Vocabularies:
             base += len(offsets) - 1
         sizes = [len(o) - 1 for o, _ in strings]
         offsets, data = concat_strings(strings)
-        tags = np.repeat(np.arange(nf, dtype=np.int32), sizes)
+        tags = np.repeat(field_of, sizes)
         pids = self.table.ids(offsets, data, tags).astype(np.int32)
         counted = np.where(train, entry, base)  # rows off the train split: one spare bin
         self._count(pids, np.bincount(counted.ravel(), minlength=base + 1)[:base])
