@@ -44,12 +44,13 @@ class StoredHeadModel(nn.Module):
             owner._buffers.pop(leaf, None)
             self.targets.append((owner, leaf))
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's forward (ids (batch, slots), bag weights or None) -> logits."""
         for i, (owner, leaf) in enumerate(self.targets):
             value = getattr(self, f"q{i}").to(torch.float32)
             scales = getattr(self, f"s{i}")
             object.__setattr__(owner, leaf, value if scales is None else value * scales)
-        return self.model(ids)
+        return self.model(ids) if w is None else self.model(ids, w)
 
 
 def stored_head_model(model: nn.Module, art: Artifact) -> nn.Module:

@@ -1,8 +1,12 @@
 """Numpy forward passes of the registry's model heads (lr, fm, deepfm, dcn-v2, dcn-mix).
 
 Each head is built once from the artifact's head tensors (eval BatchNorm folded into the
-preceding Linear) and then called as ``head(emb (batch, fields, d), x (batch, fields)) ->
-logits (batch,)``. They mirror shaver.models.* in float32.
+preceding Linear) and the model's field layout, then called as ``head(emb (batch, slots, d),
+x (batch, slots), w (batch, slots) or None) -> logits (batch,)``. Like the torch models, a
+head pools each bag (multi-valued field) with :meth:`shaver.layout.FieldLayout.coefficients`
+and :meth:`~shaver.layout.FieldLayout.pool` first (first-order weights with the same
+coefficients); without bags a slot is a field and nothing is pooled. They mirror
+shaver.models.* in float32.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from typing import Any
 import numpy as np
 
 from shaver.errors import ArtifactError
+from shaver.layout import FieldLayout
 
-Head = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: ``head(emb (batch, slots, d), x (batch, slots), w (batch, slots) or None) -> (batch,)``.
+Head = Callable[..., np.ndarray]
+#: ``body(pooled emb (batch, fields, d), x (batch, slots), coef (batch, slots) or None)``.
+Body = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 #: What numpy and Python raise on tensors or configs that do not fit together.
 MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError)
 BN_EPS = 1e-5
@@ -57,10 +65,18 @@ def _run_mlp(layers: list[tuple[np.ndarray, np.ndarray, bool]], h: np.ndarray) -
     return h
 
 
-def _first_order(first: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> Head:
+def _first_order(first: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> Body:
+    """Sum of the first-order weights of a sample's ids (each slot's weight times its pooling
+    coefficient when the model has bags; a pad's is 0), plus the bias."""
     table = _get(first, "linear.weight.weight")[:, 0]
     bias = _get(params, "linear.bias")
-    return lambda emb, x: table[x].sum(axis=1) + bias
+
+    def linear(emb: np.ndarray, x: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
+        if coef is None:
+            return table[x].sum(axis=1) + bias
+        values = np.where(x >= 0, table[np.maximum(x, 0)], np.float32(0))
+        return (values * coef).sum(axis=1, dtype=np.float32) + bias
+    return linear
 
 
 def _fm(emb: np.ndarray) -> np.ndarray:
@@ -70,25 +86,25 @@ def _fm(emb: np.ndarray) -> np.ndarray:
 
 
 def build_lr(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray],
-             first: Mapping[str, np.ndarray]) -> Head:
+             first: Mapping[str, np.ndarray]) -> Body:
     bias = _get(params, "bias")
-    return lambda emb, x: emb.sum(axis=(1, 2)) + bias
+    return lambda emb, x, coef: emb.sum(axis=(1, 2)) + bias
 
 
 def build_fm(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray],
-             first: Mapping[str, np.ndarray]) -> Head:
+             first: Mapping[str, np.ndarray]) -> Body:
     linear = _first_order(first, params)
-    return lambda emb, x: linear(emb, x) + _fm(emb)
+    return lambda emb, x, coef: linear(emb, x, coef) + _fm(emb)
 
 
 def build_deepfm(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray],
-                 first: Mapping[str, np.ndarray]) -> Head:
+                 first: Mapping[str, np.ndarray]) -> Body:
     linear = _first_order(first, params)
     mlp = _mlp_layers(params, "mlp.", len(cfg["mlp_dims"]))
 
-    def head(emb: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def head(emb: np.ndarray, x: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
         deep = _run_mlp(mlp, emb.reshape(emb.shape[0], -1))[:, 0]
-        return linear(emb, x) + _fm(emb) + deep
+        return linear(emb, x, coef) + _fm(emb) + deep
     return head
 
 
@@ -125,7 +141,7 @@ def _cross_mix(params: Mapping[str, np.ndarray], layers: int,
     return cross
 
 
-def _build_dcn(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray], mix: bool) -> Head:
+def _build_dcn(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray], mix: bool) -> Body:
     layers = int(cfg["cross_layers"])
     softmax = cfg.get("gate", "softmax") == "softmax"
     cross = _cross_mix(params, layers, softmax) if mix else _cross_v2(params, layers)
@@ -133,7 +149,7 @@ def _build_dcn(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray], mix: bo
     out_w, out_b = _get(params, "out.weight").T.copy(), _get(params, "out.bias")
     stacked = cfg.get("structure", "stacked") == "stacked"
 
-    def head(emb: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def head(emb: np.ndarray, x: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
         x0 = emb.reshape(emb.shape[0], -1)
         if stacked:
             h = _run_mlp(mlp, cross(x0))
@@ -143,7 +159,7 @@ def _build_dcn(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray], mix: bo
     return head
 
 
-HEADS: dict[str, Callable[..., Head]] = {
+HEADS: dict[str, Callable[..., Body]] = {
     "lr": build_lr,
     "fm": build_fm,
     "deepfm": build_deepfm,
@@ -153,13 +169,21 @@ HEADS: dict[str, Callable[..., Head]] = {
 
 
 def build_head(cfg: Mapping[str, Any], params: Mapping[str, np.ndarray],
-               first: Mapping[str, np.ndarray]) -> Head:
-    """The numpy head for ``cfg["name"]``; :class:`ArtifactError` if unknown or incomplete."""
+               first: Mapping[str, np.ndarray], layout: FieldLayout | None = None) -> Head:
+    """The numpy head for ``cfg["name"]`` and the fields' ``layout`` (None: one slot per
+    field); :class:`ArtifactError` if unknown or incomplete."""
     name = cfg.get("name")
     if not isinstance(name, str) or name not in HEADS:
         raise ArtifactError(f"the numpy runtime has no head for model {name!r} "
                             f"(supported: {', '.join(HEADS)})")
     try:
-        return HEADS[name](cfg, params, first)
+        body = HEADS[name](cfg, params, first)
     except MALFORMED as exc:
         raise ArtifactError(f"model {name}: inconsistent head tensors or config ({exc})") from exc
+    if layout is None or not layout.has_bags:
+        return lambda emb, x, w=None: body(emb, x, None)
+
+    def pooled(emb: np.ndarray, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        coef = layout.coefficients(x, w)
+        return body(layout.pool(emb, coef), x, coef)
+    return pooled

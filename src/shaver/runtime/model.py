@@ -16,13 +16,21 @@ from shaver.runtime.decode import decode_table, read_tier_specs
 from shaver.runtime.headq import HEAD_DTYPES, dequantize_head
 from shaver.runtime.heads import MALFORMED, Head, build_head
 from shaver.runtime.layout import LAYOUTS, VALUE_DTYPES, dequantize_per_field
+from shaver.runtime.slots import (
+    check_feature_map_layout,
+    check_slots,
+    field_names,
+    lookup_slots,
+    read_layout,
+)
 from shaver.runtime.tiered import TieredTables
 
 
 class Artifact:
     """A loaded, validated artifact: compressed embedding + head, ready to predict.
 
-    Attributes: ``config`` (model config dict), ``field_dims``, ``dim``, ``value_dtype``,
+    Attributes: ``config`` (model config dict), ``field_dims``, ``layout`` (the fields' slots:
+    :class:`shaver.layout.FieldLayout`, bags from ``config["layout"]``), ``dim``, ``value_dtype``,
     ``head_dtype`` (fp32 | fp16 | int8), ``layouts`` (per field), ``tables``
     (:class:`~shaver.runtime.tiered.TieredTables`, one tier for a v1 table), ``head_tensors`` (name -> array, int8 and fp16 ones
     dequantised to fp32) and ``first_order`` (name -> array), ``calibration`` (float32
@@ -58,6 +66,7 @@ class Artifact:
                 or not 0 < self.dim <= 65535 or any(v <= 0 for v in self.field_dims) \
                 or self.head_dtype not in HEAD_DTYPES:
             raise ArtifactError(f"{where}: inconsistent embedding description in the header")
+        self.layout = read_layout(self.config, len(self.field_dims), where)
         arrays = container.arrays
         self.tables: TieredTables = decode_table(arrays, emb, self.field_dims, self.dim, where)
         self.first_order = self._first_order(arrays)
@@ -69,6 +78,7 @@ class Artifact:
         if not isinstance(self.info, dict):
             raise ArtifactError(f"{where}: the info section is not a JSON object")
         self.feature_map = container.json("feature_map") if "feature_map" in arrays else None
+        check_feature_map_layout(self.feature_map, self.layout, where)
         self._head: Head | None = None
         self._encoder: Any = None
 
@@ -90,8 +100,8 @@ class Artifact:
     def head(self) -> Head:
         """The numpy head (built on first use, checked on a one-row batch)."""
         if self._head is None:
-            head = build_head(self.config, self.head_tensors, self.first_order)
-            probe = self.tables.bounds[:-1][None, :]
+            head = build_head(self.config, self.head_tensors, self.first_order, self.layout)
+            probe = self.tables.bounds[:-1][self.layout.slot_field][None, :]
             try:
                 out = np.asarray(head(self.tables.lookup(probe), probe))
             except MALFORMED as exc:
@@ -103,35 +113,33 @@ class Artifact:
         return self._head
 
     def check_ids(self, x: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
-        """Validate global ids int (batch, fields): column f must hold ids of field f."""
-        x = np.asarray(x)
-        m = len(self.field_dims)
-        if x.ndim != 2 or x.shape[1] != m or not np.issubdtype(x.dtype, np.integer):
-            raise DataError(f"ids must be an integer array (batch, {m}), got {x.dtype} {x.shape}")
-        x = x.astype(np.int64)
-        lo, hi = self.tables.bounds[:-1], self.tables.bounds[1:]
-        bad = (x < lo) | (x >= hi)
-        if bad.any():
-            row, col = (int(v[0]) for v in np.nonzero(bad))
-            raise DataError(f"id {x[row, col]} in row {row}, field {col} is outside that "
-                            f"field's range [{lo[col]}, {hi[col]})")
-        return x
+        """Validate global ids int (batch, slots): slot s must hold an id of its field (a
+        bag's slot may hold the pad -1). Without bags a slot is a field: (batch, fields)."""
+        return check_slots(self.layout, self.tables.bounds, x)[0]
 
     def embed(self, x: np.ndarray) -> np.ndarray:
-        """x: int (batch, fields) global ids -> float32 (batch, fields, d)."""
-        return self.tables.lookup(self.check_ids(x))
+        """x: int (batch, slots) global ids -> float32 (batch, slots, d) (zeros in pads)."""
+        return lookup_slots(self.tables, self.layout, self.check_ids(x))
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """x: int (batch, fields) global ids -> float32 logits (batch,), calibrated when the
-        artifact carries a calibration."""
-        x = self.check_ids(x)
-        z = np.asarray(self.head(self.tables.lookup(x), x), dtype=np.float32)
+    def logits(self, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        """x: int (batch, slots) global ids (bag pads -1), w: float (batch, slots) bag value
+        weights or None (every value weighs 1) -> float32 logits (batch,), calibrated when
+        the artifact carries a calibration."""
+        x, w = check_slots(self.layout, self.tables.bounds, x, w)
+        emb = lookup_slots(self.tables, self.layout, x)
+        z = np.asarray(self.head(emb, x, w), dtype=np.float32)
         return apply_calibration(z, self.calibration)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """x: int (batch, fields) global ids -> click probabilities float32 (batch,)."""
-        z = self.logits(x).astype(np.float64)
+    def predict(self, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        """x: int (batch, slots) global ids, w: bag value weights or None -> click
+        probabilities float32 (batch,)."""
+        z = self.logits(x, w).astype(np.float64)
         return (0.5 * (1.0 + np.tanh(0.5 * z))).astype(np.float32)
+
+    @property
+    def field_names(self) -> list[str]:
+        """The fields' names (the feature map's; ``field<f>`` without one)."""
+        return field_names(self.feature_map, len(self.field_dims))
 
     @property
     def encoder(self) -> Any:
