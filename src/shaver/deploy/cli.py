@@ -68,7 +68,10 @@ def register(sub: Any) -> None:
                    help="data (default): the delimiter, header and columns of the files the "
                    "model's data was prepared from; csv: comma-separated with a header of "
                    "raw column names")
-    p.add_argument("--ids", action="store_true", help="the CSV holds global ids, one per field")
+    p.add_argument("--ids", action="store_true",
+                   help="the CSV holds global ids, one per field (a model with list fields: "
+                   "one per slot, each list's ids then -1 up to its max_len; not for "
+                   "weighted lists)")
     p.add_argument("--allow-missing", action="store_true",
                    help="score rows that lack some of the model's columns (their values count "
                    "as missing); by default such input is refused")
@@ -173,8 +176,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output:
         check_output_file(args.output, DataError)
     art = load_artifact(args.artifact)
+    weights = None
     if args.ids:
-        ids = read_id_rows(args.input, len(art.field_dims))
+        if art.layout.weighted:
+            raise DataError(f"--ids gives no weights, and this model's lists carry weights "
+                            f"({art.layout.describe(art.field_names)}): pass raw rows")
+        ids = read_id_rows(args.input, art.layout.num_slots)
         try:
             art.check_ids(ids)
         except DataError as exc:
@@ -183,9 +190,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         fmt = CSV_WITH_HEADER if args.input_format == "csv" else art.row_format
         table = read_raw_file(args.input, art.raw_columns, allow_missing=args.allow_missing,
                               fmt=fmt)
-        ids = _encoded(art, table, args.input, args.allow_missing)
-    scores = np.concatenate([art.predict(ids[i:i + PREDICT_BATCH])
-                             for i in range(0, len(ids), PREDICT_BATCH)] or [np.zeros(0)])
+        ids, weights = _encoded(art, table, args.input, args.allow_missing)
+    scores = np.concatenate([
+        art.predict(ids[i:i + PREDICT_BATCH],
+                    None if weights is None else weights[i:i + PREDICT_BATCH])
+        for i in range(0, len(ids), PREDICT_BATCH)] or [np.zeros(0)])
     text = write_scores(args.output, scores)
     if args.output:
         print(f"wrote {len(scores)} scores to {args.output}")
@@ -194,16 +203,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _encoded(art: Any, table: Any, path: str, allow_missing: bool) -> Any:
-    """int64 (rows, fields) global ids of ``table`` (:class:`RawRows`), a batch at a time; a
-    value the feature map cannot read is an error naming its line in ``path``."""
+def _encoded(art: Any, table: Any, path: str, allow_missing: bool) -> tuple[Any, Any]:
+    """(int64 (rows, slots) global ids, float32 (rows, slots) bag weights or None) of
+    ``table`` (:class:`RawRows`), a batch at a time; a value the feature map cannot read is
+    an error naming its line in ``path``."""
     import numpy as np
 
-    parts = [np.zeros((0, len(art.field_dims)), np.int64)]
+    slots = art.layout.num_slots
+    parts = [(np.zeros((0, slots), np.int64), np.zeros((0, slots), np.float32))]
     for start in range(0, len(table.rows), PREDICT_BATCH):
         try:
-            parts.append(art.encode_rows(table.rows[start:start + PREDICT_BATCH],
-                                         allow_missing=allow_missing))
+            parts.append(art.encode_slots(table.rows[start:start + PREDICT_BATCH],
+                                          allow_missing=allow_missing))
         except RowValueError as exc:
             raise DataError(f"{path}:{table.lines[start + exc.row]}: {exc.detail}") from None
-    return np.concatenate(parts)
+    ids = np.concatenate([x for x, _ in parts])
+    if not art.layout.weighted:
+        return ids, None
+    return ids, np.concatenate([w if w is not None else np.ones(x.shape, np.float32)
+                                for x, w in parts])

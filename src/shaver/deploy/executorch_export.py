@@ -4,7 +4,9 @@ The compressed embedding goes through ``torch.export`` unchanged (its buffers be
 constants of the program) and the head is delegated to XNNPACK where it can be. Needs the
 ``executorch`` package (checked: executorch 1.5.1 installs beside torch 2.13 without
 replacing it; it is not a dependency of shaver).
-Input: ids int64 (batch, fields); outputs: logit and probability (batch,).
+Input: ids int64 (batch, fields); outputs: logit and probability (batch,). A model with
+bags (multi-valued fields) is refused: its lookups of the valid ids only have data-dependent
+shapes, which ``torch.export`` does not take as they are (export it to ONNX instead).
 """
 
 from __future__ import annotations
@@ -31,15 +33,20 @@ def export_executorch(artifact: Artifact | str | os.PathLike[str],
     """Write ``artifact`` as an ExecuTorch program (XNNPACK-delegated where possible).
 
     With ``check``, runs the program with the ExecuTorch runtime on 8 random rows and raises
-    :class:`ArtifactError` if its logits differ from torch's by more than 1e-4.
+    :class:`ArtifactError` if its logits differ from torch's by more than 1e-4. A model
+    with bags is refused (:class:`ArtifactError`; ONNX export supports it).
     """
+    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+    if art.layout.has_bags:
+        raise ArtifactError(f"{art.path}: ExecuTorch export does not support models with "
+                            f"multi-valued fields ({art.layout.describe(art.field_names)}); "
+                            "export it to ONNX (--format onnx) or use the numpy runtime")
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
     except ImportError as exc:
         raise ArtifactError("ExecuTorch export needs the executorch package "
                             "(pip install executorch; it must match your torch)") from exc
-    art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
     model = _WithProbability(compressed_model(art)).eval()
     out_path = check_output_file(out_path, ArtifactError)
     example = torch.as_tensor(_random_ids(art, 8, seed))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from shaver.errors import ArtifactError, ShaverError
 
@@ -31,3 +33,15 @@ def make_encoder(feature_map: Any, path: str,
         raise ArtifactError(f"{path}: feature map has field sizes {encoder.field_dims}, the model "
                             f"{list(field_dims)}")
     return encoder
+
+
+def encode_slots(encoder: RowEncoder, rows: Sequence[Mapping[str, Any]], *,
+                 allow_missing: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x int64 (rows, slots), w float32 (rows, slots) or None)`` of raw ``rows``: list
+    columns padded into their bag's slots, and the values' weights when a bag is weighted
+    (:meth:`RowEncoder.encode_slots`)."""
+    slots = getattr(encoder, "encode_slots", None)
+    if slots is None:  # a RowEncoder without list fields (before the data stage had them)
+        return np.asarray(encoder.encode(rows, allow_missing=allow_missing), np.int64), None
+    x, w = slots(rows, allow_missing=allow_missing)
+    return np.asarray(x, dtype=np.int64), None if w is None else np.asarray(w, np.float32)

@@ -13,6 +13,7 @@ from shaver.runtime.calibration import apply_calibration, read_calibration
 from shaver.runtime.container import KINDS, PREAMBLE, Container, read_container
 from shaver.runtime.csvio import RowFormat, data_format
 from shaver.runtime.decode import decode_table, read_tier_specs
+from shaver.runtime.encode import encode_slots, make_encoder
 from shaver.runtime.headq import HEAD_DTYPES, dequantize_head
 from shaver.runtime.heads import MALFORMED, Head, build_head
 from shaver.runtime.layout import LAYOUTS, VALUE_DTYPES, dequantize_per_field
@@ -148,7 +149,6 @@ class Artifact:
             if self.feature_map is None:
                 raise DataError(f"{self.path}: the artifact has no feature map (vocabularies); "
                                 "pass global ids instead")
-            from shaver.runtime.encode import make_encoder
             self._encoder = make_encoder(self.feature_map, self.path, self.field_dims)
         return self._encoder
 
@@ -166,19 +166,26 @@ class Artifact:
 
     def encode_rows(self, rows: Sequence[Mapping[str, str]], *,
                     allow_missing: bool = False) -> np.ndarray:
-        """Raw rows (column name -> raw string) -> global ids via the stored feature map.
+        """Raw rows (column name -> raw string) -> global ids (batch, slots) via the stored
+        feature map (list columns padded with -1 into their bag's slots).
 
         Every row must carry every one of :attr:`raw_columns` (a missing value is '' or
         None): a row without one is an error naming the columns, unless ``allow_missing``
-        (then absent columns are missing values)."""
-        return np.asarray(self.encoder.encode(rows, allow_missing=allow_missing),
-                          dtype=np.int64)
+        (then absent columns are missing values). :meth:`encode_slots` gives the bags'
+        weights too."""
+        return self.encode_slots(rows, allow_missing=allow_missing)[0]
+
+    def encode_slots(self, rows: Sequence[Mapping[str, str]], *, allow_missing: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw rows -> ``(x (batch, slots), w (batch, slots) or None)``: the ids of
+        :meth:`encode_rows` and, when a bag is weighted, its values' weights."""
+        return encode_slots(self.encoder, rows, allow_missing=allow_missing)
 
     def predict_rows(self, rows: Sequence[Mapping[str, str]], *,
                      allow_missing: bool = False) -> np.ndarray:
         """Raw rows -> probabilities (batch,). Unseen values take their field's OOV id;
         columns are checked as in :meth:`encode_rows`."""
-        return self.predict(self.encode_rows(rows, allow_missing=allow_missing))
+        return self.predict(*self.encode_slots(rows, allow_missing=allow_missing))
 
     # -- description ------------------------------------------------------------------------
     def table_bytes(self) -> int:
