@@ -29,13 +29,16 @@ def random_mask(field_dims, dim, keep, seed=0) -> np.ndarray:
 
 
 def pruned_model(name="deepfm", *, field_dims=FIELD_DIMS, keep=KEEP, seed=0, mask=None,
-                 embed_dim=None):
+                 embed_dim=None, layout=None):
     """An eval-mode model of the registry with a MaskedEmbedding, random BN statistics,
-    a random per-field codebook and a kept entry that is exactly 0 (row 0, column 0)."""
+    a random per-field codebook and a kept entry that is exactly 0 (row 0, column 0);
+    ``layout``: its bags (shaver.layout JSON), if any."""
     torch.manual_seed(seed)
     kwargs = dict(MODEL_KWARGS[name])
     if embed_dim is not None:
         kwargs["embed_dim"] = embed_dim
+    if layout is not None:
+        kwargs["layout"] = layout
     model = build_model(name, field_dims, **kwargs).eval()
     gen = torch.Generator().manual_seed(seed)
     for module in model.modules():

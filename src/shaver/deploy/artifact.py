@@ -41,6 +41,7 @@ from shaver.runtime.container import SectionSpec, container_bytes, write_contain
 from shaver.runtime.headq import first_order_dtype, quantize_int8
 from shaver.runtime.layout import encode_embedding, quantize_per_field
 from shaver.runtime.model import Artifact, load_artifact
+from shaver.runtime.slots import check_feature_map_layout
 from shaver.runtime.tiered import encode_tiered
 from shaver.table.head import head_tensors
 from shaver.table.plan import table_plan, v1_value_dtype
@@ -115,11 +116,13 @@ def export_artifact(source: Any, out_path: str | os.PathLike[str], *,
     arrays, table_dtype = _table_arrays(model, weight, mask, codebook, value_dtype, fields)
     arrays.update(_head_arrays(model, specs, first_order_dtype(table_dtype, head_dtype)))
     meta = dict(meta)
+    out_path = check_output_file(out_path, ArtifactError)
+    if "feature_map" in meta and getattr(model, "layout", None) is not None:
+        check_feature_map_layout(meta["feature_map"], model.layout, str(out_path))
     if "feature_map" in meta:
         arrays["feature_map"] = np.frombuffer(encode_feature_map(meta.pop("feature_map")), np.uint8)
     meta.setdefault("library_version", __version__)
     arrays["info"] = np.frombuffer(encode_info(meta), np.uint8)
-    out_path = check_output_file(out_path, ArtifactError)
     version = artifact_version(fields)
     written = write_container(out_path, fields, [(s, arrays[s.name]) for s in specs], version)
     if written != container_bytes(fields, specs, version):  # pragma: no cover - tested
