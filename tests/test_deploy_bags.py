@@ -337,3 +337,21 @@ def test_predict_cli_reads_slot_ids(tmp_path, capsys):
     assert main(["predict", "--artifact", str(art_path), "--input", str(ids), "--ids"]) == 2
     assert "--ids gives no weights, and this model's lists carry weights" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["deepfm", "dcn-mix"])
+def test_quantised_head_and_calibration_with_bags(tmp_path, name):
+    from shaver.models.base import set_calibration
+    from shaver.table.head import fake_quantize_head
+
+    model, _, _ = bag_model(name)
+    set_calibration(model, 0.8, -0.1)
+    art = load_artifact(export_artifact(model, tmp_path / "a.shaver", head_dtype="int8").path)
+    assert art.head_dtype == "int8" and art.calibration is not None
+    reference = fake_quantize_head(model, "int8")
+    feeds = random_feeds(art, 32, seed=6)
+    x, w = feeds_to_slots(art.layout, feeds, art.field_names)
+    ref = torch_logits(reference, x, w)
+    np.testing.assert_allclose(art.logits(x, w), ref, atol=1e-5, rtol=0)
+    session = _ort(export_onnx(art, tmp_path / "a.onnx"))
+    np.testing.assert_allclose(session.run(["logit"], feeds)[0], ref, atol=1e-5, rtol=0)
