@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from bag_data import make_bags
 from shaver.cli import main
 from shaver.data.feature_map import feature_map_of
-from shaver.data.store import write_prepared
 from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.deploy.embedding import compressed_model
 from shaver.deploy.onnx_bags import feeds_to_slots
@@ -198,37 +198,9 @@ def test_executorch_refuses_bag_models(tmp_path):
 
 
 # -- the artifact: layout round trip, exact sizes, malformed layouts ------------------------
-def make_bag_dataset(out, rows=600, seed=0):
-    """A small prepared dataset with fields f0, f1 (a mean bag of <= 4), f2, f3 (a weighted
-    sum bag of <= 3), labels from a logistic model of the ids."""
-    rng = np.random.default_rng(seed)
-    dims = [50, 20, 10, 15]
-    offs = np.concatenate([[0], np.cumsum(dims)[:-1]])
-    layout = FieldLayout(4, (Bag(1, 4, "mean"), Bag(3, 3, "sum", weighted=True)))
-    beta = rng.normal(size=sum(dims))
-    splits, bags = {}, {}
-    for split, n in (("train", rows), ("val", rows // 5), ("test", rows // 5)):
-        user = rng.integers(0, dims[0], n) + offs[0]
-        city = rng.integers(0, dims[2], n) + offs[2]
-        gl = rng.integers(0, 5, n)
-        goff = np.concatenate([[0], np.cumsum(gl)])
-        gv = rng.integers(0, dims[1], goff[-1]) + offs[1]
-        tl = rng.integers(0, 4, n)
-        toff = np.concatenate([[0], np.cumsum(tl)])
-        tv = rng.integers(0, dims[3], toff[-1]) + offs[3]
-        tw = rng.uniform(0.2, 2.0, toff[-1]).astype(np.float32)
-        logit = beta[user] + beta[city]
-        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(np.float32)
-        splits[split] = (np.stack([user, city], 1), y, np.arange(n))
-        bags[split] = {1: (goff, gv), 3: (toff, tv, tw)}
-    vocab = {f"f{i}": [str(j) for j in range(d)] for i, d in enumerate(dims)}
-    return write_prepared(out, field_names=list(vocab), vocabularies=vocab, splits=splits,
-                          frequencies=np.ones(sum(dims), np.int64), layout=layout, bags=bags)
-
-
 @pytest.fixture(scope="module")
 def bag_data(tmp_path_factory):
-    return make_bag_dataset(tmp_path_factory.mktemp("bags") / "data")
+    return make_bags(tmp_path_factory.mktemp("bags") / "data", rows=600)
 
 
 def test_layout_round_trips_in_config_and_feature_map(tmp_path, bag_data):
