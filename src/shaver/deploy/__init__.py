@@ -6,6 +6,8 @@ API (sizes: shaver.table.size.plan_bytes, the one size oracle of a plan)
     artifact.load_artifact(path) -> shaver.runtime.Artifact                    (numpy only)
     embedding.CompressedEmbedding / embedding.compressed_model(artifact)  (torch; v1 and v2)
     onnx_export.export_onnx(artifact, out) -> Path                             (checked with ORT)
+        (a model with bags takes ``ids`` + per bag ``<name>_values`` / ``<name>_offsets`` /
+        ``<name>_weights``, EmbeddingBag-style: shaver.deploy.onnx_bags)
     fleet.fleet(run, attribution, fleet_yaml, out) -> FleetResult      (one artifact per class)
     CLI: shaver export | inspect | predict | fleet                             (deploy/cli.py)
 
@@ -29,6 +31,12 @@ Artifact format v1 / v2 (one file; details in shaver.runtime.container / shaver.
     ``feature_map`` (optional JSON: dataset meta + vocabularies, for raw rows) and ``info``
     (budget, metrics, provenance) in a fixed 4096-byte JSON section, so that the size does
     not depend on values decided after the budget search.
+
+    Bags (multi-valued fields, shaver.layout): the model config in the header carries the
+    ``layout`` (field, max_len, pooling, weighted, keep of each bag) and the feature map the
+    dataset's own (checked equal at export and load); the table, its sizes and masks are
+    the same as for single-valued fields (a bag's ids are rows of its field). The runtime
+    takes slots (batch, slots) with pads -1 and the bags' weights (batch, slots) or None.
 
 Artifact format v2 (shaver.runtime.tiered; written only when the table needs it)
     Same container; the preamble and header say version 2, so a v1-only reader refuses the

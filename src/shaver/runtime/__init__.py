@@ -5,8 +5,11 @@ the artifact's feature map through :class:`shaver.data.encode.RowEncoder` (also 
 
     art = load_artifact("model.shaver")      # validates magic, version, checksums, indexes
     art.predict(ids)                         # int (batch, fields) global ids -> (batch,)
+    art.predict(x, w)                        # with bags: (batch, slots) ids padded with -1,
+                                             # bag value weights (batch, slots) or None
     art.raw_columns                          # the raw columns a row must carry
     art.predict_rows(rows)                   # raw values; unseen -> the field's OOV id
+    art.encode_slots(rows)                   # raw rows -> (x (batch, slots), w or None)
     art.predict_rows([{"C1": "68fd1e64"}], allow_missing=True)  # absent columns = missing
     art.breakdown()                          # bytes per part
 
