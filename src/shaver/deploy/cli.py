@@ -209,16 +209,14 @@ def _encoded(art: Any, table: Any, path: str, allow_missing: bool) -> tuple[Any,
     an error naming its line in ``path``."""
     import numpy as np
 
-    slots = art.layout.num_slots
-    parts = [(np.zeros((0, slots), np.int64), np.zeros((0, slots), np.float32))]
+    xs, ws = [np.zeros((0, art.layout.num_slots), np.int64)], []
     for start in range(0, len(table.rows), PREDICT_BATCH):
         try:
-            parts.append(art.encode_slots(table.rows[start:start + PREDICT_BATCH],
-                                          allow_missing=allow_missing))
+            x, w = art.encode_slots(table.rows[start:start + PREDICT_BATCH],
+                                    allow_missing=allow_missing)
         except RowValueError as exc:
             raise DataError(f"{path}:{table.lines[start + exc.row]}: {exc.detail}") from None
-    ids = np.concatenate([x for x, _ in parts])
-    if not art.layout.weighted:
-        return ids, None
-    return ids, np.concatenate([w if w is not None else np.ones(x.shape, np.float32)
-                                for x, w in parts])
+        xs.append(x)
+        ws.append(w)
+    weighted = bool(ws) and all(w is not None for w in ws)
+    return np.concatenate(xs), np.concatenate(ws) if weighted else None
