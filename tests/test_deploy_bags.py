@@ -329,14 +329,11 @@ def test_quantised_head_and_calibration_with_bags(tmp_path, name):
     np.testing.assert_allclose(session.run(["logit"], feeds)[0], ref, atol=1e-5, rtol=0)
 
 
-# -- predict on raw rows: needs the data stage's list fields (RowEncoder.encode_slots) ------
+# -- predict on raw rows with list columns -------------------------------------------------
 LIST_ROWS = [("1", "u1", "a|b", "x:1;y:3"), ("0", "u2", "", ""), ("1", "u1", "b||b", "x:2"),
              ("0", "u3", "c|a|d|e", "y:0.5;x:0.5;z:1"), ("1", "u2", "rare", "x:4;;y:1")]
 
 
-@pytest.mark.skipif(not hasattr(__import__("shaver.data.encode", fromlist=["RowEncoder"])
-                                .RowEncoder, "encode_slots"),
-                    reason="the data stage's RowEncoder does not read list columns yet")
 def test_predict_raw_rows_with_list_columns(tmp_path, capsys):
     from shaver.data.prepare import prepare_dataset
 

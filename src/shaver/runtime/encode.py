@@ -40,8 +40,5 @@ def encode_slots(encoder: RowEncoder, rows: Sequence[Mapping[str, Any]], *,
     """``(x int64 (rows, slots), w float32 (rows, slots) or None)`` of raw ``rows``: list
     columns padded into their bag's slots, and the values' weights when a bag is weighted
     (:meth:`RowEncoder.encode_slots`)."""
-    slots = getattr(encoder, "encode_slots", None)
-    if slots is None:  # a RowEncoder without list fields (before the data stage had them)
-        return np.asarray(encoder.encode(rows, allow_missing=allow_missing), np.int64), None
-    x, w = slots(rows, allow_missing=allow_missing)
+    x, w = encoder.encode_slots(rows, allow_missing=allow_missing)
     return np.asarray(x, dtype=np.int64), None if w is None else np.asarray(w, np.float32)
