@@ -114,7 +114,8 @@ class FastEngine:
 
     def _agrees(self, name: str, fp32_logits: torch.Tensor, low_logits: torch.Tensor,
                 perm: torch.Tensor, least: float) -> bool:
-        full, low = (entry_credits(logits.float(), perm).flatten().double()
+        players = self.imputer.num_players
+        full, low = (entry_credits(logits.float(), perm, players).flatten().double()
                      for logits in (fp32_logits, low_logits))
         corr = float(torch.corrcoef(torch.stack([full, low]))[0, 1])
         self.agreement[name] = corr
