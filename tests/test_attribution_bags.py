@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from attribution_bag_data import BAG_DIMS, BAG_LAYOUT, BAG_MODELS, bag_batch, bag_model, write_bag_dataset
+from attribution_bag_data import BAG_LAYOUT, BAG_MODELS, bag_batch, bag_model, write_bag_dataset
 from shaver.attribution.api import attribute
 from shaver.attribution.estimator import entry_credits, make_engine
 from shaver.attribution.estimator.common import bce, global_entries
@@ -23,6 +23,7 @@ from shaver.attribution.estimator.paths import GenericPath
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import real_first, sample_permutations
 from shaver.attribution.runner import batch_credits
+from shaver.attribution.slots import slot_leaders
 
 torch.set_num_threads(2)
 EXPECTED_PATH = {"fm": "fm-mlp", "deepfm": "fm-mlp", "dcn-v2": "cross", "dcn-mix": "cross",
@@ -79,20 +80,25 @@ def _exact_bag_shapley(model, book, x_raw, y, w_raw):
     return phi
 
 
-def test_prepare_merges_duplicates_and_keeps_every_logit():
+def test_a_repeated_id_is_one_player_and_weight_zero_values_are_null():
     model = bag_model("deepfm")
     imputer = _imputer(model)
     x, y, w = bag_batch()
-    xp, wp = imputer.prepare(x, w)
-    assert torch.equal(xp[0, 1:4], torch.tensor([3, -1, 5]))  # genre 0 twice -> one slot
-    assert torch.allclose(model(xp, wp), model(x, w), atol=1e-6)
-    coef = model.coefficients(xp, wp)
+    assert torch.equal(x[0, 1:4], torch.tensor([3, 3, 5]))  # genre 0 twice, genre 2
+    assert torch.equal(slot_leaders(x)[0], torch.tensor([0, 1, 1, 3, 4, 5]))
+    coef = imputer.coefficients(x, w)
     assert torch.allclose(coef[0, 1:4], torch.tensor([2 / 3, 0.0, 1 / 3]))
     assert coef[0, 5] == 0  # a weight-0 tag is a null player
-    # every id of a bag appears at most once after prepare
-    for row in xp[:, 1:4]:
-        ids = row[row >= 0].tolist()
-        assert len(ids) == len(set(ids))
+    real = imputer.real_players(x, w)[0].view(6, -1)[:, 0]
+    assert real.tolist() == [True, True, False, True, True, False]
+    entries = global_entries(x, imputer.embed_dim)[0].view(6, -1)[:, 0]
+    assert entries[2] == -1 and entries[1] == 3 * imputer.embed_dim
+    # removing the repeated id's player replaces both of its copies
+    keep = torch.ones(1, imputer.num_players, dtype=torch.bool)
+    keep[0, 1 * imputer.embed_dim:2 * imputer.embed_dim] = False
+    manual = model.embed(x[:1]).detach().clone()
+    manual[0, 1:3] = imputer.placeholder[1]
+    assert torch.allclose(imputer(x[:1], keep, w[:1]), model.head(manual, x[:1], w[:1]))
 
 
 @pytest.mark.parametrize("name", BAG_MODELS)
@@ -100,7 +106,6 @@ def test_fast_equals_reference_equals_generic_with_bags(name):
     model = bag_model(name)
     imputer = _imputer(model)
     x, y, w = bag_batch()
-    x, w = imputer.prepare(x, w)
     perm = real_first(sample_permutations(5, 0, len(x), imputer.num_players),
                       imputer.real_players(x, w))
     assert perm.shape[1] < imputer.num_players  # truncated after the real players
@@ -121,7 +126,6 @@ def test_cross_path_parallel_with_bags(name):
     model = bag_model(name, structure="parallel")
     imputer = _imputer(model)
     x, y, w = bag_batch()
-    x, w = imputer.prepare(x, w)
     perm = sample_permutations(2, 0, len(x), imputer.num_players)
     engine = make_engine("fast", imputer)
     fast = engine.losses(x, y, perm, w)
@@ -135,8 +139,7 @@ def test_cross_path_parallel_with_bags(name):
 def test_efficiency_and_null_players_with_bags(name, engine, antithetic):
     model = bag_model(name)
     imputer = _imputer(model)
-    x_raw, y, w_raw = bag_batch()
-    x, w = imputer.prepare(x_raw, w_raw)
+    x, y, w = bag_batch()
     perm = sample_permutations(3, 0, len(x), imputer.num_players)
     credits, walks = batch_credits(make_engine(engine, imputer), x, y, perm, antithetic, w)
     keep = torch.ones(len(x), imputer.num_players, dtype=torch.bool)
@@ -159,7 +162,7 @@ def test_estimator_converges_to_exact_bag_shapley():
     draws = 3000
     for b in range(len(x_raw)):
         exact = _exact_bag_shapley(model, imputer.placeholder, x_raw[b], y[b], w_raw[b])
-        xs, ws = imputer.prepare(x_raw[b:b + 1].repeat(draws, 1), w_raw[b:b + 1].repeat(draws, 1))
+        xs, ws = x_raw[b:b + 1].repeat(draws, 1), w_raw[b:b + 1].repeat(draws, 1)
         ys = y[b:b + 1].repeat(draws)
         perm = sample_permutations(11 + b, 0, draws, imputer.num_players)
         credits, _ = batch_credits(engine, xs, ys, perm, False, ws)
@@ -182,7 +185,7 @@ def test_exact_game_merges_a_duplicate_id_into_one_player():
     x_raw, y, w_raw = bag_batch(batch=1)
     exact = _exact_bag_shapley(model, imputer.placeholder, x_raw[0], y[0], w_raw[0])
     assert len(exact) == 4  # user, genre 0 (twice), genre 2, tag 0; the weight-0 tag is null
-    x, w = imputer.prepare(x_raw, w_raw)
+    x, w = x_raw, w_raw
     engine = make_engine("reference", imputer)
     total = torch.zeros(imputer.num_players, dtype=torch.float64)
     perms = list(itertools.permutations([0, 1, 3, 4]))  # the real players' slots

@@ -100,7 +100,7 @@ class Accumulator:
         credits (B, P): one row per sample.
 
         A sample touches each global entry at most once (its fields are distinct, and a bag's
-        duplicate ids are merged into one slot: :meth:`PlaceholderImputer.prepare`).
+        later copies of a repeated id have no entry: :mod:`shaver.attribution.slots`).
         """
         flat, values = real_entries(entries, credits.to(torch.float64))
         self.sum.index_add_(0, flat, values)

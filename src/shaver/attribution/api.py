@@ -263,7 +263,7 @@ def _settle_precision(eng, source: SampleSource, seed: int, device: torch.device
     samples, the same on every rank (a choice made on each rank's own first batch could
     differ between ranks)."""
     imputer = eng.imputer
-    x, y, w = game_batch(source, imputer, 0, min(16, source.size), device)
+    x, y, w = game_batch(source, 0, min(16, source.size), device)
     perm = sample_permutations(seed, 0, len(x), imputer.num_players, device)
     eng.losses(x, y, real_first(perm, imputer.real_players(x, w)), w)
 

@@ -22,10 +22,10 @@ removes an id from a bag, only replaces its values.
 
 Two more rules make the players the entries of the TABLE, not of the slots:
 
-* an id repeated in one bag is ONE entry: :meth:`PlaceholderImputer.prepare` merges the
-  duplicates of a bag into the first slot holding the id, whose coefficient becomes the sum
-  of theirs (the other slots become pads). The pooled vector is unchanged, and a duplicated
-  id is one player, not two;
+* an id repeated in one bag is ONE entry (:mod:`shaver.attribution.slots`): the first slot
+  holding the id is the player, with the sum of the copies' coefficients (the pooled vector
+  is unchanged); the later copies are no players of their own and take the placeholder
+  whenever the first one does. A duplicated id is one player, not two;
 * pads and slots of coefficient 0 (a weight-0 value of a sum bag) are null players: removing
   them changes nothing, their exact credit is 0 and no entry is credited for them
   (:func:`shaver.attribution.estimator.common.global_entries` marks a pad -1; a walk visits
@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shaver.layout import PAD
+from shaver.attribution.slots import merge_coefficients, tie
 
 
 class PlaceholderImputer:
@@ -71,43 +71,20 @@ class PlaceholderImputer:
         zero-coefficient slots among them are null players."""
         return self.num_slots * self.embed_dim
 
-    def prepare(self, x: torch.Tensor, w: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, slots), w (B, slots) or None -> the same rows with each bag's duplicate ids
-        merged into their first slot (module docstring): a later duplicate becomes a pad and
-        the first slot's weight the sum of theirs. The pooled vectors (and so every logit)
-        are unchanged. Without bags, or without duplicates, (x, w) are returned as they are.
-        """
-        if not self.has_bags:
-            return x, w
-        dup = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
-        for lo, hi in self.bag_ranges:
-            ids = x[:, lo:hi]
-            same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & (ids >= 0).unsqueeze(2)
-            earlier = torch.ones(hi - lo, hi - lo, dtype=torch.bool, device=x.device).tril(-1)
-            dup[:, lo:hi] = (same & earlier).any(2)  # slot t repeats an earlier slot
-        if not bool(dup.any()):
-            return x, w
-        weights = (x >= 0).float() if w is None else w.float() * (x >= 0)
-        merged = weights.clone()
-        for lo, hi in self.bag_ranges:
-            ids, vals = x[:, lo:hi], weights[:, lo:hi]
-            same = (ids.unsqueeze(2) == ids.unsqueeze(1)) & (ids >= 0).unsqueeze(2)
-            # the first slot of each id collects the weights of every slot holding it
-            first = ~dup[:, lo:hi]
-            merged[:, lo:hi] = torch.where(first, (same.float() * vals.unsqueeze(1)).sum(2),
-                                           torch.zeros_like(vals))
-        return torch.where(dup, torch.full_like(x, PAD), x), merged
-
     def coefficients(self, x: torch.Tensor, w: torch.Tensor | None = None
                      ) -> torch.Tensor | None:
-        """float32 (B, slots) pooling coefficients of prepared rows, or None without bags."""
-        return self.model.coefficients(x, w) if self.has_bags else None
+        """float32 (B, slots): the players' pooling coefficients (a repeated id's copies
+        summed into its first slot, :func:`~shaver.attribution.slots.merge_coefficients`),
+        or None without bags."""
+        if not self.has_bags:
+            return None
+        return merge_coefficients(self.model.coefficients(x, w), x)
 
     def real_players(self, x: torch.Tensor, w: torch.Tensor | None = None
                      ) -> torch.Tensor | None:
-        """bool (B, slots*d): the players that can change the loss (coefficient != 0), or
-        None without bags (every player is real)."""
+        """bool (B, slots*d): the players that can change the loss (coefficient != 0: not a
+        pad, not a repeated id's later copy, not a weight-0 value), or None without bags
+        (every player is real)."""
         coef = self.coefficients(x, w)
         if coef is None:
             return None
@@ -116,10 +93,10 @@ class PlaceholderImputer:
     @torch.no_grad()
     def embed(self, x: torch.Tensor, w: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """x: LongTensor (batch, slots) (prepared), w: weights or None -> (emb, base, coef):
+        """x: LongTensor (batch, slots), w: weights or None -> (emb, base, coef):
         ``emb`` float32 (batch, slots, d) the model's slot embeddings (0 in pads), ``base``
-        the placeholder of each slot's field, ``coef`` the pooling coefficients (None
-        without bags)."""
+        the placeholder of each slot's field, ``coef`` the players' pooling coefficients
+        (:meth:`coefficients`; None without bags)."""
         model = self.model
         emb = (model.embed(x) if self.has_bags else model.embedding(x)).to(torch.float32)
         base = self.placeholder[self.slot_field].unsqueeze(0).expand(x.shape[0], -1, -1)
@@ -131,6 +108,8 @@ class PlaceholderImputer:
         """x: LongTensor (batch, slots); keep: bool (batch, slots*d), True = entry kept; w:
         bag weights or None -> logits (batch,)."""
         emb, base, _ = self.embed(x, w)
+        if self.has_bags:
+            keep = tie(keep.reshape(x.shape[0], -1), x)  # copies go with their first slot
         mixed = torch.where(keep.view_as(emb), emb, base)
         return call_head(self.model, mixed, x, w).reshape(-1).float()
 

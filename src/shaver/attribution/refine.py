@@ -82,7 +82,7 @@ def attribute_survivors(pruned: torch.nn.Module, dataset: Any, mask: np.ndarray,
     acc = Accumulator(alive_flat.numel(), device)
     states = 0
     for lo in range(0, samples, batch_size):
-        x, y, w = game_batch(source, imputer, lo, min(lo + batch_size, samples), device)
+        x, y, w = game_batch(source, lo, min(lo + batch_size, samples), device)
         entries = global_entries(x, d)
         # survivors: entries of the mask, among the sample's real players (not pads)
         alive = alive_flat[entries.clamp_min(0)] & (entries >= 0)

@@ -114,7 +114,7 @@ def paired_walks(new_model: nn.Module, old_model: nn.Module, old: Attribution,
         with progress_bar(total=samples, desc="refresh", unit="sample", disable=quiet) as bar:
             for lo in range(0, samples, batch_size):
                 hi = min(lo + batch_size, samples)
-                x, y, w = game_batch(source, imputer, lo, hi, device)
+                x, y, w = game_batch(source, lo, hi, device)
                 perm = sample_permutations(seed, lo, hi - lo, imputer.num_players, device)
                 credits = batch_credits(eng_new, x, y, perm, antithetic, w)[0].double()
                 diff = credits - batch_credits(eng_old, x, y, perm, antithetic, w)[0].double()

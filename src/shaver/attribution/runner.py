@@ -66,7 +66,7 @@ def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.
                   ) -> tuple[torch.Tensor, Halves]:
     """(per-sample credits (B, P) in entry order, the walks behind them).
 
-    ``x``, ``w``: prepared rows (:mod:`shaver.attribution.batches`); ``perm`` (B, P) the
+    ``x``, ``w``: rows of the stream (:mod:`shaver.attribution.batches`); ``perm`` (B, P) the
     samples' permutations. A walk visits the sample's real players first and stops after
     them (:func:`~shaver.attribution.permutations.real_first`; null players keep credit 0).
     The walks: ``[(credits, walk, weight)]``, one per walk of each sample (two with
@@ -124,7 +124,7 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
             hi = min(lo + config.batch_size, round_hi)
             finite = True
             if lo < hi:
-                x, y, w = game_batch(source, imputer, lo, hi, device)
+                x, y, w = game_batch(source, lo, hi, device)
                 perm = sample_permutations(config.seed, lo, hi - lo, players, device)
                 credits, walks = batch_credits(engine, x, y, perm, config.antithetic, w)
                 finite = _check_finite(credits, lo)
@@ -189,7 +189,7 @@ def _extend_surrogate_sample(source: SampleSource, imputer: PlaceholderImputer,
     mine_lo = lo + (target - lo) * ctx.rank // ctx.world
     mine_hi = lo + (target - lo) * (ctx.rank + 1) // ctx.world
     for a in range(mine_lo, mine_hi, config.batch_size):
-        x, y, w = game_batch(source, imputer, a, min(a + config.batch_size, mine_hi), device)
+        x, y, w = game_batch(source, a, min(a + config.batch_size, mine_hi), device)
         pending.cv.add(global_entries(x, embed_dim), config.surrogate(x, y, w=w))
 
 

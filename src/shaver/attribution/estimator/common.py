@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 from torch.nn import functional as F
 
+from shaver.attribution.slots import followers
 from shaver.errors import AttributionError
 
 DTYPES = ("auto", "fp32", "bf16", "int8")
@@ -19,7 +20,7 @@ class Engine(Protocol):
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
                w: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, slots) prepared ids, y (B,), perm (B, K <= slots*d), w bag weights or None
+        """x (B, slots) global ids, y (B,), perm (B, K <= slots*d), w bag weights or None
         -> per-sample losses (B, K + 1)."""
         ...
 
@@ -60,10 +61,14 @@ def entry_credits(losses: torch.Tensor, perm: torch.Tensor,
 
 def global_entries(x: torch.Tensor, embed_dim: int) -> torch.Tensor:
     """x (B, slots) global ids -> LongTensor (B, slots*d): flat index row*d + column of each
-    player; -1 for the players of a pad slot (no entry: accumulators skip them)."""
+    player; -1 for the players of a pad slot and of a repeated id's later copies (no entry
+    of their own, :mod:`shaver.attribution.slots`: accumulators skip them)."""
     cols = torch.arange(embed_dim, device=x.device)
     flat = (x.unsqueeze(2) * embed_dim + cols).reshape(x.shape[0], -1)
-    return flat.clamp_min_(-1)
+    none = (x < 0) | followers(x)
+    if bool(none.any()):
+        flat = flat.masked_fill(none.repeat_interleave(embed_dim, dim=1), -1)
+    return flat
 
 
 def real_entries(entries: torch.Tensor, values: torch.Tensor

@@ -153,7 +153,7 @@ class FastEngine:
     @torch.no_grad()
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
                w: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, slots) prepared ids, y (B,), perm (B, K <= slots*d), w bag weights or None
+        """x (B, slots) global ids, y (B,), perm (B, K <= slots*d), w bag weights or None
         -> losses (B, K + 1) along the (truncated) walk."""
         batch, players = perm.shape
         emb, base, coef = self.imputer.embed(x, w)

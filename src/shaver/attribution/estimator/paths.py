@@ -31,7 +31,7 @@ class GenericPath:
     def walk_logits(self, x, emb, base, perm, coef=None, w=None):
         b, m, d = emb.shape
         walk = perm.shape[1]
-        states = walk_states(emb, base, perm)  # (b, K+1, P)
+        states = walk_states(emb, base, perm, None if coef is None else x)  # (b, K+1, P)
         logits = call_head(self.model, states.view(b * (walk + 1), m, d),
                            x.repeat_interleave(walk + 1, dim=0),
                            None if w is None else w.repeat_interleave(walk + 1, dim=0))

@@ -39,7 +39,7 @@ class CrossPath:
     def walk_logits(self, x, emb, base, perm, coef=None, w=None):
         b, slots, d = emb.shape
         walk = perm.shape[1]
-        states = walk_states(emb, base, perm).flatten(0, 1)  # (b*(K+1), slots*d)
+        states = walk_states(emb, base, perm, None if coef is None else x).flatten(0, 1)
         if coef is None:
             x0 = states
         else:  # every state pooled as the head pools it (coefficients of the sample)

@@ -31,7 +31,7 @@ class ReferenceEngine:
     @torch.no_grad()
     def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
                w: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, slots) prepared ids, y (B,), perm (B, K <= slots*d), w bag weights or None
+        """x (B, slots) global ids, y (B,), perm (B, K <= slots*d), w bag weights or None
         -> losses (B, K + 1) along the walk."""
         batch, walk = perm.shape
         keep = torch.ones(batch, self.imputer.num_players, dtype=torch.bool, device=x.device)

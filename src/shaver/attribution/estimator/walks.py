@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from shaver.attribution.slots import tie
+
 
 class WalkPath(Protocol):
     name: str
@@ -36,12 +38,17 @@ def walk_ranks(perm: torch.Tensor, players: int) -> torch.Tensor:
     return rank.scatter_(1, perm, steps)
 
 
-def walk_states(emb: torch.Tensor, base: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+def walk_states(emb: torch.Tensor, base: torch.Tensor, perm: torch.Tensor,
+                x: torch.Tensor | None = None) -> torch.Tensor:
     """(b, K+1, P) slot-level states of the walk: state t has the first t entries of
-    ``perm`` replaced by their placeholders."""
+    ``perm`` replaced by their placeholders. With the rows ``x`` (models with bags), a
+    repeated id's later copies are replaced with their first slot
+    (:mod:`shaver.attribution.slots`)."""
     b = emb.shape[0]
     players = emb.shape[1] * emb.shape[2]
     rank = walk_ranks(perm, players)
+    if x is not None:
+        rank = tie(rank, x)
     steps = torch.arange(perm.shape[1] + 1, device=perm.device).view(1, -1, 1)
     return torch.where(rank.unsqueeze(1) < steps, base.reshape(b, 1, players),
                        emb.reshape(b, 1, players))
