@@ -59,6 +59,8 @@ class StreamConfig:
 
 
 Halves = list[tuple[torch.Tensor, torch.Tensor, float]]
+#: Samples per walk group of a model with bags (grouped by real-player count).
+WALK_GROUP = 128
 
 
 def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
@@ -68,23 +70,42 @@ def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.
 
     ``x``, ``w``: rows of the stream (:mod:`shaver.attribution.batches`); ``perm`` (B, P) the
     samples' permutations. A walk visits the sample's real players first and stops after
-    them (:func:`~shaver.attribution.permutations.real_first`; null players keep credit 0).
-    The walks: ``[(credits, walk, weight)]``, one per walk of each sample (two with
-    ``antithetic``: the walk and its reverse, weight 0.5 each); the credits are their
-    weighted sum. The binned accumulator needs each walk's own steps.
+    them (:func:`~shaver.attribution.permutations.real_first`; null players keep credit 0);
+    with bags, samples are walked in groups of :data:`WALK_GROUP` of similar real-player
+    counts, each group as far as its own longest walk, so the cost follows the real
+    players, not the padded width. The walks: ``[(credits, walk, weight)]``, one per walk
+    of each sample (two with ``antithetic``: the walk and its reverse, weight 0.5 each); the
+    credits are their weighted sum. The binned accumulator needs each walk's own steps.
     """
     players = perm.shape[1]
     real = engine.imputer.real_players(x, w)
+    if real is None:
+        if not antithetic:
+            credits = entry_credits(engine.losses(x, y, perm), perm)
+            return credits, [(credits, perm, 1.0)]
+        both = torch.cat([perm, perm.flip(1)])
+        losses = engine.losses(torch.cat([x, x]), torch.cat([y, y]), both)
+        credits = entry_credits(losses, both)
+        first, second = credits[: x.shape[0]], credits[x.shape[0]:]
+        return 0.5 * (first + second), [(first, perm, 0.5), (second, both[x.shape[0]:], 0.5)]
+    counts = real.sum(1)
+    groups = torch.argsort(counts, stable=True).split(WALK_GROUP)
+
+    def walked(walk: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], players, device=x.device)
+        for group in groups:
+            part = walk[group, : int(counts[group].max())]
+            losses = engine.losses(x[group], y[group], part, None if w is None else w[group])
+            out[group] = entry_credits(losses, part, players)
+        return out
+
     walk = real_first(perm, real)
+    credits = walked(walk)
     if not antithetic:
-        credits = entry_credits(engine.losses(x, y, walk, w), walk, players)
         return credits, [(credits, walk, 1.0)]
-    both = torch.cat([walk, real_first(perm.flip(1), real)])
-    losses = engine.losses(torch.cat([x, x]), torch.cat([y, y]), both,
-                           None if w is None else torch.cat([w, w]))
-    credits = entry_credits(losses, both, players)
-    first, second = credits[: x.shape[0]], credits[x.shape[0]:]
-    return 0.5 * (first + second), [(first, walk, 0.5), (second, both[x.shape[0]:], 0.5)]
+    back = real_first(perm.flip(1), real)
+    second = walked(back)
+    return 0.5 * (credits + second), [(credits, walk, 0.5), (second, back, 0.5)]
 
 
 def _check_finite(credits: torch.Tensor, lo: int) -> bool:
