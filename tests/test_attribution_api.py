@@ -88,7 +88,8 @@ def test_data_choice_parsing_and_stream(ds):
     first, second = src.rows_of(0, src.size), src.rows_of(src.size, 2 * src.size)
     assert sorted(first) == list(range(src.size)) == sorted(second)
     assert not np.array_equal(first, second)  # each pass its own order
-    x, y = src.batch(5, 17)
+    x, y, w = src.batch(5, 17)
+    assert w is None  # no weighted bag
     xa, ya = ds.arrays("train+val")
     assert np.array_equal(x, xa[first[5:17]]) and np.array_equal(y, ya[first[5:17]])
 

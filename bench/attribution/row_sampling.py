@@ -67,7 +67,7 @@ def collect(run_dir: str, samples: int, batch: int, dtype: str, repeats: int):
     freq = torch.from_numpy(source.frequencies()).double()
     walk_s, surrogate_s = [], []
     for lo in range(0, samples, batch):
-        x, y = (torch.from_numpy(a) for a in source.batch(lo, min(lo + batch, samples)))
+        x, y = (torch.from_numpy(a) for a in source.batch(lo, min(lo + batch, samples))[:2])
         perm = sample_permutations(0, lo, len(y), m * d, "cpu")
         times = []
         for _ in range(repeats):

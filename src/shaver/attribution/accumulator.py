@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from shaver.attribution.binned import BinnedCredits
+from shaver.attribution.estimator.common import real_entries
 from shaver.errors import AttributionError
 from shaver.fileio import read_tensors
 
@@ -51,9 +52,9 @@ class SurrogateSample:
         return self.count >= self.size
 
     def add(self, entries: torch.Tensor, values: torch.Tensor) -> None:
-        """entries (B, P) global flat indices, values (B, P): surrogate credits of B rows."""
-        flat = entries.reshape(-1)
-        vals = values.reshape(-1).to(torch.float64)
+        """entries (B, P) global flat indices (-1: a pad, skipped), values (B, P): surrogate
+        credits of B rows."""
+        flat, vals = real_entries(entries, values.to(torch.float64))
         self.sum.index_add_(0, flat, vals)
         self.sumsq.index_add_(0, flat, vals * vals)
         self.count += int(values.shape[0])
@@ -95,12 +96,13 @@ class Accumulator:
         self.binned: BinnedCredits | None = None  # credits per bin of the kept fraction
 
     def add(self, entries: torch.Tensor, credits: torch.Tensor) -> None:
-        """entries LongTensor (B, P) global flat indices, credits (B, P): one row per sample.
+        """entries LongTensor (B, P) global flat indices (-1: a pad's player, skipped),
+        credits (B, P): one row per sample.
 
-        A sample touches each global entry at most once (its fields are distinct).
+        A sample touches each global entry at most once (its fields are distinct, and a bag's
+        later copies of a repeated id have no entry: :mod:`shaver.attribution.slots`).
         """
-        flat = entries.reshape(-1)
-        values = credits.reshape(-1).to(torch.float64)
+        flat, values = real_entries(entries, credits.to(torch.float64))
         self.sum.index_add_(0, flat, values)
         self.sumsq.index_add_(0, flat, values * values)
         self.count += int(credits.shape[0])

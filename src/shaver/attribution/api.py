@@ -14,15 +14,16 @@ import torch
 from torch import nn
 
 from shaver.attribution.accumulator import Accumulator, SurrogateSample
+from shaver.attribution.batches import game_batch
 from shaver.attribution.binned import DEFAULT_BINS, BinnedCredits, bin_edges
 from shaver.attribution.codebook import field_codebook, zero_codebook
 from shaver.attribution.distributed import DistContext, rank_device
 from shaver.attribution.estimator.common import DTYPES, ENGINES
 from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.estimator.hardware import cpu_summary
-from shaver.attribution.evidence import RowEvidence
+from shaver.attribution.evidence import RowEvidence, field_hits
 from shaver.attribution.imputer import PlaceholderImputer
-from shaver.attribution.permutations import sample_permutations
+from shaver.attribution.permutations import real_first, sample_permutations
 from shaver.attribution.result import PLACEHOLDERS, Attribution
 from shaver.attribution.runner import StopRule, StreamConfig, run_stream
 from shaver.attribution.sampling import DEFAULT_DATA, SampleSource
@@ -191,21 +192,24 @@ def attribute(
         if cv_mode != "off":  # only when on: states of runs without it keep their hash
             settings["control_variate"] = surrogate_setting(cv_mode, surrogate_points,
                                                             surrogate_rows)
+        imputer = PlaceholderImputer(model, book)
+        players = imputer.num_players  # slots * d (m * d without bags)
         if bins is None:
-            bins = min(DEFAULT_BINS, m * d)
-        edges = bin_edges(m * d, bins) if bins else None  # checks bins <= m*d first
+            bins = min(DEFAULT_BINS, players)
+        edges = bin_edges(players, bins) if bins else None  # checks bins <= players first
         if edges:  # only when on, as above
             settings["bins"] = edges
-        imputer = PlaceholderImputer(model, book)
         rows = max_rows or (2048 if dev.type == "cpu" else 131072)
         eng = make_engine(engine, imputer, dtype=dtype, max_rows=rows)
-        _settle_precision(eng, source, seed, dev, m * d)
+        _settle_precision(eng, source, seed, dev)
         acc, cursor = _initial_state(weight.shape[0] * d, dev, checkpoint_path, resume, settings)
         if edges and acc.binned is None:
-            acc.binned = BinnedCredits(acc.sum.numel(), m * d, device=dev, edges=edges)
+            acc.binned = BinnedCredits(acc.sum.numel(), players, device=dev, edges=edges)
         cut = None  # built before any walk, so a rule that cannot fire is said at once
         if stop == "cut":
-            evidence = RowEvidence(dataset.field_dims, frequencies, source.size, d, dev)
+            evidence = RowEvidence(dataset.field_dims, frequencies, source.size, d, dev,
+                                   hits=field_hits(dataset.layout, dataset.field_dims,
+                                                   frequencies, source.size))
             cut = CutStability(weight.shape[0] * d, stop_budgets, fraction=stop_fraction,
                                draws=stop_draws, error=evidence.stderr)
         surrogate = None
@@ -254,14 +258,14 @@ def attribute(
         model.train(was_training)
 
 
-def _settle_precision(eng, source: SampleSource, seed: int, device: torch.device,
-                      players: int) -> None:
+def _settle_precision(eng, source: SampleSource, seed: int, device: torch.device) -> None:
     """Let the engine check its fast path and choose its precision on the stream's first
     samples, the same on every rank (a choice made on each rank's own first batch could
     differ between ranks)."""
-    x_np, y_np = source.batch(0, min(16, source.size))
-    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-    eng.losses(x, y, sample_permutations(seed, 0, len(x), players, device))
+    imputer = eng.imputer
+    x, y, w = game_batch(source, 0, min(16, source.size), device)
+    perm = sample_permutations(seed, 0, len(x), imputer.num_players, device)
+    eng.losses(x, y, real_first(perm, imputer.real_players(x, w)), w)
 
 
 def _initial_state(entries: int, device: torch.device, checkpoint_path, resume: bool,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from shaver.attribution.estimator.common import real_entries
 from shaver.errors import AttributionError
 
 #: Bins of a new attribution (0 switches the bins off).
@@ -102,19 +103,43 @@ class BinnedCredits:
         return len(self.edges) - 1
 
     def add(self, entries: torch.Tensor, credits: torch.Tensor, perm: torch.Tensor,
-            weight: float = 1.0) -> None:
-        """entries (B, P) global flat indices, credits (B, P) in ENTRY order, perm (B, P) the
-        walk (position t holds the entry removed at step t); ``weight`` scales the credits
-        (0.5 for each half of an antithetic pair)."""
-        batch, players = perm.shape
+            weight: float = 1.0, real: torch.Tensor | None = None) -> None:
+        """entries (B, P) global flat indices (-1: a pad, skipped), credits (B, P) in ENTRY
+        order, perm (B, K) the walk (position t holds the entry removed at step t; K = P, or
+        K < P for a walk truncated after the real players); ``weight`` scales the credits
+        (0.5 for each half of an antithetic pair); ``real`` (B,) the number of REAL players
+        of each sample (None: all P are real).
+
+        With bags a sample has P_b <= P real players: its step t removes an entry from a
+        coalition keeping c = P_b - t of them, a kept fraction c / P_b, binned as the
+        position ``ceil(c * P / P_b)`` of the padded scale (the same bin when P_b = P; the
+        bin probabilities p_b then hold up to the rounding of that map)."""
+        batch, walk = perm.shape
+        players = entries.shape[1]
         if players != self.players:
             raise AttributionError(f"walks over {players} entries, bins built for "
                                    f"{self.players}")
-        steps = torch.arange(players, device=perm.device).expand(batch, -1)
-        position = torch.empty_like(perm).scatter_(1, perm, steps)
-        flat = self._step_bin.to(perm.device)[position] * self.num_entries + entries
         values = credits.to(torch.float32) * weight
-        self.sums.view(-1).index_add_(0, flat.reshape(-1), values.reshape(-1))
+        if real is None and walk == players:
+            steps = torch.arange(players, device=perm.device).expand(batch, -1)
+            position = torch.empty_like(perm).scatter_(1, perm, steps)
+            flat = self._step_bin.to(perm.device)[position] * self.num_entries + entries
+            flat, values = real_entries(flat.masked_fill_(entries < 0, -1), values)
+            self.sums.view(-1).index_add_(0, flat, values)
+            return
+        count = (torch.full((batch,), players, device=perm.device) if real is None
+                 else real.to(perm.device).long())
+        steps = torch.arange(walk, device=perm.device).expand(batch, -1)
+        kept = count.unsqueeze(1) - steps  # c, per step
+        scaled = torch.div(kept * players + count.unsqueeze(1) - 1, count.clamp_min(1)
+                           .unsqueeze(1), rounding_mode="floor")  # ceil(c * P / P_b)
+        inner = torch.tensor(self.edges[1:-1], device=perm.device)
+        bins = torch.bucketize(scaled, inner, right=True)
+        who = entries.gather(1, perm)
+        flat = torch.where((kept > 0) & (who >= 0), bins * self.num_entries + who,
+                           torch.full_like(who, -1))
+        flat, vals = real_entries(flat, values.gather(1, perm))
+        self.sums.view(-1).index_add_(0, flat, vals)
 
     def merge(self, other: BinnedCredits | None) -> None:
         if other is None or other.edges != self.edges or other.sums.shape != self.sums.shape:

@@ -13,8 +13,9 @@ codebook anyway), so p_i = f_i / |D| is the chance that a uniform row contains i
 of entry i in a walked row is x_i = c_i 1[row contains i]; over n uniform rows the mean of
 x_i has variance (p_i E[c_i^2 | contains] - phi_i^2) / n. Its per-hit second moment is
 estimated by shrinking the entry's own towards its group's, the same field and column
-(every row of D contains exactly one id of each field, so the group's mean square per
-walked row is sum_i sumsq_i / n):
+(every row of D contains exactly one id of each single-valued field, so the group's mean
+square per walked row is sum_i sumsq_i / n; a bag field holds h_f ids per row on average,
+``hits``, and the group's mean square per HIT is sum_i sumsq_i / (h_f n)):
 
     m2_i = (sumsq_i + a * m2_group) / (p_i n + a),     a = ``PRIOR_HITS`` pseudo-hits,
 
@@ -36,6 +37,7 @@ import torch
 
 from shaver.attribution.accumulator import Accumulator
 from shaver.errors import AttributionError
+from shaver.layout import FieldLayout
 
 #: Pseudo-hits of the group's spread in an entry's second moment. One: an entry seen once
 #: weighs its own square as much as its field's typical one.
@@ -48,7 +50,8 @@ class RowEvidence:
     columns, with ``frequencies`` (num_features,) counted over the ``size`` rows of D."""
 
     def __init__(self, field_dims: Sequence[int], frequencies: np.ndarray, size: int, dim: int,
-                 device: torch.device | str = "cpu", prior_hits: float = PRIOR_HITS):
+                 device: torch.device | str = "cpu", prior_hits: float = PRIOR_HITS,
+                 hits: np.ndarray | None = None):
         rows = int(sum(field_dims))
         freq = torch.as_tensor(np.asarray(frequencies, dtype=np.float64), device=device)
         if freq.numel() != rows:
@@ -60,6 +63,9 @@ class RowEvidence:
         #: field of each row of the table (n,)
         self.field = torch.repeat_interleave(torch.arange(self.fields, device=device),
                                              torch.as_tensor(list(field_dims), device=device))
+        #: ids per row of D of each field (None: one each, no bag)
+        self.hits = None if hits is None else torch.as_tensor(
+            np.asarray(hits, dtype=np.float64), device=device).clamp_min(1e-12)
 
     @property
     def share(self) -> torch.Tensor:
@@ -76,6 +82,8 @@ class RowEvidence:
         own = (sq / n - mean * mean).clamp_min(0)
         pooled = torch.zeros(self.fields, self.dim, dtype=sq.dtype, device=sq.device)
         pooled.index_add_(0, self.field, sq)  # per (field, column): sum of squares
+        if self.hits is not None:  # per hit, not per row, in a bag field
+            pooled = pooled / self.hits[:, None]
         share = self.row_share[:, None]
         m2 = (sq + self.prior * pooled[self.field] / n) / (share * n + self.prior)
         return (torch.maximum(share * m2 - mean * mean, own).clamp_min(0) / n).reshape(-1)
@@ -88,3 +96,19 @@ class RowEvidence:
             shrink = max(0.0, 1.0 - cv.count / max(cv.size, 1))
             var = var + shrink * self.walk_variance(cv.sum, cv.sumsq, float(cv.count))
         return var.sqrt()
+
+
+def field_hits(layout: FieldLayout, field_dims: Sequence[int], frequencies: np.ndarray,
+               size: int) -> np.ndarray | None:
+    """float64 (fields,): ids per row of D of each field (1 for a single-valued field, the
+    bag's mean length for a bag, from the ``frequencies`` over D's ``size`` rows), or None
+    without bags."""
+    if not layout.has_bags:
+        return None
+    out = np.ones(len(field_dims), dtype=np.float64)
+    row_field = np.repeat(np.arange(len(field_dims)), np.asarray(field_dims, dtype=np.int64))
+    totals = np.bincount(row_field, weights=np.asarray(frequencies, dtype=np.float64),
+                         minlength=len(field_dims))
+    for b in layout.bags:
+        out[b.field] = totals[b.field] / max(int(size), 1)
+    return out

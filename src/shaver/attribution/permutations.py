@@ -36,3 +36,18 @@ def sample_permutations(
         noise.append(torch.rand(BLOCK, size, generator=gen, dtype=torch.float64))
     rows = torch.cat(noise)[start - first * BLOCK : start - first * BLOCK + count]
     return torch.argsort(rows.to(device), dim=1, stable=True)
+
+
+def real_first(perm: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """perm (B, P) uniform permutations, real (B, P) bool per PLAYER (None: all real) ->
+    (B, K): each row's real players first, in their order in ``perm`` (a stable reorder, so
+    still a uniform order of the real players), truncated to K = the largest number of real
+    players of a row. The rest of a shorter row are null players (pads, zero-coefficient bag
+    slots, pruned entries), whose removal changes nothing: a walk's cost follows the real
+    players, not the padded width."""
+    if real is None:
+        return perm
+    null_first = (~real.gather(1, perm)).to(torch.int8)
+    order = torch.argsort(null_first, dim=1, stable=True)
+    walk = int(real.sum(1).max()) if real.numel() else 0
+    return perm.gather(1, order)[:, :walk]

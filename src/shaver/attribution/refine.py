@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.batches import game_batch
 from shaver.attribution.estimator.common import global_entries
 from shaver.attribution.estimator.factory import make_engine
 from shaver.attribution.imputer import PlaceholderImputer
-from shaver.attribution.permutations import sample_permutations
+from shaver.attribution.permutations import real_first, sample_permutations
 from shaver.attribution.sampling import DEFAULT_DATA, SampleSource
 from shaver.errors import AttributionError
 from shaver.table.mask import masked_copy
@@ -39,6 +40,9 @@ from shaver.table.order import PruneOrder
 
 #: Samples per walk group (grouped by survivor count).
 GROUP = 64
+
+#: perm, alive -> each row's survivors first (a uniform order of them), truncated.
+survivor_walks = real_first
 
 
 @dataclass
@@ -60,17 +64,6 @@ class Refined:
     rounds: list[RoundRecord] = field(default_factory=list)
 
 
-def survivor_walks(perm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-    """perm (B, P) uniform permutations, alive (B, P) bool per ENTRY -> (B, K): each row's
-    surviving entries first, in their order in ``perm`` (a uniform order of the survivors),
-    truncated to K = the largest number of survivors of a row (rows with fewer continue with
-    pruned entries, whose removal changes nothing)."""
-    dead_first = (~alive.gather(1, perm)).to(torch.int8)
-    order = torch.argsort(dead_first, dim=1, stable=True)
-    walk = int(alive.sum(1).max()) if alive.numel() else 0
-    return perm.gather(1, order)[:, :walk]
-
-
 @torch.no_grad()
 def attribute_survivors(pruned: torch.nn.Module, dataset: Any, mask: np.ndarray,
                         codebook: torch.Tensor, *, samples: int, data: str = DEFAULT_DATA,
@@ -89,17 +82,20 @@ def attribute_survivors(pruned: torch.nn.Module, dataset: Any, mask: np.ndarray,
     acc = Accumulator(alive_flat.numel(), device)
     states = 0
     for lo in range(0, samples, batch_size):
-        x_np, y_np = source.batch(lo, min(lo + batch_size, samples))
-        x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+        x, y, w = game_batch(source, lo, min(lo + batch_size, samples), device)
         entries = global_entries(x, d)
-        alive = alive_flat[entries]
+        # survivors: entries of the mask, among the sample's real players (not pads)
+        alive = alive_flat[entries.clamp_min(0)] & (entries >= 0)
+        real = imputer.real_players(x, w)
+        if real is not None:
+            alive &= real
         perm = sample_permutations(seed, lo, len(x), players, device)
         credits = torch.zeros(len(x), players, device=device)
         # samples grouped by survivor count, so a group's walk is as long as its own longest
         by_count = torch.argsort(alive.sum(1), stable=True)
         for group in by_count.split(GROUP):
             walk = survivor_walks(perm[group], alive[group])
-            losses = eng.losses(x[group], y[group], walk)
+            losses = eng.losses(x[group], y[group], walk, None if w is None else w[group])
             credits[group] = credits[group].scatter_(1, walk, losses[:, 1:] - losses[:, :-1])
             states += len(group) * (walk.shape[1] + 1)
         acc.add(entries, credits)

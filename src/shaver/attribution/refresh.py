@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from shaver.attribution.accumulator import Accumulator
+from shaver.attribution.batches import game_batch
 from shaver.attribution.codebook import field_codebook, zero_codebook
 from shaver.attribution.estimator.common import global_entries
 from shaver.attribution.estimator.factory import make_engine
@@ -103,7 +104,8 @@ def paired_walks(new_model: nn.Module, old_model: nn.Module, old: Attribution,
         book = (field_codebook(weight, source.dataset.field_dims, source.frequencies())
                 if old.placeholder == "codebook" else zero_codebook(m_fields, d))
         rows = 2048 if device.type == "cpu" else 131072
-        eng_new = make_engine(engine, PlaceholderImputer(new_model, book), max_rows=rows)
+        imputer = PlaceholderImputer(new_model, book)
+        eng_new = make_engine(engine, imputer, max_rows=rows)
         eng_old = make_engine(engine, PlaceholderImputer(old_model, old.codebook.to(device)),
                               max_rows=rows)
         acc = Accumulator(weight.shape[0] * d, device)
@@ -112,11 +114,10 @@ def paired_walks(new_model: nn.Module, old_model: nn.Module, old: Attribution,
         with progress_bar(total=samples, desc="refresh", unit="sample", disable=quiet) as bar:
             for lo in range(0, samples, batch_size):
                 hi = min(lo + batch_size, samples)
-                x_np, y_np = source.batch(lo, hi)
-                x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-                perm = sample_permutations(seed, lo, hi - lo, m_fields * d, device)
-                credits = batch_credits(eng_new, x, y, perm, antithetic)[0].double()
-                diff = credits - batch_credits(eng_old, x, y, perm, antithetic)[0].double()
+                x, y, w = game_batch(source, lo, hi, device)
+                perm = sample_permutations(seed, lo, hi - lo, imputer.num_players, device)
+                credits = batch_credits(eng_new, x, y, perm, antithetic, w)[0].double()
+                diff = credits - batch_credits(eng_old, x, y, perm, antithetic, w)[0].double()
                 if not bool(torch.isfinite(diff).all()):
                     raise AttributionError(f"non-finite credits on samples {lo}..{hi - 1}")
                 entries = global_entries(x, d)

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 
 from shaver.attribution.accumulator import Accumulator, SurrogateSample
+from shaver.attribution.batches import game_batch
 from shaver.attribution.binned import BinnedCredits
 from shaver.attribution.distributed import DistContext
 from shaver.attribution.estimator.common import Engine, entry_credits, global_entries
-from shaver.attribution.permutations import sample_permutations
+from shaver.attribution.imputer import PlaceholderImputer
+from shaver.attribution.permutations import real_first, sample_permutations
 from shaver.attribution.sampling import SampleSource
 from shaver.attribution.stopping import CutStability
 from shaver.errors import AttributionError
@@ -47,9 +49,9 @@ class StreamConfig:
     checkpoint_every_s: float = 60.0
     settings: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
-    #: control variate: (x, y) -> surrogate credits (B, P), subtracted from the walk's credits
+    #: control variate: (x, y, w=w) -> surrogate credits (B, P), subtracted from the walk's credits
     #: (the accumulator's ``offset`` then holds the surrogate's exact mean over D)
-    surrogate: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    surrogate: Callable[..., torch.Tensor] | None = None
     #: sampled control variate (the accumulator has a ``cv``): after each round the sample S
     #: of the surrogate's mean covers the first ``surrogate_rows`` x (samples walked) rows of
     #: the stream's first pass (all of D at most), so the walked rows are always inside S
@@ -57,24 +59,53 @@ class StreamConfig:
 
 
 Halves = list[tuple[torch.Tensor, torch.Tensor, float]]
+#: Samples per walk group of a model with bags (grouped by real-player count).
+WALK_GROUP = 128
 
 
 def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
-                  antithetic: bool) -> tuple[torch.Tensor, Halves]:
+                  antithetic: bool, w: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, Halves]:
     """(per-sample credits (B, P) in entry order, the walks behind them).
 
-    The walks: ``[(credits, perm, weight)]``, one per walk of each sample (two with
-    ``antithetic``: perm and its reverse, weight 0.5 each); the credits are their weighted
-    sum. The binned accumulator needs each walk's own steps.
+    ``x``, ``w``: rows of the stream (:mod:`shaver.attribution.batches`); ``perm`` (B, P) the
+    samples' permutations. A walk visits the sample's real players first and stops after
+    them (:func:`~shaver.attribution.permutations.real_first`; null players keep credit 0);
+    with bags, samples are walked in groups of :data:`WALK_GROUP` of similar real-player
+    counts, each group as far as its own longest walk, so the cost follows the real
+    players, not the padded width. The walks: ``[(credits, walk, weight)]``, one per walk
+    of each sample (two with ``antithetic``: the walk and its reverse, weight 0.5 each); the
+    credits are their weighted sum. The binned accumulator needs each walk's own steps.
     """
+    players = perm.shape[1]
+    real = engine.imputer.real_players(x, w)
+    if real is None:
+        if not antithetic:
+            credits = entry_credits(engine.losses(x, y, perm), perm)
+            return credits, [(credits, perm, 1.0)]
+        both = torch.cat([perm, perm.flip(1)])
+        losses = engine.losses(torch.cat([x, x]), torch.cat([y, y]), both)
+        credits = entry_credits(losses, both)
+        first, second = credits[: x.shape[0]], credits[x.shape[0]:]
+        return 0.5 * (first + second), [(first, perm, 0.5), (second, both[x.shape[0]:], 0.5)]
+    counts = real.sum(1)
+    groups = torch.argsort(counts, stable=True).split(WALK_GROUP)
+
+    def walked(walk: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], players, device=x.device)
+        for group in groups:
+            part = walk[group, : int(counts[group].max())]
+            losses = engine.losses(x[group], y[group], part, None if w is None else w[group])
+            out[group] = entry_credits(losses, part, players)
+        return out
+
+    walk = real_first(perm, real)
+    credits = walked(walk)
     if not antithetic:
-        credits = entry_credits(engine.losses(x, y, perm), perm)
-        return credits, [(credits, perm, 1.0)]
-    both = torch.cat([perm, perm.flip(1)])
-    losses = engine.losses(torch.cat([x, x]), torch.cat([y, y]), both)
-    credits = entry_credits(losses, both)
-    first, second = credits[: x.shape[0]], credits[x.shape[0]:]
-    return 0.5 * (first + second), [(first, perm, 0.5), (second, both[x.shape[0]:], 0.5)]
+        return credits, [(credits, walk, 1.0)]
+    back = real_first(perm.flip(1), real)
+    second = walked(back)
+    return 0.5 * (credits + second), [(credits, walk, 0.5), (second, back, 0.5)]
 
 
 def _check_finite(credits: torch.Tensor, lo: int) -> bool:
@@ -98,7 +129,8 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     ctx = ctx or DistContext.current()
     device = acc.sum.device
     pending = _pending_for(acc) if ctx.world > 1 else acc
-    players = source.dataset.num_fields * embed_dim
+    imputer = engine.imputer
+    players = imputer.num_players
     limit = math.inf if rule.max_samples is None else int(rule.max_samples)
     start, last_save = time.monotonic(), time.monotonic()
     bar = progress_bar(total=None, initial=min(cursor, limit), desc="attribute", unit="sample",
@@ -113,20 +145,21 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
             hi = min(lo + config.batch_size, round_hi)
             finite = True
             if lo < hi:
-                x_np, y_np = source.batch(lo, hi)
-                x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+                x, y, w = game_batch(source, lo, hi, device)
                 perm = sample_permutations(config.seed, lo, hi - lo, players, device)
-                credits, walks = batch_credits(engine, x, y, perm, config.antithetic)
+                credits, walks = batch_credits(engine, x, y, perm, config.antithetic, w)
                 finite = _check_finite(credits, lo)
                 if finite and config.surrogate is not None:
-                    surrogate = config.surrogate(x, y)
+                    surrogate = config.surrogate(x, y, w=w)
                     credits = credits.double() - surrogate
-                    walks = [(c.double() - surrogate, p, w) for c, p, w in walks]
+                    walks = [(c.double() - surrogate, p, k) for c, p, k in walks]
                 if finite:
-                    _add(pending, global_entries(x, embed_dim), credits, walks)
+                    real = imputer.real_players(x, w)
+                    _add(pending, global_entries(x, embed_dim), credits, walks,
+                         None if real is None else real.sum(1))
             if finite and acc.cv is not None and config.surrogate is not None:
-                _extend_surrogate_sample(source, acc, pending, config, round_hi, embed_dim,
-                                         ctx, device)
+                _extend_surrogate_sample(source, imputer, acc, pending, config, round_hi,
+                                         embed_dim, ctx, device)
             budget = math.inf if rule.max_seconds is None else rule.max_seconds
             flags = torch.tensor([0.0 if finite else 1.0,
                                   float(time.monotonic() - start >= budget)], device=device)
@@ -154,14 +187,18 @@ def run_stream(engine: Engine, source: SampleSource, acc: Accumulator, *, cursor
     return cursor, reason
 
 
-def _add(acc: Accumulator, entries: torch.Tensor, credits: torch.Tensor, walks: Halves) -> None:
+def _add(acc: Accumulator, entries: torch.Tensor, credits: torch.Tensor, walks: Halves,
+         real: torch.Tensor | None = None) -> None:
+    """Credits into ``acc`` (and its bins; ``real`` (B,): each sample's real players, None:
+    all of them)."""
     acc.add(entries, credits)
     if acc.binned is not None:
         for walk_credits, walk_perm, weight in walks:
-            acc.binned.add(entries, walk_credits, walk_perm, weight)
+            acc.binned.add(entries, walk_credits, walk_perm, weight, real)
 
 
-def _extend_surrogate_sample(source: SampleSource, acc: Accumulator, pending: Accumulator,
+def _extend_surrogate_sample(source: SampleSource, imputer: PlaceholderImputer,
+                             acc: Accumulator, pending: Accumulator,
                              config: StreamConfig, walked: int, embed_dim: int,
                              ctx: DistContext, device: torch.device) -> None:
     """Grow S (the first ``acc.cv.count`` rows of pass 0) to ``surrogate_rows * walked`` rows
@@ -173,9 +210,8 @@ def _extend_surrogate_sample(source: SampleSource, acc: Accumulator, pending: Ac
     mine_lo = lo + (target - lo) * ctx.rank // ctx.world
     mine_hi = lo + (target - lo) * (ctx.rank + 1) // ctx.world
     for a in range(mine_lo, mine_hi, config.batch_size):
-        x_np, y_np = source.batch(a, min(a + config.batch_size, mine_hi))
-        x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-        pending.cv.add(global_entries(x, embed_dim), config.surrogate(x, y))
+        x, y, w = game_batch(source, a, min(a + config.batch_size, mine_hi), device)
+        pending.cv.add(global_entries(x, embed_dim), config.surrogate(x, y, w=w))
 
 
 def _pending_for(acc: Accumulator) -> Accumulator:

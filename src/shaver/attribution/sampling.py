@@ -54,7 +54,7 @@ class SampleSource:
         self.dataset = dataset
         self.splits, amount = parse_data(data)
         self.seed = int(seed)
-        self._maps = [(dataset.ids(s), dataset.labels(s)) for s in self.splits]
+        self._maps = [(s, dataset.labels(s)) for s in self.splits]
         sizes = [len(labels) for _, labels in self._maps]
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         total = int(self._starts[-1])
@@ -84,23 +84,29 @@ class SampleSource:
             out[sel] = self._pass_order(int(p))[idx[sel] % self.size]
         return out if self.subset is None else self.subset[out]
 
-    def batch(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Samples lo..hi-1 -> (x int64 (B, m) global ids, y float32 (B,))."""
+    def batch(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Samples lo..hi-1 -> (x int64 (B, slots) global ids (bag pads -1), y float32 (B,),
+        w float32 (B, slots) bag value weights or None)."""
         rows = self.rows_of(lo, hi)
         order = np.argsort(rows, kind="stable")
-        x = np.empty((len(rows), self.dataset.num_fields), dtype=np.int64)
+        x = np.empty((len(rows), self.dataset.layout.num_slots), dtype=np.int64)
         y = np.empty(len(rows), dtype=np.float32)
+        w = (np.empty((len(rows), x.shape[1]), dtype=np.float32)
+             if self.dataset.layout.weighted else None)
         sorted_rows = rows[order]
-        for k, (ids, labels) in enumerate(self._maps):
+        for k, (split, labels) in enumerate(self._maps):
             sel = (sorted_rows >= self._starts[k]) & (sorted_rows < self._starts[k + 1])
             if sel.any():
                 local = sorted_rows[sel] - self._starts[k]
-                x[order[sel]] = ids[local]
+                x[order[sel]], part_w = self.dataset.slots(split, local)
                 y[order[sel]] = labels[local]
-        return x, y
+                if w is not None:
+                    w[order[sel]] = part_w
+        return x, y, w
 
     def frequencies(self, chunk: int = 1 << 20) -> np.ndarray:
-        """int64 (num_features,): occurrences of each global id over D (one pass)."""
+        """int64 (num_features,): occurrences of each global id over D (one pass; every
+        value of a bag counts, pads do not)."""
         n = self.dataset.num_features
         if self.subset is None and self.splits == ("train",):
             return np.asarray(self.dataset.frequencies, dtype=np.int64)
@@ -108,12 +114,12 @@ class SampleSource:
         rows = np.arange(self.size) if self.subset is None else self.subset
         for lo in range(0, len(rows), chunk):
             part = rows[lo:lo + chunk]
-            for k, (ids, _) in enumerate(self._maps):
+            for k, (split, _) in enumerate(self._maps):
                 sel = part[(part >= self._starts[k]) & (part < self._starts[k + 1])]
                 if len(sel):
+                    local = sel - self._starts[k]
                     if self.subset is None:
-                        block = ids[int(sel[0] - self._starts[k]):int(sel[-1] - self._starts[k]) + 1]
-                    else:
-                        block = ids[sel - self._starts[k]]
-                    counts += np.bincount(np.asarray(block).ravel(), minlength=n)
+                        local = slice(int(local[0]), int(local[-1]) + 1)
+                    block = self.dataset.slots(split, local)[0]
+                    counts += np.bincount(block[block >= 0].ravel(), minlength=n)
         return counts

@@ -44,10 +44,12 @@ import math
 
 import torch
 
+from shaver.attribution.batches import game_batch
 from shaver.attribution.distributed import DistContext
-from shaver.attribution.estimator.common import bce, global_entries
-from shaver.attribution.imputer import PlaceholderImputer
+from shaver.attribution.estimator.common import bce, global_entries, real_entries
+from shaver.attribution.imputer import PlaceholderImputer, call_head
 from shaver.attribution.sampling import SampleSource
+from shaver.attribution.slots import slot_leaders
 from shaver.errors import AttributionError
 from shaver.progress import progress_bar
 
@@ -93,21 +95,27 @@ def control_variate_mode(value: bool | str) -> str:
 
 
 def path_credits(imputer: PlaceholderImputer, x: torch.Tensor, y: torch.Tensor,
-                 points: int = DEFAULT_POINTS) -> torch.Tensor:
-    """x (B, m) global ids, y (B,) -> surrogate credits (B, m*d) in ENTRY order, float64.
+                 points: int = DEFAULT_POINTS, w: torch.Tensor | None = None) -> torch.Tensor:
+    """x (B, slots) global ids, y (B,), w bag weights or None -> surrogate credits
+    (B, slots*d) in ENTRY order, float64.
 
     Row b sums to about loss(all entries replaced) - loss(full model) of sample b (exactly in
-    the limit of many ``points``), like the walk's credits.
+    the limit of many ``points``), like the walk's credits. The gradients are taken w.r.t.
+    the SLOT embeddings, through the head's pooling (a slot's gradient carries its
+    coefficient: 0 for pads and zero-coefficient slots, which get credit 0).
     """
     model = imputer.model
-    emb, base = imputer.embed(x)
+    emb, base, _ = imputer.embed(x, w)
     step = base - emb
     grads = torch.zeros_like(emb)
     with torch.enable_grad():
         for q in range(points):
             point = (emb + (q + 0.5) / points * step).detach().requires_grad_(True)
-            loss = bce(model.head(point, x).reshape(-1), y).sum()
+            loss = bce(call_head(model, point, x, w).reshape(-1), y).sum()
             grads += torch.autograd.grad(loss, point)[0]
+    if imputer.has_bags:  # a repeated id is one player: its copies' gradients add up
+        grads = torch.zeros_like(grads).scatter_add_(
+            1, slot_leaders(x).unsqueeze(2).expand_as(grads), grads)
     return (grads.double() / points * step.double()).reshape(x.shape[0], -1)
 
 
@@ -127,11 +135,9 @@ def surrogate_mean(imputer: PlaceholderImputer, source: SampleSource, *, batch_s
                        dynamic_ncols=True)
     for lo in starts:
         hi = min(lo + batch_size, source.size)
-        x_np, y_np = source.batch(lo, hi)
-        x = torch.from_numpy(x_np).to(weight.device)
-        y = torch.from_numpy(y_np).to(weight.device)
-        total.index_add_(0, global_entries(x, d).reshape(-1),
-                         path_credits(imputer, x, y, points).reshape(-1))
+        x, y, w = game_batch(source, lo, hi, weight.device)
+        total.index_add_(0, *real_entries(global_entries(x, d),
+                                          path_credits(imputer, x, y, points, w)))
         bar.update(ctx.world)
     bar.close()
     ctx.all_reduce_sum(total)

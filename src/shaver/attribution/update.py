@@ -270,7 +270,7 @@ def _walk_new_rows(model: nn.Module, old: Attribution, source: SampleSource, wal
         n, d = old.shape
         acc = Accumulator(n * d, dev)
         if edges:
-            acc.binned = BinnedCredits(n * d, len(old.field_dims) * d, device=dev, edges=edges)
+            acc.binned = BinnedCredits(n * d, imputer.num_players, device=dev, edges=edges)
         offset, surrogate = None, None
         if control_variate:
             points = points_of(control_variate)

@@ -70,7 +70,8 @@ def data_frequencies(dataset: PreparedDataset, data: str = "train+val",
     """int64 (num_features,): occurrences of each global id over the splits ``data``."""
     counts = np.zeros(dataset.num_features, dtype=np.int64)
     for batch in dataset.batches(data, batch_size):
-        counts += np.bincount(batch.x.reshape(-1), minlength=dataset.num_features)
+        ids = batch.x[batch.x >= 0]  # every value of a bag counts; its pads do not
+        counts += np.bincount(ids, minlength=dataset.num_features)
     return counts
 
 
@@ -136,11 +137,14 @@ def taylor_scores(model: nn.Module, dataset: PreparedDataset, codebook: torch.Te
         for batch in dataset.batches(data, batch_size):
             x = torch.from_numpy(batch.x).to(dev)
             y = torch.from_numpy(batch.y).to(dev)
-            emb = model.embedding(x).detach().requires_grad_(True)
-            loss = F.binary_cross_entropy_with_logits(model.head(emb, x).float(), y,
-                                                      reduction="sum")
+            w = None if batch.w is None else torch.from_numpy(batch.w).to(dev)
+            emb = model.embed(x).detach().requires_grad_(True)  # slot level (bag pads: 0)
+            logits = model.head(emb, x) if w is None else model.head(emb, x, w)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum")
             (g_emb,) = torch.autograd.grad(loss, emb)
-            grad.index_add_(0, x.reshape(-1), g_emb.reshape(-1, weight.shape[1]).double())
+            real = x.reshape(-1) >= 0  # a pad's slot is no row of the table
+            grad.index_add_(0, x.reshape(-1)[real],
+                            g_emb.reshape(-1, weight.shape[1])[real].double())
             rows += len(y)
             bar.update(len(y))
     model.to(home).train(was_training)

@@ -85,10 +85,11 @@ class FastEngine:
     def path_name(self) -> str:
         return self.path.name
 
-    def _validate(self, x, emb, base, perm) -> None:
+    def _validate(self, x, emb, base, perm, coef=None, w=None) -> None:
         self._validated = True
         take = min(16 if self.candidates else 4, x.shape[0])
-        args = (x[:take], emb[:take], base[:take], perm[:take])
+        args = (x[:take], emb[:take], base[:take], perm[:take],
+                *(None if t is None else t[:take] for t in (coef, w)))
         want = self.generic.walk_logits(*args)
         got = want if self.path is self.generic else self.path.walk_logits(*args)
         err = (want - got).abs() / (1.0 + want.abs())
@@ -113,7 +114,8 @@ class FastEngine:
 
     def _agrees(self, name: str, fp32_logits: torch.Tensor, low_logits: torch.Tensor,
                 perm: torch.Tensor, least: float) -> bool:
-        full, low = (entry_credits(logits.float(), perm).flatten().double()
+        players = self.imputer.num_players
+        full, low = (entry_credits(logits.float(), perm, players).flatten().double()
                      for logits in (fp32_logits, low_logits))
         corr = float(torch.corrcoef(torch.stack([full, low]))[0, 1])
         self.agreement[name] = corr
@@ -149,18 +151,21 @@ class FastEngine:
         return agreed
 
     @torch.no_grad()
-    def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        """x (B, m), y (B,), perm (B, K <= m*d) -> losses (B, K + 1) along the (truncated)
-        walk."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
+               w: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, slots) global ids, y (B,), perm (B, K <= slots*d), w bag weights or None
+        -> losses (B, K + 1) along the (truncated) walk."""
         batch, players = perm.shape
-        emb, base = self.imputer.embed(x)
+        emb, base, coef = self.imputer.embed(x, w)
         if not self._validated:
-            self._validate(x, emb, base, perm)
+            self._validate(x, emb, base, perm, coef, w)
         chunk = max(1, self.max_rows // (players + 1))
         out = torch.empty(batch, players + 1, device=x.device)
         with precision(self.dtype, self.device):
             for lo in range(0, batch, chunk):
                 hi = min(batch, lo + chunk)
-                logits = self.path.walk_logits(x[lo:hi], emb[lo:hi], base[lo:hi], perm[lo:hi])
+                part = (None if t is None else t[lo:hi] for t in (coef, w))
+                logits = self.path.walk_logits(x[lo:hi], emb[lo:hi], base[lo:hi], perm[lo:hi],
+                                               *part)
                 out[lo:hi] = bce(logits, y[lo:hi, None])
         return out

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shaver.attribution.estimator.mlp import FoldedMLP, fold_mlp
-from shaver.attribution.estimator.walks import prefix_sums, walk_deltas, walk_ranks
+from shaver.attribution.estimator.walks import PooledWalk, prefix_sums, walk_states
 
 
 class CrossPath:
@@ -22,8 +22,10 @@ class CrossPath:
 
     name = "cross"
 
-    def __init__(self, cross: nn.Module, mlp: FoldedMLP, out: nn.Linear, parallel: bool):
+    def __init__(self, cross: nn.Module, mlp: FoldedMLP, out: nn.Linear, parallel: bool,
+                 pooling: nn.Module | None = None):
         self.cross, self.mlp, self.out, self.parallel = cross, mlp, out, parallel
+        self.pooling = pooling
         self.mix = hasattr(cross, "u")
         self.gate = getattr(cross, "gate", "softmax")
         self._mix: list[tuple[torch.Tensor, ...]] | None = None
@@ -31,17 +33,22 @@ class CrossPath:
     def to_int8(self) -> CrossPath:
         """The same path with the MLP layers that see every state in int8 (the cross layers
         and the parallel structure's incremental first MLP layer stay fp32)."""
-        return CrossPath(self.cross, self.mlp.to_int8(), self.out, self.parallel)
+        return CrossPath(self.cross, self.mlp.to_int8(), self.out, self.parallel,
+                         self.pooling)
 
-    def walk_logits(self, x, emb, base, perm):
-        b, m, d = emb.shape
-        players, walk = m * d, perm.shape[1]
-        delta = walk_deltas(emb, base, perm)
-        rank = walk_ranks(perm, players)
-        steps = torch.arange(walk + 1, device=perm.device).view(1, -1, 1)
-        x0 = torch.where(rank.unsqueeze(1) < steps, base.reshape(b, 1, players),
-                         emb.reshape(b, 1, players)).flatten(0, 1)  # (b*(K+1), P)
-        flat = emb.reshape(b, players)
+    def walk_logits(self, x, emb, base, perm, coef=None, w=None):
+        b, slots, d = emb.shape
+        walk = perm.shape[1]
+        states = walk_states(emb, base, perm, None if coef is None else x).flatten(0, 1)
+        if coef is None:
+            x0 = states
+        else:  # every state pooled as the head pools it (coefficients of the sample)
+            x0 = self.pooling(states.view(-1, slots, d),
+                              coef.repeat_interleave(walk + 1, dim=0)).flatten(1)
+        pooled = PooledWalk(emb, base, perm, coef, self.pooling,
+                            None if self.pooling is None else self.pooling.slot_field)
+        perm, delta = pooled.pos, pooled.delta
+        flat = pooled.start.reshape(b, -1)
         h = self._cross(x0, flat, perm, delta)
         if self.parallel:
             first = self.mlp.layers[0]
@@ -109,4 +116,5 @@ def find_cross_path(model: nn.Module) -> CrossPath | None:
     folded = fold_mlp(mlp) if mlp is not None else None
     if folded is None:
         return None
-    return CrossPath(cross, folded, out, getattr(model, "structure", "stacked") == "parallel")
+    return CrossPath(cross, folded, out, getattr(model, "structure", "stacked") == "parallel",
+                     getattr(model, "pooling", None))

@@ -29,15 +29,17 @@ class ReferenceEngine:
                                    "the fast engine")
 
     @torch.no_grad()
-    def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        """x (B, m), y (B,), perm (B, K <= m*d) -> losses (B, K + 1) along the walk."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor,
+               w: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, slots) global ids, y (B,), perm (B, K <= slots*d), w bag weights or None
+        -> losses (B, K + 1) along the walk."""
         batch, walk = perm.shape
         keep = torch.ones(batch, self.imputer.num_players, dtype=torch.bool, device=x.device)
         rows = torch.arange(batch, device=x.device)
         out = torch.empty(batch, walk + 1, device=x.device)
         with precision(self.dtype, self.device):
-            out[:, 0] = bce(self.imputer(x, keep), y)
+            out[:, 0] = bce(self.imputer(x, keep, w), y)
             for t in range(walk):
                 keep[rows, perm[:, t]] = False
-                out[:, t + 1] = bce(self.imputer(x, keep), y)
+                out[:, t + 1] = bce(self.imputer(x, keep, w), y)
         return out
