@@ -206,6 +206,17 @@ class FieldLayout:
         return np.concatenate(parts, axis=1)
 
 
+def ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """int64: the concatenation of ``arange(starts[i], stops[i])`` (the values of ragged rows
+    ``i`` that lie at ``starts[i]:stops[i]``)."""
+    lengths = (np.asarray(stops) - np.asarray(starts)).astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return first + np.arange(total, dtype=np.int64)
+
+
 def pad_bags(offsets: np.ndarray, values: np.ndarray, max_len: int,
              weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Ragged rows (``offsets`` (rows + 1,), ``values``) -> (ids (rows, max_len) padded with

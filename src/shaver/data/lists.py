@@ -18,6 +18,7 @@ import numpy as np
 
 from shaver.data.spec import FieldSpec
 from shaver.data.tokens import BadValue, Coded
+from shaver.layout import ranges
 
 
 @dataclass(frozen=True)
@@ -109,16 +110,6 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         return float("nan")
-
-
-def ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """int64: concatenation of ``arange(starts[i], stops[i])``."""
-    lengths = (stops - starts).astype(np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return first + np.arange(total, dtype=np.int64)
 
 
 class ListColumn:

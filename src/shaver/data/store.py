@@ -44,7 +44,7 @@ import numpy as np
 from shaver import __version__
 from shaver.errors import DataError, ShaverError
 from shaver.fileio import check_format, read_json
-from shaver.layout import FieldLayout, pad_bags
+from shaver.layout import FieldLayout, pad_bags, ranges
 
 FORMAT = "shaver-prepared"
 FORMAT_VERSION = 1
@@ -227,7 +227,7 @@ class PreparedDataset:
             offsets, values, weights = self.bag(split, b.field)
             starts, stops = offsets[picked], offsets[picked + 1]
             sub = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
-            take = _ranges(starts, stops)
+            take = ranges(starts, stops)
             ids, bw = pad_bags(sub, np.asarray(values[take]), b.max_len,
                                None if weights is None else np.asarray(weights[take]))
             lo, hi = int(layout.starts[b.field]), int(layout.starts[b.field + 1])
@@ -372,16 +372,6 @@ def write_bag(folder: Path, split: str, field: int, offsets: np.ndarray, values:
             raise DataError(f"bag field {field} ({split}): {len(w)} weights for "
                             f"{len(values)} values")
         np.save(folder / bag_file(split, field, "weights"), w)
-
-
-def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """int64: concatenation of ``arange(starts[i], stops[i])``."""
-    lengths = (stops - starts).astype(np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return first + np.arange(total, dtype=np.int64)
 
 
 def open_dataset(path: str | os.PathLike[str]) -> PreparedDataset:
