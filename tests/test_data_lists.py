@@ -12,11 +12,13 @@ import pytest
 
 from shaver.data.builtin import prepare_movielens_from_wheel
 from shaver.data.encode import RowEncoder, RowValueError
+from shaver.data.info import describe
 from shaver.data.prepare import prepare_dataset
 from shaver.data.presets import load_preset
 from shaver.data.spec import DatasetSpec
 from shaver.errors import DataError, SpecError
 from shaver.layout import Bag, FieldLayout
+from bag_data import make_bags
 from test_data_builtin import make_wheel
 
 KDD = Path(__file__).parents[2] / "shared" / "data" / "kdd12" / "training_example.txt"
@@ -356,3 +358,14 @@ def test_kdd12_token_files_add_list_fields(tmp_path):
             assert got == [str(10 * list(columns).index(name) + j) for j in range(n % 5)]
     # without the profile and token files the plain ids are the same columns
     assert np.array_equal(full.ids("train"), plain.ids("train"))
+
+
+def test_info_shows_list_fields(tmp_path):
+    """`shaver data info` names each list field's pooling, max_len and ids per train row."""
+    ds = make_bags(tmp_path / "bags", rows=400)
+    lines = describe(ds).splitlines()
+    per_row = ds.frequencies[ds.offsets[1]:ds.offsets[1] + ds.field_dims[1]].sum() / 320
+    assert lines[-3].endswith(f"mean, <= 4, {per_row:.2f}")
+    tags = ds.frequencies[ds.offsets[3]:].sum() / 320
+    assert lines[-1].split()[-3:] == ["<=", "3,", f"{tags:.2f}"]
+    assert "sum, weighted" in lines[-1]

@@ -38,6 +38,7 @@ from shaver.errors import BudgetError
 from shaver.models.registry import build_model
 from shaver.pruning.api import prune
 from shaver.pruning.scorers import compute_scores
+from shaver.table.budget import Budget
 from shaver.train.checkpoint import load_run
 from shaver.train.loop import fit
 
@@ -97,8 +98,9 @@ def grid_rows(name: str, model, dataset, attr: Attribution, seed: int,
                 (r,) = prune(model, scores, [budget], dataset=dataset,
                              include_feature_map=False, **options)
             except BudgetError as exc:
-                rows.append({"model": name, "method": label, "budget": budget,
-                             "auc": None, "logloss": None, "refused": str(exc)})
+                rows.append({"model": name, "method": label,
+                             "budget": Budget.parse(budget).label, "auc": None,
+                             "logloss": None, "refused": str(exc)})
                 continue
             rows.append({"model": name, "method": label, "budget": r.budget.label,
                          "kept": r.kept, "table_bytes": r.table_bytes,

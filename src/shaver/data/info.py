@@ -23,12 +23,20 @@ def describe(ds: PreparedDataset, max_fields: int = 60) -> str:
         lines.append(f"skipped bad lines: {meta['skipped_lines']:,}")
     freq = ds.frequencies
     offsets = ds.offsets
-    lines.append(f"{'field':<16}{'values':>10}{'train OOV share':>18}")
+    bags = ds.layout.bag_of
+    train_rows = max(int(meta["rows"]["train"]), 1)
+    lines.append(f"{'field':<16}{'values':>10}{'train OOV share':>18}"
+                 + ("  list (pooling, max_len, ids a train row)" if bags else ""))
     for k, (name, dim) in enumerate(zip(ds.field_names, ds.field_dims)):
         if k == max_fields:
             lines.append(f"... {ds.num_fields - max_fields} more fields")
             break
         total = int(freq[offsets[k]:offsets[k] + dim].sum())
         oov = int(freq[offsets[k]]) / total if total else 0.0
-        lines.append(f"{name:<16}{dim:>10,}{oov:>18.1%}")
+        line = f"{name:<16}{dim:>10,}{oov:>18.1%}"
+        if k in bags:
+            b = bags[k]
+            line += (f"  {b.pooling}{', weighted' if b.weighted else ''}, <= {b.max_len}, "
+                     f"{total / train_rows:.2f}")
+        lines.append(line)
     return "\n".join(lines)
