@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bag_data import make_bags
 from shaver.data.builtin import prepare_movielens_from_wheel
 from shaver.data.encode import RowEncoder, RowValueError
 from shaver.data.info import describe
@@ -18,7 +19,6 @@ from shaver.data.presets import load_preset
 from shaver.data.spec import DatasetSpec
 from shaver.errors import DataError, SpecError
 from shaver.layout import Bag, FieldLayout
-from bag_data import make_bags
 from test_data_builtin import make_wheel
 
 KDD = Path(__file__).parents[2] / "shared" / "data" / "kdd12" / "training_example.txt"
