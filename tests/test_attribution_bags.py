@@ -23,9 +23,11 @@ from shaver.attribution.estimator.paths import GenericPath
 from shaver.attribution.exact import MAX_PLAYERS, exact_sample_shapley, exact_shapley
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import real_first, sample_permutations
+from shaver.attribution.refine import attribute_survivors
 from shaver.attribution.runner import batch_credits
 from shaver.attribution.slots import slot_leaders
 from shaver.errors import AttributionError
+from shaver.table.mask import masked_copy
 
 torch.set_num_threads(2)
 EXPECTED_PATH = {"fm": "fm-mlp", "deepfm": "fm-mlp", "dcn-v2": "cross", "dcn-mix": "cross",
@@ -325,3 +327,17 @@ def test_attribute_is_deterministic_and_unseen_rows_are_null_with_bags(tmp_path)
     assert bool((runs[0].phi[torch.from_numpy(~seen)] == 0).all())
     assert bool((runs[0].phi[torch.from_numpy(seen)] != 0).any())
     assert runs[0].settings["path"] == "cross"
+
+
+def test_survivor_walks_credit_no_pruned_entry_with_bags(bag_ds):
+    """Refinement walks samples in groups of similar survivor counts; a shorter walk of a
+    group goes on into its pruned entries, whose steps are float noise: never a credit."""
+    model = _trained_like(bag_ds)
+    n, d = model.embedding.weight.shape
+    book = torch.randn(model.num_fields, d, generator=torch.Generator().manual_seed(1))
+    mask = np.random.default_rng(0).random((n, d)) < 0.5
+    acc, _ = attribute_survivors(masked_copy(model, mask, book), bag_ds, mask, book,
+                                 samples=200, batch_size=64)
+    pruned = torch.from_numpy(~mask.reshape(-1))
+    assert bool((acc.sum[pruned] == 0).all()) and bool((acc.sumsq[pruned] == 0).all())
+    assert bool((acc.sum[~pruned] != 0).any())
