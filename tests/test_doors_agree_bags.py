@@ -16,7 +16,6 @@ import yaml
 
 from bag_data import make_bags
 from shaver.attribution.result import Attribution
-from shaver.cli import main
 from shaver.deploy.artifact import load_artifact
 from shaver.deploy.fleet import fleet
 from shaver.deploy.fleet_manifest import file_sha256
