@@ -20,10 +20,14 @@ from shaver.attribution.api import attribute
 from shaver.attribution.estimator import entry_credits, make_engine
 from shaver.attribution.estimator.common import bce, global_entries
 from shaver.attribution.estimator.paths import GenericPath
+from shaver.attribution.exact import MAX_PLAYERS, exact_sample_shapley, exact_shapley
 from shaver.attribution.imputer import PlaceholderImputer
 from shaver.attribution.permutations import real_first, sample_permutations
+from shaver.attribution.refine import attribute_survivors
 from shaver.attribution.runner import batch_credits
 from shaver.attribution.slots import slot_leaders
+from shaver.errors import AttributionError
+from shaver.table.mask import masked_copy
 
 torch.set_num_threads(2)
 EXPECTED_PATH = {"fm": "fm-mlp", "deepfm": "fm-mlp", "dcn-v2": "cross", "dcn-mix": "cross",
@@ -201,6 +205,91 @@ def test_exact_game_merges_a_duplicate_id_into_one_player():
         assert abs(float(mean[slot]) - exact[(rid, 0)]) < 1e-5
 
 
+
+# -- the library's exact oracle (shaver.attribution.exact) on the bag game -------------------
+
+@pytest.mark.parametrize("name", BAG_MODELS)
+def test_exact_py_equals_the_independent_oracle_on_bag_rows(name):
+    """exact.py enumerates each row's real players only; its values sit on the leading slot
+    of each distinct entry, equal the oracle's, and every other position (pads, later copies,
+    weight-0 values) holds exactly 0."""
+    model = bag_model(name)
+    imputer = _imputer(model)
+    x, y, w = bag_batch()
+    d = imputer.embed_dim
+    phi = exact_sample_shapley(imputer, x, y, w)
+    assert phi.shape == (len(x), imputer.num_players) and phi.dtype == torch.float64
+    entries = global_entries(x, d)
+    real = imputer.real_players(x, w)
+    for b in range(len(x)):
+        oracle = _exact_bag_shapley(model, imputer.placeholder, x[b], y[b], w[b])
+        assert int(real[b].sum()) == len(oracle)
+        got = {(int(e) // d, int(e) % d): float(v)
+               for e, v, r in zip(entries[b], phi[b], real[b]) if r}
+        assert got.keys() == oracle.keys()
+        for key, value in oracle.items():
+            assert abs(got[key] - value) < 1e-5, (name, b, key, got[key], value)
+        assert bool((phi[b][~real[b]] == 0).all())
+
+
+@pytest.mark.parametrize("name", ["fm", "deepfm", "dcn-mix"])
+def test_exact_py_is_efficient_and_credits_global_entries_with_bags(name):
+    model = bag_model(name)
+    imputer = _imputer(model)
+    x, y, w = bag_batch()
+    phi = exact_sample_shapley(imputer, x, y, w)
+    keep = torch.ones(len(x), imputer.num_players, dtype=torch.bool)
+    gap = bce(imputer(x, ~keep, w), y).double() - bce(imputer(x, keep, w), y).double()
+    assert torch.allclose(phi.sum(1), gap, atol=1e-5)
+    table = exact_shapley(imputer, x, y, model.num_features, w)
+    assert table.shape == (model.num_features, imputer.embed_dim)
+    assert abs(float(table.sum()) - float(gap.mean())) < 1e-5
+    d = imputer.embed_dim
+    expected = torch.zeros(model.num_features * d, dtype=torch.float64)
+    for b in range(len(x)):
+        oracle = _exact_bag_shapley(model, imputer.placeholder, x[b], y[b], w[b])
+        for (r, k), value in oracle.items():
+            expected[r * d + k] += value / len(x)
+    assert torch.allclose(table.reshape(-1), expected, atol=1e-6)
+    unused = sorted(set(range(model.num_features)) - set(x[x >= 0].unique().tolist()))
+    assert unused and bool((table[unused] == 0).all())
+
+
+def test_exact_py_refuses_a_bag_row_with_too_many_real_players():
+    model = bag_model("fm", embed_dim=4)  # row 0: 4 real ids (a weight-0 tag) x 4 = 16
+    imputer = _imputer(model)
+    x, y, w = bag_batch()
+    counts = imputer.real_players(x, w).sum(1)
+    assert int(counts[0]) == 16 and imputer.num_players == 24  # a pad-free count
+    big = int((counts > MAX_PLAYERS).nonzero()[0, 0])
+    with pytest.raises(AttributionError, match=f"sample {big} has {int(counts[big])}"):
+        exact_sample_shapley(imputer, x, y, w)
+    ok = counts <= MAX_PLAYERS
+    phi = exact_sample_shapley(imputer, x[ok], y[ok], w[ok])  # the rows that fit enumerate
+    assert phi.shape == (int(ok.sum()), imputer.num_players)
+
+
+@pytest.mark.parametrize("name", ["deepfm", "dcn-mix"])
+def test_fast_engine_converges_to_exact_py_on_a_bag_model(name):
+    """Mean credit of the fast engine's truncated walks over many permutations is within 4.5
+    standard errors of exact.py's value, position by position (null positions: exactly 0)."""
+    model = bag_model(name, seed=3)
+    imputer = _imputer(model)
+    x, y, w = bag_batch(batch=3, seed=4)
+    draws = 1500
+    xs, ys, ws = x.repeat(draws, 1), y.repeat(draws), w.repeat(draws, 1)
+    perm = sample_permutations(11, 0, len(xs), imputer.num_players)
+    credits, _ = batch_credits(make_engine("fast", imputer), xs, ys, perm, False, ws)
+    credits = credits.double().view(draws, len(x), -1)
+    mean, se = credits.mean(0), credits.std(0) / math.sqrt(draws)
+    exact = exact_sample_shapley(imputer, x, y, w)
+    real = imputer.real_players(x, w)
+    assert bool((mean[~real] == 0).all()) and bool((exact[~real] == 0).all())
+    z = (mean - exact).abs()[real] / (se[real] + 1e-9)
+    assert float(z.max()) < 4.5, z.max()
+    assert float((mean - exact).abs().max()) > 0  # estimates, not the exact values themselves
+
+
 @pytest.fixture(scope="module")
 def bag_ds(tmp_path_factory):
     return write_bag_dataset(tmp_path_factory.mktemp("bags") / "ds", rows=300)
@@ -238,3 +327,17 @@ def test_attribute_is_deterministic_and_unseen_rows_are_null_with_bags(tmp_path)
     assert bool((runs[0].phi[torch.from_numpy(~seen)] == 0).all())
     assert bool((runs[0].phi[torch.from_numpy(seen)] != 0).any())
     assert runs[0].settings["path"] == "cross"
+
+
+def test_survivor_walks_credit_no_pruned_entry_with_bags(bag_ds):
+    """Refinement walks samples in groups of similar survivor counts; a shorter walk of a
+    group goes on into its pruned entries, whose steps are float noise: never a credit."""
+    model = _trained_like(bag_ds)
+    n, d = model.embedding.weight.shape
+    book = torch.randn(model.num_fields, d, generator=torch.Generator().manual_seed(1))
+    mask = np.random.default_rng(0).random((n, d)) < 0.5
+    acc, _ = attribute_survivors(masked_copy(model, mask, book), bag_ds, mask, book,
+                                 samples=200, batch_size=64)
+    pruned = torch.from_numpy(~mask.reshape(-1))
+    assert bool((acc.sum[pruned] == 0).all()) and bool((acc.sumsq[pruned] == 0).all())
+    assert bool((acc.sum[~pruned] != 0).any())

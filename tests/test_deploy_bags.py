@@ -16,9 +16,9 @@ from shaver.cli import main
 from shaver.data.feature_map import feature_map_of
 from shaver.deploy.artifact import export_artifact, load_artifact
 from shaver.deploy.embedding import compressed_model
-from shaver.deploy.onnx_bags import feeds_to_slots
+from shaver.deploy.onnx_bags import feeds_to_slots, slots_to_feeds
 from shaver.deploy.onnx_export import export_onnx, random_feeds
-from shaver.errors import ArtifactError, DataError
+from shaver.errors import ArtifactError, DataError, ShaverError
 from shaver.layout import PAD, Bag, FieldLayout
 from shaver.models.registry import build_model
 from shaver.pruning.api import prune
@@ -157,6 +157,29 @@ def test_onnx_equals_torch(tmp_path, name, table):
     assert (x0[:, 1:5] == PAD).all() and (x0[:, 6:] == PAD).all()
     np.testing.assert_allclose(session.run(["logit"], empty)[0], torch_logits(model, x0, w0),
                                atol=1e-5, rtol=0)
+
+
+def test_slots_to_feeds_inverts_feeds_to_slots(tmp_path):
+    """An encoded slot batch (pads, empty and full bags) -> graph inputs -> the same slots;
+    and onnxruntime on those inputs scores the batch as torch does."""
+    model, _, _ = bag_model("deepfm")
+    art = load_artifact(export_artifact(model, tmp_path / "a.shaver").path)
+    x, w = random_slots(LAYOUT, 16, seed=7)
+    feeds = slots_to_feeds(LAYOUT, x, w, art.field_names)
+    assert list(feeds) == ["ids", "field1_values", "field1_offsets", "field3_values",
+                           "field3_offsets", "field3_weights"]
+    back, wb = feeds_to_slots(LAYOUT, feeds, art.field_names)
+    np.testing.assert_array_equal(back, x)
+    tags = slice(int(LAYOUT.starts[3]), int(LAYOUT.starts[4]))
+    real = x[:, tags] >= 0
+    np.testing.assert_array_equal(wb[:, tags][real], w[:, tags][real])
+    session = _ort(export_onnx(art, tmp_path / "a.onnx"))
+    np.testing.assert_allclose(session.run(["logit"], feeds)[0], torch_logits(model, x, w),
+                               atol=1e-5, rtol=0)
+    assert slots_to_feeds(LAYOUT, x, None, art.field_names)["field3_weights"].tolist() == \
+        [1.0] * int(real.sum())
+    with pytest.raises(ShaverError, match="expected \\(rows, 9\\)"):
+        slots_to_feeds(LAYOUT, x[:, :4], w, art.field_names)
 
 
 def test_onnx_pads_and_truncates_keeping_the_first_values(tmp_path):

@@ -96,7 +96,9 @@ def attribute_survivors(pruned: torch.nn.Module, dataset: Any, mask: np.ndarray,
         for group in by_count.split(GROUP):
             walk = survivor_walks(perm[group], alive[group])
             losses = eng.losses(x[group], y[group], walk, None if w is None else w[group])
-            credits[group] = credits[group].scatter_(1, walk, losses[:, 1:] - losses[:, :-1])
+            steps = credits[group].scatter_(1, walk, losses[:, 1:] - losses[:, :-1])
+            # a shorter walk of the group goes on into non-survivors: float noise, no credit
+            credits[group] = steps.masked_fill(~alive[group], 0.0)
             states += len(group) * (walk.shape[1] + 1)
         acc.add(entries, credits)
     record = RoundRecord(int(mask.sum()), acc.count, states, time.perf_counter() - started)

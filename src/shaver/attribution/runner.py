@@ -96,7 +96,9 @@ def batch_credits(engine: Engine, x: torch.Tensor, y: torch.Tensor, perm: torch.
         for group in groups:
             part = walk[group, : int(counts[group].max())]
             losses = engine.losses(x[group], y[group], part, None if w is None else w[group])
-            out[group] = entry_credits(losses, part, players)
+            # a shorter row of the group walks on into its null players; their steps are
+            # float noise of the recomputed loss (an ulp), never a credit: exactly 0
+            out[group] = entry_credits(losses, part, players).masked_fill(~real[group], 0.0)
         return out
 
     walk = real_first(perm, real)

@@ -16,7 +16,8 @@ pads each list into the bag's ``max_len`` slots itself (:class:`SlotsFromOffsets
 the model on slots (:mod:`shaver.layout`). Truncation: a list longer than ``max_len`` keeps
 its FIRST ``max_len`` values, as :func:`shaver.layout.pad_bags` does; the encoder
 (:class:`shaver.data.encode.RowEncoder`) has already truncated lists the way the bag's
-``keep`` says, so feed the encoder's lists (for ``keep: last``, pass the last values).
+``keep`` says, so feed the encoder's lists (for ``keep: last``, pass the last values):
+:func:`slots_to_feeds` turns its slot batch into the graph's inputs.
 """
 
 from __future__ import annotations
@@ -168,3 +169,27 @@ def feeds_to_slots(layout: FieldLayout, feeds: dict[str, np.ndarray], names: Seq
         if w is not None and bw is not None:
             w[:, lo:hi] = bw
     return x, w
+
+
+def slots_to_feeds(layout: FieldLayout, x: np.ndarray, w: np.ndarray | None,
+                   names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The graph inputs (in :func:`input_names` order) of a slot batch ``x`` (batch, slots),
+    ``w`` (weights or None: every value weighs 1), e.g. raw rows as
+    :meth:`shaver.data.encode.RowEncoder.encode_slots` gives them: each bag's non-pad slots,
+    in slot order, become its list. The inverse of :func:`feeds_to_slots` on such batches."""
+    x = np.asarray(x, dtype=np.int64)
+    layout.check_ids(x)
+    feeds = {"ids": np.ascontiguousarray(x[:, layout.starts[layout.single_fields]])}
+    for b in layout.bags:
+        name = names[b.field]
+        lo, hi = int(layout.starts[b.field]), int(layout.starts[b.field + 1])
+        part = x[:, lo:hi]
+        real = part >= 0
+        feeds[f"{name}_values"] = part[real]  # row-major: each row's values in slot order
+        feeds[f"{name}_offsets"] = np.concatenate(
+            [[0], np.cumsum(real.sum(1))[:-1]]).astype(np.int64)
+        if b.weighted:
+            weights = np.ones(part.shape, np.float32) if w is None else \
+                np.asarray(w, dtype=np.float32)[:, lo:hi]
+            feeds[f"{name}_weights"] = np.ascontiguousarray(weights[real])
+    return feeds
