@@ -308,7 +308,10 @@ def test_attribute_end_to_end_on_bags_with_the_default_options(bag_ds):
     assert res.settings["control_variate"].endswith("sampled-8")
     assert res.settings["stop"] == "cut" and res.settings["path"] == "fm-mlp"
     assert res.bins is not None and res.bins.shape[1:] == (n, d)
-    assert torch.allclose(res.bins.sum(0), res.phi, atol=1e-5)
+    # bag samples' credits are weighted p_b / q_b in the bins (binned.BinnedCredits.add):
+    # the shares sum to phi in expectation, not walk by walk as for single-valued samples
+    both = torch.stack([res.bins.sum(0).flatten(), res.phi.flatten()]).double()
+    assert float(torch.corrcoef(both)[0, 1]) > 0.95
     freq = np.asarray(bag_ds.frequencies)
     unseen = torch.from_numpy(freq == 0)
     assert bool((res.phi[unseen] == 0).all())

@@ -227,3 +227,30 @@ def test_bad_bins_in_a_result_are_refused():
         Attribution(**kw, bins=torch.zeros(2, 4, 2), bin_edges=[1, 5])
     with pytest.raises(CheckpointError, match="bin_edges given without bins"):
         Attribution(**kw, bin_edges=[1, 5])
+
+
+def test_bag_walks_are_weighted_to_the_bin_probabilities():
+    """A sample with P_b < P real players (bags) maps its steps onto the padded scale; each
+    credit is weighted p_b / q_b, so one walk with every credit 1 puts exactly p_b * P_b into
+    bin b, whatever P_b (unweighted, its steps would land unevenly: q_b != p_b)."""
+    players, bins = 40, 6
+    binned = BinnedCredits(num_entries=players, players=players, bins=bins)
+    p = bin_probabilities(binned.edges)
+    gen = torch.Generator().manual_seed(0)
+    real = torch.tensor([40, 29, 17, 7, 3])
+    perms, entries = [], []
+    for count in real.tolist():  # real players first, pads after them (entry -1)
+        order = torch.randperm(count, generator=gen)
+        perms.append(torch.cat([order, torch.arange(count, players)]))
+        entries.append(torch.cat([torch.arange(count), torch.full((players - count,), -1)]))
+    perm, entries = torch.stack(perms), torch.stack(entries)
+    walk = int(real.max())
+    for row, count in enumerate(real.tolist()):
+        binned.reset()
+        binned.add(entries[row:row + 1], torch.ones(1, players), perm[row:row + 1, :walk],
+                   real=real[row:row + 1])
+        got = binned.sums.sum(1).double().numpy()
+        reached = got > 0
+        assert np.allclose(got[reached], p[reached] * count, rtol=1e-5), count
+        if count == players:
+            assert reached.all()

@@ -15,7 +15,9 @@ least one position, so B <= P.
 State: ``sums`` float32 (B, n*d) of credits per bin and global entry. With ``count`` samples
 seen (the accumulator's, ALL samples), ``sums[b] / count`` is the bin's share of phi: summed
 over bins it is phi, and ``sums[b] / (count * p_b)`` is an unbiased estimate of the entry's
-mean marginal contribution to coalitions of bin b (frequency-weighted like phi). The weighting
+mean marginal contribution to coalitions of bin b (frequency-weighted like phi). A sample
+with bags has fewer real players than P; its credits are weighted so that the same holds
+(see :meth:`BinnedCredits.add`), and the bins then sum to phi in expectation. The weighting
 of those stratum means into one score per budget is :mod:`shaver.attribution.semivalue`.
 
 Memory: float32 (not float64) and :data:`DEFAULT_BINS` = 8 bins. Full Criteo's table, about
@@ -112,8 +114,14 @@ class BinnedCredits:
 
         With bags a sample has P_b <= P real players: its step t removes an entry from a
         coalition keeping c = P_b - t of them, a kept fraction c / P_b, binned as the
-        position ``ceil(c * P / P_b)`` of the padded scale (the same bin when P_b = P; the
-        bin probabilities p_b then hold up to the rounding of that map)."""
+        position ``ceil(c * P / P_b)`` of the padded scale (the same bin when P_b = P). That
+        map puts q_b = (its steps in bin b) / P_b of the sample's steps in bin b, not p_b,
+        so each credit is weighted p_b / q_b (importance weighting): a bin's sum then
+        estimates p_b times the sample's mean marginal contribution over that bin's
+        coalitions, as for single-valued samples, and sums[b] / (count * p_b) stays an
+        unbiased stratum mean. (A sample with so few real players that no step of it maps
+        to bin b adds nothing to that bin; the shares then sum to phi in expectation only.)
+        """
         batch, walk = perm.shape
         players = entries.shape[1]
         if players != self.players:
@@ -135,10 +143,16 @@ class BinnedCredits:
                            .unsqueeze(1), rounding_mode="floor")  # ceil(c * P / P_b)
         inner = torch.tensor(self.edges[1:-1], device=perm.device)
         bins = torch.bucketize(scaled, inner, right=True)
+        live = kept > 0
+        hits = torch.zeros(batch, self.bins, device=perm.device).scatter_add_(
+            1, bins, live.to(torch.float32))  # the sample's steps per bin
+        probs = torch.from_numpy(bin_probabilities(self.edges)).float().to(perm.device)
+        q = hits / count.clamp_min(1).unsqueeze(1)
+        factor = torch.where(hits > 0, probs / q.clamp_min(1e-30), torch.zeros_like(q))
         who = entries.gather(1, perm)
-        flat = torch.where((kept > 0) & (who >= 0), bins * self.num_entries + who,
+        flat = torch.where(live & (who >= 0), bins * self.num_entries + who,
                            torch.full_like(who, -1))
-        flat, vals = real_entries(flat, values.gather(1, perm))
+        flat, vals = real_entries(flat, values.gather(1, perm) * factor.gather(1, bins))
         self.sums.view(-1).index_add_(0, flat, vals)
 
     def merge(self, other: BinnedCredits | None) -> None:
