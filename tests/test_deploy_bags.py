@@ -384,3 +384,25 @@ def test_predict_raw_rows_with_list_columns(tmp_path, capsys):
     assert main(["predict", "--artifact", str(out.path), "--input", str(tsv)]) == 0
     scores = np.array(capsys.readouterr().out.split()[1:], dtype=np.float64)
     np.testing.assert_allclose(scores, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fm", "dcn-mix"])
+def test_a_model_whose_every_field_is_a_bag(tmp_path, name):
+    """No single-valued field: the graph has no ``ids`` input (only the bags'), and runtime
+    and ONNX still equal torch."""
+    every = FieldLayout(len(FIELD_DIMS), tuple(
+        Bag(f, 2 + f % 2, "mean" if f % 2 else "sum", weighted=f == 2)
+        for f in range(len(FIELD_DIMS))))
+    model, _ = pruned_model(name, seed=3, layout=every.to_json())
+    model.embedding.codebook.mul_(0.1)
+    art = load_artifact(export_artifact(model, tmp_path / "a.shaver").path)
+    x, w = random_slots(every, 32, seed=4)
+    ref = torch_logits(model, x, w)
+    np.testing.assert_allclose(art.logits(x, w), ref, atol=1e-5, rtol=0)
+    feeds = slots_to_feeds(every, x, w, art.field_names)
+    assert "ids" not in feeds
+    session = _ort(export_onnx(art, tmp_path / "a.onnx"))
+    assert [i.name for i in session.get_inputs()] == list(feeds)
+    back, _ = feeds_to_slots(every, feeds, art.field_names)
+    np.testing.assert_array_equal(back, x)
+    np.testing.assert_allclose(session.run(["logit"], feeds)[0], ref, atol=1e-5, rtol=0)

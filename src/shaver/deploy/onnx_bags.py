@@ -3,7 +3,8 @@
 A deployed graph should not make its caller pad lists, so a model with bags takes
 
 * ``ids`` int64 (batch, single-valued fields): global ids of the single-valued fields, in
-  field order (exactly today's input for a model without bags);
+  field order (exactly today's input for a model without bags; absent when every field is
+  a bag);
 * per bag field, in field order: ``<name>_values`` int64 (N,) the global ids of every
   sample's list, concatenated; ``<name>_offsets`` int64 (batch,) where each sample's list
   starts in ``<name>_values`` (non-decreasing, in [0, N]; sample i's list ends where sample
@@ -35,9 +36,9 @@ BagArrays = tuple[np.ndarray, ...]
 
 
 def input_names(layout: FieldLayout, names: Sequence[str]) -> list[str]:
-    """The graph's input names, in order: ``ids``, then each bag's values, offsets
-    (and weights when the bag is weighted)."""
-    out = ["ids"]
+    """The graph's input names, in order: ``ids`` (unless every field is a bag), then each
+    bag's values, offsets (and weights when the bag is weighted)."""
+    out = ["ids"] if len(layout.single_fields) else []
     for b in layout.bags:
         out += [f"{names[b.field]}_values", f"{names[b.field]}_offsets"]
         if b.weighted:
@@ -47,7 +48,8 @@ def input_names(layout: FieldLayout, names: Sequence[str]) -> list[str]:
 
 def dynamic_axes(layout: FieldLayout, names: Sequence[str]) -> dict[str, dict[int, str]]:
     """``torch.onnx.export`` dynamic axes: the batch, and each bag's total value count."""
-    axes: dict[str, dict[int, str]] = {"ids": {0: "batch"}}
+    axes: dict[str, dict[int, str]] = {"ids": {0: "batch"}} if len(layout.single_fields) \
+        else {}
     for b in layout.bags:
         name = names[b.field]
         axes[f"{name}_values"] = {0: f"{name}_count"}
@@ -68,14 +70,16 @@ class SlotsFromOffsets(nn.Module):
         self.register_buffer("positions", torch.arange(max(b.max_len for b in layout.bags),
                                                        dtype=torch.int64), persistent=False)
 
-    def forward(self, ids: torch.Tensor, *bags: torch.Tensor
+    def forward(self, ids: torch.Tensor | None, *bags: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``ids`` is None when every field is a bag."""
         layout = self.layout
         xs: list[torch.Tensor] = []
         ws: list[torch.Tensor] = []
         column, k = 0, 0
         for kind, lo, hi in layout.runs():
             if kind == "single":
+                assert ids is not None
                 part = ids[:, column:column + hi - lo]
                 column += hi - lo
                 xs.append(part)
@@ -113,15 +117,16 @@ class SlotsFromOffsets(nn.Module):
 
 class BagGraph(nn.Module):
     """``model`` (a shaver model on slots) behind :class:`SlotsFromOffsets`:
-    forward(ids, *bag inputs) -> (logit, probability) (batch,)."""
+    forward(*inputs in :func:`input_names` order) -> (logit, probability) (batch,)."""
 
     def __init__(self, model: nn.Module, layout: FieldLayout):
         super().__init__()
         self.model = model
         self.slots = SlotsFromOffsets(layout)
+        self.has_ids = bool(len(layout.single_fields))
 
-    def forward(self, ids: torch.Tensor, *bags: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, bags = (inputs[0], inputs[1:]) if self.has_ids else (None, inputs)
         x, w = self.slots(ids, *bags)
         logit = self.model(x, w)
         return logit, torch.sigmoid(logit)
@@ -134,7 +139,7 @@ def random_feeds(layout: FieldLayout, bounds: np.ndarray, names: Sequence[str], 
     rng = np.random.default_rng(seed)
     single = layout.single_fields
     ids = rng.integers(bounds[single], bounds[single + 1], size=(batch, len(single)))
-    feeds = {"ids": ids.astype(np.int64)}
+    feeds = {"ids": ids.astype(np.int64)} if len(single) else {}
     for b in layout.bags:
         lengths = rng.integers(0, b.max_len + 2, size=batch)
         lengths[0] = 0  # an empty list in every batch
@@ -153,8 +158,10 @@ def feeds_to_slots(layout: FieldLayout, feeds: dict[str, np.ndarray], names: Seq
     """The slot batch (x (batch, slots), w or None) that graph inputs ``feeds`` stand for
     (:func:`shaver.layout.pad_bags`: the first ``max_len`` values of each list): what the
     numpy runtime and the torch model take."""
-    ids = np.asarray(feeds["ids"], dtype=np.int64)
-    batch = len(ids)
+    first = layout.bags[0]
+    batch = len(feeds["ids"]) if len(layout.single_fields) else \
+        len(feeds[f"{names[first.field]}_offsets"])
+    ids = np.asarray(feeds.get("ids", np.zeros((batch, 0))), dtype=np.int64)
     x = np.empty((batch, layout.num_slots), dtype=np.int64)
     w = np.ones((batch, layout.num_slots), dtype=np.float32) if layout.weighted else None
     x[:, layout.starts[layout.single_fields]] = ids
@@ -179,7 +186,8 @@ def slots_to_feeds(layout: FieldLayout, x: np.ndarray, w: np.ndarray | None,
     in slot order, become its list. The inverse of :func:`feeds_to_slots` on such batches."""
     x = np.asarray(x, dtype=np.int64)
     layout.check_ids(x)
-    feeds = {"ids": np.ascontiguousarray(x[:, layout.starts[layout.single_fields]])}
+    feeds = {"ids": np.ascontiguousarray(x[:, layout.starts[layout.single_fields]])} \
+        if len(layout.single_fields) else {}
     for b in layout.bags:
         name = names[b.field]
         lo, hi = int(layout.starts[b.field]), int(layout.starts[b.field + 1])
