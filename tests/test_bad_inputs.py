@@ -659,7 +659,7 @@ CASES = [
     ("bench-fleet-missing", ["bench", "--fleet", "{w}/none.yaml", "--run-dir", "{w}/run",
                              "--out", "{w}/new"], "none.yaml: cannot read the fleet file"),
     ("demo-dataset", ["demo", "--dataset", "nope", "--out", "{w}/new"],
-     "unknown dataset 'nope': expected one of movielens-100k, synthetic-criteo"),
+     "unknown dataset 'nope': expected one of movielens-100k, movielens-100k-genre-token, synthetic-criteo"),
     ("bench-data-missing", ["bench", "--data", "{w}/none", "--out", "{w}/new"],
      "none: not a prepared dataset directory (it does not exist)"),
     ("bench-out-file", ["bench", "--data", "{w}/ds", "--out", "{w}/a_file"],

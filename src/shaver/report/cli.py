@@ -49,7 +49,9 @@ def _register_bench(sub: argparse._SubParsersAction) -> None:
         "Finished cells are skipped when the command is run again.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="a prepared dataset directory (shaver data prepare)")
-    src.add_argument("--dataset", help="a built-in dataset: movielens-100k or synthetic-criteo")
+    src.add_argument("--dataset", help="a built-in dataset: movielens-100k (genres a list "
+                     "field), movielens-100k-genre-token (the genre list as one token) or "
+                     "synthetic-criteo")
     src.add_argument("--fleet", type=Path, metavar="YAML",
                      help="instead of the grid, time a device fleet (shaver fleet) from one "
                      "attribution: of --run, or of a random Criteo-shaped DeepFM of --rows rows")
@@ -108,7 +110,8 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
         description="Prepare a dataset, train DeepFM, attribute, prune at several budgets, "
         "export an artifact and write the HTML report; prints a short table.")
     p.add_argument("--dataset", default="movielens-100k",
-                   help="movielens-100k (default) or synthetic-criteo")
+                   help="movielens-100k (default), movielens-100k-genre-token or "
+                   "synthetic-criteo")
     p.add_argument("--rows", type=int, default=100_000,
                    help="rows of synthetic-criteo (default 100000)")
     p.add_argument("--out", type=Path, default=Path("reports/demo"),

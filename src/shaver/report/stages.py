@@ -26,7 +26,7 @@ from shaver.attribution.stopping import (
     active_budgets,
     cut_regret,
 )
-from shaver.data.builtin import load_builtin
+from shaver.data.builtin import BUILTINS, load_builtin
 from shaver.data.prepare import prepare_dataset
 from shaver.data.store import PreparedDataset, open_dataset
 from shaver.data.synthetic import synth_criteo
@@ -38,7 +38,7 @@ from shaver.train.state import state_path
 
 log = logging.getLogger(__name__)
 
-BUILTIN_DATASETS = ("movielens-100k", "synthetic-criteo")
+BUILTIN_DATASETS = (*BUILTINS, "synthetic-criteo")
 
 
 def open_bench_data(*, data: str | os.PathLike[str] | None, dataset: str | None, rows: int,
@@ -48,7 +48,7 @@ def open_bench_data(*, data: str | os.PathLike[str] | None, dataset: str | None,
     data generated and prepared once under ``workdir`` (reused when present)."""
     if data is not None:
         return Path(data).name, open_dataset(data)
-    if dataset == "movielens-100k":
+    if dataset in BUILTINS:
         return dataset, load_builtin(dataset, quiet=quiet)
     if dataset == "synthetic-criteo":
         return dataset, _synthetic_criteo(rows, workdir, seed, quiet)
