@@ -227,8 +227,7 @@ def bag_data(tmp_path_factory):
 
 
 def test_layout_round_trips_in_config_and_feature_map(tmp_path, bag_data):
-    model = build_model("deepfm", bag_data.field_dims, mlp_dims=[8],
-                        layout=bag_data.layout.to_json()).eval()
+    model = build_model("deepfm", bag_data, mlp_dims=[8]).eval()
     fmap = feature_map_of(str(bag_data.path))
     out = export_artifact(model, tmp_path / "a.shaver", metadata={"feature_map": fmap})
     art = load_artifact(out.path)
@@ -256,8 +255,7 @@ def test_plan_bytes_is_the_file_size_of_a_bag_model(tmp_path, bag_data, table):
     assert table_bytes == load_artifact(out.path).table_bytes()
     assert predict_artifact_bytes(model, tmap > 0) == size
     # with the dataset's feature map (its spec and layout) in the artifact
-    model = build_model("deepfm", bag_data.field_dims, mlp_dims=[8],
-                        layout=bag_data.layout.to_json()).eval()
+    model = build_model("deepfm", bag_data, mlp_dims=[8]).eval()
     tmap = np.ones(tuple(model.embedding.weight.shape), np.uint8)
     size, _ = plan_bytes(model, tmap, [TierSpec("fp32")], metadata=meta)
     out = export_artifact(model, tmp_path / "b.shaver", metadata=meta)
@@ -267,8 +265,7 @@ def test_plan_bytes_is_the_file_size_of_a_bag_model(tmp_path, bag_data, table):
 
 def test_prune_then_export_a_bag_model(tmp_path, bag_data):
     torch.manual_seed(0)
-    model = build_model("deepfm", bag_data.field_dims, mlp_dims=[8],
-                        layout=bag_data.layout.to_json()).eval()
+    model = build_model("deepfm", bag_data, mlp_dims=[8]).eval()
     scores = np.random.default_rng(0).random(tuple(model.embedding.weight.shape))
     for budget in (0.8, "1/4"):
         (result,) = prune(model, scores.astype(np.float32), [budget])
@@ -371,8 +368,7 @@ def test_predict_raw_rows_with_list_columns(tmp_path, capsys):
                                                          for r in LIST_ROWS))
     ds = prepare_dataset(spec, tsv, tmp_path / "prep", quiet=True)
     torch.manual_seed(0)
-    model = build_model("deepfm", ds.field_dims, mlp_dims=[8],
-                        layout=ds.layout.to_json()).eval()
+    model = build_model("deepfm", ds, mlp_dims=[8]).eval()
     out = export_artifact(model, tmp_path / "a.shaver",
                           metadata={"feature_map": feature_map_of(str(ds.path))})
     art = load_artifact(out.path)

@@ -9,15 +9,18 @@ import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bag_data import make_bags
+from shaver.attribution.api import attribute
 from shaver.data.store import open_dataset
+from shaver.errors import ModelError
 from shaver.models.registry import build_model
 from shaver.train.checkpoint import load_run, model_fingerprint
-from shaver.train.loop import fit, predict_proba
+from shaver.train.loop import evaluate, fit, predict_proba
 from shaver.train.metrics import auc_logloss
 from shaver.train.optim import sparse_embeddings
 from train_data import one_thread  # noqa: F401
@@ -27,8 +30,7 @@ MODEL = {"embed_dim": 4, "mlp_dims": [16, 16]}
 
 
 def _model(data, seed=0):
-    return build_model("deepfm", data.field_dims, seed=seed, layout=data.layout.to_json(),
-                       **MODEL)
+    return build_model("deepfm", data, seed=seed, **MODEL)
 
 
 def test_adam_and_lazy_adam_learn_bags(tmp_path):
@@ -90,3 +92,19 @@ def test_two_processes_with_bags_match_one(tmp_path):
     assert reports[0]["test"]["rows"] == data.num_rows("test")
     assert abs(reports[0]["test"]["auc"] - single.test["auc"]) < 0.02
     assert np.isfinite(reports[0]["test"]["logloss"])
+
+
+def test_a_model_built_without_the_lists_is_refused(tmp_path):
+    """build_model(name, dataset) pools its lists; a model built from field_dims alone has
+    no list fields, and training, evaluation and attribution say so instead of failing on a
+    pad."""
+    data = make_bags(tmp_path / "data", rows=400)
+    assert build_model("deepfm", data, **MODEL).layout == data.layout
+    plain = build_model("deepfm", data.field_dims, **MODEL)
+    message = "the model's list fields \\(no bags\\) are not .*build_model\\(name, dataset\\)"
+    with pytest.raises(ModelError, match=message):
+        fit(plain, data, device="cpu", **{**SETTINGS, "epochs": 1})
+    with pytest.raises(ModelError, match=message):
+        evaluate(plain, data)
+    with pytest.raises(ModelError, match=message):
+        attribute(plain, data, max_samples=10, quiet=True)

@@ -45,8 +45,7 @@ def trained_deepfm(dataset, work: Path, epochs: int, device):
     run_dir = work / "deepfm"
     if not (run_dir / "config.json").exists():
         torch.manual_seed(0)
-        model = build_model("deepfm", dataset.field_dims, embed_dim=16,
-                            mlp_dims=[400, 400, 400])
+        model = build_model("deepfm", dataset, embed_dim=16, mlp_dims=[400, 400, 400])
         fit(model, dataset, epochs=epochs, lr=1e-3, weight_decay=1e-5, batch_size=2048,
             patience=2, seed=0, device=device, out_dir=run_dir, quiet=True)
     return load_run(run_dir, device=device).model.eval()

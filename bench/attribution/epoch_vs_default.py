@@ -58,7 +58,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     dataset, _ = open_grid_dataset("synthetic-criteo", args.rows, args.work, seed=args.seed)
     torch.manual_seed(args.seed)
-    model = build_model("deepfm", dataset.field_dims, embed_dim=16)
+    model = build_model("deepfm", dataset, embed_dim=16)
     began = time.perf_counter()
     fit(model, dataset, epochs=1, lr=1e-3, weight_decay=1e-5, batch_size=2048, patience=None,
         seed=args.seed, quiet=True, device=args.device)

@@ -43,7 +43,7 @@ def trained_run(workdir: Path, epochs: int, samples: int, seed: int, quiet: bool
     dataset = load_builtin("movielens-100k", quiet=quiet)
     run_dir = workdir / ("run" if model_name == "deepfm" else f"run-{model_name}")
     if not (run_dir / "config.json").is_file():
-        model = build_model(model_name, dataset.field_dims, seed=seed)
+        model = build_model(model_name, dataset, seed=seed)
         fit(model, dataset, epochs=epochs, seed=seed, out_dir=run_dir, quiet=quiet)
     model = load_run(run_dir, device="cpu").model
     attr_path = run_dir / "attribution-codebook.safetensors"

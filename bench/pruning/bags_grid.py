@@ -53,8 +53,7 @@ def trained(name: str, dataset, run_dir: Path, *, seed: int, epochs: int, sizes:
     """The model trained as ``shaver train`` does (cached in ``run_dir``), and its test
     metrics."""
     if not (run_dir / "config.json").exists():
-        model = build_model(name, dataset.field_dims, seed=seed, embed_dim=16,
-                            layout=dataset.layout.to_json(), **sizes)
+        model = build_model(name, dataset, seed=seed, embed_dim=16, **sizes)
         fit(model, dataset, epochs=epochs, lr=1e-3, weight_decay=1e-5, batch_size=2048,
             patience=2, seed=seed, out_dir=run_dir, quiet=True)
     run = load_run(run_dir)

@@ -71,7 +71,7 @@ def trained(name: str, dataset, work: Path, epochs: int, seed: int):
     if (run_dir / "config.json").exists():
         return load_run(run_dir, device=DEVICE).model
     torch.manual_seed(seed)
-    model = build_model(name, dataset.field_dims, embed_dim=16)
+    model = build_model(name, dataset, embed_dim=16)
     fit(model, dataset, epochs=epochs, lr=1e-3, weight_decay=1e-5, batch_size=2048,
         patience=2, seed=seed, device=DEVICE, out_dir=run_dir, quiet=True)
     return load_run(run_dir, device=DEVICE).model

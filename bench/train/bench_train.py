@@ -103,7 +103,7 @@ class PaperStyleDataset(Dataset):
 def paper_style_model(data: PreparedDataset, seed: int) -> torch.nn.Module:
     """Our DeepFM with torch's ``nn.Dropout`` in place of ``FastDropout``, as the authors'
     code builds it (same architecture, same initial weights)."""
-    model = build_model("deepfm", data.field_dims, seed=seed)
+    model = build_model("deepfm", data, seed=seed)
     for name, module in list(model.mlp.named_children()):
         if isinstance(module, FastDropout):
             setattr(model.mlp, name, torch.nn.Dropout(module.p))
@@ -136,7 +136,7 @@ def run_baseline(data: PreparedDataset, device: torch.device, batch: int, worker
 def run_ours(data: PreparedDataset, device: torch.device, batch: int, seed: int,
              optimizer: str = "adam") -> float:
     """Rows per second of one epoch of ``shaver.train.loop.fit`` (its own measurement)."""
-    model = build_model("deepfm", data.field_dims, seed=seed)
+    model = build_model("deepfm", data, seed=seed)
     result = fit(model, data, epochs=1, batch_size=batch, lr=1e-3, weight_decay=1e-6,
                  patience=None, seed=seed, device=device, quiet=True, optimizer=optimizer)
     return float(result.history[0]["samples_per_s"])
@@ -147,7 +147,7 @@ def run_model_floor(data: PreparedDataset, device: torch.device, batch: int, ste
     """Rows per second of the model's own work alone: forward, backward and the optimiser
     step on ONE batch already resident on the device (no data, no shuffling, no loss sync).
     No trainer can beat it with this model and optimiser: it bounds the attainable ratio."""
-    model = build_model("deepfm", data.field_dims, seed=seed).to(device).train()
+    model = build_model("deepfm", data, seed=seed).to(device).train()
     opt = make_optimizer(model, 1e-3, 1e-6, device, optimizer)
     x, y = (torch.from_numpy(np.asarray(a[:batch])) for a in data.arrays("train"))
     x, y = x.long().to(device), y.float().to(device)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models.split(","):
             for optimizer in args.optimizers.split(","):
                 started = time.perf_counter()
-                result = fit(build_model(name, data.field_dims, seed=args.seed), data,
+                result = fit(build_model(name, data, seed=args.seed), data,
                              epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                              batch_size=args.batch_size, patience=2, device=args.device,
                              seed=args.seed, optimizer=optimizer, quiet=True)

@@ -48,6 +48,7 @@ from shaver.errors import AttributionError, FingerprintMismatch
 from shaver.models.base import check_model_interface
 from shaver.train.checkpoint import model_fingerprint
 from shaver.train.device import pick_device
+from shaver.train.evaluation import check_fits
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def check_model_dataset(model: nn.Module, dataset: PreparedDataset) -> None:
         raise FingerprintMismatch(
             f"{dataset.path}: field_dims {dataset.field_dims} do not match the model's "
             f"{list(model.field_dims)} (model and data from different datasets)")
+    check_fits(model, dataset)  # the same fields: the same list fields too
 
 
 def attribute(

@@ -38,7 +38,7 @@ def model_options(name: str) -> dict[str, Any]:
 
 def build_model(
     name_or_config: str | Mapping[str, Any],
-    field_dims: Sequence[int] | None = None,
+    field_dims: Sequence[int] | Any | None = None,
     *,
     seed: int | None = None,
     **overrides: Any,
@@ -46,7 +46,9 @@ def build_model(
     """Build a model.
 
     ``name_or_config`` is a registry name (see :data:`MODEL_NAMES`) or a dict as returned by
-    ``model.config()`` (``{"name": ..., "field_dims": ..., <sizes>}``). ``field_dims`` and
+    ``model.config()`` (``{"name": ..., "field_dims": ..., <sizes>}``). ``field_dims`` (rows
+    per field, or a dataset: anything with ``field_dims`` and ``layout``, such as a
+    :class:`~shaver.data.store.PreparedDataset`, whose list fields the model then pools) and
     ``overrides`` (e.g. ``embed_dim=8, mlp_dims=[64, 64]``) take precedence over the dict.
     Unknown options raise :class:`ModelError` naming the accepted ones. With ``seed`` the
     initial weights come from ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``
@@ -60,6 +62,9 @@ def build_model(
     else:
         name, config = name_or_config, {}
     config.update(overrides)
+    if field_dims is not None and hasattr(field_dims, "layout"):  # a dataset
+        config["layout"] = field_dims.layout.to_json()
+        field_dims = field_dims.field_dims
     if field_dims is not None:
         config["field_dims"] = list(field_dims)
     cls = model_class(name)

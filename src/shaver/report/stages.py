@@ -100,8 +100,7 @@ def train_or_reuse(dataset: PreparedDataset, model_name: str, seed: int, run_dir
     resume = state_path(partial).is_file()  # an interrupted training: continue it
     if partial.exists() and not resume:
         shutil.rmtree(partial)
-    model = build_model(model_name, dataset.field_dims, seed=seed,  # same as `shaver train`
-                        layout=dataset.layout.to_json())
+    model = build_model(model_name, dataset, seed=seed)  # same as `shaver train`
     result = fit(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                  device=device, out_dir=partial, resume=resume, quiet=quiet)
     os.replace(partial, run_dir)

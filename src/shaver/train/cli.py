@@ -87,8 +87,7 @@ def _train(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data)
     dataset.check_both_labels("val", "test")
     model_opts.pop("field_dims", None)
-    model = build_model(model_opts, dataset.field_dims, seed=settings["seed"],
-                        layout=dataset.layout.to_json())
+    model = build_model(model_opts, dataset, seed=settings["seed"])
     result = fit(model, dataset, out_dir=args.out, resume=args.resume, device=args.device,
                  quiet=args.quiet, **settings)
     if result.run_dir is None or not _is_main():

@@ -24,6 +24,12 @@ def check_fits(model: nn.Module, dataset: PreparedDataset) -> None:
             f"the model has field_dims {dims[:8]}{'...' if len(dims) > 8 else ''} "
             f"({len(dims)} fields, {sum(dims)} rows) but {dataset.path} has "
             f"{dataset.num_fields} fields and {dataset.num_features} rows")
+    layout = getattr(model, "layout", None)
+    if layout is not None and layout != dataset.layout:
+        raise ModelError(
+            f"the model's list fields ({layout.describe()}) are not {dataset.path}'s "
+            f"({dataset.layout.describe(dataset.field_names)}): build the model for the "
+            f"dataset, build_model(name, dataset)")
 
 
 @torch.no_grad()
