@@ -11,7 +11,7 @@ from torch import nn
 
 from shaver.data.store import write_prepared
 from shaver.layout import Bag, FieldLayout
-from shaver.models.registry import build_model
+from test_attribution_helpers import registry_model
 
 #: fields: 0 single (3 rows), 1 mean bag <= 3 (4 rows), 2 weighted sum bag <= 2 (3 rows)
 BAG_DIMS = [3, 4, 3]
@@ -22,23 +22,7 @@ BAG_MODELS = ["lr", "fm", "deepfm", "dcn-v2", "dcn-mix"]
 def bag_model(name: str, embed_dim: int = 2, seed: int = 0, dims=BAG_DIMS,
               layout: FieldLayout = BAG_LAYOUT, **extra) -> nn.Module:
     """A registry model with bags, random weights and non-trivial batch-norm statistics."""
-    torch.manual_seed(seed)
-    if name in ("deepfm", "dcn-v2", "dcn-mix"):
-        extra.setdefault("mlp_dims", [6, 5])
-    if name == "dcn-mix":
-        extra.setdefault("num_experts", 2)
-        extra.setdefault("rank", 3)
-    model = build_model(name, dims, embed_dim=1 if name == "lr" else embed_dim,
-                        layout=layout.to_json(), **extra)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.7 * torch.randn(p.shape, generator=gen))
-        for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm1d):
-                mod.running_mean.copy_(torch.randn(mod.num_features, generator=gen))
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=gen) + 0.5)
-    return model.eval()
+    return registry_model(name, dims, 1 if name == "lr" else embed_dim, seed, layout, **extra)
 
 
 def bag_batch(batch: int = 12, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -68,17 +68,19 @@ class TanhNet(CTRModel):
         return self.outer(h).squeeze(1) + self.first(x).sum((1, 2))
 
 
-def registry_model(name, field_dims=DIMS, embed_dim=2, seed=0):
-    """A small registry model with random weights and non-trivial batch-norm statistics."""
+def registry_model(name, field_dims=DIMS, embed_dim=2, seed=0, layout=None, **extra):
+    """A small registry model with random weights and non-trivial batch-norm statistics
+    (``layout``: a :class:`shaver.layout.FieldLayout` of bags, or None)."""
     from shaver.models.registry import build_model
 
     torch.manual_seed(seed)  # the registry's initialisers draw from the global RNG
-    extra = {}
     if name in ("deepfm", "dcn-v2", "dcn-mix"):
-        extra["mlp_dims"] = [6, 5]
+        extra.setdefault("mlp_dims", [6, 5])
     if name == "dcn-mix":
-        extra.update(num_experts=2, rank=3)
-    model = build_model(name, field_dims, embed_dim=embed_dim, **extra)
+        extra.setdefault("num_experts", 2)
+        extra.setdefault("rank", 3)
+    model = build_model(name, field_dims, embed_dim=embed_dim,
+                        layout=None if layout is None else layout.to_json(), **extra)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():

@@ -34,7 +34,6 @@ same folder).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -43,18 +42,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pruning"))
-from grid_data import DATASETS, open_grid_dataset  # noqa: E402
+from grid_data import DATASETS, epoch_seconds, open_grid_dataset, trained  # noqa: E402
 
 from shaver.attribution.api import attribute  # noqa: E402
 from shaver.attribution.estimator.hardware import cpu_summary  # noqa: E402
 from shaver.attribution.result import Attribution  # noqa: E402
 from shaver.attribution.sampling import DEFAULT_DATA  # noqa: E402
-from shaver.models.registry import build_model  # noqa: E402
 from shaver.pruning.api import prune  # noqa: E402
 from shaver.pruning.scorers import compute_scores  # noqa: E402
 from shaver.report.compute_section import quality_vs_compute_figure  # noqa: E402
-from shaver.train.checkpoint import load_run  # noqa: E402
-from shaver.train.loop import fit  # noqa: E402
 
 OPTIONS = {
     "paper (fp32)": dict(dtype="fp32", control_variate=False),
@@ -63,25 +59,6 @@ OPTIONS = {
     "auto + cv": dict(dtype="auto", control_variate="exact"),
     "auto + anti + cv": dict(dtype="auto", control_variate="exact", antithetic=True),
 }
-
-
-def trained(name: str, dataset, work: Path, seed: int, epochs: int):
-    run_dir = work / f"run-{name}-s{seed}"
-    if not (run_dir / "config.json").exists():
-        torch.manual_seed(seed)
-        model = build_model(name, dataset, embed_dim=16)
-        fit(model, dataset, epochs=epochs, lr=1e-3, weight_decay=1e-5, batch_size=2048,
-            patience=2, seed=seed, out_dir=run_dir, quiet=True)
-    return load_run(run_dir).model
-
-
-def epoch_seconds(model, dataset, seed: int) -> float:
-    """Wall seconds of one training epoch of a copy of ``model`` (same settings as above)."""
-    clone = copy.deepcopy(model)
-    began = time.perf_counter()
-    fit(clone, dataset, epochs=1, lr=1e-3, weight_decay=1e-5, batch_size=2048, patience=None,
-        seed=seed, quiet=True)
-    return time.perf_counter() - began
 
 
 def test_metrics(model, scores, dataset, sparsities, auto: bool = False

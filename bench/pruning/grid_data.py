@@ -1,20 +1,27 @@
-"""The datasets of the quality grid: built-in MovieLens-100k, or synthetic Criteo data built
-exactly as ``shaver bench --dataset synthetic-criteo --rows N`` builds it (same generator,
-seed and preset, prepared once under the work directory and reused)."""
+"""The datasets of the quality grid and the base models its scripts train once. Data:
+built-in MovieLens-100k (either genre field), or synthetic Criteo data built exactly as
+``shaver bench --dataset synthetic-criteo --rows N`` builds it (same generator, seed and
+preset, prepared once under the work directory and reused)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from shaver.data.store import PreparedDataset
 from shaver.data.synthetic import synth_criteo
 from shaver.errors import DataError
+from shaver.models.registry import build_model
 from shaver.report.stages import open_bench_data
+from shaver.train.checkpoint import load_run
+from shaver.train.loop import fit
 
 #: ``movielens-100k-genre-token``: the built-in as it was before list fields (the genre list as
 #: one token), on which the MovieLens tables measured before issue 25 were made.
@@ -54,3 +61,24 @@ def _generator_info(rows: int, seed: int) -> dict[str, Any]:
     return {"dataset": "synthetic-criteo", "rows": info["rows"], "seed": info["seed"],
             "scale": info["scale"], "hidden_auc": info["hidden_auc"],
             "positive_rate": info["positive_rate"]}
+
+
+def trained(name: str, dataset, work: Path, seed: int, epochs: int):
+    """The base model of ``work/run-{name}-s{seed}`` (trained once, as the grid scripts do:
+    d = 16, lr 1e-3, weight decay 1e-5, batch 2048, patience 2)."""
+    run_dir = work / f"run-{name}-s{seed}"
+    if not (run_dir / "config.json").exists():
+        torch.manual_seed(seed)
+        model = build_model(name, dataset, embed_dim=16)
+        fit(model, dataset, epochs=epochs, lr=1e-3, weight_decay=1e-5, batch_size=2048,
+            patience=2, seed=seed, out_dir=run_dir, quiet=True)
+    return load_run(run_dir).model
+
+
+def epoch_seconds(model, dataset, seed: int) -> float:
+    """Wall seconds of one training epoch of a copy of ``model`` (same settings as above)."""
+    clone = copy.deepcopy(model)
+    began = time.perf_counter()
+    fit(clone, dataset, epochs=1, lr=1e-3, weight_decay=1e-5, batch_size=2048, patience=None,
+        seed=seed, quiet=True)
+    return time.perf_counter() - began
